@@ -1,0 +1,127 @@
+"""Finding and decoding one image: lookup by stem, header reads, 8/16-bit gray/RGB to uint8.
+
+    index = index_images(Path("run1/images"))       # stem -> path, plus ambiguous stems
+    header = read_header(index.by_stem["img_001"])   # ImageHeader(height=772, width=1032, ...)
+    pixels = decode_image(index.by_stem["img_001"], channels=1)   # uint8 (1, H, W)
+
+Pillow is imported inside the functions that need it so `yogo --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Lookup order when one stem has several images: the first listed wins (and a warning says so).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_COLOR_MODES = {"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message says why in the user's words."""
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """Images of one folder by file stem. `ambiguous` lists stems with several images."""
+
+    by_stem: dict[str, Path]
+    ambiguous: dict[str, tuple[Path, ...]]
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    height: int
+    width: int
+    channels: int  # 1 (gray) or 3 (colour) as stored in the file
+    bit_depth: int  # 8 or 16
+
+
+def index_images(folder: Path) -> ImageIndex:
+    """Every image file directly in `folder` (extensions of IMAGE_EXTENSIONS, any case)."""
+    found: dict[str, list[Path]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, ext = os.path.splitext(entry.name)
+            if ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
+                found.setdefault(stem, []).append(Path(entry.path))
+    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    by_stem: dict[str, Path] = {}
+    ambiguous: dict[str, tuple[Path, ...]] = {}
+    for stem, paths in found.items():
+        paths.sort(key=lambda p: (rank[p.suffix.lower()], p.name))
+        by_stem[stem] = paths[0]
+        if len(paths) > 1:
+            ambiguous[stem] = tuple(paths)
+    return ImageIndex(by_stem, ambiguous)
+
+
+def read_header(path: Path) -> ImageHeader:
+    """Size, channel count and bit depth from the file header, without decoding pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            mode = image.mode
+    except FileNotFoundError:
+        raise ImageError("image file does not exist") from None
+    except UnidentifiedImageError:
+        size = path.stat().st_size
+        reason = "file is empty" if size == 0 else "not a readable image (PNG, JPEG, TIFF, BMP)"
+        raise ImageError(reason) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"image header cannot be read: {e}") from None
+    return ImageHeader(height, width, _channels_of(mode), 16 if mode in _SIXTEEN_BIT_MODES else 8)
+
+
+def decode_image(path: Path, channels: int) -> np.ndarray:
+    """The whole image as uint8 `(channels, H, W)`; 16-bit values are scaled to 0..255.
+
+    Gray to RGB repeats the plane; RGB to gray uses Pillow's ITU-R 601 luma (`convert("L")`).
+    Raises ImageError for unreadable, truncated or corrupt files.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = _to_uint8(image, channels)
+    except UnidentifiedImageError:
+        raise ImageError("not a readable image (PNG, JPEG, TIFF, BMP)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"image cannot be decoded: {e}") from None
+    return pixels
+
+
+def _channels_of(mode: str) -> int:
+    if mode in _GRAY_MODES:
+        return 1
+    if mode in _COLOR_MODES:
+        return 3
+    raise ImageError(f"unsupported pixel format '{mode}'; save it as 8- or 16-bit gray or RGB")
+
+
+def _to_uint8(image: Image.Image, channels: int) -> np.ndarray:
+    _channels_of(image.mode)  # refuses formats we cannot convert faithfully
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image).astype(np.uint32)
+        # Round to nearest: 0 -> 0 and 65535 -> 255 exactly.
+        plane = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
+        return np.repeat(plane[None], channels, axis=0) if channels == 3 else plane[None]
+    if channels == 1:
+        gray = image if image.mode == "L" else image.convert("L")
+        return np.asarray(gray, dtype=np.uint8)[None].copy()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    planes: np.ndarray = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    return np.ascontiguousarray(planes)

@@ -1,0 +1,296 @@
+"""Parsing one YOLO label file, and the `--bad-labels error|drop|clip` policy.
+
+    classes = ClassLookup(("healthy", "ring"))
+    parsed = parse_label_file(Path("labels/img_001.txt"), classes)
+    boxes, actions = apply_policy(parsed, "clip")   # boxes: (N, 5) float32 class, xc, yc, w, h
+
+Accepted rows: `class xc yc w h`, separated by spaces or by commas; `class` an integer index or a
+class name (or a Label Studio id, mapped through `notes.json`); numbers normalised to the image.
+A first row that is not a data row (`class x y w h`) is a header and skipped; blank lines are
+skipped; an empty file is an image without objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from yogo.errors import UserError, where
+
+BadLabelsPolicy = Literal["error", "drop", "clip"]
+BAD_LABELS_POLICIES: tuple[BadLabelsPolicy, ...] = ("error", "drop", "clip")
+
+# A box may stick out of the image by this much (normalised) before it is an error: exporters
+# round, and 1e-3 of a 1032 px frame is one pixel. Such boxes are clipped silently.
+EDGE_TOLERANCE = 1e-3
+
+ERROR_KINDS = {
+    "unreadable-label": "label file cannot be read as text",
+    "columns": "wrong column count",
+    "not-a-number": "value is not a number",
+    "not-finite": "NaN or infinite value",
+    "class": "class out of range or unknown",
+    "size": "width or height <= 0",
+    "centre": "box centre outside [0, 1]",
+    "outside": "box extends outside the image",
+    "no-image": "label file without image",
+    "unreadable-image": "image header cannot be read",
+    "corrupt-image": "image fails to decode",
+}
+WARNING_KINDS = {
+    "collision": "objects sharing a grid cell (the grid keeps one)",
+    "unlabelled-images": "images without label files (ignored)",
+    "ambiguous-image": "several images with the same stem",
+    "mixed-sizes": "images of different sizes (resized to --image-hw)",
+    "dataset-definition": "dataset definition notes",
+}
+# Problems `clip` can repair; the rest are dropped under `clip`.
+CLIPPABLE_KINDS = frozenset({"centre", "outside"})
+# Problems that make a whole sample unusable (rather than one row).
+SAMPLE_KINDS = frozenset({"unreadable-label", "no-image", "unreadable-image", "corrupt-image"})
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about the data, with the place to fix it (`line` None: the whole file)."""
+
+    path: Path
+    line: int | None
+    kind: str
+    message: str
+    action: str | None = None  # what the --bad-labels policy did: "dropped row", "clipped", ...
+
+    @property
+    def severity(self) -> str:
+        return "error" if self.kind in ERROR_KINDS else "warning"
+
+    def __str__(self) -> str:
+        text = f"{where(self.path, self.line)}: {self.message}"
+        return f"{text} ({self.action})" if self.action else text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "line": self.line,
+            "kind": self.kind,
+            "severity": self.severity,
+            "message": self.message,
+            "action": self.action,
+        }
+
+
+class ClassLookup:
+    """Maps a label's class token to a class index, per label folder.
+
+    `label_studio_ids` (from `notes.json`) maps numeric ids to class names first.
+    """
+
+    def __init__(
+        self, class_names: Sequence[str], label_studio_ids: dict[int, str] | None = None
+    ) -> None:
+        self.class_names = tuple(class_names)
+        self.by_name = {name: i for i, name in enumerate(self.class_names)}
+        self.label_studio_ids = label_studio_ids
+
+    def index(self, token: str) -> int | str:
+        """The class index for `token`, or a message saying why there is none."""
+        if _INTEGER.fullmatch(token) or _is_integral_float(token):
+            number = int(float(token))
+            if self.label_studio_ids is not None:
+                name = self.label_studio_ids.get(number)
+                if name is None:
+                    return f"class id {number} is not in notes.json"
+                if name not in self.by_name:
+                    return f"class id {number} is '{name}' in notes.json, not one of class_names"
+                return self.by_name[name]
+            if 0 <= number < len(self.class_names):
+                return number
+            return f"class {number} out of range 0..{len(self.class_names) - 1}"
+        if token in self.by_name:
+            return self.by_name[token]
+        if _is_number(token):
+            return f"class '{token}' is not an integer"
+        return f"unknown class name '{token}' (class_names: {', '.join(self.class_names)})"
+
+
+def load_label_studio_ids(label_folder: Path) -> dict[int, str] | None:
+    """`{id: name}` from a Label Studio `notes.json` next to `label_folder`, if there is one."""
+    notes = label_folder.parent / "notes.json"
+    if not notes.is_file():
+        return None
+    try:
+        categories = json.loads(notes.read_text(encoding="utf-8"))["categories"]
+        return {int(c["id"]): str(c["name"]) for c in categories}
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f"not a Label Studio notes file ({type(e).__name__}: {e})",
+            path=notes,
+            fix='it needs "categories": [{"id": 0, "name": "..."}, ...], or remove the file',
+        ) from None
+
+
+@dataclass(frozen=True)
+class ParsedLabels:
+    """A label file's rows. `boxes` holds every row that parsed into a known class and five
+    finite numbers, including rows with geometry problems (so `clip` can repair them);
+    `lines` are their 1-based line numbers."""
+
+    path: Path
+    boxes: np.ndarray  # (N, 5) float64: class, xc, yc, w, h (normalised)
+    lines: np.ndarray  # (N,) int64
+    problems: tuple[Problem, ...]
+
+
+def parse_label_file(path: Path, classes: ClassLookup) -> ParsedLabels:
+    """Parse `path`; every problem becomes a Problem with its line, nothing is raised."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        problem = Problem(path, None, "unreadable-label", f"label file cannot be read: {reason}")
+        return ParsedLabels(path, np.zeros((0, 5)), np.zeros(0, np.int64), (problem,))
+    return parse_label_text(text, path, classes)
+
+
+def parse_label_text(text: str, path: Path, classes: ClassLookup) -> ParsedLabels:
+    rows: list[list[float]] = []
+    lines: list[int] = []
+    problems: list[Problem] = []
+    first = True
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        tokens = [t.strip() for t in stripped.split(",")] if "," in stripped else stripped.split()
+        if first:
+            first = False
+            if _is_header(tokens, classes):
+                continue
+        row = _parse_row(tokens, classes)
+        if isinstance(row, tuple):
+            problems.append(Problem(path, number, *row))
+            continue
+        rows.append(row)
+        lines.append(number)
+        geometry = _geometry_problem(row)
+        if geometry is not None:
+            problems.append(Problem(path, number, *geometry))
+    boxes = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    return ParsedLabels(path, boxes, np.array(lines, dtype=np.int64), tuple(problems))
+
+
+def apply_policy(
+    parsed: ParsedLabels, policy: BadLabelsPolicy
+) -> tuple[np.ndarray, tuple[Problem, ...]]:
+    """The boxes a run trains on under `policy`, and the problems with what was done to each.
+
+    Bad rows never reach the returned boxes. `error` reports problems without an action (the
+    caller refuses to train when any is an error); `drop` drops each bad row; `clip` clips
+    centre/extent problems into the image and drops the rest. Returned boxes are float32
+    `(N, 5)` class, xc, yc, w, h, always inside [0, 1].
+    """
+    if policy not in BAD_LABELS_POLICIES:
+        raise ValueError(f"unknown bad-labels policy {policy!r}")
+    keep = np.ones(len(parsed.boxes), dtype=bool)
+    row_of = {int(line): i for i, line in enumerate(parsed.lines)}
+    done: list[Problem] = []
+    for problem in parsed.problems:
+        row = row_of.get(problem.line) if problem.line is not None else None
+        if policy == "clip" and problem.kind in CLIPPABLE_KINDS:
+            action = "clipped"
+        else:
+            action = "dropped row"
+            if row is not None:
+                keep[row] = False
+        done.append(problem if policy == "error" else _with_action(problem, action))
+    boxes = _clip_to_image(parsed.boxes[keep])
+    # A clipped box that lay entirely outside the image has nothing left to train on.
+    empty = (boxes[:, 3] <= 0) | (boxes[:, 4] <= 0)
+    if empty.any():
+        lost = set(parsed.lines[keep][empty].tolist())
+        done = [
+            _with_action(p, "dropped row: nothing left inside the image") if p.line in lost else p
+            for p in done
+        ]
+        boxes = boxes[~empty]
+    return boxes.astype(np.float32), tuple(done)
+
+
+def _with_action(problem: Problem, action: str) -> Problem:
+    return Problem(problem.path, problem.line, problem.kind, problem.message, action)
+
+
+def _clip_to_image(boxes: np.ndarray) -> np.ndarray:
+    """Clip `(N, 5)` class, xc, yc, w, h boxes to [0, 1] in corner form."""
+    x0 = np.clip(boxes[:, 1] - boxes[:, 3] / 2, 0, 1)
+    x1 = np.clip(boxes[:, 1] + boxes[:, 3] / 2, 0, 1)
+    y0 = np.clip(boxes[:, 2] - boxes[:, 4] / 2, 0, 1)
+    y1 = np.clip(boxes[:, 2] + boxes[:, 4] / 2, 0, 1)
+    return np.stack([boxes[:, 0], (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_integral_float(token: str) -> bool:
+    try:
+        value = float(token)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value == int(value) and "." in token
+
+
+def _is_header(tokens: list[str], classes: ClassLookup) -> bool:
+    """A first row is a header when its first token is not a number and the row is not a data
+    row that names its class (`healthy 0.5 0.5 0.1 0.1`, or a misspelt class name)."""
+    if _is_number(tokens[0]):
+        return False
+    rest_numeric = len(tokens) > 1 and all(_is_number(t) for t in tokens[1:])
+    return not (tokens[0] in classes.by_name or rest_numeric)
+
+
+def _parse_row(tokens: list[str], classes: ClassLookup) -> list[float] | tuple[str, str]:
+    """`[class, xc, yc, w, h]`, or `(kind, message)` saying what is wrong with the row."""
+    if len(tokens) != 5:
+        return "columns", f"expected 5 values (class xc yc w h), found {len(tokens)}"
+    numbers = []
+    for name, token in zip(("xc", "yc", "w", "h"), tokens[1:], strict=True):
+        try:
+            value = float(token)
+        except ValueError:
+            return "not-a-number", f"{name} '{token}' is not a number"
+        if not math.isfinite(value):
+            return "not-finite", f"{name} is {token}"
+        numbers.append(value)
+    if _is_number(tokens[0]) and not math.isfinite(float(tokens[0])):
+        return "not-finite", f"class is {tokens[0]}"
+    index = classes.index(tokens[0])
+    if isinstance(index, str):
+        return "class", index
+    return [float(index), *numbers]
+
+
+def _geometry_problem(row: list[float]) -> tuple[str, str] | None:
+    _, xc, yc, w, h = row
+    if w <= 0 or h <= 0:
+        return "size", f"width and height must be > 0, got w={w:g} h={h:g}"
+    if not (0 <= xc <= 1 and 0 <= yc <= 1):
+        return "centre", f"box centre ({xc:g}, {yc:g}) is outside the image [0, 1]"
+    overhang = max(w / 2 - xc, xc + w / 2 - 1, h / 2 - yc, yc + h / 2 - 1)
+    if overhang > EDGE_TOLERANCE:
+        return "outside", f"box extends {overhang:.4f} outside the image (limit {EDGE_TOLERANCE:g})"
+    return None

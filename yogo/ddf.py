@@ -1,0 +1,543 @@
+"""Dataset definition files (DDF): YAML -> a resolved, validated, split DatasetDefinition.
+
+    ddf = DatasetDefinition.from_yaml("dataset_defs/run.yml")
+    ddf.classes                  # ('healthy', 'ring', ...)
+    ddf.splits["train"]          # tuple of Sample(image, label), sorted by label path
+
+Format and rules: docs/dataset-definition.md (SPEC §2). Every mistake is a UserError that names
+the file and line. Splits are decided by a hash of each label file's path relative to the
+top-level DDF's folder, so they are the same in every process, whatever the hash seed, listing
+order or machine, and adding files moves only the files near a split boundary.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yogo.data.images import index_images
+from yogo.errors import UserError, display_path, where
+from yogo.yamlfile import Node, load_yaml
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+TOP_KEYS = (
+    "class_names",
+    "dataset_paths",
+    "test_paths",
+    "dataset_split_fractions",
+    "thumbnail_augmentation",
+)
+FOLDER_KEYS = ("image_path", "label_path")
+INCLUDE_KEY = "defn_path"
+FRACTION_TOLERANCE = 1e-6
+# Keys people write because other tools (or YOGO's own docs) use them; each maps to ours.
+KNOWN_MISSPELLINGS = {
+    "test_dataset_paths": "test_paths",
+    "classes": "class_names",
+    "names": "class_names",
+    "split_fractions": "dataset_split_fractions",
+    "train_paths": "dataset_paths",
+    "images": "image_path",
+    "labels": "label_path",
+    "image_dir": "image_path",
+    "label_dir": "label_path",
+}
+
+
+@dataclass(frozen=True)
+class FolderPair:
+    """An image folder and its label folder (resolved), and where the DDF declared them."""
+
+    image_path: Path
+    label_path: Path
+    source: Path  # the DDF that lists them
+    line: int
+    name: str  # "dataset_paths.run1"
+
+    @property
+    def declared_at(self) -> str:
+        return f"{where(self.source, self.line)} ({self.name})"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One label file and its image (None when no image has the label's stem)."""
+
+    image: Path | None
+    label: Path
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float
+    val: float
+    test: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+@dataclass(frozen=True)
+class DatasetDefinition:
+    """A dataset definition with includes flattened, folders listed and splits decided."""
+
+    path: Path
+    classes: tuple[str, ...]
+    dataset_paths: tuple[FolderPair, ...]
+    test_paths: tuple[FolderPair, ...]
+    split_fractions: SplitFractions
+    thumbnail_augmentation: dict[str, tuple[Path, ...]]
+    splits: dict[str, tuple[Sample, ...]]
+    unlabelled_images: tuple[Path, ...]
+    ambiguous_images: dict[Path, tuple[Path, ...]]  # chosen image -> all with that stem
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """Every sample of every split, sorted by label path."""
+        return _sorted([s for split in self.splits.values() for s in split])
+
+    @classmethod
+    def from_yaml(
+        cls, path: str | os.PathLike[str], split_override: Sequence[float] | None = None
+    ) -> DatasetDefinition:
+        """Load, validate and split `path`.
+
+        `split_override` (train, val, test) re-splits the union of all data, test paths
+        included, as `--dataset-split-override` does.
+        """
+        return _Loader(Path(path)).load(split_override)
+
+
+def parse_split_override(values: Sequence[float]) -> SplitFractions:
+    """Validate `--dataset-split-override TRAIN VAL TEST` in the flag's words."""
+    flag = "--dataset-split-override"
+    if len(values) != 3:
+        raise UserError(f"{flag} takes three fractions (TRAIN VAL TEST), got {len(values)}")
+    for name, value in zip(SPLITS, values, strict=True):
+        if not 0 <= value <= 1:
+            raise UserError(f"{flag}: {name} must be in [0, 1], got {value:g}")
+    if abs(sum(values) - 1) > FRACTION_TOLERANCE:
+        raise UserError(
+            f"{flag}: fractions must sum to 1, got {' + '.join(f'{v:g}' for v in values)}"
+            f" = {sum(values):g}"
+        )
+    return SplitFractions(*values)
+
+
+def split_counts(total: int, fractions: SplitFractions) -> tuple[int, int, int]:
+    """Split sizes that sum to `total`, never negative; a fraction of 0 gives an empty split.
+
+    Floors first, then the largest remainders get the leftover samples (ties: train, val, test).
+    """
+    wanted = [total * f for f in (fractions.train, fractions.val, fractions.test)]
+    counts = [int(w) for w in wanted]
+    by_remainder = sorted(range(3), key=lambda i: -(wanted[i] - counts[i]))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts[0], counts[1], counts[2]
+
+
+def _by_label(sample: Sample) -> str:
+    return str(sample.label)
+
+
+def _suggest(key: str, allowed: Sequence[str]) -> str:
+    hint = KNOWN_MISSPELLINGS.get(key)
+    if hint not in allowed:
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = close[0] if close else None
+    choices = ", ".join(allowed)
+    return f"did you mean '{hint}'? (allowed: {choices})" if hint else f"allowed: {choices}"
+
+
+@dataclass
+class _File:
+    """One parsed DDF file: its resolved path and top-level keys."""
+
+    path: Path
+    keys: dict[str, Node]
+    classes: tuple[str, ...]
+    classes_line: int
+
+
+class _Loader:
+    """Walks the include tree once: validation, cycle/duplicate checks, folder listing."""
+
+    def __init__(self, path: Path) -> None:
+        self.top_path = path
+        self.warnings: list[str] = []
+        self.pairs_seen: dict[tuple[Path, Path], str] = {}
+        self.files_seen: dict[tuple[str, Path], str] = {}
+        self.unlabelled: list[Path] = []
+        self.ambiguous: dict[Path, tuple[Path, ...]] = {}
+
+    def load(self, split_override: Sequence[float] | None) -> DatasetDefinition:
+        top = self.read(self.top_path)
+        keys = top.keys
+        if "dataset_paths" not in keys and "test_paths" not in keys:
+            raise UserError(
+                "needs dataset_paths (and optionally test_paths)",
+                path=top.path,
+                fix="add a dataset_paths: mapping of name -> {image_path, label_path}",
+            )
+        test_mode = "test_paths" in keys
+        chain = (top.path,)
+        if test_mode:
+            pool = self.section(top, "dataset_paths", "dataset_paths", chain, top.classes)
+            tests = self.section(top, "test_paths", "test_paths", chain, top.classes)
+        else:
+            pool = self.section(top, "dataset_paths", "all", chain, top.classes)
+            tests = []
+        fractions = self.fractions(top, test_mode)
+        thumbnails = self.thumbnails(top)
+
+        top_folder = top.path.parent
+        listed_pool, listed_tests = self.list_samples(pool), self.list_samples(tests)
+        if split_override is not None:
+            fractions = parse_split_override(split_override)
+            train, val, test = _split(listed_pool + listed_tests, fractions, top_folder)
+        else:
+            train, val, test = _split(listed_pool, fractions, top_folder)
+            test = _sorted(test + tuple(listed_tests))
+        for warning in self.warnings:
+            log.warning(warning)
+        return DatasetDefinition(
+            path=top.path,
+            classes=top.classes,
+            dataset_paths=tuple(pool),
+            test_paths=tuple(tests),
+            split_fractions=fractions,
+            thumbnail_augmentation=thumbnails,
+            splits={"train": train, "val": val, "test": test},
+            unlabelled_images=tuple(self.unlabelled),
+            ambiguous_images=self.ambiguous,
+            warnings=tuple(self.warnings),
+        )
+
+    # --- reading and validating one file -------------------------------------------------
+
+    def read(self, path: Path) -> _File:
+        root = load_yaml(path)
+        resolved = path.resolve()
+        keys = root.mapping(path, "a dataset definition")
+        for key, node in keys.items():
+            if key not in TOP_KEYS:
+                raise UserError(
+                    f"unknown key '{key}'",
+                    path=path,
+                    line=node.key_line,
+                    fix=_suggest(key, TOP_KEYS),
+                )
+        if "class_names" not in keys:
+            raise UserError(
+                "class_names is required",
+                path=path,
+                fix="add class_names: [name0, name1, ...] (index i is label id i)",
+            )
+        node = keys["class_names"]
+        if not isinstance(node.value, list) or not node.value:
+            raise UserError(
+                f"class_names must be a non-empty list, got {node.kind}", path=path, line=node.line
+            )
+        classes = []
+        for item in node.value:
+            name = item.text(path, "each class name")
+            if name in classes:
+                raise UserError(f"class name '{name}' is listed twice", path=path, line=item.line)
+            classes.append(name)
+        return _File(resolved, keys, tuple(classes), node.line)
+
+    def section(
+        self, file: _File, key: str, mode: str, chain: tuple[Path, ...], classes: tuple[str, ...]
+    ) -> list[FolderPair]:
+        """The folder pairs `file` contributes from its `key` section (`mode`: which sections
+        of included files count: "dataset_paths", "test_paths", or "all" without test_paths)."""
+        if key not in file.keys:
+            return []
+        specs = file.keys[key].mapping(file.path, key)
+        if not specs:
+            raise UserError(f"{key} is empty", path=file.path, line=file.keys[key].line)
+        pairs: list[FolderPair] = []
+        for name, spec_node in specs.items():
+            spec = spec_node.mapping(file.path, f"{key}.{name}")
+            place = f"{where(file.path, spec_node.key_line)} ({key}.{name})"
+            for spec_key, value in spec.items():
+                if spec_key not in (*FOLDER_KEYS, INCLUDE_KEY):
+                    raise UserError(
+                        f"unknown key '{spec_key}' in {key}.{name}",
+                        path=file.path,
+                        line=value.key_line,
+                        fix=_suggest(spec_key, (*FOLDER_KEYS, INCLUDE_KEY)),
+                    )
+            if INCLUDE_KEY in spec:
+                if set(spec) & set(FOLDER_KEYS):
+                    raise UserError(
+                        f"{key}.{name} has both defn_path and image_path/label_path",
+                        path=file.path,
+                        line=spec_node.key_line,
+                        fix="split it into two entries: one include, one folder pair",
+                    )
+                pairs += self.include(file, key, name, spec[INCLUDE_KEY], mode, chain, classes)
+                continue
+            missing = [k for k in FOLDER_KEYS if k not in spec]
+            if missing:
+                raise UserError(
+                    f"{key}.{name} needs {' and '.join(missing)}",
+                    path=file.path,
+                    line=spec_node.key_line,
+                    fix="give image_path and label_path folders, or defn_path to include a DDF",
+                )
+            image_path = self.folder(file, spec["image_path"], "image_path")
+            label_path = self.folder(file, spec["label_path"], "label_path")
+            pair_key = (image_path, label_path)
+            if pair_key in self.pairs_seen:
+                raise UserError(
+                    f"the folder pair {display_path(image_path)} + {display_path(label_path)} "
+                    f"is listed twice: at {self.pairs_seen[pair_key]} and at {place}",
+                    path=file.path,
+                    line=spec_node.key_line,
+                    fix="remove one of them (each image/label folder pair may appear once)",
+                )
+            self.pairs_seen[pair_key] = place
+            pairs.append(
+                FolderPair(image_path, label_path, file.path, spec_node.key_line, f"{key}.{name}")
+            )
+        return pairs
+
+    def include(
+        self,
+        file: _File,
+        key: str,
+        name: str,
+        node: Node,
+        mode: str,
+        chain: tuple[Path, ...],
+        classes: tuple[str, ...],
+    ) -> list[FolderPair]:
+        text = node.text(file.path, f"{key}.{name}.defn_path")
+        child_path = (file.path.parent / Path(text).expanduser()).resolve()
+        if child_path in chain:
+            cycle = " -> ".join(display_path(p) for p in (*chain, child_path))
+            raise UserError(
+                f"include cycle: {cycle}",
+                path=file.path,
+                line=node.line,
+                fix="includes must form a tree; remove one defn_path of the cycle",
+            )
+        place = f"{where(file.path, node.line)} ({key}.{name})"
+        seen_key = (mode, child_path)
+        if seen_key in self.files_seen:
+            raise UserError(
+                f"{display_path(child_path)} is included twice: at {self.files_seen[seen_key]} "
+                f"and at {place}",
+                path=file.path,
+                line=node.line,
+                fix="include each dataset definition once",
+            )
+        self.files_seen[seen_key] = place
+        if not child_path.is_file():
+            raise UserError(
+                f"defn_path '{text}' does not exist (looked for {display_path(child_path)})",
+                path=file.path,
+                line=node.line,
+                fix="paths are relative to the folder of the file that contains them",
+            )
+        child = self.read(child_path)
+        if child.classes != classes:
+            raise UserError(
+                f"class_names differ from {display_path(chain[0])}: "
+                f"[{', '.join(child.classes)}] here, [{', '.join(classes)}] there",
+                path=child.path,
+                line=child.classes_line,
+                fix="every included file must list the same class_names in the same order",
+            )
+        if "thumbnail_augmentation" in child.keys:
+            self.warnings.append(
+                f"{where(child.path, child.keys['thumbnail_augmentation'].key_line)}: "
+                "thumbnail_augmentation of an included file is not used; only the top-level "
+                "file's applies"
+            )
+        sub_chain = (*chain, child_path)
+        if mode == "all":
+            pairs = self.section(child, "dataset_paths", mode, sub_chain, classes)
+            pairs += self.section(child, "test_paths", mode, sub_chain, classes)
+        else:
+            pairs = self.section(child, mode, mode, sub_chain, classes)
+        if not pairs:
+            wanted = "dataset_paths or test_paths" if mode == "all" else mode
+            rule = (
+                ""
+                if mode == "all"
+                else " (with test_paths at the top level, a file included under dataset_paths "
+                "adds only its own dataset_paths, and under test_paths only its own test_paths)"
+            )
+            raise UserError(
+                f"{display_path(child_path)} is included under {key} but has no {wanted} of "
+                f"its own, so it would add no data{rule}",
+                path=file.path,
+                line=node.line,
+                fix=f"add {wanted} to {display_path(child_path)} or include it elsewhere",
+            )
+        return pairs
+
+    def folder(self, file: _File, node: Node, key: str) -> Path:
+        """Resolve a folder relative to `file`'s folder, falling back to the working directory
+        (where YOGO 1.0.1 looked) with a warning."""
+        text = node.text(file.path, key)
+        given = Path(text).expanduser()
+        candidate = file.path.parent / given
+        if candidate.is_dir():
+            return candidate.resolve()
+        if not given.is_absolute() and given.is_dir():
+            self.warnings.append(
+                f"{where(file.path, node.line)}: {key} '{text}' was found relative to the "
+                f"working directory, not to {display_path(file.path.parent)}; write it relative "
+                "to the DDF's folder or as an absolute path"
+            )
+            return given.resolve()
+        what = "is not a folder" if candidate.exists() else "does not exist"
+        raise UserError(
+            f"{key} '{text}' {what} (looked for {display_path(candidate)})",
+            path=file.path,
+            line=node.line,
+            fix="paths are relative to the folder of the file that contains them",
+        )
+
+    def fractions(self, top: _File, test_mode: bool) -> SplitFractions:
+        node = top.keys.get("dataset_split_fractions")
+        if node is None:
+            return SplitFractions(1.0, 0.0, 0.0)
+        items = node.mapping(top.path, "dataset_split_fractions")
+        values: dict[str, float] = {}
+        for name, value_node in items.items():
+            if name not in SPLITS:
+                raise UserError(
+                    f"unknown split '{name}' in dataset_split_fractions",
+                    path=top.path,
+                    line=value_node.key_line,
+                    fix=_suggest(name, SPLITS),
+                )
+            if name == "test" and test_mode:
+                raise UserError(
+                    "dataset_split_fractions has 'test', but test_paths already defines the "
+                    "test split",
+                    path=top.path,
+                    line=value_node.key_line,
+                    fix="remove test from dataset_split_fractions (train and val split "
+                    "dataset_paths), or remove test_paths",
+                )
+            text = value_node.text(top.path, f"dataset_split_fractions.{name}")
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            if not 0 <= value <= 1:
+                raise UserError(
+                    f"dataset_split_fractions.{name} must be a number in [0, 1], got '{text}'",
+                    path=top.path,
+                    line=value_node.line,
+                )
+            values[name] = value
+        missing = [s for s in ("train", "val") if s not in values]
+        if missing:
+            raise UserError(
+                f"dataset_split_fractions needs {' and '.join(missing)}",
+                path=top.path,
+                line=node.key_line,
+                fix="give train and val (and test when there are no test_paths), summing to 1",
+            )
+        total = sum(values.values())
+        if abs(total - 1) > FRACTION_TOLERANCE:
+            terms = " + ".join(f"{k} {v:g}" for k, v in values.items())
+            raise UserError(
+                f"dataset_split_fractions must sum to 1, got {terms} = {total:g}",
+                path=top.path,
+                line=node.key_line,
+            )
+        return SplitFractions(values["train"], values["val"], values.get("test", 0.0))
+
+    def thumbnails(self, top: _File) -> dict[str, tuple[Path, ...]]:
+        node = top.keys.get("thumbnail_augmentation")
+        if node is None:
+            return {}
+        result: dict[str, tuple[Path, ...]] = {}
+        for name, value in node.mapping(top.path, "thumbnail_augmentation").items():
+            if name not in top.classes:
+                raise UserError(
+                    f"thumbnail_augmentation key '{name}' is not a class name",
+                    path=top.path,
+                    line=value.key_line,
+                    fix=_suggest(name, top.classes),
+                )
+            items = value.value if isinstance(value.value, list) else [value]
+            folders = []
+            for item in items:
+                text = item.text(top.path, f"thumbnail_augmentation.{name}")
+                folder = (top.path.parent / Path(text).expanduser()).resolve()
+                if not folder.is_dir():
+                    raise UserError(
+                        f"thumbnail folder '{text}' does not exist "
+                        f"(looked for {display_path(folder)})",
+                        path=top.path,
+                        line=item.line,
+                        fix="paths are relative to the folder of the file that contains them",
+                    )
+                folders.append(folder)
+            result[name] = tuple(folders)
+        return result
+
+    # --- listing folders -------------------------------------------------------------------
+
+    def list_samples(self, pairs: list[FolderPair]) -> list[Sample]:
+        samples: list[Sample] = []
+        for pair in pairs:
+            labels = sorted(
+                Path(e.path)
+                for e in os.scandir(pair.label_path)
+                if e.name.lower().endswith(".txt") and e.is_file()
+            )
+            if not labels:
+                raise UserError(
+                    f"label_path of {pair.name} ({display_path(pair.label_path)}) holds no "
+                    "label files (*.txt)",
+                    path=pair.source,
+                    line=pair.line,
+                    fix="point label_path at the folder of YOLO .txt label files",
+                )
+            index = index_images(pair.image_path)
+            stems = {p.stem for p in labels}
+            self.unlabelled += sorted(p for s, p in index.by_stem.items() if s not in stems)
+            for stem, paths in index.ambiguous.items():
+                if stem in stems:
+                    self.ambiguous[index.by_stem[stem]] = paths
+            samples += [Sample(index.by_stem.get(p.stem), p) for p in labels]
+        return samples
+
+
+def _split(
+    samples: Sequence[Sample], fractions: SplitFractions, top_folder: Path
+) -> tuple[tuple[Sample, ...], tuple[Sample, ...], tuple[Sample, ...]]:
+    """Deterministic split: order samples by a hash of their label path relative to the
+    top-level DDF's folder, cut by `split_counts`, return each split sorted by label path."""
+
+    def rank(sample: Sample) -> tuple[bytes, str]:
+        key = Path(os.path.relpath(sample.label, top_folder)).as_posix()
+        return hashlib.blake2b(key.encode(), digest_size=8, person=b"yogo-split").digest(), key
+
+    ordered = sorted(samples, key=rank)
+    n_train, n_val, _ = split_counts(len(ordered), fractions)
+    train, val = ordered[:n_train], ordered[n_train : n_train + n_val]
+    test = ordered[n_train + n_val :]
+    return _sorted(train), _sorted(val), _sorted(test)
+
+
+def _sorted(samples: Sequence[Sample]) -> tuple[Sample, ...]:
+    return tuple(sorted(samples, key=_by_label))
