@@ -117,11 +117,12 @@ def _to_uint8(image: Image.Image, channels: int) -> np.ndarray:
     if image.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(image).astype(np.uint32)
         # Round to nearest: 0 -> 0 and 65535 -> 255 exactly.
-        plane = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
-        return np.repeat(plane[None], channels, axis=0) if channels == 3 else plane[None]
+        plane: np.ndarray = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)[None]
+        return np.repeat(plane, channels, axis=0)
     if channels == 1:
         gray = image if image.mode == "L" else image.convert("L")
-        return np.asarray(gray, dtype=np.uint8)[None].copy()
+        plane = np.array(gray, dtype=np.uint8)[None]
+        return plane
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     planes: np.ndarray = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
     return np.ascontiguousarray(planes)

@@ -188,15 +188,19 @@ def parse_label_text(text: str, path: Path, classes: ClassLookup) -> ParsedLabel
     return ParsedLabels(path, boxes, np.array(lines, dtype=np.int64), tuple(problems))
 
 
-def apply_policy(
-    parsed: ParsedLabels, policy: BadLabelsPolicy
-) -> tuple[np.ndarray, tuple[Problem, ...]]:
+@dataclass(frozen=True)
+class PolicyResult:
+    boxes: np.ndarray  # (N, 5) float32 class, xc, yc, w, h, inside [0, 1]
+    lines: np.ndarray  # (N,) their 1-based line numbers
+    problems: tuple[Problem, ...]  # with the action taken, unless the policy is `error`
+
+
+def apply_policy(parsed: ParsedLabels, policy: BadLabelsPolicy) -> PolicyResult:
     """The boxes a run trains on under `policy`, and the problems with what was done to each.
 
     Bad rows never reach the returned boxes. `error` reports problems without an action (the
     caller refuses to train when any is an error); `drop` drops each bad row; `clip` clips
-    centre/extent problems into the image and drops the rest. Returned boxes are float32
-    `(N, 5)` class, xc, yc, w, h, always inside [0, 1].
+    centre/extent problems into the image and drops the rest.
     """
     if policy not in BAD_LABELS_POLICIES:
         raise ValueError(f"unknown bad-labels policy {policy!r}")
@@ -212,17 +216,17 @@ def apply_policy(
             if row is not None:
                 keep[row] = False
         done.append(problem if policy == "error" else _with_action(problem, action))
-    boxes = _clip_to_image(parsed.boxes[keep])
+    boxes, lines = _clip_to_image(parsed.boxes[keep]), parsed.lines[keep]
     # A clipped box that lay entirely outside the image has nothing left to train on.
     empty = (boxes[:, 3] <= 0) | (boxes[:, 4] <= 0)
     if empty.any():
-        lost = set(parsed.lines[keep][empty].tolist())
+        lost = set(lines[empty].tolist())
         done = [
             _with_action(p, "dropped row: nothing left inside the image") if p.line in lost else p
             for p in done
         ]
-        boxes = boxes[~empty]
-    return boxes.astype(np.float32), tuple(done)
+        boxes, lines = boxes[~empty], lines[~empty]
+    return PolicyResult(boxes.astype(np.float32), lines, tuple(done))
 
 
 def _with_action(problem: Problem, action: str) -> Problem:

@@ -1,0 +1,210 @@
+"""The `yogo` command line: each command maps its flags onto one library call.
+
+    yogo check dataset_defs_example/example.yml --json report.json
+    yogo synth out/ --num-images 64 --image-hw 192 256 --classes healthy ring trophozoite
+
+Errors: a UserError (bad flag, DDF, data, missing file) prints one message and exits 2, with a
+traceback only when YOGO_DEBUG=1; anything else is a bug or a runtime failure and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from yogo import __version__
+from yogo.errors import UserError
+
+app = typer.Typer(
+    name="yogo",
+    help="Train, test, export and run small YOLO-style detectors for microscopy.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Options that take several values (`--classes a b c`), as YOGO's argparse flags did. Click
+# options take one value each, so `main` rewrites `--classes a b c` to repeated options.
+VARIADIC_OPTIONS = ("--classes",)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"yogo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train, test, export and run small YOLO-style detectors for microscopy."""
+
+
+@app.command()
+def check(
+    ddf: Annotated[Path, typer.Argument(help="Dataset definition file (YAML).")],
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")
+    ] = None,
+    image_hw: Annotated[
+        tuple[int, int] | None,
+        typer.Option(
+            "--image-hw",
+            help="Model input size H W for the grid-collision count [default: first train image].",
+            show_default=False,
+        ),
+    ] = None,
+    bad_labels: Annotated[
+        str, typer.Option(help="What training would do with bad rows: error, drop or clip.")
+    ] = "error",
+    decode: Annotated[
+        bool, typer.Option(help="Also decode every image fully, on all cores (slow).")
+    ] = False,
+    dataset_split_override: Annotated[
+        tuple[float, float, float] | None,
+        typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
+    ] = None,
+) -> None:
+    """Validate a dataset without training: counts, sizes, anchor, collisions, every problem.
+
+    Exits 0 when a run could train on it, 2 when not.
+    """
+    from yogo.data.labels import BAD_LABELS_POLICIES
+    from yogo.data.verify import check_report, format_report, scan_dataset
+    from yogo.ddf import DatasetDefinition
+
+    if bad_labels not in BAD_LABELS_POLICIES:
+        raise UserError(f"--bad-labels must be error, drop or clip, got '{bad_labels}'")
+    if image_hw is not None and min(image_hw) < 1:
+        raise UserError(f"--image-hw must be two positive numbers, got {image_hw[0]} {image_hw[1]}")
+    definition = DatasetDefinition.from_yaml(ddf, dataset_split_override)
+    scan = scan_dataset(definition, bad_labels, decode=decode)
+    report = check_report(definition, scan, image_hw)
+    typer.echo(format_report(report))
+    if json_path is not None:
+        _write_text(json_path, json.dumps(report, indent=2) + "\n")
+    if not report["trainable"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="New (or empty) folder to write into.")],
+    num_images: Annotated[int, typer.Option(help="Number of frames.")] = 64,
+    image_hw: Annotated[tuple[int, int], typer.Option(help="Frame size H W.")] = (192, 256),
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Class names; class 0 is common, later ones rarer [default: healthy ring "
+            "trophozoite].",
+            show_default=False,
+        ),
+    ] = None,
+    class_frequencies: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated relative frequencies, one per class.", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    split: Annotated[
+        tuple[float, float, float],
+        typer.Option(help="dataset_split_fractions TRAIN VAL TEST written into ddf.yml."),
+    ] = (0.8, 0.1, 0.1),
+    image_format: Annotated[str, typer.Option(help="png, tif, jpg or bmp.")] = "png",
+) -> None:
+    """Write synthetic blood-smear-like frames, YOLO labels and a ddf.yml."""
+    from yogo.data.synth import write_dataset
+    from yogo.ddf import parse_split_override
+
+    names = tuple(classes) if classes else ("healthy", "ring", "trophozoite")
+    frequencies = None
+    if class_frequencies is not None:
+        try:
+            frequencies = [float(v) for v in class_frequencies.split(",")]
+        except ValueError:
+            raise UserError(
+                f"--class-frequencies must be comma-separated numbers, got '{class_frequencies}'"
+            ) from None
+    fractions = parse_split_override(split)
+    ddf = write_dataset(
+        out_dir,
+        num_images,
+        image_hw,
+        names,
+        seed,
+        (fractions.train, fractions.val, fractions.test),
+        frequencies,
+        image_format,
+    )
+    typer.echo(f"wrote {num_images} frames and {ddf}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically: a reader never sees half a file, a failure leaves the old one."""
+    if path.is_dir():
+        raise UserError("is a folder; give a file name", path=path)
+    if not path.parent.is_dir():
+        raise UserError("the folder for this file does not exist", path=path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def expand_variadic(args: Sequence[str]) -> list[str]:
+    """`--classes a b c` -> `--classes a --classes b --classes c` (values end at the next
+    token that starts with '-')."""
+    out: list[str] = []
+    option: str | None = None
+    for arg in args:
+        if arg in VARIADIC_OPTIONS:
+            option = arg
+            continue
+        if option is not None and not arg.startswith("-"):
+            out += [option, arg]
+            continue
+        option = None
+        out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point; exits with 0, 1 (runtime failure) or 2 (user mistake)."""
+    import click
+
+    from yogo.log import configure_console
+
+    configure_console()
+    args = expand_variadic(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("YOGO_DEBUG") == "1"
+    try:
+        code = typer.main.get_command(app).main(args, prog_name="yogo", standalone_mode=False)
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,247 @@
+"""Synthetic blood-smear-like frames with YOLO labels, for tests, demos and benchmarks.
+
+    ddf_path = write_dataset(Path("out"), num_images=64, image_hw=(192, 256),
+                             class_names=("healthy", "ring", "trophozoite"), seed=0)
+
+Frames are 8-bit grayscale: a bright, unevenly lit background packed with round cells of
+near-uniform size (slightly elliptical, some cut by the frame edge). Class 0 is a plain cell
+with a pale centre; the others carry a dark inclusion whose shape tells the class apart (ring,
+blob, several dots, crescent, a large nucleated cell, a small free speck), cycling for more
+classes. Classes are imbalanced as in real smears: class 0 makes up ~90% of objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from yogo.errors import UserError
+
+NUM_STYLES = 7
+
+
+@dataclass(frozen=True)
+class SmearSettings:
+    """How frames look. Sizes are in pixels; `coverage` is the fraction of area under cells."""
+
+    image_hw: tuple[int, int] = (192, 256)
+    cell_diameter: float | None = None  # default: 6% of the shorter side, at least 12 px
+    size_jitter: float = 0.06  # relative standard deviation of cell radii
+    coverage: float = 0.3
+    noise: float = 0.012  # standard deviation, intensity in [0, 1]
+
+    @property
+    def diameter(self) -> float:
+        if self.cell_diameter is not None:
+            return self.cell_diameter
+        return max(12.0, 0.06 * min(self.image_hw))
+
+
+def default_class_frequencies(num_classes: int) -> np.ndarray:
+    """Class 0 dominant, each further class half as common as the one before it."""
+    weights = np.array([1.0] + [0.08 * 0.5**k for k in range(num_classes - 1)])
+    frequencies: np.ndarray = weights / weights.sum()
+    return frequencies
+
+
+def make_frame(
+    rng: np.random.Generator, settings: SmearSettings, class_frequencies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One frame: uint8 `(H, W)` pixels and float32 `(N, 5)` boxes (class, xc, yc, w, h)."""
+    height, width = settings.image_hw
+    image = _background(rng, height, width)
+    boxes = []
+    for cy, cx, ry, rx, class_index in _place_cells(rng, settings, class_frequencies):
+        _draw_cell(image, rng, cy, cx, ry, rx, class_index % NUM_STYLES)
+        boxes.append([float(class_index), *_clipped_box(cy, cx, ry, rx, height, width)])
+    blurred = _blur(image)
+    noisy = blurred + rng.normal(0, settings.noise, blurred.shape)
+    pixels = np.clip(np.rint(noisy * 255), 0, 255).astype(np.uint8)
+    return pixels, np.array(boxes, dtype=np.float32).reshape(-1, 5)
+
+
+def write_dataset(
+    out_dir: Path,
+    num_images: int,
+    image_hw: tuple[int, int] = (192, 256),
+    class_names: Sequence[str] = ("healthy", "ring", "trophozoite"),
+    seed: int = 0,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    class_frequencies: Sequence[float] | None = None,
+    image_format: str = "png",
+) -> Path:
+    """Write `images/`, `labels/` and `ddf.yml` into `out_dir` (new or empty); return the DDF."""
+    from PIL import Image
+
+    _validate(out_dir, num_images, image_hw, class_names, class_frequencies, image_format)
+    frequencies = (
+        default_class_frequencies(len(class_names))
+        if class_frequencies is None
+        else np.asarray(class_frequencies, dtype=np.float64) / sum(class_frequencies)
+    )
+    settings = SmearSettings(image_hw=image_hw)
+    rng = np.random.default_rng(seed)
+    images, labels = out_dir / "images", out_dir / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(exist_ok=True)
+    digits = max(4, len(str(num_images - 1)))
+    for i in range(num_images):
+        pixels, boxes = make_frame(rng, settings, frequencies)
+        stem = f"frame_{i:0{digits}d}"
+        Image.fromarray(pixels).save(images / f"{stem}.{image_format}")
+        rows = (f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in boxes)
+        (labels / f"{stem}.txt").write_text("".join(rows))
+    ddf = out_dir / "ddf.yml"
+    train, val, test = split_fractions
+    names = ", ".join(f'"{name}"' for name in class_names)
+    ddf.write_text(
+        f"# Synthetic smear frames: {num_images} x {image_hw[0]}x{image_hw[1]}, seed {seed}.\n"
+        f"class_names: [{names}]\n"
+        f"dataset_split_fractions: {{train: {train:g}, val: {val:g}, test: {test:g}}}\n"
+        "dataset_paths:\n"
+        "  synthetic:\n"
+        "    image_path: images\n"
+        "    label_path: labels\n"
+    )
+    return ddf
+
+
+def _validate(
+    out_dir: Path,
+    num_images: int,
+    image_hw: tuple[int, int],
+    class_names: Sequence[str],
+    class_frequencies: Sequence[float] | None,
+    image_format: str,
+) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(
+            "output folder exists and is not empty", path=out_dir, fix="choose a new folder"
+        )
+    if num_images < 1:
+        raise UserError(f"--num-images must be >= 1, got {num_images}")
+    if min(image_hw) < 32:
+        raise UserError(f"--image-hw must be at least 32 32, got {image_hw[0]} {image_hw[1]}")
+    if not class_names or len(set(class_names)) != len(class_names):
+        raise UserError("--classes needs one or more distinct names")
+    if class_frequencies is not None and (
+        len(class_frequencies) != len(class_names)
+        or min(class_frequencies) < 0
+        or sum(class_frequencies) <= 0
+    ):
+        raise UserError(
+            f"--class-frequencies needs {len(class_names)} non-negative numbers, one per class"
+        )
+    if image_format not in ("png", "tif", "jpg", "bmp"):
+        raise UserError(f"--image-format must be png, tif, jpg or bmp, got {image_format}")
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Bright field with uneven illumination (a tilted, off-centre vignette)."""
+    ys = np.linspace(-1, 1, height)[:, None]
+    xs = np.linspace(-1, 1, width)[None, :]
+    oy, ox = rng.uniform(-0.5, 0.5, 2)
+    tilt_y, tilt_x = rng.uniform(-0.04, 0.04, 2)
+    level = rng.uniform(0.78, 0.86)
+    field: np.ndarray = (
+        level - 0.035 * ((ys - oy) ** 2 + (xs - ox) ** 2) + tilt_y * ys + tilt_x * xs
+    )
+    return field
+
+
+def _place_cells(
+    rng: np.random.Generator, settings: SmearSettings, class_frequencies: np.ndarray
+) -> list[tuple[float, float, float, float, int]]:
+    """Non-overlapping cells (cy, cx, ry, rx, class) by dart throwing, centres in the frame."""
+    height, width = settings.image_hw
+    radius = settings.diameter / 2
+    target = int(settings.coverage * height * width / (np.pi * radius**2))
+    centres = np.zeros((0, 2))
+    radii = np.zeros(0)
+    cells: list[tuple[float, float, float, float, int]] = []
+    for _ in range(target * 6):
+        if len(cells) >= target:
+            break
+        class_index = int(rng.choice(len(class_frequencies), p=class_frequencies))
+        scale = 1.5 if class_index % NUM_STYLES == 5 else 1.0  # white cells are larger
+        r = scale * radius * float(np.clip(1 + settings.size_jitter * rng.normal(), 0.8, 1.2))
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        if len(centres) and (np.hypot(*(centres - [cy, cx]).T) - radii - r).min() < 1.0:
+            continue
+        squash = rng.uniform(0.92, 1.0)
+        ry, rx = (r, r * squash) if rng.random() < 0.5 else (r * squash, r)
+        cells.append((cy, cx, ry, rx, class_index))
+        centres = np.vstack([centres, [cy, cx]])
+        radii = np.append(radii, r)
+    return cells
+
+
+def _draw_cell(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    cy: float,
+    cx: float,
+    ry: float,
+    rx: float,
+    style: int,
+) -> None:
+    """Darken `image` in place with one cell of the given style."""
+    height, width = image.shape
+    y0, y1 = max(0, int(cy - ry - 2)), min(height, int(cy + ry + 3))
+    x0, x1 = max(0, int(cx - rx - 2)), min(width, int(cx + rx + 3))
+    ys = np.arange(y0, y1)[:, None] + 0.5
+    xs = np.arange(x0, x1)[None, :] + 0.5
+    dy, dx = (ys - cy) / ry, (xs - cx) / rx
+    rho = np.sqrt(dy**2 + dx**2)
+    inside = np.clip((1 - rho) * min(ry, rx) + 0.5, 0, 1)  # anti-aliased edge, ~1 px wide
+    patch = image[y0:y1, x0:x1]
+    if style == 6:  # a free speck (platelet-like): small and dark, no cell body
+        speck = np.clip((0.45 - rho) * min(ry, rx) + 0.5, 0, 1)
+        patch -= 0.45 * speck
+        return
+    body = 0.16 + 0.08 * rho**2  # darker rim, paler centre
+    patch -= inside * body * rng.uniform(0.9, 1.1)
+    if style == 0:
+        return
+    oy, ox = rng.uniform(-0.3, 0.3, 2)
+    if style == 1:  # ring form: thin dark ring with a chromatin dot
+        r = np.sqrt((dy - oy) ** 2 + (dx - ox) ** 2)
+        patch -= inside * 0.5 * np.exp(-(((r - 0.33) / 0.09) ** 2))
+        patch -= inside * 0.3 * np.exp(-(((dy - oy + 0.33) ** 2 + (dx - ox) ** 2) / 0.015))
+    elif style == 2:  # trophozoite: a large irregular dark blob
+        for _ in range(3):
+            by, bx = oy + rng.uniform(-0.15, 0.15), ox + rng.uniform(-0.15, 0.15)
+            patch -= inside * 0.28 * np.exp(-((dy - by) ** 2 + (dx - bx) ** 2) / 0.06)
+    elif style == 3:  # schizont: several small dots
+        for _ in range(int(rng.integers(6, 10))):
+            by, bx = rng.uniform(-0.55, 0.55, 2)
+            patch -= inside * 0.35 * np.exp(-((dy - by) ** 2 + (dx - bx) ** 2) / 0.012)
+    elif style == 4:  # gametocyte: a dark crescent along the cell
+        angle = rng.uniform(0, np.pi)
+        u = dy * np.cos(angle) + dx * np.sin(angle)
+        v = -dy * np.sin(angle) + dx * np.cos(angle)
+        patch -= inside * 0.4 * np.exp(-((u / 0.7) ** 2 + ((v - 0.25 * u**2) / 0.18) ** 2))
+    elif style == 5:  # white cell: dark lobed nucleus
+        for _ in range(3):
+            by, bx = rng.uniform(-0.35, 0.35, 2)
+            patch -= inside * 0.3 * np.exp(-((dy - by) ** 2 + (dx - bx) ** 2) / 0.05)
+
+
+def _clipped_box(
+    cy: float, cx: float, ry: float, rx: float, height: int, width: int
+) -> tuple[float, float, float, float]:
+    """The cell's box clipped to the frame, normalised (xc, yc, w, h)."""
+    x0, x1 = max(0.0, cx - rx), min(float(width), cx + rx)
+    y0, y1 = max(0.0, cy - ry), min(float(height), cy + ry)
+    return (x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height
+
+
+def _blur(image: np.ndarray) -> np.ndarray:
+    """Separable [1, 2, 1] / 4 blur with edge replication: the optics are not perfectly sharp."""
+    padded = np.pad(image, 1, mode="edge")
+    rows = (padded[:-2] + 2 * padded[1:-1] + padded[2:]) / 4
+    blurred: np.ndarray = (rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]) / 4
+    return blurred
