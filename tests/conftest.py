@@ -1,0 +1,91 @@
+"""Shared helpers: tiny real datasets on disk and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yogo.cli import main
+
+
+def write_image(path: Path, hw: tuple[int, int] = (32, 40), mode: str = "L") -> Path:
+    """A real image file of the given size; the format follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(path.name))
+    if mode == "I;16":
+        pixels = rng.integers(0, 65535, hw, dtype=np.uint16)
+        Image.fromarray(pixels).save(path)
+    elif mode == "RGB":
+        Image.fromarray(rng.integers(0, 255, (*hw, 3), dtype=np.uint8)).save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, hw, dtype=np.uint8)).save(path)
+    return path
+
+
+def make_folder_pair(
+    root: Path,
+    labels: dict[str, str],
+    hw: tuple[int, int] = (32, 40),
+    suffix: str = ".png",
+    images: Sequence[str] | None = None,
+) -> tuple[Path, Path]:
+    """`root/images` and `root/labels` with one label file per entry of `labels` (stem ->
+    text) and an image for each stem in `images` (default: every label stem)."""
+    image_dir, label_dir = root / "images", root / "labels"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    label_dir.mkdir(parents=True, exist_ok=True)
+    for stem, text in labels.items():
+        (label_dir / f"{stem}.txt").write_text(text)
+    for stem in labels if images is None else images:
+        write_image(image_dir / f"{stem}{suffix}", hw)
+    return image_dir, label_dir
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def simple_ddf(root: Path, n: int = 10, fractions: str = "", classes: str = "[a, b]") -> Path:
+    """A DDF at `root/ddf.yml` over `n` samples with one object each."""
+    make_folder_pair(root / "set", {f"s{i:03d}": "0 0.5 0.5 0.2 0.2\n" for i in range(n)})
+    return write_yaml(
+        root / "ddf.yml",
+        f"""
+        class_names: {classes}
+        {fractions}
+        dataset_paths:
+          one:
+            image_path: set/images
+            label_path: set/labels
+        """,
+    )
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `yogo ARGS...` in this process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return CliResult(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+    return run
