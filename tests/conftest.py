@@ -77,7 +77,7 @@ class CliResult:
 
 
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run_cli(capsys: pytest.CaptureFixture[str]):
     """Run `yogo ARGS...` in this process; returns exit code, stdout and stderr."""
 
     def run(*args: str) -> CliResult:

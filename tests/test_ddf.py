@@ -24,11 +24,11 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def load_error(path: Path, **kwargs: object) -> str:
     with pytest.raises(UserError) as info:
-        DatasetDefinition.from_yaml(path, **kwargs)  # type: ignore[arg-type]
+        DatasetDefinition.from_yaml(path, **kwargs)
     return str(info.value)
 
 
-def stems(samples: tuple) -> list[str]:  # type: ignore[type-arg]
+def stems(samples: tuple) -> list[str]:
     return [s.label.stem for s in samples]
 
 
@@ -127,7 +127,7 @@ def test_alias_refused_even_without_anchor_problem(tmp_path: Path) -> None:
     from yogo.yamlfile import load_yaml
 
     path = write_yaml(tmp_path / "d.yml", "a: [x]\nb: *missing\n")
-    with pytest.raises(UserError, match="d.yml:2"):
+    with pytest.raises(UserError, match=r"d\.yml:2"):
         load_yaml(path)
 
 
@@ -135,8 +135,8 @@ def test_missing_ddf_file(tmp_path: Path) -> None:
     assert "does not exist" in load_error(tmp_path / "nope.yml")
 
 
-def test_paths_are_relative_to_the_yaml_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    path = simple_ddf(tmp_path / "project", n=2)
+def test_paths_are_relative_to_the_yaml_file(tmp_path: Path, monkeypatch) -> None:
+    simple_ddf(tmp_path / "project", n=2)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -145,7 +145,7 @@ def test_paths_are_relative_to_the_yaml_file(tmp_path: Path, monkeypatch) -> Non
     assert ddf.warnings == ()
 
 
-def test_working_directory_fallback_warns(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_working_directory_fallback_warns(tmp_path: Path, monkeypatch, caplog) -> None:
     make_folder_pair(tmp_path / "data", {"x": "0 0.5 0.5 0.1 0.1"})
     path = write_yaml(
         tmp_path / "defs" / "d.yml",
@@ -236,7 +236,7 @@ def test_included_class_names_must_match(tmp_path: Path) -> None:
     assert "[b, a] here, [a, b] there" in message
 
 
-def test_include_cycle_prints_the_chain(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_include_cycle_prints_the_chain(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_yaml(tmp_path / "a.yml", "class_names: [a]\ndataset_paths:\n  b: {defn_path: b.yml}\n")
     write_yaml(tmp_path / "b.yml", "class_names: [a]\ndataset_paths:\n  a: {defn_path: a.yml}\n")
@@ -261,7 +261,9 @@ def test_cycle_through_dotdot_and_symlink_is_found(tmp_path: Path) -> None:
 
 
 def test_self_include_through_symlinked_file(tmp_path: Path) -> None:
-    write_yaml(tmp_path / "a.yml", "class_names: [a]\ndataset_paths:\n  me: {defn_path: link.yml}\n")
+    write_yaml(
+        tmp_path / "a.yml", "class_names: [a]\ndataset_paths:\n  me: {defn_path: link.yml}\n"
+    )
     (tmp_path / "link.yml").symlink_to(tmp_path / "a.yml")
     assert "include cycle:" in load_error(tmp_path / "a.yml")
 
@@ -294,7 +296,10 @@ def test_same_folder_pair_through_an_include(tmp_path: Path) -> None:
         """,
     )
     message = load_error(top)
-    assert "child.yml:3 (dataset_paths.c1)" in message and "top.yml:4 (dataset_paths.direct)" in message
+    assert (
+        "child.yml:3 (dataset_paths.c1)" in message
+        and "top.yml:4 (dataset_paths.direct)" in message
+    )
 
 
 def test_diamond_include_is_refused(tmp_path: Path) -> None:
@@ -395,7 +400,8 @@ def test_include_under_test_paths_without_test_paths_is_an_error(tmp_path: Path)
 def test_same_data_in_pool_and_test_is_refused(tmp_path: Path) -> None:
     make_folder_pair(tmp_path / "set", {"a": ""})
     path = write_yaml(
-        tmp_path / "d.yml", f"class_names: [a]\ndataset_paths: {{x: {PAIR}}}\ntest_paths: {{y: {PAIR}}}\n"
+        tmp_path / "d.yml",
+        f"class_names: [a]\ndataset_paths: {{x: {PAIR}}}\ntest_paths: {{y: {PAIR}}}\n",
     )
     assert "is listed twice" in load_error(path)
 
@@ -491,7 +497,8 @@ def test_fractions_within_tolerance_and_zero_splits(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("total", [0, 1, 2, 3, 7, 10, 101])
 @pytest.mark.parametrize(
-    "fractions", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.7, 0.2, 0.1), (0.34, 0.33, 0.33)]
+    "fractions",
+    [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.7, 0.2, 0.1), (0.34, 0.33, 0.33)],
 )
 def test_split_counts_sum_and_respect_zero(total: int, fractions: tuple[float, ...]) -> None:
     counts = split_counts(total, SplitFractions(*fractions))
@@ -500,22 +507,22 @@ def test_split_counts_sum_and_respect_zero(total: int, fractions: tuple[float, .
         assert (count == 0) if fraction == 0 else abs(count - fraction * total) < 1
 
 
-def test_split_is_independent_of_listing_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_split_is_independent_of_listing_order(tmp_path: Path, monkeypatch) -> None:
     path = simple_ddf(tmp_path, n=40, fractions="dataset_split_fractions: {train: 0.5, val: 0.5}")
     first = DatasetDefinition.from_yaml(path).splits
     real_scandir = os.scandir
 
     class Reversed:
         def __init__(self, folder: object) -> None:
-            self.entries = sorted(real_scandir(folder), key=lambda e: e.name, reverse=True)  # type: ignore[arg-type]
+            self.entries = sorted(real_scandir(folder), key=lambda e: e.name, reverse=True)
 
-        def __enter__(self):  # type: ignore[no-untyped-def]
+        def __enter__(self):
             return iter(self.entries)
 
         def __exit__(self, *args: object) -> None:
             pass
 
-        def __iter__(self):  # type: ignore[no-untyped-def]
+        def __iter__(self):
             return iter(self.entries)
 
     monkeypatch.setattr(os, "scandir", Reversed)

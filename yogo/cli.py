@@ -181,30 +181,18 @@ def expand_variadic(args: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point; exits with 0, 1 (runtime failure) or 2 (user mistake)."""
-    import click
+    """Console entry point; exits with 0, 1 (runtime failure) or 2 (user mistake).
 
+    typer handles its own usage errors (exit 2); a UserError from a command is printed here.
+    """
     from yogo.log import configure_console
 
     configure_console()
     args = expand_variadic(sys.argv[1:] if argv is None else argv)
-    debug = os.environ.get("YOGO_DEBUG") == "1"
     try:
-        code = typer.main.get_command(app).main(args, prog_name="yogo", standalone_mode=False)
+        app(args=args, prog_name="yogo")
     except UserError as e:
-        if debug:
+        if os.environ.get("YOGO_DEBUG") == "1":
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

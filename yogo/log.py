@@ -11,6 +11,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is at the time of the record (tests swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 class _Format(logging.Formatter):
@@ -26,7 +39,7 @@ def configure_console(level: int = logging.INFO) -> None:
     logger = logging.getLogger("yogo")
     if any(getattr(h, "_yogo_console", False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Format())
     handler._yogo_console = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

@@ -1,0 +1,190 @@
+"""Whole-dataset scan and the `yogo check` report (SPEC §3.3, §3.4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_folder_pair, write_image, write_yaml
+
+from yogo import DatasetDefinition
+from yogo.data.verify import check_report, format_report, require_trainable, scan_dataset
+from yogo.errors import UserError
+
+PAIR = "{image_path: set/images, label_path: set/labels}"
+
+
+def dataset(tmp_path: Path, labels: dict[str, str], **kwargs: object) -> DatasetDefinition:
+    make_folder_pair(tmp_path / "set", labels, **kwargs)
+    path = write_yaml(tmp_path / "d.yml", f"class_names: [a, b]\ndataset_paths: {{x: {PAIR}}}\n")
+    return DatasetDefinition.from_yaml(path)
+
+
+GOOD = {"g0": "0 0.25 0.25 0.2 0.1\n1 0.75 0.75 0.4 0.3\n", "g1": "", "g2": "1 0.5 0.5 0.1 0.1"}
+
+
+def test_clean_dataset(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, GOOD, hw=(32, 40))
+    scan = scan_dataset(ddf)
+    require_trainable(scan)
+    assert scan.problems == ()
+    train = scan.splits["train"]
+    assert [s.label.stem for s in train] == ["g0", "g1", "g2"]
+    assert [len(s.boxes) for s in train] == [2, 0, 1]
+    assert (train[0].height, train[0].width, train[0].channels) == (32, 40, 1)
+    report = check_report(ddf, scan)
+    assert report["trainable"] is True
+    assert report["splits"]["train"] == {
+        "images": 3,
+        "objects": 3,
+        "empty_images": 1,
+        "objects_per_class": {"a": 1, "b": 2},
+    }
+    expected_anchor = {"w": (0.2 + 0.4 + 0.1) / 3, "h": (0.1 + 0.3 + 0.1) / 3}
+    assert report["anchor"] == pytest.approx(expected_anchor, abs=1e-6)
+    assert report["object_size_px"]["median_w"] == pytest.approx(8.0)  # widths 8, 16, 4 px
+    assert report["object_size_px"]["per_class"]["b"]["median_h"] == pytest.approx(6.4)
+    assert report["grid"]["image_hw"] == [32, 40] and report["grid"]["cells"] == [4, 5]
+    text = format_report(report)
+    assert [line.split() for line in text.splitlines()[1:3]] == [
+        ["split", "images", "objects", "empty", "a", "b"],
+        ["train", "3", "3", "1", "1", "2"],
+    ]
+    assert "trainable: yes" in text
+
+
+BROKEN = {
+    "ok": "0 0.5 0.5 0.1 0.1",
+    "bad_rows": "0 0.5 0.5 0.1 0.1\n5 0.5 0.5 0.1 0.1\n0 0.99 0.5 0.1 0.1\n",
+    "no_image": "0 0.5 0.5 0.1 0.1\nx y\n",
+}
+
+
+def broken_dataset(tmp_path: Path) -> DatasetDefinition:
+    ddf = dataset(tmp_path, BROKEN, images=["ok", "bad_rows", "not_an_image"])
+    (tmp_path / "set/labels/not_an_image.txt").write_text("")
+    (tmp_path / "set/images/not_an_image.png").write_bytes(b"")
+    return DatasetDefinition.from_yaml(ddf.path)
+
+
+def test_error_policy_lists_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    scan = scan_dataset(broken_dataset(tmp_path), "error")
+    with pytest.raises(UserError) as info:
+        require_trainable(scan)
+    message = str(info.value)
+    assert "5 problem(s)" in message
+    for expected in (
+        "set/labels/bad_rows.txt:2: class 5 out of range 0..1",
+        "set/labels/bad_rows.txt:3: box extends 0.0400 outside the image",
+        "set/labels/no_image.txt: no image named no_image.*",
+        "set/labels/no_image.txt:2: expected 5 values",
+        "set/images/not_an_image.png: file is empty",
+    ):
+        assert expected in message
+    assert "--bad-labels drop" in message
+    report = check_report(DatasetDefinition.from_yaml(tmp_path / "d.yml"), scan)
+    assert report["trainable"] is False
+    assert report["problem_counts"] == {
+        "class": 1,
+        "outside": 1,
+        "no-image": 1,
+        "columns": 1,
+        "unreadable-image": 1,
+    }
+
+
+def test_drop_policy_drops_rows_and_samples(tmp_path: Path) -> None:
+    ddf = broken_dataset(tmp_path)
+    scan = scan_dataset(ddf, "drop")
+    require_trainable(scan)
+    kept = {s.label.stem: s.lines.tolist() for s in scan.splits["train"]}
+    assert kept == {"ok": [1], "bad_rows": [1]}
+    actions = {(p.path.name, p.line): p.action for p in scan.problems}
+    assert actions[("bad_rows.txt", 2)] == "dropped row"
+    assert actions[("no_image.txt", None)] == "dropped sample"
+    assert actions[("no_image.txt", 2)] == "dropped sample"
+    assert actions[("not_an_image.png", None)] == "dropped sample"
+    report = check_report(ddf, scan)
+    assert report["trainable"] is True
+    assert "(dropped sample)" in format_report(report)
+
+
+def test_clip_policy_repairs_boxes(tmp_path: Path) -> None:
+    scan = scan_dataset(broken_dataset(tmp_path), "clip")
+    kept = {s.label.stem: s.lines.tolist() for s in scan.splits["train"]}
+    assert kept == {"ok": [1], "bad_rows": [1, 3]}
+
+
+def test_inputs_are_never_modified(tmp_path: Path) -> None:
+    ddf = broken_dataset(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for policy in ("error", "drop", "clip"):
+        check_report(ddf, scan_dataset(ddf, policy, decode=True))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_decode_finds_truncated_images(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, {"a": "", "b": ""}, hw=(64, 64))
+    image = tmp_path / "set/images/b.png"
+    image.write_bytes(image.read_bytes()[:200])
+    assert scan_dataset(ddf).problems == ()  # the header alone looks fine
+    scan = scan_dataset(ddf, decode=True)
+    assert [(p.kind, p.path.name) for p in scan.problems] == [("corrupt-image", "b.png")]
+    dropped = scan_dataset(ddf, "drop", decode=True)
+    assert [s.label.stem for s in dropped.splits["train"]] == ["a"]
+
+
+def test_grid_collisions_are_warnings_with_lines(tmp_path: Path) -> None:
+    labels = {
+        "c": "0 0.51 0.51 0.1 0.1\n0 0.2 0.2 0.1 0.1\n1 0.52 0.53 0.1 0.1\n0 0.53 0.52 0.1 0.1\n",
+        "d": "0 0.1 0.1 0.1 0.1\n0 0.9 0.9 0.1 0.1\n",
+    }
+    ddf = dataset(tmp_path, labels, hw=(64, 64))
+    scan = scan_dataset(ddf)
+    report = check_report(ddf, scan)
+    assert report["trainable"] is True
+    collisions = [p for p in report["problems"] if p["kind"] == "collision"]
+    assert len(collisions) == 1 and collisions[0]["severity"] == "warning"
+    assert (
+        "3 objects (lines 1, 3, 4) share grid cell row 4, column 4 of 8x8"
+        in collisions[0]["message"]
+    )
+    assert report["grid"]["objects_lost"] == 2 and report["grid"]["images_with_collisions"] == 1
+    coarse = check_report(ddf, scan, image_hw=(8, 8))  # one cell: everything collides
+    assert coarse["grid"]["cells"] == [1, 1] and coarse["grid"]["objects_lost"] == 4
+
+
+def test_mixed_sizes_channels_and_unlabelled_images(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, {"a": "", "b": ""}, images=["a", "b", "spare"], hw=(32, 40))
+    write_image(tmp_path / "set/images/b.png", (48, 40), mode="RGB")
+    ddf = DatasetDefinition.from_yaml(ddf.path)
+    report = check_report(ddf, scan_dataset(ddf))
+    assert report["trainable"] is True
+    assert report["grid"]["image_hw"] == [32, 40]  # the first training image
+    assert report["channels"] == {"1": 1, "3": 1}
+    kinds = {p["kind"]: p["message"] for p in report["problems"]}
+    assert "2 image sizes: " in kinds["mixed-sizes"]
+    assert kinds["unlabelled-images"] == "1 image(s) without a label file (not used)"
+
+
+def test_empty_train_split_is_not_trainable(tmp_path: Path) -> None:
+    make_folder_pair(tmp_path / "set", {"a": ""})
+    path = write_yaml(
+        tmp_path / "d.yml",
+        "class_names: [a]\ndataset_split_fractions: {train: 0, val: 1}\n"
+        f"dataset_paths: {{x: {PAIR}}}\n",
+    )
+    ddf = DatasetDefinition.from_yaml(path)
+    scan = scan_dataset(ddf)
+    with pytest.raises(UserError, match="train split is empty"):
+        require_trainable(scan)
+    report = check_report(ddf, scan)
+    assert report["trainable"] is False and report["anchor"] is None
+    assert "the train split is empty" in format_report(report)
+
+
+def test_boxes_are_float32_and_inside_the_image(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, {"a": "0 0.9995 0.5 0.002 0.1"})
+    boxes = scan_dataset(ddf).splits["train"][0].boxes
+    assert boxes.dtype == np.float32 and boxes[0, 1] + boxes[0, 3] / 2 <= 1.0
