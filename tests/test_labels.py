@@ -196,3 +196,54 @@ def test_malformed_notes_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a Label Studio notes file") as info:
         load_label_studio_ids(tmp_path / "labels")
     assert "notes.json" in str(info.value)
+
+
+def test_fast_path_and_row_parser_agree_on_random_files() -> None:
+    from yogo.data.labels import _parse_rows
+
+    tokens = [
+        "0",
+        "1",
+        "2",
+        "3",
+        "01",
+        "+1",
+        "1.0",
+        "1e0",
+        "ring",
+        "0.5",
+        "0.05",
+        "0.1",
+        "1",
+        "0",
+        "-0.1",
+        "1.2",
+        "nan",
+        "inf",
+        "1_0",
+        "0x1",
+        "",
+        "0.5e0",
+        ".5",
+        "5.",
+    ]
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        rows = []
+        for _ in range(int(rng.integers(0, 4))):
+            if rng.random() < 0.7:  # mostly plausible rows, so both outcomes are common
+                row = [
+                    str(rng.integers(0, 3)),
+                    *(f"{v:.3f}" for v in rng.uniform(0.05, 0.95, 2)),
+                    *(f"{v:.3f}" for v in rng.uniform(0.01, 0.1, 2)),
+                ]
+                if rng.random() < 0.3:
+                    row[int(rng.integers(0, 5))] = str(rng.choice(tokens))
+            else:
+                row = [str(t) for t in rng.choice(tokens, size=int(rng.integers(3, 7)))]
+            rows.append(" ".join(row))
+        text = "\n".join(rows) + ("\n" if rng.random() < 0.5 else "")
+        fast, exact = parse(text), _parse_rows(text, Path("l.txt"), CLASSES)
+        np.testing.assert_array_equal(fast.boxes, exact.boxes, err_msg=text)
+        np.testing.assert_array_equal(fast.lines, exact.lines, err_msg=text)
+        assert fast.problems == exact.problems, text

@@ -1,0 +1,73 @@
+"""Synthetic smear data: deterministic, valid labels, imbalanced classes, visible objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from yogo import DatasetDefinition
+from yogo.data.synth import SmearSettings, default_class_frequencies, make_frame, write_dataset
+from yogo.data.verify import check_report, scan_dataset
+
+
+def test_same_seed_same_files(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "a", 3, (64, 80), seed=7)
+    write_dataset(tmp_path / "b", 3, (64, 80), seed=7)
+    write_dataset(tmp_path / "c", 3, (64, 80), seed=8)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    same = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files]
+    assert all(same)
+    assert (tmp_path / "a/labels/frame_0000.txt").read_text() != (
+        tmp_path / "c/labels/frame_0000.txt"
+    ).read_text()
+
+
+def test_written_dataset_is_clean_gray_and_imbalanced(tmp_path: Path) -> None:
+    ddf_path = write_dataset(tmp_path / "s", 12, (96, 128), ("healthy", "ring", "troph"), seed=1)
+    ddf = DatasetDefinition.from_yaml(ddf_path)
+    scan = scan_dataset(ddf)
+    report = check_report(ddf, scan)
+    assert report["trainable"] and not [p for p in report["problems"] if p["severity"] == "error"]
+    assert report["channels"] == {"1": 12}
+    total = {
+        c: sum(report["splits"][s]["objects_per_class"][c] for s in report["splits"])
+        for c in ddf.classes
+    }
+    assert total["healthy"] > 5 * total["ring"] > 0 and total["ring"] > total["troph"] > 0
+    assert report["grid"]["objects_lost"] <= 0.02 * sum(total.values())
+    with Image.open(ddf.samples[0].image) as image:
+        assert image.mode == "L" and image.size == (128, 96)
+
+
+def test_objects_are_darker_than_the_background_and_near_uniform() -> None:
+    rng = np.random.default_rng(0)
+    pixels, boxes = make_frame(
+        rng, SmearSettings(image_hw=(128, 160)), default_class_frequencies(3)
+    )
+    height, width = pixels.shape
+    assert len(boxes) > 20
+    inside = np.zeros_like(pixels, dtype=bool)
+    for _, xc, yc, w, h in boxes:
+        x0, x1 = int((xc - w / 4) * width), int((xc + w / 4) * width)
+        y0, y1 = int((yc - h / 4) * height), int((yc + h / 4) * height)
+        inside[y0:y1, x0:x1] = True
+    assert pixels[inside].mean() < pixels[~inside].mean() - 20
+    plain = boxes[boxes[:, 0] != 5]
+    assert plain[:, 3].std() / plain[:, 3].mean() < 0.15
+
+
+def test_rare_classes_look_different_from_healthy_cells() -> None:
+    rng = np.random.default_rng(1)
+    frequencies = np.array([1 / 3, 1 / 3, 1 / 3])
+    pixels, boxes = make_frame(rng, SmearSettings(image_hw=(192, 256)), frequencies)
+    height, width = pixels.shape
+    darkest = {0: [], 1: [], 2: []}
+    for c, xc, yc, w, h in boxes:
+        if w * width < 10 or h * height < 10:  # cut by the frame edge
+            continue
+        y, x = int(yc * height), int(xc * width)
+        darkest[int(c)].append(pixels[y - 3 : y + 4, x - 3 : x + 4].min())
+    assert np.mean(darkest[1]) < np.mean(darkest[0]) - 25
+    assert np.mean(darkest[2]) < np.mean(darkest[0]) - 25
