@@ -240,7 +240,7 @@ def apply_policy(parsed: ParsedLabels, policy: BadLabelsPolicy) -> PolicyResult:
     if policy not in BAD_LABELS_POLICIES:
         raise ValueError(f"unknown bad-labels policy {policy!r}")
     keep = np.ones(len(parsed.boxes), dtype=bool)
-    row_of = {int(line): i for i, line in enumerate(parsed.lines)}
+    row_of = {int(line): i for i, line in enumerate(parsed.lines)} if parsed.problems else {}
     done: list[Problem] = []
     for problem in parsed.problems:
         row = row_of.get(problem.line) if problem.line is not None else None
