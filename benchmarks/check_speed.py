@@ -33,8 +33,10 @@ def build(root: Path, files: int, image_hw: tuple[int, int]) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    frames = [make_frame(rng, SmearSettings(image_hw), default_class_frequencies(3))
-              for _ in range(UNIQUE_FRAMES)]
+    frames = [
+        make_frame(rng, SmearSettings(image_hw), default_class_frequencies(3))
+        for _ in range(UNIQUE_FRAMES)
+    ]
     encoded = []
     for i, (pixels, _) in enumerate(frames):
         Image.fromarray(pixels).save(root / f"frame{i}.png")
@@ -69,9 +71,11 @@ def main() -> None:
     parser.add_argument("--image-hw", type=int, nargs=2, default=(192, 256))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    load = "from yogo import DatasetDefinition; import sys; DatasetDefinition.from_yaml(sys.argv[1])"
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"python {platform.python_version()}; one core (taskset -c 0); best of {args.repeats}")
+    load = "import sys; from yogo import DatasetDefinition as D; D.from_yaml(sys.argv[1])"
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"python {platform.python_version()}; one core (taskset -c 0); best of {args.repeats}"
+    )
     print("| label files | DDF load (s) | `yogo check` (s) | label files/s |")
     print("|---:|---:|---:|---:|")
     for files in args.files:
@@ -79,10 +83,13 @@ def main() -> None:
             ddf = build(Path(tmp), files, tuple(args.image_hw))
             # The first run warms the page cache, as a second `yogo check` would find it.
             timed([sys.executable, "-m", "yogo", "check", str(ddf)])
-            startup = min(timed([sys.executable, "-c", load, str(ddf)])
-                          for _ in range(args.repeats))
-            check = min(timed([sys.executable, "-m", "yogo", "check", str(ddf)])
-                        for _ in range(args.repeats))
+            startup = min(
+                timed([sys.executable, "-c", load, str(ddf)]) for _ in range(args.repeats)
+            )
+            check = min(
+                timed([sys.executable, "-m", "yogo", "check", str(ddf)])
+                for _ in range(args.repeats)
+            )
         print(f"| {files:,} | {startup:.2f} | {check:.2f} | {files / check:,.0f} |")
 
 

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from yogo.data.images import index_images
@@ -97,7 +97,7 @@ class DatasetDefinition:
     splits: dict[str, tuple[Sample, ...]]
     unlabelled_images: tuple[Path, ...]
     ambiguous_images: dict[Path, tuple[Path, ...]]  # chosen image -> all with that stem
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...]
 
     @property
     def samples(self) -> tuple[Sample, ...]:
