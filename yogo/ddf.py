@@ -178,9 +178,10 @@ class _Loader:
         self.files_seen: dict[tuple[str, Path], str] = {}
         self.unlabelled: list[Path] = []
         self.ambiguous: dict[Path, tuple[Path, ...]] = {}
+        self.top: _File | None = None
 
     def load(self, split_override: Sequence[float] | None) -> DatasetDefinition:
-        top = self.read(self.top_path)
+        top = self.top = self.read(self.top_path)
         keys = top.keys
         if "dataset_paths" not in keys and "test_paths" not in keys:
             raise UserError(
@@ -191,10 +192,10 @@ class _Loader:
         test_mode = "test_paths" in keys
         chain = (top.path,)
         if test_mode:
-            pool = self.section(top, "dataset_paths", "dataset_paths", chain, top.classes)
-            tests = self.section(top, "test_paths", "test_paths", chain, top.classes)
+            pool = self.section(top, "dataset_paths", "dataset_paths", chain)
+            tests = self.section(top, "test_paths", "test_paths", chain)
         else:
-            pool = self.section(top, "dataset_paths", "all", chain, top.classes)
+            pool = self.section(top, "dataset_paths", "all", chain)
             tests = []
         fractions = self.fractions(top, test_mode)
         thumbnails = self.thumbnails(top)
@@ -256,7 +257,7 @@ class _Loader:
         return _File(resolved, keys, tuple(classes), node.line)
 
     def section(
-        self, file: _File, key: str, mode: str, chain: tuple[Path, ...], classes: tuple[str, ...]
+        self, file: _File, key: str, mode: str, chain: tuple[Path, ...]
     ) -> list[FolderPair]:
         """The folder pairs `file` contributes from its `key` section (`mode`: which sections
         of included files count: "dataset_paths", "test_paths", or "all" without test_paths)."""
@@ -285,7 +286,7 @@ class _Loader:
                         line=spec_node.key_line,
                         fix="split it into two entries: one include, one folder pair",
                     )
-                pairs += self.include(file, key, name, spec[INCLUDE_KEY], mode, chain, classes)
+                pairs += self.include(file, key, name, spec[INCLUDE_KEY], mode, chain)
                 continue
             missing = [k for k in FOLDER_KEYS if k not in spec]
             if missing:
@@ -320,7 +321,6 @@ class _Loader:
         node: Node,
         mode: str,
         chain: tuple[Path, ...],
-        classes: tuple[str, ...],
     ) -> list[FolderPair]:
         text = node.text(file.path, f"{key}.{name}.defn_path")
         child_path = (file.path.parent / Path(text).expanduser()).resolve()
@@ -351,10 +351,11 @@ class _Loader:
                 fix="paths are relative to the folder of the file that contains them",
             )
         child = self.read(child_path)
-        if child.classes != classes:
+        assert self.top is not None
+        if child.classes != self.top.classes:
             raise UserError(
-                f"class_names differ from {display_path(chain[0])}: "
-                f"[{', '.join(child.classes)}] here, [{', '.join(classes)}] there",
+                f"class_names differ from {display_path(self.top.path)}: "
+                f"[{', '.join(child.classes)}] here, [{', '.join(self.top.classes)}] there",
                 path=child.path,
                 line=child.classes_line,
                 fix="every included file must list the same class_names in the same order",
@@ -367,10 +368,10 @@ class _Loader:
             )
         sub_chain = (*chain, child_path)
         if mode == "all":
-            pairs = self.section(child, "dataset_paths", mode, sub_chain, classes)
-            pairs += self.section(child, "test_paths", mode, sub_chain, classes)
+            pairs = self.section(child, "dataset_paths", mode, sub_chain)
+            pairs += self.section(child, "test_paths", mode, sub_chain)
         else:
-            pairs = self.section(child, mode, mode, sub_chain, classes)
+            pairs = self.section(child, mode, mode, sub_chain)
         if not pairs:
             wanted = "dataset_paths or test_paths" if mode == "all" else mode
             rule = (
