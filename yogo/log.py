@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes to whatever `sys.stderr` is at the time of the record (tests swap it)."""
+class _StderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is when the record arrives (tests swap it)."""
 
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: TextIO) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except OSError:
+            self.handleError(record)
 
 
 class _Format(logging.Formatter):
