@@ -89,6 +89,8 @@ def check(
         raise UserError(f"--bad-labels must be error, drop or clip, got '{bad_labels}'")
     if image_hw is not None and min(image_hw) < 1:
         raise UserError(f"--image-hw must be two positive numbers, got {image_hw[0]} {image_hw[1]}")
+    if json_path is not None:
+        _require_writable(json_path)
     definition = DatasetDefinition.from_yaml(ddf, dataset_split_override)
     scan = scan_dataset(definition, bad_labels, decode=decode)
     report = check_report(definition, scan, image_hw)
@@ -152,12 +154,16 @@ def synth(
     typer.echo(f"wrote {num_images} frames and {ddf}")
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a file, a failure leaves the old one."""
+def _require_writable(path: Path) -> None:
+    """Refuse an output path before doing the work, not after."""
     if path.is_dir():
         raise UserError("is a folder; give a file name", path=path)
     if not path.parent.is_dir():
         raise UserError("the folder for this file does not exist", path=path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically: a reader never sees half a file, a failure leaves the old one."""
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)
     os.replace(partial, path)
