@@ -1,0 +1,110 @@
+"""Box arithmetic shared by train, test, export and infer: decoding, formats, grid targets,
+NMS. Pure tensor functions (torch and torchvision.ops only).
+
+    decoded = decode(raw, anchor_w, anchor_h)          # (B, 5 + C, Sy, Sx)
+    targets = build_targets(labels, batch_size, (Sy, Sx))  # (B, Sy, Sx, 6)
+    detections = postprocess(decoded, obj_thresh=0.5, iou_thresh=0.5)  # list of (N, 7)
+
+Coordinates are normalised to the image (0..1). `cxcywh` is centre x, centre y, width, height;
+`xyxy` is left, top, right, bottom.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+
+# exp() input limit when decoding widths and heights (YOGO 1.0.1 used the same).
+EXP_CLAMP = 80.0
+
+
+def decode(
+    raw: torch.Tensor, anchor_w: torch.Tensor | float, anchor_h: torch.Tensor | float
+) -> torch.Tensor:
+    """Raw network output (B, 5 + C, Sy, Sx) -> decoded (B, 5 + C, Sy, Sx).
+
+    Channels out: xc = i/Sx + sigmoid(tx)/Sx, yc = j/Sy + sigmoid(ty)/Sy,
+    w = anchor_w * exp(tw), h = anchor_h * exp(th) (exp input clamped at 80),
+    objectness = sigmoid(to), class probabilities = softmax over the C class channels.
+    """
+    _, _, rows, cols = raw.shape
+    raw = raw.float()
+    col = torch.arange(cols, device=raw.device, dtype=raw.dtype).view(1, 1, cols) / cols
+    row = torch.arange(rows, device=raw.device, dtype=raw.dtype).view(1, rows, 1) / rows
+    xc = col + torch.sigmoid(raw[:, 0]) / cols
+    yc = row + torch.sigmoid(raw[:, 1]) / rows
+    w = anchor_w * torch.exp(raw[:, 2].clamp(max=EXP_CLAMP))
+    h = anchor_h * torch.exp(raw[:, 3].clamp(max=EXP_CLAMP))
+    objectness = torch.sigmoid(raw[:, 4])
+    classes = torch.softmax(raw[:, 5:], dim=1)
+    return torch.cat([torch.stack([xc, yc, w, h, objectness], dim=1), classes], dim=1)
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) centre/size -> (..., 4) corners."""
+    xc, yc, w, h = boxes.unbind(-1)
+    return torch.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], dim=-1)
+
+
+def complete_iou_loss(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) -> torch.Tensor:
+    """Complete-IoU loss (N,) between matching rows of two (N, 4) box sets."""
+    loss: torch.Tensor = torchvision.ops.complete_box_iou_loss(
+        cxcywh_to_xyxy(pred_cxcywh), cxcywh_to_xyxy(target_cxcywh), reduction="none"
+    )
+    return loss
+
+
+def build_targets(labels: torch.Tensor, batch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Grid targets for a batch, vectorised.
+
+    `labels` (N, 6): image index in the batch, class, xc, yc, w, h. Returns (B, Sy, Sx, 6):
+    has-object mask, xc, yc, w, h, class. A cell holds one object; when several centres fall
+    into one cell the first listed (lowest row in `labels`) is kept, as `yogo check` reports.
+    """
+    rows, cols = grid
+    target = torch.zeros(batch_size * rows * cols, 6, device=labels.device)
+    if len(labels) == 0:
+        return target.view(batch_size, rows, cols, 6)
+    image = labels[:, 0].long()
+    row = (labels[:, 3] * rows).long().clamp(0, rows - 1)
+    col = (labels[:, 2] * cols).long().clamp(0, cols - 1)
+    cell = (image * rows + row) * cols + col
+    order = torch.arange(len(labels), device=labels.device)
+    first = torch.full((batch_size * rows * cols,), len(labels), device=labels.device)
+    first = first.scatter_reduce(0, cell, order, reduce="amin")
+    keep = first[cell] == order
+    cell = cell[keep]
+    target[cell, 0] = 1.0
+    target[cell, 1:5] = labels[keep, 2:6]
+    target[cell, 5] = labels[keep, 1]
+    return target.view(batch_size, rows, cols, 6)
+
+
+def postprocess(
+    decoded: torch.Tensor,
+    obj_thresh: float = 0.5,
+    iou_thresh: float = 0.5,
+    min_class_confidence: float = 0.0,
+) -> list[torch.Tensor]:
+    """Decoded output (B, 5 + C, Sy, Sx) -> per image (N, 7) detections after class-agnostic
+    NMS, highest objectness first: x0, y0, x1, y1 (normalised), objectness, class
+    probability, class index. Every threshold applies to every output."""
+    batch = decoded.shape[0]
+    flat = decoded.flatten(2).transpose(1, 2)  # (B, Sy*Sx, 5 + C)
+    class_prob, class_index = flat[..., 5:].max(dim=-1)
+    keep = (flat[..., 4] >= obj_thresh) & (class_prob >= min_class_confidence)
+    image, cell = keep.nonzero(as_tuple=True)
+    boxes = cxcywh_to_xyxy(flat[image, cell, :4])
+    objectness = flat[image, cell, 4]
+    kept = torchvision.ops.batched_nms(boxes, objectness, image, iou_thresh)
+    rows = torch.cat(
+        [
+            boxes[kept],
+            objectness[kept, None],
+            class_prob[image[kept], cell[kept], None],
+            class_index[image[kept], cell[kept], None].float(),
+        ],
+        dim=1,
+    )
+    kept_image = image[kept]
+    return [rows[kept_image == b] for b in range(batch)]

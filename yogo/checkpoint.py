@@ -1,0 +1,181 @@
+"""Checkpoints: a versioned plain-data schema, atomic writes, safe loads, YOGO 1.0.1 import.
+
+    save_checkpoint(run / "last.pth", payload)         # temp file, fsync, rename
+    checkpoint = load_checkpoint(Path("best.pth"))     # yogo or YOGO 1.0.1 file -> Checkpoint
+    model = checkpoint.build_model()                   # weights loaded, ready for eval()
+
+Files hold only tensors, numbers, strings, lists and dicts, and are always read with
+`torch.load(weights_only=True)`: a checkpoint cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yogo.errors import UserError
+from yogo.model import YOGO, build_model
+
+FORMAT = "yogo-checkpoint"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What it takes to rebuild a model and feed it: part of every checkpoint."""
+
+    model_name: str
+    class_names: tuple[str, ...]
+    channels: int
+    normalize_images: bool
+    image_hw: tuple[int, int]
+    anchor_w: float
+    anchor_h: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "class_names": list(self.class_names),
+            "channels": self.channels,
+            "normalize_images": self.normalize_images,
+            "image_hw": list(self.image_hw),
+            "anchor_w": self.anchor_w,
+            "anchor_h": self.anchor_h,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        return cls(
+            str(d["model_name"]),
+            tuple(str(c) for c in d["class_names"]),
+            int(d["channels"]),
+            bool(d["normalize_images"]),
+            (int(d["image_hw"][0]), int(d["image_hw"][1])),
+            float(d["anchor_w"]),
+            float(d["anchor_h"]),
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint. `payload` is the whole file (optimizer state etc. for resuming);
+    `source` says whether yogo or YOGO 1.0.1 wrote it."""
+
+    path: Path
+    info: ModelInfo
+    state_dict: dict[str, torch.Tensor]
+    payload: dict[str, Any]
+    source: str  # "yogo" or "yogo-1.0.1"
+
+    def build_model(self) -> YOGO:
+        info = self.info
+        model = build_model(
+            info.model_name,
+            len(info.class_names),
+            info.channels,
+            info.normalize_images,
+            info.anchor_w,
+            info.anchor_h,
+        )
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` (plain data) atomically: temp file in the same folder, fsync, rename,
+    fsync the folder. A crash leaves the previous file or the new one, never half of one."""
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def checkpoint_payload(model: YOGO, info: ModelInfo, **extra: Any) -> dict[str, Any]:
+    """The standard payload: model settings and weights (on CPU), plus `extra` (config,
+    epoch, optimizer state, ...)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"model": info.to_dict(), "state_dict": state, **extra}
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a yogo or YOGO 1.0.1 checkpoint safely; every failure is a UserError."""
+    if not path.is_file():
+        raise UserError("checkpoint file does not exist", path=path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(
+            "refused: the file contains objects that could run code when loaded "
+            f"({str(e).splitlines()[0][:200]})",
+            path=path,
+            fix="load only checkpoints written by yogo or YOGO; re-save trusted files as plain "
+            "tensors and numbers",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise UserError(
+            f"is not a readable checkpoint (truncated or not a .pth file: {e})", path=path
+        ) from None
+    if not isinstance(payload, dict):
+        raise UserError("is not a yogo or YOGO checkpoint (not a dictionary)", path=path)
+    if payload.get("format") == FORMAT:
+        return _from_yogo(path, payload)
+    if "model_state_dict" in payload and "model_version" in payload:
+        return _from_yogo_v1(path, payload)
+    raise UserError("is not a yogo or YOGO checkpoint (unknown layout)", path=path)
+
+
+def _from_yogo(path: Path, payload: dict[str, Any]) -> Checkpoint:
+    if payload.get("version", 0) > VERSION:
+        raise UserError(
+            f"was written by a newer yogo (checkpoint version {payload['version']})",
+            path=path,
+            fix="upgrade yogo",
+        )
+    info = ModelInfo.from_dict(payload["model"])
+    return Checkpoint(path, info, payload["state_dict"], payload, "yogo")
+
+
+def _from_yogo_v1(path: Path, payload: dict[str, Any]) -> Checkpoint:
+    """Map a YOGO 1.0.1 file: settings live in model buffers, weights under `model.K.M`."""
+    state = payload["model_state_dict"]
+    for name in ("height_multiplier", "width_multiplier"):
+        if name in state and float(state[name]) != 1.0:
+            raise UserError(
+                f"YOGO 1.0.1 checkpoint of a height-cropped model ({name} = "
+                f"{float(state[name]):g}) is not supported",
+                path=path,
+            )
+    info = ModelInfo(
+        model_name=str(payload["model_version"]),
+        class_names=tuple(str(c) for c in payload["classes"]),
+        channels=3 if bool(state["is_rgb"]) else 1,
+        normalize_images=bool(state["normalize_images"]),
+        image_hw=(int(state["img_size"][0]), int(state["img_size"][1])),
+        anchor_w=float(state["anchor_w"]),
+        anchor_h=float(state["anchor_h"]),
+    )
+    weights = {k: v for k, v in state.items() if k.startswith("model.")}
+    weights["anchors"] = torch.tensor([info.anchor_w, info.anchor_h], dtype=torch.float32)
+    return Checkpoint(path, info, weights, payload, "yogo-1.0.1")
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[YOGO, ModelInfo]:
+    """`yogo.load_model(path)`: the model in eval mode on CPU, and its settings."""
+    checkpoint = load_checkpoint(Path(path))
+    model = checkpoint.build_model()
+    model.eval()
+    return model, checkpoint.info

@@ -1,0 +1,169 @@
+"""Run settings: one dataclass, the single source of truth for a training run.
+
+    cfg = TrainConfig(ddf="data.yml", epochs=20)
+    cfg.validate()                         # UserError in the flag's words
+    TrainConfig.from_dict(cfg.to_dict())   # what config.yaml and checkpoints hold
+
+The CLI maps flags onto it; `train(cfg)` reads nothing else. Every field is plain data (str,
+int, float, bool, None, lists), so it round-trips through YAML and `torch.load(weights_only)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from yogo.errors import UserError
+
+PRECISIONS = ("32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Every value a training run uses. Field names are the flags without dashes."""
+
+    ddf: str
+    """Dataset definition file."""
+    output_dir: str = "./trained_models"
+    """Run folders are created here: OUTPUT_DIR/NAME/."""
+    name: str | None = None
+    """Run name (and folder name); generated from the time and DDF name when None."""
+    from_pretrained: str | None = None
+    """Start from this checkpoint's weights and model settings (yogo or YOGO 1.0.1 .pth)."""
+    dataset_split_override: list[float] | None = None
+    """TRAIN VAL TEST fractions re-splitting all data, test_paths included."""
+    model: str = "base_model"
+    """Network from the registry (yogo.model.MODELS)."""
+    image_hw: list[int] | None = None
+    """Model input H W; None: the size of the first training image."""
+    rgb_images: bool = False
+    """Three input channels instead of one."""
+    normalize_images: bool = False
+    """Divide pixels by 255 inside the model (YOGO's default was off)."""
+    anchor_w: float | None = None
+    """Anchor width, normalised; None: mean box width of the training labels."""
+    anchor_h: float | None = None
+    """Anchor height, normalised; None: mean box height of the training labels."""
+    epochs: int = 64
+    batch_size: int = 64
+    """Images per step and process."""
+    learning_rate: float = 3e-4
+    lr_decay_factor: float = 10.0
+    """Cosine decay from the learning rate to learning_rate / lr_decay_factor, per batch."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from 0 over this many epochs (fractions allowed)."""
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.01
+    no_obj_weight: float = 0.5
+    iou_weight: float = 5.0
+    classify_weight: float = 1.0
+    class_weights: str = "none"
+    """none, auto (inverse square-root class frequency, mean 1) or w0,w1,... one per class."""
+    grad_clip: float | None = None
+    """Clip the gradient norm to this value."""
+    grad_accum: int = 1
+    """Accumulate gradients over this many batches per optimizer step."""
+    precision: str = "32"
+    """32, bf16 or fp16 (fp16 uses a gradient scaler)."""
+    augment: bool = True
+    """Flips (and 90-degree rotations on square inputs) on the train split."""
+    device: str | None = None
+    """cpu, cuda or cuda:N; None: cuda when available, else cpu."""
+    seed: int = 0
+    num_workers: int | None = None
+    """Data loader processes; None: min(8, CPU cores - 1)."""
+    val_every: int = 1
+    """Validate every N epochs (and after the last)."""
+    patience: int | None = None
+    """Stop after this many validations without a better val mAP@0.5."""
+    subsample: float | None = None
+    """Use this fraction of each split (deterministic)."""
+    bad_labels: str = "error"
+    """error, drop or clip (see docs/check.md)."""
+    obj_thresh: float = 0.5
+    """Objectness threshold for precision/recall/F1 and counts in validation."""
+    iou_thresh: float = 0.5
+    """NMS IoU threshold in validation."""
+    note: str | None = None
+    tags: list[str] = field(default_factory=list)
+    wandb: bool | None = None
+    """Log to Weights & Biases; None: when credentials exist, else offline."""
+    wandb_entity: str | None = None
+    wandb_project: str | None = None
+
+    def validate(self) -> None:
+        """Raise a UserError naming the flag of the first invalid value."""
+        positive_ints = ("epochs", "batch_size", "grad_accum", "val_every")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "lr_decay_factor"):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "> 0")
+        for name in (
+            "weight_decay",
+            "no_obj_weight",
+            "iou_weight",
+            "classify_weight",
+            "warmup_epochs",
+        ):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
+        _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+        if self.grad_clip is not None:
+            _require(self.grad_clip > 0, "grad_clip", "> 0")
+        if self.patience is not None:
+            _require(self.patience >= 1, "patience", ">= 1")
+        if self.subsample is not None:
+            _require(0 < self.subsample <= 1, "subsample", "in (0, 1]")
+        for name in ("obj_thresh", "iou_thresh"):
+            _require(0 <= getattr(self, name) <= 1, name, "in [0, 1]")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be 32, bf16 or fp16, got '{self.precision}'")
+        if self.bad_labels not in ("error", "drop", "clip"):
+            raise UserError(f"--bad-labels must be error, drop or clip, got '{self.bad_labels}'")
+        if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 8):
+            raise UserError(f"--image-hw must be two sizes >= 8, got {self.image_hw}")
+        for name in ("anchor_w", "anchor_h"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(0 < value <= 1, name, "in (0, 1]")
+        if self.num_workers is not None:
+            _require(self.num_workers >= 0, "num_workers", ">= 0")
+        if self.class_weights not in ("none", "auto"):
+            try:
+                weights = [float(w) for w in self.class_weights.split(",")]
+            except ValueError:
+                weights = [-1.0]
+            if min(weights) < 0 or not all(map(math.isfinite, weights)):
+                raise UserError(
+                    "--class-weights must be none, auto or comma-separated non-negative "
+                    f"numbers, got '{self.class_weights}'"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from plain data; unknown keys are a UserError naming `source`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(
+                f"unknown setting(s) {', '.join(unknown)}",
+                path=source,
+                fix=f"known settings: {', '.join(sorted(known))}",
+            )
+        if "ddf" not in values:
+            raise UserError("the setting 'ddf' is required", path=source)
+        return cls(**values)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _require(ok: bool, name: str, condition: str) -> None:
+    if not ok:
+        raise UserError(f"--{_flag(name)} must be {condition}")

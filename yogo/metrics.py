@@ -1,0 +1,202 @@
+"""Detection metrics with COCO's rules: AP per class (101-point), mAP@0.5 and @0.5:0.95,
+precision/recall/F1 at an objectness threshold, a confusion matrix with background, counts.
+
+    metrics = DetectionMetrics(class_names, obj_thresh=0.5)
+    metrics.update(detections, truths)   # per image: (N, 7) detections, (M, 5) class + xyxy
+    report = metrics.compute()           # plain dict (the `yogo test --json` content)
+
+Detections come from `boxes.postprocess` with a low objectness threshold (AP needs the whole
+ranking); the score that ranks them is objectness x class probability. Unlike pycocotools'
+defaults there is no cap on detections per image (smears hold hundreds of objects) and no area
+ranges. State is a list of per-image arrays, so ranks can gather and merge it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
+RECALL_POINTS = np.linspace(0, 1, 101)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (N, M) between xyxy boxes a (N, 4) and b (M, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+class DetectionMetrics:
+    def __init__(self, class_names: Sequence[str], obj_thresh: float = 0.5) -> None:
+        self.class_names = tuple(class_names)
+        self.obj_thresh = obj_thresh
+        self.images: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def update(self, detections: Sequence[torch.Tensor], truths: Sequence[torch.Tensor]) -> None:
+        """Add images: detections (N, 7) x0, y0, x1, y1, objectness, class prob, class;
+        truths (M, 5) class, x0, y0, x1, y1 (normalised)."""
+        for det, truth in zip(detections, truths, strict=True):
+            self.images.append(
+                (det.detach().cpu().double().numpy(), truth.detach().cpu().double().numpy())
+            )
+
+    def merge(self, other: DetectionMetrics) -> None:
+        self.images += other.images
+
+    def compute(self) -> dict[str, Any]:
+        num_classes = len(self.class_names)
+        ap = self._average_precision()  # (T, C), nan where a class has no labels
+        ap50, ap50_95 = ap[0], ap.mean(axis=0)
+        confusion, tp, num_pred = self._at_threshold()
+        num_true = np.zeros(num_classes, dtype=np.int64)
+        for _, truth in self.images:
+            num_true += np.bincount(truth[:, 0].astype(np.int64), minlength=num_classes)
+        precision = np.divide(tp, num_pred, out=np.zeros(num_classes), where=num_pred > 0)
+        recall = np.divide(tp, num_true, out=np.zeros(num_classes), where=num_true > 0)
+        denominator = precision + recall
+        f1 = np.divide(
+            2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0
+        )
+        per_class = {}
+        for i, name in enumerate(self.class_names):
+            per_class[name] = {
+                "AP50": _number(ap50[i]),
+                "AP50_95": _number(ap50_95[i]),
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "num_true": int(num_true[i]),
+                "num_pred": int(num_pred[i]),
+                "count_error": _number((num_pred[i] - num_true[i]) / num_true[i])
+                if num_true[i]
+                else None,
+            }
+        return {
+            "num_images": len(self.images),
+            "num_objects": int(num_true.sum()),
+            "mAP50": _mean(ap50),
+            "mAP50_95": _mean(ap50_95),
+            "obj_thresh": self.obj_thresh,
+            "per_class": per_class,
+            "class_names": list(self.class_names),
+            "confusion_matrix": confusion.tolist(),
+            "mean_abs_count_error_per_image": self._count_errors(),
+        }
+
+    def _average_precision(self) -> np.ndarray:
+        """AP (T, C) with COCO's greedy matching and 101-point interpolated precision."""
+        num_classes = len(self.class_names)
+        scores, classes, hits = [], [], []
+        for det, truth in self.images:
+            order = np.argsort(-(det[:, 4] * det[:, 5]), kind="stable")
+            det = det[order]
+            scores.append(det[:, 4] * det[:, 5])
+            classes.append(det[:, 6].astype(np.int64))
+            hits.append(_greedy_hits(det, truth, IOU_THRESHOLDS))
+        num_true = np.zeros(num_classes, dtype=np.int64)
+        for _, truth in self.images:
+            num_true += np.bincount(truth[:, 0].astype(np.int64), minlength=num_classes)
+        score = np.concatenate(scores) if scores else np.zeros(0)
+        cls = np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
+        hit = np.concatenate(hits, axis=1) if hits else np.zeros((len(IOU_THRESHOLDS), 0), bool)
+        ap = np.full((len(IOU_THRESHOLDS), num_classes), np.nan)
+        for c in range(num_classes):
+            if num_true[c] == 0:
+                continue
+            mine = np.flatnonzero(cls == c)
+            mine = mine[np.argsort(-score[mine], kind="mergesort")]
+            for t in range(len(IOU_THRESHOLDS)):
+                tp = np.cumsum(hit[t, mine])
+                fp = np.cumsum(~hit[t, mine])
+                recall = tp / num_true[c]
+                precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+                # Precision envelope: best precision at this recall or any higher one.
+                envelope = np.maximum.accumulate(precision[::-1])[::-1]
+                index = np.searchsorted(recall, RECALL_POINTS, side="left")
+                reached = index < len(envelope)
+                sampled = np.zeros(len(RECALL_POINTS))
+                sampled[reached] = envelope[index[reached]]
+                ap[t, c] = sampled.mean()
+        return ap
+
+    def _at_threshold(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Confusion matrix (C+1, C+1): rows true class, columns predicted class, the last
+        row/column background; true positives and predictions per class, all at
+        `obj_thresh` and IoU 0.5 (class-agnostic greedy matching by objectness)."""
+        n = len(self.class_names)
+        confusion = np.zeros((n + 1, n + 1), dtype=np.int64)
+        tp = np.zeros(n, dtype=np.int64)
+        num_pred = np.zeros(n, dtype=np.int64)
+        for det, truth in self.images:
+            det = det[det[:, 4] >= self.obj_thresh]
+            det = det[np.argsort(-det[:, 4], kind="stable")]
+            pred_class = det[:, 6].astype(np.int64)
+            true_class = truth[:, 0].astype(np.int64)
+            num_pred += np.bincount(pred_class, minlength=n)
+            iou = box_iou(det[:, :4], truth[:, 1:])
+            matched = np.zeros(len(truth), dtype=bool)
+            for d in range(len(det)):
+                candidates = np.where(matched | (iou[d] < 0.5), -1.0, iou[d])
+                if len(candidates) and candidates.max() >= 0:
+                    g = int(candidates.argmax())
+                    matched[g] = True
+                    confusion[true_class[g], pred_class[d]] += 1
+                    tp[pred_class[d]] += int(true_class[g] == pred_class[d])
+                else:
+                    confusion[n, pred_class[d]] += 1
+            confusion[:n, n] += np.bincount(true_class[~matched], minlength=n)
+        return confusion, tp, num_pred
+
+    def _count_errors(self) -> dict[str, float | None]:
+        """Mean over images of |predicted count - true count| per class (at obj_thresh)."""
+        n = len(self.class_names)
+        if not self.images:
+            return {name: None for name in self.class_names}
+        errors = np.zeros(n)
+        for det, truth in self.images:
+            predicted = np.bincount(
+                det[det[:, 4] >= self.obj_thresh, 6].astype(np.int64), minlength=n
+            )
+            true = np.bincount(truth[:, 0].astype(np.int64), minlength=n)
+            errors += np.abs(predicted - true)
+        return {
+            name: float(e / len(self.images))
+            for name, e in zip(self.class_names, errors, strict=True)
+        }
+
+
+def _greedy_hits(det: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(T, N) whether each detection (sorted by score) matches a same-class label at each IoU
+    threshold: COCO's rule, each detection takes the unmatched label with the highest IoU."""
+    hits = np.zeros((len(thresholds), len(det)), dtype=bool)
+    if len(det) == 0 or len(truth) == 0:
+        return hits
+    iou = box_iou(det[:, :4], truth[:, 1:])
+    same = det[:, 6:7].astype(np.int64) == truth[None, :, 0].astype(np.int64)
+    iou = np.where(same, iou, -1.0)
+    for t, threshold in enumerate(thresholds):
+        matched = np.zeros(len(truth), dtype=bool)
+        for d in range(len(det)):
+            candidates = np.where(matched, -1.0, iou[d])
+            g = int(candidates.argmax())
+            if candidates[g] >= threshold:
+                matched[g] = True
+                hits[t, d] = True
+    return hits
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else None

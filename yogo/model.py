@@ -1,0 +1,141 @@
+"""The detector family: a single-scale grid network with stride 8, and its registry.
+
+    model = build_model("base_model", num_classes=3, channels=1, normalize_images=True,
+                        anchor_w=0.045, anchor_h=0.06)
+    raw = model(images)            # (B, 5 + C, Sy, Sx): tx, ty, tw, th, to, class logits
+    decoded = model.predict(images)  # (B, 5 + C, Sy, Sx): xc, yc, w, h, objectness, class probs
+
+Pure: tensors in, tensors out; no I/O, no loss, no rank checks. Parameter names follow YOGO
+1.0.1 (`model.K.M.*`), so its `base_model` weights load unchanged. Any input size works; the
+grid is ceil(H/8) x ceil(W/8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from yogo.boxes import decode
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered network: `width` scales every filter count; `extra_blocks` adds (or with a
+    negative number removes) 128-filter 3x3 blocks before the output layer."""
+
+    width: float = 1.0
+    extra_blocks: int = 0
+    description: str = ""
+
+
+MODELS: dict[str, Architecture] = {
+    "base_model": Architecture(1.0, 0, "YOGO's base_model (~0.4M parameters)"),
+    "half_filters": Architecture(0.5, 0, "base_model with half the filters"),
+    "quarter_filters": Architecture(0.25, 0, "base_model with a quarter of the filters"),
+    "double_filters": Architecture(2.0, 0, "base_model with twice the filters"),
+    "shallow_model": Architecture(1.0, -1, "base_model without its last 3x3 block"),
+    "deep_model": Architecture(1.0, 2, "base_model with two more 3x3 blocks (BN)"),
+}
+STRIDE = 8
+
+
+def grid_shape(image_hw: tuple[int, int]) -> tuple[int, int]:
+    """Output grid (rows, columns) for an input size: each stride-2 conv rounds up."""
+    height, width = image_hw
+    for _ in range(3):
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return height, width
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+
+
+def _block(*layers: nn.Module) -> nn.Sequential:
+    return nn.Sequential(*layers)
+
+
+class YOGO(nn.Module):
+    """The network plus what it needs to interpret its output (anchors) and its input
+    (normalisation). Settings are buffers, so they travel with the state dict."""
+
+    def __init__(
+        self,
+        architecture: Architecture,
+        num_classes: int,
+        channels: int = 1,
+        normalize_images: bool = True,
+        anchor_w: float = 0.05,
+        anchor_h: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.channels = channels
+        self.normalize_images = normalize_images
+        self.register_buffer("anchors", torch.tensor([anchor_w, anchor_h], dtype=torch.float32))
+        f16, f32, f64, f128 = (max(1, round(n * architecture.width)) for n in (16, 32, 64, 128))
+        act = nn.LeakyReLU(0.01)
+        blocks = [
+            _block(_conv(channels, f16, 2, bias=False), nn.BatchNorm2d(f16), act),
+            _block(_conv(f16, f32), act, nn.Dropout2d(0.05)),
+            _block(_conv(f32, f64, 2), act, nn.Dropout2d(0.1)),
+            _block(_conv(f64, f128), act, nn.Dropout2d(0.15)),
+            _block(_conv(f128, f128, 2, bias=False), nn.BatchNorm2d(f128), act),
+            _block(_conv(f128, f128), nn.BatchNorm2d(f128), act),
+            _block(_conv(f128, f128), act),
+        ]
+        if architecture.extra_blocks < 0:
+            blocks = blocks[: len(blocks) + architecture.extra_blocks]
+        for _ in range(max(0, architecture.extra_blocks)):
+            blocks.append(_block(_conv(f128, f128), nn.BatchNorm2d(f128), act))
+        self.model = nn.Sequential(*blocks, nn.Conv2d(f128, 5 + num_classes, 1))
+
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        layer = self.model[-1]
+        assert isinstance(layer, nn.Conv2d)
+        return layer
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` (B, C, H, W), uint8 or float in 0..255 -> raw output (B, 5 + C, Sy, Sx)."""
+        x = images.float()
+        if self.normalize_images:
+            x = x / 255.0
+        out: torch.Tensor = self.model(x)
+        return out
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded output (B, 5 + C, Sy, Sx): xc, yc, w, h (normalised), objectness, classes."""
+        anchors: torch.Tensor = self.anchors  # type: ignore[assignment]
+        return decode(self(images), anchors[0], anchors[1])
+
+    def init_output_priors(self, object_fraction: float, class_frequencies: torch.Tensor) -> None:
+        """Start the output layer at the data's priors: objectness at the fraction of cells
+        holding an object, class logits at log class frequency. Without it the first hundreds
+        of steps only unlearn a 50% objectness guess and rare classes start far behind."""
+        bias = self.output_layer.bias
+        assert bias is not None
+        p = min(max(object_fraction, 1e-4), 1 - 1e-4)
+        with torch.no_grad():
+            bias[4] = float(torch.logit(torch.tensor(p)))
+            bias[5:] = torch.log(class_frequencies.clamp_min(1e-4) / class_frequencies.sum())
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    channels: int = 1,
+    normalize_images: bool = True,
+    anchor_w: float = 0.05,
+    anchor_h: float = 0.05,
+) -> YOGO:
+    if name not in MODELS:
+        from yogo.errors import UserError
+
+        raise UserError(
+            f"--model '{name}' is not a known model",
+            fix=f"choose one of: {', '.join(MODELS)}",
+        )
+    return YOGO(MODELS[name], num_classes, channels, normalize_images, anchor_w, anchor_h)
