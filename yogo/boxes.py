@@ -29,15 +29,32 @@ def decode(
     """
     _, _, rows, cols = raw.shape
     raw = raw.float()
-    col = torch.arange(cols, device=raw.device, dtype=raw.dtype).view(1, 1, cols) / cols
-    row = torch.arange(rows, device=raw.device, dtype=raw.dtype).view(1, rows, 1) / rows
-    xc = col + torch.sigmoid(raw[:, 0]) / cols
-    yc = row + torch.sigmoid(raw[:, 1]) / rows
-    w = anchor_w * torch.exp(raw[:, 2].clamp(max=EXP_CLAMP))
-    h = anchor_h * torch.exp(raw[:, 3].clamp(max=EXP_CLAMP))
+    col = torch.arange(cols, device=raw.device, dtype=raw.dtype).view(1, 1, cols)
+    row = torch.arange(rows, device=raw.device, dtype=raw.dtype).view(1, rows, 1)
+    xc, yc, w, h = decode_boxes(
+        raw[:, :4].movedim(1, -1), col, row, (rows, cols), anchor_w, anchor_h
+    ).unbind(-1)
     objectness = torch.sigmoid(raw[:, 4])
     classes = torch.softmax(raw[:, 5:], dim=1)
     return torch.cat([torch.stack([xc, yc, w, h, objectness], dim=1), classes], dim=1)
+
+
+def decode_boxes(
+    raw_box: torch.Tensor,
+    col: torch.Tensor,
+    row: torch.Tensor,
+    grid: tuple[int, int],
+    anchor_w: torch.Tensor | float,
+    anchor_h: torch.Tensor | float,
+) -> torch.Tensor:
+    """Raw (..., 4) tx, ty, tw, th at cells (row, col) of a (rows, cols) grid -> (..., 4)
+    xc, yc, w, h. `col` and `row` broadcast against raw_box[..., 0]."""
+    rows, cols = grid
+    xc = col / cols + torch.sigmoid(raw_box[..., 0]) / cols
+    yc = row / rows + torch.sigmoid(raw_box[..., 1]) / rows
+    w = anchor_w * torch.exp(raw_box[..., 2].clamp(max=EXP_CLAMP))
+    h = anchor_h * torch.exp(raw_box[..., 3].clamp(max=EXP_CLAMP))
+    return torch.stack([xc, yc, w, h], dim=-1)
 
 
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:

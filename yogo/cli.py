@@ -33,7 +33,7 @@ app = typer.Typer(
 
 # Options that take several values (`--classes a b c`), as YOGO's argparse flags did. Click
 # options take one value each, so `main` rewrites `--classes a b c` to repeated options.
-VARIADIC_OPTIONS = ("--classes",)
+VARIADIC_OPTIONS = ("--classes", "--tags")
 
 
 def _version(value: bool) -> None:
@@ -99,6 +99,174 @@ def check(
         _write_text(json_path, json.dumps(report, indent=2) + "\n")
     if not report["trainable"]:
         raise typer.Exit(2)
+
+
+@app.command(context_settings={"show_default": True})
+def train(
+    ctx: typer.Context,
+    ddf: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Dataset definition file (optional with --config).", show_default=False
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A run's config.yaml: repeat that run; flags given here override it.",
+            show_default=False,
+        ),
+    ] = None,
+    from_pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this checkpoint (yogo or YOGO 1.0.1 .pth).", show_default=False
+        ),
+    ] = None,
+    dataset_split_override: Annotated[
+        tuple[float, float, float] | None,
+        typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("-bs", "--batch-size", help="Images per step.")] = 64,
+    learning_rate: Annotated[
+        float, typer.Option("-lr", "--learning-rate", "--lr", help="Peak learning rate.")
+    ] = 3e-4,
+    lr_decay_factor: Annotated[float, typer.Option(help="Cosine decay to lr / factor.")] = 10.0,
+    label_smoothing: Annotated[float, typer.Option()] = 0.01,
+    weight_decay: Annotated[float, typer.Option("-wd", "--weight-decay")] = 0.05,
+    epochs: Annotated[int, typer.Option()] = 64,
+    no_obj_weight: Annotated[float, typer.Option(help="Objectness weight on empty cells.")] = 0.5,
+    iou_weight: Annotated[float, typer.Option(help="Weight of the box (CIoU) term.")] = 5.0,
+    classify_weight: Annotated[float, typer.Option(help="Weight of the class term.")] = 1.0,
+    normalize_images: Annotated[
+        bool, typer.Option(help="Divide pixels by 255 inside the model.")
+    ] = True,
+    image_hw: Annotated[
+        tuple[int, int] | None,
+        typer.Option(help="Model input H W [default: first training image].", show_default=False),
+    ] = None,
+    rgb_images: Annotated[bool, typer.Option(help="Three input channels.")] = False,
+    model: Annotated[str, typer.Option(help="Network from the registry.")] = "base_model",
+    half: Annotated[bool, typer.Option(help="Same as --precision fp16.")] = False,
+    precision: Annotated[str, typer.Option(help="32, bf16 or fp16.")] = "32",
+    device: Annotated[
+        str | None,
+        typer.Option(help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    ] = None,
+    output_dir: Annotated[Path, typer.Option(help="Run folders go here.")] = Path("trained_models"),
+    name: Annotated[
+        str | None, typer.Option(help="Run name [default: time and DDF name].", show_default=False)
+    ] = None,
+    note: Annotated[str | None, typer.Option(show_default=False)] = None,
+    tags: Annotated[list[str] | None, typer.Option(help="W&B tags.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(help="Loader processes [default: min(8, cores - 1)].", show_default=False),
+    ] = None,
+    val_every: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after N validations without improvement.", show_default=False),
+    ] = None,
+    warmup_epochs: Annotated[float, typer.Option()] = 0.0,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Clip the gradient norm.", show_default=False)
+    ] = None,
+    grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    subsample: Annotated[
+        float | None, typer.Option(help="Use this fraction of each split.", show_default=False)
+    ] = None,
+    class_weights: Annotated[
+        str, typer.Option(help="none, auto or w0,w1,... for the class term.")
+    ] = "none",
+    bad_labels: Annotated[str, typer.Option(help="error, drop or clip (docs/check.md).")] = "error",
+    augment: Annotated[bool, typer.Option(help="Flips and rotations on train.")] = True,
+    wandb: Annotated[
+        bool | None,
+        typer.Option(
+            help="Log to W&B [default: on with credentials, else offline].", show_default=False
+        ),
+    ] = None,
+    wandb_entity: Annotated[str | None, typer.Option(show_default=False)] = None,
+    wandb_project: Annotated[str | None, typer.Option(show_default=False)] = None,
+) -> None:
+    """Train a detector; every value used is saved in the run folder."""
+    from yogo.config import TrainConfig
+    from yogo.train import load_config
+    from yogo.train import train as run_training
+
+    values = dict(ctx.params)
+    given = {k for k in values if _from_command_line(ctx, k)}
+    values.pop("config")
+    if values.pop("half") and "precision" not in given:
+        values["precision"] = "fp16"
+        given.add("precision")
+    for key in ("ddf", "from_pretrained", "output_dir"):
+        if values[key] is not None:
+            values[key] = str(values[key])
+    for key in ("image_hw", "dataset_split_override"):
+        if values[key] is not None:
+            values[key] = list(values[key])
+    values["tags"] = list(values["tags"] or [])
+    if config is not None:
+        base = load_config(config).to_dict()
+        base["name"] = None  # a repeat is a new run
+        base.update({k: v for k, v in values.items() if k in given})
+        values = base
+    elif ddf is None:
+        raise UserError("give a dataset definition file (DDF), or --config RUN/config.yaml")
+    run_training(TrainConfig.from_dict(values))
+
+
+@app.command(name="test")
+def test_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
+    ddf: Annotated[Path, typer.Argument(help="Dataset definition file.")],
+    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
+    obj_thresh: Annotated[float, typer.Option(help="Objectness threshold for P/R/F1.")] = 0.5,
+    iou_thresh: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.5,
+    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = 16,
+    device: Annotated[str | None, typer.Option(show_default=False)] = None,
+    bad_labels: Annotated[str, typer.Option(help="error, drop or clip.")] = "error",
+    dataset_split_override: Annotated[
+        tuple[float, float, float] | None,
+        typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
+    ] = None,
+) -> None:
+    """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
+    from yogo.evaluate import format_test_report, test
+
+    if json_path is not None:
+        _require_writable(json_path)
+    for value, flag in ((obj_thresh, "--obj-thresh"), (iou_thresh, "--iou-thresh")):
+        if not 0 <= value <= 1:
+            raise UserError(f"{flag} must be in [0, 1], got {value}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    report = test(
+        checkpoint,
+        ddf,
+        split,
+        None,
+        obj_thresh,
+        iou_thresh,
+        batch_size,
+        device,
+        bad_labels,
+        dataset_split_override,
+    )
+    typer.echo(format_test_report(report))
+    if json_path is not None:
+        _write_text(json_path, json.dumps(report, indent=2) + "\n")
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Console output: how yogo's log records reach the terminal.
+"""Run output: console records, metrics.csv, plots, and optional Weights & Biases.
 
     configure_console()                       # once, in the CLI entry point
     logging.getLogger("yogo.ddf").warning("...")   # printed as "warning: ..."
@@ -10,7 +10,10 @@ print only warnings and errors, prefixed with their rank.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 
 class _StderrHandler(logging.Handler):
@@ -42,3 +45,145 @@ def configure_console(level: int = logging.INFO) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+class MetricsCSV:
+    """One row per epoch in `metrics.csv`; columns are fixed by the first row, later rows
+    fill missing values with blanks (validation runs every `--val-every` epochs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] | None = None
+
+    def append(self, row: dict[str, Any]) -> None:
+        import csv
+
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([_cell(row.get(c)) for c in self.columns])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def plot_training_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Losses, learning rate and validation mAP against epoch, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in ("loss", "objectness", "box", "class", "val_loss"):
+        points = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None]
+        if points:
+            axes[0].plot(*zip(*points, strict=True), label=key, marker=".")
+    axes[0].set(title="loss per image", xlabel="epoch", yscale="log")
+    axes[0].legend()
+    axes[1].plot(epochs, [r["lr"] for r in rows], marker=".")
+    axes[1].set(title="learning rate (end of epoch)", xlabel="epoch")
+    for key in ("val_mAP50", "val_mAP50_95"):
+        points = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None]
+        if points:
+            axes[2].plot(*zip(*points, strict=True), label=key, marker=".")
+    axes[2].set(title="validation", xlabel="epoch", ylim=(0, 1))
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_evaluation(report: dict[str, Any], curves: dict[str, Any], path_prefix: Path) -> None:
+    """`<prefix>_pr_curves.png` (precision-recall at IoU 0.5 per class) and
+    `<prefix>_confusion_matrix.png` (counts, with background)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, (recall, precision) in curves.items():
+        ap = report["per_class"][name]["AP50"]
+        ax.plot(recall, precision, label=f"{name} (AP50 {ap:.3f})" if ap is not None else name)
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="precision-recall at IoU 0.5",
+    )
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(f"{path_prefix}_pr_curves.png", dpi=100)
+    plt.close(fig)
+
+    names = [*report["class_names"], "background"]
+    matrix = np.array(report["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.2 * len(names) + 1))
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, str(n), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (IoU 0.5)")
+    fig.tight_layout()
+    fig.savefig(f"{path_prefix}_confusion_matrix.png", dpi=100)
+    plt.close(fig)
+
+
+def wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def start_wandb(
+    enabled: bool | None,
+    run_dir: Path,
+    config: dict[str, Any],
+    name: str,
+    project: str | None,
+    entity: str | None,
+    note: str | None,
+    tags: list[str],
+) -> Any:
+    """A W&B run, or None. Default (`enabled` None): online with credentials, else offline with
+    a one-line note. WANDB_MODE/WANDB_PROJECT/WANDB_ENTITY are respected; files go into the run
+    folder, never the working directory."""
+    if enabled is False or os.environ.get("WANDB_MODE") == "disabled":
+        return None
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE")
+    if mode is None and not wandb_has_credentials():
+        mode = "offline"
+        logging.getLogger("yogo").info(
+            "W&B: no credentials found, logging offline into the run folder "
+            "(`wandb sync` uploads it later; --no-wandb turns it off)"
+        )
+    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
+    os.environ.setdefault("WANDB_DATA_DIR", str(run_dir / "wandb" / "data"))
+    return wandb.init(
+        dir=run_dir,
+        mode=mode,  # type: ignore[arg-type]
+        project=project or os.environ.get("WANDB_PROJECT") or "yogo",
+        entity=entity or os.environ.get("WANDB_ENTITY"),
+        name=name,
+        notes=note,
+        tags=tags or None,
+        config=config,
+    )

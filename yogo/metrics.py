@@ -91,41 +91,59 @@ class DetectionMetrics:
             "mean_abs_count_error_per_image": self._count_errors(),
         }
 
-    def _average_precision(self) -> np.ndarray:
-        """AP (T, C) with COCO's greedy matching and 101-point interpolated precision."""
+    def _ranked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every detection's score, class and hits (T, N) at each IoU threshold, and the
+        number of labels per class."""
         num_classes = len(self.class_names)
         scores, classes, hits = [], [], []
+        num_true = np.zeros(num_classes, dtype=np.int64)
         for det, truth in self.images:
             order = np.argsort(-(det[:, 4] * det[:, 5]), kind="stable")
             det = det[order]
             scores.append(det[:, 4] * det[:, 5])
             classes.append(det[:, 6].astype(np.int64))
             hits.append(_greedy_hits(det, truth, IOU_THRESHOLDS))
-        num_true = np.zeros(num_classes, dtype=np.int64)
-        for _, truth in self.images:
             num_true += np.bincount(truth[:, 0].astype(np.int64), minlength=num_classes)
         score = np.concatenate(scores) if scores else np.zeros(0)
         cls = np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
         hit = np.concatenate(hits, axis=1) if hits else np.zeros((len(IOU_THRESHOLDS), 0), bool)
-        ap = np.full((len(IOU_THRESHOLDS), num_classes), np.nan)
-        for c in range(num_classes):
-            if num_true[c] == 0:
-                continue
+        return score, cls, hit, num_true
+
+    def _curves(self) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+        """Per class with labels, per IoU threshold: recall and precision envelope."""
+        score, cls, hit, num_true = self._ranked()
+        curves = {}
+        for c in np.flatnonzero(num_true):
             mine = np.flatnonzero(cls == c)
             mine = mine[np.argsort(-score[mine], kind="mergesort")]
+            per_threshold = []
             for t in range(len(IOU_THRESHOLDS)):
                 tp = np.cumsum(hit[t, mine])
                 fp = np.cumsum(~hit[t, mine])
                 recall = tp / num_true[c]
                 precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-                # Precision envelope: best precision at this recall or any higher one.
+                # Envelope: the best precision at this recall or any higher one.
                 envelope = np.maximum.accumulate(precision[::-1])[::-1]
+                per_threshold.append((recall, envelope))
+            curves[int(c)] = per_threshold
+        return curves
+
+    def _average_precision(self) -> np.ndarray:
+        """AP (T, C) with COCO's greedy matching and 101-point interpolated precision; nan
+        for classes without labels."""
+        ap = np.full((len(IOU_THRESHOLDS), len(self.class_names)), np.nan)
+        for c, per_threshold in self._curves().items():
+            for t, (recall, envelope) in enumerate(per_threshold):
                 index = np.searchsorted(recall, RECALL_POINTS, side="left")
                 reached = index < len(envelope)
                 sampled = np.zeros(len(RECALL_POINTS))
                 sampled[reached] = envelope[index[reached]]
                 ap[t, c] = sampled.mean()
         return ap
+
+    def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Recall and precision (envelope) at IoU 0.5, per class that has labels."""
+        return {self.class_names[c]: curves[0] for c, curves in self._curves().items()}
 
     def _at_threshold(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Confusion matrix (C+1, C+1): rows true class, columns predicted class, the last
@@ -184,7 +202,8 @@ def _greedy_hits(det: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> 
     iou = np.where(same, iou, -1.0)
     for t, threshold in enumerate(thresholds):
         matched = np.zeros(len(truth), dtype=bool)
-        for d in range(len(det)):
+        # Only detections with some label at this IoU can match; the rest are misses.
+        for d in np.flatnonzero(iou.max(axis=1) >= threshold):
             candidates = np.where(matched, -1.0, iou[d])
             g = int(candidates.argmax())
             if candidates[g] >= threshold:

@@ -1,0 +1,74 @@
+"""Batching: collate samples into a uint8 image tensor and packed labels, and build loaders.
+
+    loader = make_loader(dataset, batch_size=64, shuffle=True, num_workers=4, seed=0)
+    for batch in loader:
+        batch.images    # (B, C, H, W) uint8
+        batch.labels    # (N, 6) image index in batch, class, xc, yc, w, h
+        batch.skipped   # paths of images that failed to decode (reported by the caller)
+
+Packed labels let `boxes.build_targets` make grid targets for the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from yogo.data.dataset import DetectionDataset, Item
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list[Path]
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.skipped)
+
+
+def collate(items: Sequence[Item]) -> Batch:
+    skipped = [item for item in items if isinstance(item, Path)]
+    good = [item for item in items if not isinstance(item, Path)]
+    if not good:
+        return Batch(torch.zeros(0, 1, 1, 1, dtype=torch.uint8), torch.zeros(0, 6), skipped)
+    images = torch.stack([image for image, _ in good])
+    labels = torch.cat(
+        [
+            torch.cat([torch.full((len(boxes), 1), float(i)), boxes], dim=1)
+            for i, (_, boxes) in enumerate(good)
+        ]
+    )
+    return Batch(images, labels, skipped)
+
+
+def default_num_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(8, (cores or 1) - 1))
+
+
+def make_loader(
+    dataset: DetectionDataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    pin_memory: bool = False,
+    sampler: torch.utils.data.Sampler[int] | None = None,
+) -> torch.utils.data.DataLoader[Item]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        generator=generator,
+    )

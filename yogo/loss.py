@@ -1,0 +1,70 @@
+"""The training loss: objectness + box + class terms, returned by name (SPEC §5.3).
+
+    loss_fn = YOGOLoss(LossSettings(no_obj_weight=0.5, iou_weight=5.0, classify_weight=1.0))
+    parts = loss_fn(raw, targets, anchors)   # {"loss", "objectness", "box", "class"}
+
+Objectness: squared error of sigmoid(to) against the cell mask, weight 1 on object cells and
+`no_obj_weight` elsewhere. Box: `iou_weight` x complete-IoU loss on object cells. Class:
+`classify_weight` x cross-entropy with label smoothing (and class weights) on object cells.
+Each term is summed and divided by the batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from yogo.boxes import complete_iou_loss, decode_boxes
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    no_obj_weight: float = 0.5
+    iou_weight: float = 5.0
+    classify_weight: float = 1.0
+    label_smoothing: float = 0.01
+    class_weights: torch.Tensor | None = None  # (C,), or None for equal weights
+
+
+class YOGOLoss(torch.nn.Module):
+    def __init__(self, settings: LossSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def forward(
+        self, raw: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """`raw` (B, 5 + C, Sy, Sx) network output; `targets` (B, Sy, Sx, 6) from
+        `boxes.build_targets`; `anchors` (2,) normalised w, h."""
+        s = self.settings
+        batch, _, rows, cols = raw.shape
+        pred = raw.float().permute(0, 2, 3, 1)  # (B, Sy, Sx, 5 + C)
+        mask = targets[..., 0]
+        weight = mask + s.no_obj_weight * (1 - mask)
+        objectness = (weight * (torch.sigmoid(pred[..., 4]) - mask) ** 2).sum() / batch
+
+        image, row, col = mask.nonzero(as_tuple=True)
+        cells = pred[image, row, col]  # (M, 5 + C)
+        truth = targets[image, row, col]  # (M, 6)
+        if len(cells):
+            boxes = decode_boxes(cells[:, :4], col, row, (rows, cols), anchors[0], anchors[1])
+            box = s.iou_weight * complete_iou_loss(boxes, truth[:, 1:5]).sum() / batch
+            weights = s.class_weights.to(raw.device) if s.class_weights is not None else None
+            classes = F.cross_entropy(
+                cells[:, 5:],
+                truth[:, 5].long(),
+                weight=weights,
+                label_smoothing=s.label_smoothing,
+                reduction="sum",
+            )
+            classes = s.classify_weight * classes / batch
+        else:
+            box = classes = pred.sum() * 0.0  # keeps the graph (and DDP) whole
+        return {
+            "loss": objectness + box + classes,
+            "objectness": objectness,
+            "box": box,
+            "class": classes,
+        }

@@ -1,0 +1,494 @@
+"""`yogo train`: train(config) -> run folder. Set-up, loop, validation, checkpoints, logging.
+
+    run_dir = train(TrainConfig(ddf="data.yml", epochs=20))
+
+The run folder holds config.yaml (every resolved value; `yogo train --config` repeats the run),
+last.pth (every epoch), best.pth (best val mAP@0.5), metrics.csv, training_curves.png, and at
+the end the validation PR curves and confusion matrix of best.pth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+import random
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from yogo import __version__
+from yogo.boxes import build_targets
+from yogo.checkpoint import (
+    Checkpoint,
+    ModelInfo,
+    checkpoint_payload,
+    load_checkpoint,
+    save_checkpoint,
+)
+from yogo.config import TrainConfig
+from yogo.data.dataset import DetectionDataset
+from yogo.data.loader import default_num_workers, make_loader
+from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
+from yogo.ddf import DatasetDefinition
+from yogo.dist import resolve_device
+from yogo.errors import UserError, display_path
+from yogo.evaluate import evaluate_model
+from yogo.log import MetricsCSV, plot_evaluation, plot_training_curves, start_wandb
+from yogo.loss import LossSettings, YOGOLoss
+from yogo.model import YOGO, build_model, grid_shape
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train a detector as `cfg` says; returns the run folder."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+
+    # --- data ------------------------------------------------------------------------------
+    ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
+    scan = scan_dataset(ddf, cfg.bad_labels)  # type: ignore[arg-type]
+    require_trainable(scan)
+    for problem in scan.problems:
+        if problem.action is not None:
+            log.warning(str(problem))
+    splits = {name: subsample(samples, cfg.subsample) for name, samples in scan.splits.items()}
+    if not splits["val"]:
+        log.info(
+            "no validation split: best.pth is not written (add val to "
+            "dataset_split_fractions to select the best epoch)"
+        )
+
+    # --- model -----------------------------------------------------------------------------
+    pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
+    model, info = make_model(cfg, ddf.classes, splits["train"], pretrained)
+    model.to(device)
+    cfg = dataclasses.replace(
+        cfg,
+        model=info.model_name,
+        image_hw=list(info.image_hw),
+        rgb_images=info.channels == 3,
+        normalize_images=info.normalize_images,
+        anchor_w=info.anchor_w,
+        anchor_h=info.anchor_h,
+    )
+
+    # --- run folder ------------------------------------------------------------------------
+    run_dir = create_run_dir(cfg, ddf.path)
+    cfg = dataclasses.replace(cfg, name=run_dir.name)
+    write_config(run_dir / "config.yaml", cfg, ddf, splits)
+    log.info(f"run folder: {display_path(run_dir)}")
+
+    # --- loaders, optimisation -------------------------------------------------------------
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    pin = device.type == "cuda"
+    train_set = DetectionDataset(splits["train"], info.image_hw, info.channels, cfg.augment)
+    train_loader = make_loader(train_set, cfg.batch_size, True, workers, cfg.seed, pin)
+    val_set = DetectionDataset(splits["val"], info.image_hw, info.channels)
+    val_loader = make_loader(val_set, cfg.batch_size, False, workers, cfg.seed, pin)
+    grid = grid_shape(info.image_hw)
+    loss_fn = YOGOLoss(
+        LossSettings(
+            no_obj_weight=cfg.no_obj_weight,
+            iou_weight=cfg.iou_weight,
+            classify_weight=cfg.classify_weight,
+            label_smoothing=cfg.label_smoothing,
+            class_weights=class_weights(cfg.class_weights, splits["train"], len(ddf.classes)),
+        )
+    )
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, cfg.lr_decay_factor)
+    )
+    autocast, scaler = precision_context(cfg.precision, device)
+    anchors: torch.Tensor = model.anchors  # type: ignore[assignment]
+    wandb_run = start_wandb(
+        cfg.wandb,
+        run_dir,
+        cfg.to_dict(),
+        run_dir.name,
+        cfg.wandb_project,
+        cfg.wandb_entity,
+        cfg.note,
+        cfg.tags,
+    )
+
+    # --- the loop --------------------------------------------------------------------------
+    csv = MetricsCSV(run_dir / "metrics.csv")
+    rows: list[dict[str, Any]] = []
+    best_map, since_best, step = -1.0, 0, 0
+    skipped: set[Path] = set()
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        sums = {"loss": 0.0, "objectness": 0.0, "box": 0.0, "class": 0.0}
+        images_seen, data_wait, epoch_start = 0, 0.0, time.perf_counter()
+        wait_start = time.perf_counter()
+        batches = progress(train_loader, f"epoch {epoch}/{cfg.epochs}")
+        for i, batch in enumerate(batches):
+            data_wait += time.perf_counter() - wait_start
+            skipped.update(batch.skipped)
+            for path in batch.skipped:
+                log.warning(f"{display_path(path)}: image fails to decode; skipped")
+            images = batch.images.to(device, non_blocking=True)
+            labels = batch.labels.to(device, non_blocking=True)
+            targets = build_targets(labels, len(images), grid)
+            with autocast():
+                raw = model(images)
+            parts = loss_fn(raw, targets, anchors)
+            scaler.scale(parts["loss"] / cfg.grad_accum).backward()
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_loader):
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+                step += 1
+            for key in sums:  # one host sync per batch: the progress bar and CSV need it
+                sums[key] += float(parts[key].detach()) * len(images)
+            images_seen += len(images)
+            batches.set_postfix(
+                loss=f"{float(parts['loss'].detach()):.3g}", lr=f"{schedule.get_last_lr()[0]:.2e}"
+            )
+            wait_start = time.perf_counter()
+        elapsed = time.perf_counter() - epoch_start
+        row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
+        row.update({k: v / max(images_seen, 1) for k, v in sums.items()})
+        if not math.isfinite(row["loss"]):
+            raise RuntimeError(
+                f"the loss became {row['loss']} in epoch {epoch}; last.pth keeps the weights of "
+                "the last finite epoch. Lower --learning-rate or set --grad-clip."
+            )
+
+        validate = splits["val"] and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
+        report = None
+        if validate:
+            metrics, val_loss = evaluate_model(
+                model, val_loader, device, ddf.classes, cfg.obj_thresh, cfg.iou_thresh, loss_fn
+            )
+            report = metrics.compute()
+            row.update(
+                val_loss=val_loss, val_mAP50=report["mAP50"], val_mAP50_95=report["mAP50_95"]
+            )
+        row.update(
+            images_per_s=images_seen / elapsed,
+            data_wait_fraction=data_wait / elapsed,
+            elapsed_s=time.perf_counter() - start,
+        )
+        csv.append(row)
+        rows.append(row)
+        plot_training_curves(rows, run_dir / "training_curves.png")
+        if wandb_run is not None:
+            wandb_run.log({k: v for k, v in row.items() if v is not None}, step=step)
+        print_epoch(row, report)
+
+        payload = checkpoint_payload(
+            model,
+            info,
+            config=cfg.to_dict(),
+            epoch=epoch,
+            step=step,
+            metrics={k: v for k, v in row.items() if v is not None},
+            finished=epoch == cfg.epochs,
+        )
+        save_checkpoint(run_dir / "last.pth", payload)
+        if report is not None:
+            current = report["mAP50"] or 0.0
+            if current > best_map:
+                best_map, since_best = current, 0
+                save_checkpoint(run_dir / "best.pth", payload)
+            else:
+                since_best += 1
+            if cfg.patience is not None and since_best >= cfg.patience:
+                log.info(
+                    f"early stop: val mAP@0.5 has not improved for {since_best} validations "
+                    f"(best {best_map:.4f})"
+                )
+                save_checkpoint(run_dir / "last.pth", {**payload, "finished": True})
+                break
+
+    # --- the end ---------------------------------------------------------------------------
+    if splits["val"]:
+        best = load_checkpoint(run_dir / "best.pth").build_model().to(device)
+        metrics, _ = evaluate_model(
+            best, val_loader, device, ddf.classes, cfg.obj_thresh, cfg.iou_thresh
+        )
+        plot_evaluation(metrics.compute(), metrics.pr_curves(), run_dir / "val")
+    if skipped:
+        log.warning(f"{len(skipped)} image(s) failed to decode and were skipped:")
+        for path in sorted(skipped):
+            log.warning(f"  {display_path(path)}")
+    if wandb_run is not None:
+        wandb_run.finish()
+    log.info(
+        f"done: {display_path(run_dir)}"
+        + (f" (best val mAP@0.5 {best_map:.4f})" if best_map >= 0 else "")
+    )
+    return run_dir
+
+
+# --- set-up helpers, in the order train() uses them ----------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def subsample(
+    samples: tuple[LabelledSample, ...], fraction: float | None
+) -> tuple[LabelledSample, ...]:
+    """Evenly spaced samples (by label path), so every acquisition keeps its share."""
+    if fraction is None or not samples:
+        return samples
+    keep = max(1, round(fraction * len(samples)))
+    return tuple(samples[int(i)] for i in np.linspace(0, len(samples) - 1, keep).round())
+
+
+def make_model(
+    cfg: TrainConfig,
+    class_names: tuple[str, ...],
+    train: tuple[LabelledSample, ...],
+    pretrained: Checkpoint | None,
+) -> tuple[YOGO, ModelInfo]:
+    """A new model fitted to the data, or one starting from `pretrained` (whose model
+    settings travel with it); a different class count re-initialises the output layer."""
+    boxes = np.concatenate([s.boxes for s in train]) if train else np.zeros((0, 5))
+    if pretrained is not None:
+        old = pretrained.info
+        image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
+        info = ModelInfo(
+            old.model_name,
+            class_names,
+            old.channels,
+            old.normalize_images,
+            (int(image_hw[0]), int(image_hw[1])),
+            old.anchor_w,
+            old.anchor_h,
+        )
+        model = build_model(
+            info.model_name,
+            len(class_names),
+            info.channels,
+            info.normalize_images,
+            info.anchor_w,
+            info.anchor_h,
+        )
+        state = dict(pretrained.state_dict)
+        if len(old.class_names) != len(class_names):
+            head = f"model.{len(model.model) - 1}."
+            state = {k: v for k, v in state.items() if not k.startswith(head)}
+            log.info(
+                f"--from-pretrained: {len(old.class_names)} classes in the checkpoint, "
+                f"{len(class_names)} here: the output layer starts fresh"
+            )
+            model.load_state_dict(state, strict=False)
+            _init_priors(model, boxes, train, len(class_names), info.image_hw)
+        else:
+            if old.class_names != class_names:
+                log.warning(
+                    f"--from-pretrained: class names differ ([{', '.join(old.class_names)}]"
+                    f" -> [{', '.join(class_names)}]); outputs are reused by index"
+                )
+            model.load_state_dict(state)
+        log.info(
+            f"--from-pretrained {display_path(pretrained.path)}: {info.model_name}, "
+            f"{info.channels} channel(s), normalize_images={info.normalize_images}, "
+            f"image {info.image_hw[0]}x{info.image_hw[1]}, anchor "
+            f"{info.anchor_w:.4f} x {info.anchor_h:.4f}"
+        )
+        return model, info
+    if not len(boxes) and (cfg.anchor_w is None or cfg.anchor_h is None):
+        raise UserError(
+            "the train split has no objects to fit the anchor to",
+            fix="label some objects, or give --anchor-w and --anchor-h",
+        )
+    first = train[0]
+    image_hw = tuple(cfg.image_hw) if cfg.image_hw else (first.height, first.width)
+    anchor_w = cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean())
+    anchor_h = cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean())
+    info = ModelInfo(
+        cfg.model,
+        class_names,
+        3 if cfg.rgb_images else 1,
+        cfg.normalize_images,
+        (int(image_hw[0]), int(image_hw[1])),
+        anchor_w,
+        anchor_h,
+    )
+    model = build_model(
+        info.model_name, len(class_names), info.channels, info.normalize_images, anchor_w, anchor_h
+    )
+    _init_priors(model, boxes, train, len(class_names), info.image_hw)
+    return model, info
+
+
+def _init_priors(
+    model: YOGO,
+    boxes: np.ndarray,
+    train: tuple[LabelledSample, ...],
+    num_classes: int,
+    image_hw: tuple[int, int],
+) -> None:
+    rows, cols = grid_shape(image_hw)
+    fraction = len(boxes) / max(1, len(train) * rows * cols)
+    counts = np.bincount(boxes[:, 0].astype(np.int64), minlength=num_classes).astype(np.float64)
+    model.init_output_priors(fraction, torch.from_numpy(counts + 1.0).float())
+
+
+def create_run_dir(cfg: TrainConfig, ddf_path: Path) -> Path:
+    """OUTPUT_DIR/NAME, new. An existing run of that name is never overwritten."""
+    output = Path(cfg.output_dir)
+    if cfg.name is not None:
+        run_dir = output / cfg.name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise UserError(
+                f"a run named '{cfg.name}' already exists",
+                path=run_dir,
+                fix="choose another --name (runs are never overwritten)",
+            )
+    else:
+        stem = f"{datetime.now():%Y-%m-%d_%H%M%S}_{ddf_path.stem}"
+        run_dir, n = output / stem, 1
+        while run_dir.exists():
+            n += 1
+            run_dir = output / f"{stem}-{n}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_config(
+    path: Path,
+    cfg: TrainConfig,
+    ddf: DatasetDefinition,
+    splits: dict[str, tuple[LabelledSample, ...]],
+) -> None:
+    """config.yaml: every resolved value, the DDF and a hash of the resolved sample list."""
+    from ruamel.yaml import YAML
+
+    digest = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        for s in splits[name]:
+            digest.update(f"{name}\t{s.label}\t{s.image}\n".encode())
+    document = {
+        "yogo_version": __version__,
+        "command": " ".join(sys.argv),
+        "dataset": {
+            "ddf": str(ddf.path),
+            "samples_sha256": digest.hexdigest(),
+            "num_samples": {name: len(splits[name]) for name in ("train", "val", "test")},
+        },
+        "config": cfg.to_dict(),
+    }
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    with open(path, "w") as f:
+        f.write("# Written by yogo train. `yogo train --config THIS_FILE` repeats the run.\n")
+        yaml.dump(document, f)
+
+
+def load_config(path: Path) -> TrainConfig:
+    """A TrainConfig from a run's config.yaml (its `config:` section)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        document = YAML(typ="safe", pure=True).load(path.read_text())
+    except (OSError, YAMLError) as e:
+        raise UserError(f"cannot read the run configuration: {e}", path=path) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise UserError("is not a yogo config.yaml (no 'config:' section)", path=path)
+    return TrainConfig.from_dict(document["config"], source=str(path))
+
+
+def class_weights(
+    spec: str, train: tuple[LabelledSample, ...], num_classes: int
+) -> torch.Tensor | None:
+    if spec == "none":
+        return None
+    if spec == "auto":
+        counts = np.zeros(num_classes)
+        for s in train:
+            counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=num_classes)
+        weights = 1 / np.sqrt(np.maximum(counts, 1))
+        return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+    values = [float(w) for w in spec.split(",")]
+    if len(values) != num_classes:
+        raise UserError(f"--class-weights has {len(values)} values for {num_classes} classes")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def make_optimizer(model: YOGO, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and batch-norm parameters (decaying them only
+    fights the normalisation)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.learning_rate,
+    )
+
+
+def lr_factor(step: int, total: int, warmup: int, decay_factor: float) -> float:
+    """Multiplier of the base learning rate at optimizer step `step`: linear warm-up, then
+    cosine from 1 to 1/decay_factor at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = 1 / decay_factor
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def precision_context(precision: str, device: torch.device) -> tuple[Any, Any]:
+    """An autocast context factory and a gradient scaler (a no-op unless fp16)."""
+    if precision == "32":
+        return contextlib.nullcontext, torch.amp.GradScaler(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=dtype)
+
+    return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def progress(loader: Any, description: str) -> Any:
+    """A tqdm bar on a terminal; silent otherwise (one line per epoch is printed instead)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        loader, desc=description, leave=False, disable=not sys.stderr.isatty(), dynamic_ncols=True
+    )
+
+
+def print_epoch(row: dict[str, Any], report: dict[str, Any] | None) -> None:
+    text = (
+        f"epoch {row['epoch']}: loss {row['loss']:.4g} (obj {row['objectness']:.3g}, "
+        f"box {row['box']:.3g}, class {row['class']:.3g}), lr {row['lr']:.2e}, "
+        f"{row['images_per_s']:.1f} img/s, data wait {100 * row['data_wait_fraction']:.0f}%"
+    )
+    if report is not None and report["mAP50"] is not None:
+        per_class = ", ".join(
+            f"{n} {c['AP50']:.3f}" for n, c in report["per_class"].items() if c["AP50"] is not None
+        )
+        text += f"; val mAP@0.5 {report['mAP50']:.4f} ({per_class})"
+    log.info(text)
