@@ -92,11 +92,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     fsync the folder. A crash leaves the previous file or the new one, never half of one."""
     payload = {"format": FORMAT, "version": VERSION, **payload}
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)

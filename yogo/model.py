@@ -91,6 +91,18 @@ class YOGO(nn.Module):
         for _ in range(max(0, architecture.extra_blocks)):
             blocks.append(_block(_conv(f128, f128), nn.BatchNorm2d(f128), act))
         self.model = nn.Sequential(*blocks, nn.Conv2d(f128, 5 + num_classes, 1))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He initialisation for LeakyReLU, zero biases, and a near-zero output layer.
+        PyTorch's default conv init has a third of He's variance, which shrinks activations
+        layer by layer in a network with few batch-norms and slows early training."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.output_layer.weight, std=0.01)
 
     @property
     def output_layer(self) -> nn.Conv2d:

@@ -70,7 +70,8 @@ def train(cfg: TrainConfig) -> Path:
 
     # --- model -----------------------------------------------------------------------------
     pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
-    model, info = make_model(cfg, ddf.classes, splits["train"], pretrained)
+    weights = class_weights(cfg.class_weights, splits["train"], len(ddf.classes))
+    model, info = make_model(cfg, ddf.classes, splits["train"], pretrained, weights)
     model.to(device)
     cfg = dataclasses.replace(
         cfg,
@@ -102,7 +103,7 @@ def train(cfg: TrainConfig) -> Path:
             iou_weight=cfg.iou_weight,
             classify_weight=cfg.classify_weight,
             label_smoothing=cfg.label_smoothing,
-            class_weights=class_weights(cfg.class_weights, splits["train"], len(ddf.classes)),
+            class_weights=weights,
         )
     )
     optimizer = make_optimizer(model, cfg)
@@ -265,6 +266,7 @@ def make_model(
     class_names: tuple[str, ...],
     train: tuple[LabelledSample, ...],
     pretrained: Checkpoint | None,
+    weights: torch.Tensor | None,
 ) -> tuple[YOGO, ModelInfo]:
     """A new model fitted to the data, or one starting from `pretrained` (whose model
     settings travel with it); a different class count re-initialises the output layer."""
@@ -298,7 +300,7 @@ def make_model(
                 f"{len(class_names)} here: the output layer starts fresh"
             )
             model.load_state_dict(state, strict=False)
-            _init_priors(model, boxes, train, len(class_names), info.image_hw)
+            _init_priors(model, train, weights, info.image_hw)
         else:
             if old.class_names != class_names:
                 log.warning(
@@ -334,21 +336,32 @@ def make_model(
     model = build_model(
         info.model_name, len(class_names), info.channels, info.normalize_images, anchor_w, anchor_h
     )
-    _init_priors(model, boxes, train, len(class_names), info.image_hw)
+    _init_priors(model, train, weights, info.image_hw)
     return model, info
 
 
 def _init_priors(
     model: YOGO,
-    boxes: np.ndarray,
     train: tuple[LabelledSample, ...],
-    num_classes: int,
+    weights: torch.Tensor | None,
     image_hw: tuple[int, int],
 ) -> None:
+    """Output biases at the priors the loss converges to: the object fraction of cells, and
+    the class frequencies times their class weights."""
     rows, cols = grid_shape(image_hw)
-    fraction = len(boxes) / max(1, len(train) * rows * cols)
-    counts = np.bincount(boxes[:, 0].astype(np.int64), minlength=num_classes).astype(np.float64)
-    model.init_output_priors(fraction, torch.from_numpy(counts + 1.0).float())
+    counts = class_counts(train, model.num_classes)
+    fraction = counts.sum() / max(1, len(train) * rows * cols)
+    prior = torch.from_numpy(counts + 1.0).float()
+    if weights is not None:
+        prior = prior * weights.clamp_min(1e-6)
+    model.init_output_priors(float(fraction), prior)
+
+
+def class_counts(train: tuple[LabelledSample, ...], num_classes: int) -> np.ndarray:
+    counts = np.zeros(num_classes)
+    for s in train:
+        counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=num_classes)
+    return counts
 
 
 def create_run_dir(cfg: TrainConfig, ddf_path: Path) -> Path:
@@ -422,11 +435,13 @@ def class_weights(
     if spec == "none":
         return None
     if spec == "auto":
-        counts = np.zeros(num_classes)
-        for s in train:
-            counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=num_classes)
-        weights = 1 / np.sqrt(np.maximum(counts, 1))
-        return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+        # Balanced: n / (C * n_c), so every class weighs as much in total and the loss's
+        # equilibrium class prior is uniform; the mean weight per object stays 1.
+        counts = class_counts(train, num_classes)
+        present = counts > 0
+        weights = np.zeros(num_classes)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return torch.tensor(weights, dtype=torch.float32)
     values = [float(w) for w in spec.split(",")]
     if len(values) != num_classes:
         raise UserError(f"--class-weights has {len(values)} values for {num_classes} classes")

@@ -1,0 +1,74 @@
+"""Box decoding, grid targets and post-processing on hand-made cases."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from yogo.boxes import build_targets, cxcywh_to_xyxy, decode, postprocess
+
+
+def test_decode_hand_case() -> None:
+    raw = torch.zeros(1, 7, 2, 4)  # 2 classes, grid 2 rows x 4 columns
+    raw[0, 2, 1, 3] = math.log(2.0)  # w doubles the anchor at row 1, column 3
+    raw[0, 4, 1, 3] = 10.0  # confident object there
+    raw[0, 6, 1, 3] = 3.0  # class 1
+    out = decode(raw, 0.1, 0.2)[0]
+    assert out.shape == (7, 2, 4)
+    assert out[0, 1, 3] == 3 / 4 + 0.5 / 4  # (i + sigmoid(0)) / Sx
+    assert out[1, 1, 3] == 1 / 2 + 0.5 / 2
+    assert torch.isclose(out[2, 1, 3], torch.tensor(0.2)) and torch.isclose(
+        out[3, 1, 3], torch.tensor(0.2)
+    )
+    assert out[4, 1, 3] > 0.99 and out[4, 0, 0] == 0.5
+    assert torch.allclose(out[5:].sum(0), torch.ones(2, 4))
+    assert out[6, 1, 3] > 0.95
+
+
+def test_decode_clamps_the_exponent() -> None:
+    raw = torch.zeros(1, 6, 1, 1)
+    raw[0, 2] = 1000.0
+    assert torch.isfinite(decode(raw, 0.1, 0.1)).all()
+
+
+def test_build_targets_places_objects_and_keeps_the_first_in_a_cell() -> None:
+    labels = torch.tensor(
+        [
+            [0, 1, 0.10, 0.10, 0.05, 0.05],  # image 0, cell (0, 0)
+            [0, 2, 0.20, 0.20, 0.05, 0.05],  # image 0, same cell as the first: dropped
+            [1, 0, 0.90, 0.60, 0.10, 0.20],  # image 1, cell (row 1, col 3)
+            [1, 1, 1.00, 1.00, 0.10, 0.10],  # far edge: clamped into the last cell, taken
+        ]
+    )
+    t = build_targets(labels, batch_size=2, grid=(2, 4))
+    assert t.shape == (2, 2, 4, 6)
+    assert t[..., 0].sum() == 2
+    torch.testing.assert_close(t[0, 0, 0], torch.tensor([1, 0.1, 0.1, 0.05, 0.05, 1]))
+    torch.testing.assert_close(t[1, 1, 3], torch.tensor([1, 0.9, 0.6, 0.1, 0.2, 0]))
+
+
+def test_build_targets_without_labels() -> None:
+    assert build_targets(torch.zeros(0, 6), 3, (2, 2)).abs().sum() == 0
+
+
+def test_postprocess_thresholds_and_class_agnostic_nms() -> None:
+    decoded = torch.zeros(2, 7, 1, 3)
+    # image 0: two overlapping boxes of different classes (NMS keeps the more confident),
+    # one separate box below the objectness threshold
+    decoded[0, :, 0, 0] = torch.tensor([0.2, 0.5, 0.2, 0.2, 0.9, 0.9, 0.1])
+    decoded[0, :, 0, 1] = torch.tensor([0.22, 0.5, 0.2, 0.2, 0.8, 0.2, 0.8])
+    decoded[0, :, 0, 2] = torch.tensor([0.8, 0.5, 0.1, 0.1, 0.3, 0.6, 0.4])
+    decoded[1, :, 0, 0] = torch.tensor([0.5, 0.5, 0.1, 0.1, 0.7, 0.45, 0.55])
+    out = postprocess(decoded, obj_thresh=0.5, iou_thresh=0.5)
+    assert [len(o) for o in out] == [1, 1]
+    torch.testing.assert_close(out[0][0], torch.tensor([0.1, 0.4, 0.3, 0.6, 0.9, 0.9, 0.0]))
+    assert out[1][0, 6] == 1
+    assert len(postprocess(decoded, 0.5, 0.5, min_class_confidence=0.6)[1]) == 0
+    assert len(postprocess(decoded, 0.2, 0.5)[0]) == 2
+
+
+def test_cxcywh_to_xyxy() -> None:
+    torch.testing.assert_close(
+        cxcywh_to_xyxy(torch.tensor([[0.5, 0.5, 0.2, 0.4]])), torch.tensor([[0.4, 0.3, 0.6, 0.7]])
+    )

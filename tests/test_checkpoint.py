@@ -1,0 +1,103 @@
+"""Checkpoints: round trip, atomic writes, refusing truncated and malicious files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from yogo.checkpoint import (
+    ModelInfo,
+    checkpoint_payload,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from yogo.errors import UserError
+from yogo.model import build_model
+
+INFO = ModelInfo("half_filters", ("a", "b"), 1, True, (64, 96), 0.05, 0.07)
+
+
+def saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = build_model("half_filters", 2, anchor_w=0.05, anchor_h=0.07)
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, checkpoint_payload(model, INFO, epoch=3, config={"ddf": "x.yml"}))
+    return path, model
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path, model = saved(tmp_path)
+    loaded, info = load_model(path)
+    assert info == INFO
+    images = torch.randint(0, 255, (1, 1, 64, 96), dtype=torch.uint8)
+    model.eval()
+    torch.testing.assert_close(loaded(images), model(images))
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.payload["epoch"] == 3 and checkpoint.source == "yogo"
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_plain_data_loads_with_weights_only(tmp_path: Path) -> None:
+    path, _ = saved(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "yogo-checkpoint" and payload["model"]["class_names"] == ["a", "b"]
+
+
+def test_truncated_file_is_refused(tmp_path: Path) -> None:
+    path, _ = saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+class Payload:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (Path("/tmp/yogo-pwned"),))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = Path("/tmp/yogo-pwned")
+    marker.unlink(missing_ok=True)
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "yogo-checkpoint", "x": Payload()}, path)
+    with pytest.raises(UserError, match="refused: the file contains objects that could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    plain_pickle = tmp_path / "evil2.pth"
+    plain_pickle.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UserError):
+        load_checkpoint(plain_pickle)
+    assert not marker.exists()
+
+
+def test_missing_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pth")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="unknown layout"):
+        load_checkpoint(tmp_path / "other.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(UserError, match="not a dictionary"):
+        load_checkpoint(tmp_path / "list.pth")
+
+
+def test_newer_version_is_refused(tmp_path: Path) -> None:
+    path, _ = saved(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(UserError, match="newer yogo"):
+        load_checkpoint(path)
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    path, _ = saved(tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="cannot pickle"):
+        save_checkpoint(path, {"bad": (x for x in [])})  # not serialisable
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]

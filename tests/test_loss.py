@@ -1,0 +1,80 @@
+"""The loss (SPEC §5.3) on hand-made cases: every weight takes effect."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from yogo.boxes import build_targets
+from yogo.loss import LossSettings, YOGOLoss
+
+ANCHORS = torch.tensor([0.25, 0.5])
+
+
+def case() -> tuple[torch.Tensor, torch.Tensor]:
+    """One image, 2 x 2 grid, 2 classes; one object of class 1 in cell (0, 1) whose box the
+    raw output predicts exactly."""
+    labels = torch.tensor([[0, 1, 0.75, 0.25, 0.25, 0.5]])
+    targets = build_targets(labels, 1, (2, 2))
+    raw = torch.zeros(1, 7, 2, 2)
+    raw[0, 4] = -20.0  # confident "no object" everywhere...
+    raw[0, 4, 0, 1] = 20.0  # ...except the object's cell
+    raw[0, 6, 0, 1] = 20.0  # class 1
+    return raw, targets
+
+
+def test_perfect_prediction_costs_almost_nothing() -> None:
+    raw, targets = case()
+    parts = YOGOLoss(LossSettings(label_smoothing=0.0))(raw, targets, ANCHORS)
+    assert parts["objectness"] < 1e-8 and parts["box"] < 1e-5 and parts["class"] < 1e-8
+    assert parts["loss"] == parts["objectness"] + parts["box"] + parts["class"]
+
+
+def test_objectness_weights() -> None:
+    raw, targets = case()
+    raw[0, 4] = 0.0  # objectness 0.5 everywhere: error 0.25 in each of 4 cells
+    half = YOGOLoss(LossSettings(no_obj_weight=0.5))(raw, targets, ANCHORS)["objectness"]
+    assert half == pytest.approx(0.25 + 3 * 0.5 * 0.25)
+    zero = YOGOLoss(LossSettings(no_obj_weight=0.0))(raw, targets, ANCHORS)["objectness"]
+    assert zero == pytest.approx(0.25)
+
+
+def test_box_term_and_its_weight() -> None:
+    raw, targets = case()
+    raw[0, 2, 0, 1] = math.log(2)  # twice too wide
+    one = YOGOLoss(LossSettings(iou_weight=1.0))(raw, targets, ANCHORS)["box"]
+    five = YOGOLoss(LossSettings(iou_weight=5.0))(raw, targets, ANCHORS)["box"]
+    assert one == pytest.approx(0.5, abs=0.01)  # IoU 1/2, same centre, same aspect... almost
+    assert five == pytest.approx(5 * one)
+
+
+def test_class_term_weight_smoothing_and_class_weights() -> None:
+    raw, targets = case()
+    raw[0, 5:, 0, 1] = 0.0  # undecided between the two classes
+    plain = YOGOLoss(LossSettings(label_smoothing=0.0))(raw, targets, ANCHORS)["class"]
+    assert plain == pytest.approx(math.log(2))
+    assert YOGOLoss(LossSettings(classify_weight=0.0))(raw, targets, ANCHORS)["class"] == 0
+    tripled = YOGOLoss(LossSettings(classify_weight=3.0, label_smoothing=0.0))
+    assert tripled(raw, targets, ANCHORS)["class"] == pytest.approx(3 * math.log(2))
+    raw[0, 6, 0, 1] = 20.0  # confident and right: smoothing makes it cost something
+    sharp = YOGOLoss(LossSettings(label_smoothing=0.0))(raw, targets, ANCHORS)["class"]
+    smooth = YOGOLoss(LossSettings(label_smoothing=0.1))(raw, targets, ANCHORS)["class"]
+    assert smooth > sharp + 0.5
+    raw[0, 5:, 0, 1] = 0.0
+    weights = torch.tensor([1.0, 4.0])
+    weighted = YOGOLoss(LossSettings(label_smoothing=0.0, class_weights=weights))
+    assert float(weighted(raw, targets, ANCHORS)["class"]) == pytest.approx(4 * math.log(2))
+
+
+def test_loss_is_per_image_and_empty_batches_work() -> None:
+    raw, targets = case()
+    two = YOGOLoss(LossSettings())(raw.repeat(2, 1, 1, 1), targets.repeat(2, 1, 1, 1), ANCHORS)
+    one = YOGOLoss(LossSettings())(raw, targets, ANCHORS)
+    assert two["loss"] == pytest.approx(one["loss"])
+    empty = YOGOLoss(LossSettings())(
+        torch.zeros(1, 7, 2, 2, requires_grad=True), torch.zeros(1, 2, 2, 6), ANCHORS
+    )
+    empty["loss"].backward()
+    assert empty["box"] == 0 and empty["class"] == 0

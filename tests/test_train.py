@@ -1,0 +1,233 @@
+"""`yogo train` and `yogo test` through the CLI on tiny synthetic data (CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from yogo.checkpoint import load_checkpoint
+from yogo.data.synth import write_dataset
+
+FAST = ["--epochs", "1", "-bs", "4", "--no-wandb", "--num-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def smear(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("smear")
+    return write_dataset(root / "data", 10, (64, 96), seed=5, split_fractions=(0.6, 0.2, 0.2))
+
+
+@pytest.fixture(scope="module")
+def trained(smear: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short run shared by the tests that only read its folder."""
+    from yogo.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    with pytest.raises(SystemExit) as done:
+        main(["train", str(smear), *FAST, "--epochs", "2", "--output-dir", str(out), "--name", "r"])
+    assert done.value.code == 0
+    return out / "r"
+
+
+def test_run_folder_explains_itself(trained: Path) -> None:
+    names = {p.name for p in trained.iterdir()}
+    assert {
+        "config.yaml",
+        "last.pth",
+        "best.pth",
+        "metrics.csv",
+        "training_curves.png",
+        "val_pr_curves.png",
+        "val_confusion_matrix.png",
+    } <= names
+    rows = list(csv.DictReader((trained / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for key in (
+        "loss",
+        "objectness",
+        "box",
+        "class",
+        "lr",
+        "val_mAP50",
+        "val_mAP50_95",
+        "images_per_s",
+        "data_wait_fraction",
+    ):
+        assert rows[-1][key] != "", key
+    config = (trained / "config.yaml").read_text()
+    assert "samples_sha256" in config and "anchor_w" in config and "image_hw" in config
+
+
+def test_checkpoints_are_plain_data_with_everything_needed(trained: Path) -> None:
+    payload = torch.load(trained / "last.pth", weights_only=True)
+    assert payload["epoch"] == 2 and payload["finished"] is True
+    assert payload["model"]["class_names"] == ["healthy", "ring", "trophozoite"]
+    assert payload["model"]["image_hw"] == [64, 96]
+    assert payload["config"]["epochs"] == 2
+    assert load_checkpoint(trained / "best.pth").info.anchor_w > 0
+
+
+def test_existing_run_is_never_overwritten(smear: Path, trained: Path, run_cli) -> None:
+    before = (trained / "last.pth").read_bytes()
+    result = run_cli("train", smear, *FAST, "--output-dir", trained.parent, "--name", "r")
+    assert result.code == 2 and "a run named 'r' already exists" in result.err
+    assert (trained / "last.pth").read_bytes() == before
+
+
+def test_repeat_from_config_yaml(trained: Path, run_cli, tmp_path: Path) -> None:
+    result = run_cli(
+        "train",
+        "--config",
+        trained / "config.yaml",
+        "--epochs",
+        "1",
+        "--output-dir",
+        tmp_path,
+        "--name",
+        "again",
+    )
+    assert result.code == 0, result.err
+    repeated = torch.load(tmp_path / "again" / "last.pth", weights_only=True)["config"]
+    original = torch.load(trained / "last.pth", weights_only=True)["config"]
+    differences = {k for k in original if original[k] != repeated[k]}
+    assert differences == {"epochs", "name", "output_dir"}
+
+
+def test_from_pretrained_with_other_classes(
+    smear: Path, trained: Path, tmp_path: Path, run_cli
+) -> None:
+    ddf = smear.parent / "two.yml"
+    ddf.write_text(
+        smear.read_text()
+        .replace('"healthy", "ring", "trophozoite"', '"cell", "ring"')
+        .replace("image_path: images", f"image_path: {smear.parent}/images")
+        .replace("label_path: labels", f"label_path: {smear.parent}/labels")
+    )
+    result = run_cli(
+        "train",
+        ddf,
+        *FAST,
+        "--bad-labels",
+        "drop",
+        "--from-pretrained",
+        trained / "best.pth",
+        "--output-dir",
+        tmp_path,
+        "--name",
+        "ft",
+    )
+    assert result.code == 0, result.err
+    assert "the output layer starts fresh" in result.err
+    payload = torch.load(tmp_path / "ft" / "last.pth", weights_only=True)
+    assert payload["model"]["class_names"] == ["cell", "ring"]
+    old = torch.load(trained / "best.pth", weights_only=True)["state_dict"]
+    new = payload["state_dict"]
+    assert new["model.7.weight"].shape[0] == 7 and old["model.7.weight"].shape[0] == 8
+
+
+def test_from_pretrained_yogo_v1(smear: Path, tmp_path: Path, run_cli) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "yogo-v1" / "base_model_7cls_772x1032.pth"
+    result = run_cli(
+        "train",
+        smear,
+        *FAST,
+        "--from-pretrained",
+        fixture,
+        "--image-hw",
+        "64",
+        "96",
+        "--output-dir",
+        tmp_path,
+        "--name",
+        "v1",
+    )
+    assert result.code == 0, result.err
+    info = load_checkpoint(tmp_path / "v1" / "last.pth").info
+    assert info.normalize_images is False and info.anchor_w == pytest.approx(0.0425, abs=1e-4)
+
+
+def test_yogo_test_report_and_json(trained: Path, smear: Path, tmp_path: Path, run_cli) -> None:
+    result = run_cli("test", trained / "best.pth", smear, "--json", tmp_path / "r.json")
+    assert result.code == 0, result.err
+    assert "mAP@0.5" in result.out and "confusion matrix" in result.out
+    report = json.loads((tmp_path / "r.json").read_text())
+    for key in (
+        "split",
+        "num_images",
+        "num_objects",
+        "mAP50",
+        "mAP50_95",
+        "per_class",
+        "confusion_matrix",
+        "class_names",
+    ):
+        assert key in report
+    assert report["split"] == "test" and report["num_images"] == 2
+    for values in report["per_class"].values():
+        assert {"AP50", "AP50_95", "precision", "recall", "f1", "num_true", "num_pred"} <= set(
+            values
+        )
+
+
+def test_yogo_test_user_mistakes(trained: Path, smear: Path, tmp_path: Path, run_cli) -> None:
+    no_test = smear.parent / "no_test.yml"
+    no_test.write_text(
+        smear.read_text().replace("test: 0.2", "test: 0").replace("val: 0.2", "val: 0.4")
+    )
+    result = run_cli("test", trained / "best.pth", no_test)
+    assert result.code == 2 and "the DDF has no test split" in result.err
+    other = smear.parent / "other.yml"
+    other.write_text(smear.read_text().replace('"trophozoite"', '"troph"'))
+    result = run_cli("test", trained / "best.pth", other, "--bad-labels", "drop")
+    assert result.code == 2 and "differ from the DDF's" in result.err
+    result = run_cli("test", tmp_path / "none.pth", smear)
+    assert result.code == 2 and "checkpoint file does not exist" in result.err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "-1"], "--learning-rate must be > 0"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--precision", "fp8"], "--precision must be 32, bf16 or fp16"),
+        (["--model", "huge"], "--model 'huge' is not a known model"),
+        (["--class-weights", "1,x"], "--class-weights must be none, auto"),
+        (["--device", "tpu"], "--device"),
+        (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+    ],
+)
+def test_bad_training_flags_exit_2(
+    smear: Path, tmp_path: Path, run_cli, flags: list[str], message: str
+) -> None:
+    result = run_cli("train", smear, *FAST, "--output-dir", tmp_path, *flags)
+    assert result.code == 2 and message in result.err, result.err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_wandb_offline_writes_into_the_run_folder(
+    smear: Path, tmp_path: Path, run_cli, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(
+        "train",
+        smear,
+        "--epochs",
+        "1",
+        "-bs",
+        "4",
+        "--num-workers",
+        "0",
+        "--wandb",
+        "--output-dir",
+        "runs",
+        "--name",
+        "wb",
+    )
+    assert result.code == 0, result.err
+    assert list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
