@@ -178,8 +178,8 @@ def train(
         float | None, typer.Option(help="Use this fraction of each split.", show_default=False)
     ] = None,
     class_weights: Annotated[
-        str, typer.Option(help="none, auto or w0,w1,... for the class term.")
-    ] = "none",
+        str, typer.Option(help="auto (balanced), none, or w0,w1,... for the class term.")
+    ] = "auto",
     bad_labels: Annotated[str, typer.Option(help="error, drop or clip (docs/check.md).")] = "error",
     augment: Annotated[bool, typer.Option(help="Flips and rotations on train.")] = True,
     wandb: Annotated[

@@ -59,8 +59,8 @@ class TrainConfig:
     no_obj_weight: float = 0.5
     iou_weight: float = 5.0
     classify_weight: float = 1.0
-    class_weights: str = "none"
-    """none, auto (inverse square-root class frequency, mean 1) or w0,w1,... one per class."""
+    class_weights: str = "auto"
+    """auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
     grad_clip: float | None = None
     """Clip the gradient norm to this value."""
     grad_accum: int = 1
