@@ -231,3 +231,56 @@ def test_wandb_offline_writes_into_the_run_folder(
     assert result.code == 0, result.err
     assert list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_lr_schedule() -> None:
+    from yogo.train import lr_factor
+
+    assert lr_factor(0, 100, 0, 10) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 0, 10) == pytest.approx(0.1)
+    assert lr_factor(50, 100, 0, 10) == pytest.approx(0.55)
+    assert [lr_factor(s, 100, 4, 10) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_patience_grad_accum_subsample_and_bf16(smear: Path, tmp_path: Path, run_cli) -> None:
+    # A learning rate too small to change anything: val mAP never improves, so patience 1
+    # stops after the second validation.
+    result = run_cli(
+        "train",
+        smear,
+        "--epochs",
+        "5",
+        "-bs",
+        "2",
+        "--grad-accum",
+        "2",
+        "--lr",
+        "1e-12",
+        "--patience",
+        "1",
+        "--subsample",
+        "0.5",
+        "--precision",
+        "bf16",
+        "--grad-clip",
+        "1.0",
+        "--warmup-epochs",
+        "0.5",
+        "--num-workers",
+        "0",
+        "--no-wandb",
+        "--output-dir",
+        tmp_path,
+        "--name",
+        "p",
+    )
+    assert result.code == 0, result.err
+    assert "early stop" in result.err
+    rows = list(csv.DictReader((tmp_path / "p" / "metrics.csv").open()))
+    assert len(rows) == 2
+    payload = torch.load(tmp_path / "p" / "last.pth", weights_only=True)
+    assert payload["finished"] is True
+    # subsample 0.5 of 6 train frames = 3 frames = 2 batches of 2 -> 1 step per epoch
+    assert payload["step"] == 2
+    config = payload["config"]
+    assert config["precision"] == "bf16" and config["subsample"] == 0.5

@@ -46,6 +46,7 @@ from yogo.loss import LossSettings, YOGOLoss
 from yogo.model import YOGO, build_model, grid_shape
 
 log = logging.getLogger(__name__)
+LOSS_PARTS = ("loss", "objectness", "box", "class")
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -134,7 +135,7 @@ def train(cfg: TrainConfig) -> Path:
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        sums = {"loss": 0.0, "objectness": 0.0, "box": 0.0, "class": 0.0}
+        sums = torch.zeros(len(LOSS_PARTS), device=device)  # summed on the device: no sync
         images_seen, data_wait, epoch_start = 0, 0.0, time.perf_counter()
         wait_start = time.perf_counter()
         batches = progress(train_loader, f"epoch {epoch}/{cfg.epochs}")
@@ -159,16 +160,18 @@ def train(cfg: TrainConfig) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 schedule.step()
                 step += 1
-            for key in sums:  # one host sync per batch: the progress bar and CSV need it
-                sums[key] += float(parts[key].detach()) * len(images)
+            sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
             images_seen += len(images)
-            batches.set_postfix(
-                loss=f"{float(parts['loss'].detach()):.3g}", lr=f"{schedule.get_last_lr()[0]:.2e}"
-            )
+            if not batches.disable:  # the visible progress bar is the only per-step sync
+                batches.set_postfix(
+                    loss=f"{float(parts['loss'].detach()):.3g}",
+                    lr=f"{schedule.get_last_lr()[0]:.2e}",
+                )
             wait_start = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
         row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
-        row.update({k: v / max(images_seen, 1) for k, v in sums.items()})
+        means = (sums / max(images_seen, 1)).tolist()
+        row.update(dict(zip(LOSS_PARTS, means, strict=True)))
         if not math.isfinite(row["loss"]):
             raise RuntimeError(
                 f"the loss became {row['loss']} in epoch {epoch}; last.pth keeps the weights of "
