@@ -92,3 +92,20 @@ def test_yogo_v1_checkpoint_metadata() -> None:
     assert checkpoint.source == "yogo-1.0.1"
     assert checkpoint.info.model_name == "base_model"
     assert checkpoint.info.anchor_w == pytest.approx(0.0425, abs=1e-4)
+
+
+@pytest.mark.parametrize("hw", [(772, 1032), (192, 256), (57, 91), (8, 8), (9, 17)])
+def test_check_and_model_agree_on_the_grid(hw: tuple[int, int]) -> None:
+    from yogo.data.verify import grid_shape as check_grid
+
+    model = build_model("base_model", 2).eval()
+    assert check_grid(hw) == grid_shape(hw) == tuple(model(torch.zeros(1, 1, *hw)).shape[2:])
+
+
+def test_public_api_is_lazy_and_complete() -> None:
+    import yogo
+
+    assert callable(yogo.train) and callable(yogo.load_model)
+    assert yogo.TrainConfig(ddf="x.yml").batch_size == 64
+    with pytest.raises(AttributeError):
+        yogo.not_there  # noqa: B018

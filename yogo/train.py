@@ -17,6 +17,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,10 @@ def train(cfg: TrainConfig) -> Path:
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
     scan = scan_dataset(ddf, cfg.bad_labels)  # type: ignore[arg-type]
     require_trainable(scan)
-    for problem in scan.problems:
-        if problem.action is not None:
-            log.warning(str(problem))
+    handled = Counter(p.action.split(":")[0] for p in scan.problems if p.action is not None)
+    if handled:
+        summary = ", ".join(f"{n} {action}" for action, n in sorted(handled.items()))
+        log.warning(f"--bad-labels {cfg.bad_labels}: {summary} (`yogo check` lists each)")
     splits = {name: subsample(samples, cfg.subsample) for name, samples in scan.splits.items()}
     if not splits["val"]:
         log.info(
