@@ -251,7 +251,6 @@ def test_command(
         checkpoint,
         ddf,
         split,
-        None,
         obj_thresh,
         iou_thresh,
         batch_size,

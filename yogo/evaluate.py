@@ -9,7 +9,6 @@ at `obj_thresh`, and a confusion matrix with background (yogo.metrics).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from yogo.boxes import build_targets, cxcywh_to_xyxy, decode, postprocess
 from yogo.checkpoint import load_checkpoint
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import default_num_workers, make_loader
-from yogo.data.verify import require_trainable, scan_dataset
+from yogo.data.verify import DatasetScan, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import resolve_device
 from yogo.errors import UserError, display_path
@@ -78,7 +77,6 @@ def test(
     checkpoint_path: Path,
     ddf_path: Path,
     split: str = "test",
-    json_path: Path | None = None,
     obj_thresh: float = 0.5,
     iou_thresh: float = 0.5,
     batch_size: int = 16,
@@ -87,7 +85,7 @@ def test(
     split_override: Sequence[float] | None = None,
     num_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split of a DDF; print-ready report (also written as JSON)."""
+    """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes."""
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be test, val or train, got '{split}'")
     checkpoint = load_checkpoint(checkpoint_path)
@@ -110,7 +108,7 @@ def test(
             "--split val, or --dataset-split-override",
         )
     scan = scan_dataset(ddf, bad_labels)  # type: ignore[arg-type]
-    require_trainable_split(scan, split)
+    _require_usable(scan, split)
     device = resolve_device(device_name)
     model = checkpoint.build_model().to(device)
     dataset = DetectionDataset(scan.splits[split], info.image_hw, info.channels)
@@ -124,13 +122,12 @@ def test(
         "iou_thresh": iou_thresh,
         **metrics.compute(),
     }
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def require_trainable_split(scan: Any, split: str) -> None:
-    """Like `require_trainable` for the train split, but for the split under test."""
+def _require_usable(scan: DatasetScan, split: str) -> None:
+    """Under `--bad-labels error`, every problem stops the evaluation (as in training); the
+    split under test must keep some samples (the train split may be empty)."""
     if scan.policy == "error" and scan.errors:
         require_trainable(scan)
     if not scan.splits[split]:
