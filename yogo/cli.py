@@ -35,6 +35,11 @@ app = typer.Typer(
 # options take one value each, so `main` rewrites `--classes a b c` to repeated options.
 VARIADIC_OPTIONS = ("--classes", "--tags")
 
+SplitOverride = Annotated[
+    tuple[float, float, float] | None,
+    typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -72,10 +77,7 @@ def check(
     decode: Annotated[
         bool, typer.Option(help="Also decode every image fully, on all cores (slow).")
     ] = False,
-    dataset_split_override: Annotated[
-        tuple[float, float, float] | None,
-        typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
-    ] = None,
+    dataset_split_override: SplitOverride = None,
 ) -> None:
     """Validate a dataset without training: counts, sizes, anchor, collisions, every problem.
 
@@ -123,10 +125,7 @@ def train(
             help="Start from this checkpoint (yogo or YOGO 1.0.1 .pth).", show_default=False
         ),
     ] = None,
-    dataset_split_override: Annotated[
-        tuple[float, float, float] | None,
-        typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
-    ] = None,
+    dataset_split_override: SplitOverride = None,
     batch_size: Annotated[int, typer.Option("-bs", "--batch-size", help="Images per step.")] = 64,
     learning_rate: Annotated[
         float, typer.Option("-lr", "--learning-rate", "--lr", help="Peak learning rate.")
@@ -232,10 +231,7 @@ def test_command(
     batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = 16,
     device: Annotated[str | None, typer.Option(show_default=False)] = None,
     bad_labels: Annotated[str, typer.Option(help="error, drop or clip.")] = "error",
-    dataset_split_override: Annotated[
-        tuple[float, float, float] | None,
-        typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
-    ] = None,
+    dataset_split_override: SplitOverride = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.evaluate import format_test_report, test
