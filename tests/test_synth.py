@@ -71,3 +71,23 @@ def test_rare_classes_look_different_from_healthy_cells() -> None:
         darkest[int(c)].append(pixels[y - 3 : y + 4, x - 3 : x + 4].min())
     assert np.mean(darkest[1]) < np.mean(darkest[0]) - 25
     assert np.mean(darkest[2]) < np.mean(darkest[0]) - 25
+
+
+def test_cell_diameter_option(tmp_path: Path, run_cli) -> None:
+    result = run_cli(
+        "synth",
+        tmp_path / "big",
+        "--num-images",
+        "2",
+        "--image-hw",
+        "96",
+        "128",
+        "--cell-diameter",
+        "20",
+    )
+    assert result.code == 0, result.err
+    ddf = DatasetDefinition.from_yaml(tmp_path / "big" / "ddf.yml")
+    report = check_report(ddf, scan_dataset(ddf))
+    assert 17 <= report["object_size_px"]["median_w"] <= 21
+    bad = run_cli("synth", tmp_path / "bad", "--num-images", "2", "--cell-diameter", "200")
+    assert bad.code == 2 and "--cell-diameter must be between 4 and half" in bad.err

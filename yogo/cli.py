@@ -289,6 +289,13 @@ def synth(
         typer.Option(help="dataset_split_fractions TRAIN VAL TEST written into ddf.yml."),
     ] = (0.8, 0.1, 0.1),
     image_format: Annotated[str, typer.Option(help="png, tif, jpg or bmp.")] = "png",
+    cell_diameter: Annotated[
+        float | None,
+        typer.Option(
+            help="Cell diameter in pixels [default: 6% of the shorter side, >= 12].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic blood-smear-like frames, YOLO labels and a ddf.yml."""
     from yogo.data.synth import write_dataset
@@ -313,6 +320,7 @@ def synth(
         (fractions.train, fractions.val, fractions.test),
         frequencies,
         image_format,
+        cell_diameter,
     )
     typer.echo(f"wrote {num_images} frames and {ddf}")
 

@@ -72,6 +72,7 @@ def write_dataset(
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     class_frequencies: Sequence[float] | None = None,
     image_format: str = "png",
+    cell_diameter: float | None = None,
 ) -> Path:
     """Write `images/`, `labels/` and `ddf.yml` into `out_dir` (new or empty); return the DDF."""
     from PIL import Image
@@ -82,7 +83,11 @@ def write_dataset(
         if class_frequencies is None
         else np.asarray(class_frequencies, dtype=np.float64) / sum(class_frequencies)
     )
-    settings = SmearSettings(image_hw=image_hw)
+    if cell_diameter is not None and not 4 <= cell_diameter <= min(image_hw) / 2:
+        raise UserError(
+            f"--cell-diameter must be between 4 and half the shorter side, got {cell_diameter:g}"
+        )
+    settings = SmearSettings(image_hw=image_hw, cell_diameter=cell_diameter)
     rng = np.random.default_rng(seed)
     images, labels = out_dir / "images", out_dir / "labels"
     images.mkdir(parents=True, exist_ok=True)
