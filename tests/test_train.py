@@ -284,3 +284,27 @@ def test_patience_grad_accum_subsample_and_bf16(smear: Path, tmp_path: Path, run
     assert payload["step"] == 2
     config = payload["config"]
     assert config["precision"] == "bf16" and config["subsample"] == 0.5
+
+
+def test_rgb_model_trains_and_tests(smear: Path, tmp_path: Path, run_cli, monkeypatch) -> None:
+    result = run_cli(
+        "train",
+        smear,
+        *FAST,
+        "--rgb-images",
+        "--model",
+        "quarter_filters",
+        "--output-dir",
+        tmp_path,
+        "--name",
+        "rgb",
+    )
+    assert result.code == 0, result.err
+    info = load_checkpoint(tmp_path / "rgb" / "best.pth").info
+    assert info.channels == 3 and info.model_name == "quarter_filters"
+    result = run_cli("test", tmp_path / "rgb" / "best.pth", smear, "--split", "val")
+    assert result.code == 0, result.err
+    # The saved config names the DDF by its resolved path: a repeat works from anywhere.
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("train", "--config", tmp_path / "rgb" / "config.yaml", "--name", "rgb2")
+    assert result.code == 0, result.err

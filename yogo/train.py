@@ -78,6 +78,8 @@ def train(cfg: TrainConfig) -> Path:
     model.to(device)
     cfg = dataclasses.replace(
         cfg,
+        ddf=str(ddf.path),  # resolved, so `--config` works from any working directory
+        from_pretrained=str(pretrained.path.resolve()) if pretrained else None,
         model=info.model_name,
         image_hw=list(info.image_hw),
         rgb_images=info.channels == 3,
