@@ -191,8 +191,7 @@ def train(
     wandb_project: Annotated[str | None, typer.Option(show_default=False)] = None,
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
-    from yogo.config import TrainConfig
-    from yogo.train import load_config
+    from yogo.config import TrainConfig, load_config
     from yogo.train import train as run_training
 
     values = dict(ctx.params)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yogo.errors import UserError
@@ -167,3 +168,31 @@ def _flag(name: str) -> str:
 def _require(ok: bool, name: str, condition: str) -> None:
     if not ok:
         raise UserError(f"--{_flag(name)} must be {condition}")
+
+
+def save_config(path: Path, cfg: TrainConfig, record: dict[str, Any]) -> None:
+    """Write a run's config.yaml: the version, `record` (command, dataset) and `config:`."""
+    from ruamel.yaml import YAML
+
+    from yogo import __version__
+
+    document = {"yogo_version": __version__, **record, "config": cfg.to_dict()}
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    with open(path, "w") as f:
+        f.write("# Written by yogo train. `yogo train --config THIS_FILE` repeats the run.\n")
+        yaml.dump(document, f)
+
+
+def load_config(path: Path) -> TrainConfig:
+    """A TrainConfig from a run's config.yaml (its `config:` section)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        document = YAML(typ="safe", pure=True).load(path.read_text())
+    except (OSError, YAMLError) as e:
+        raise UserError(f"cannot read the run configuration: {e}", path=path) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise UserError("is not a yogo config.yaml (no 'config:' section)", path=path)
+    return TrainConfig.from_dict(document["config"], source=str(path))

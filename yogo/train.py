@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from yogo import __version__
 from yogo.boxes import build_targets
 from yogo.checkpoint import (
     Checkpoint,
@@ -34,7 +33,7 @@ from yogo.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from yogo.config import TrainConfig
+from yogo.config import TrainConfig, save_config
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import default_num_workers, make_loader
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
@@ -91,7 +90,11 @@ def train(cfg: TrainConfig) -> Path:
     # --- run folder ------------------------------------------------------------------------
     run_dir = create_run_dir(cfg, ddf.path)
     cfg = dataclasses.replace(cfg, name=run_dir.name)
-    write_config(run_dir / "config.yaml", cfg, ddf, splits)
+    save_config(
+        run_dir / "config.yaml",
+        cfg,
+        {"command": " ".join(sys.argv), "dataset": dataset_record(ddf, splits)},
+    )
     log.info(f"run folder: {display_path(run_dir)}")
 
     # --- loaders, optimisation -------------------------------------------------------------
@@ -392,48 +395,19 @@ def create_run_dir(cfg: TrainConfig, ddf_path: Path) -> Path:
     return run_dir
 
 
-def write_config(
-    path: Path,
-    cfg: TrainConfig,
-    ddf: DatasetDefinition,
-    splits: dict[str, tuple[LabelledSample, ...]],
-) -> None:
-    """config.yaml: every resolved value, the DDF and a hash of the resolved sample list."""
-    from ruamel.yaml import YAML
-
+def dataset_record(
+    ddf: DatasetDefinition, splits: dict[str, tuple[LabelledSample, ...]]
+) -> dict[str, Any]:
+    """The DDF, the split sizes and a SHA-256 of the resolved sample list, for config.yaml."""
     digest = hashlib.sha256()
     for name in ("train", "val", "test"):
         for s in splits[name]:
             digest.update(f"{name}\t{s.label}\t{s.image}\n".encode())
-    document = {
-        "yogo_version": __version__,
-        "command": " ".join(sys.argv),
-        "dataset": {
-            "ddf": str(ddf.path),
-            "samples_sha256": digest.hexdigest(),
-            "num_samples": {name: len(splits[name]) for name in ("train", "val", "test")},
-        },
-        "config": cfg.to_dict(),
+    return {
+        "ddf": str(ddf.path),
+        "samples_sha256": digest.hexdigest(),
+        "num_samples": {name: len(splits[name]) for name in ("train", "val", "test")},
     }
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    with open(path, "w") as f:
-        f.write("# Written by yogo train. `yogo train --config THIS_FILE` repeats the run.\n")
-        yaml.dump(document, f)
-
-
-def load_config(path: Path) -> TrainConfig:
-    """A TrainConfig from a run's config.yaml (its `config:` section)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        document = YAML(typ="safe", pure=True).load(path.read_text())
-    except (OSError, YAMLError) as e:
-        raise UserError(f"cannot read the run configuration: {e}", path=path) from None
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-        raise UserError("is not a yogo config.yaml (no 'config:' section)", path=path)
-    return TrainConfig.from_dict(document["config"], source=str(path))
 
 
 def class_weights(
