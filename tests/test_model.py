@@ -94,12 +94,14 @@ def test_yogo_v1_checkpoint_metadata() -> None:
     assert checkpoint.info.anchor_w == pytest.approx(0.0425, abs=1e-4)
 
 
-@pytest.mark.parametrize("hw", [(772, 1032), (192, 256), (57, 91), (8, 8), (9, 17)])
-def test_check_and_model_agree_on_the_grid(hw: tuple[int, int]) -> None:
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_check_and_every_model_agree_on_the_grid(name: str) -> None:
     from yogo.data.verify import grid_shape as check_grid
 
-    model = build_model("base_model", 2).eval()
-    assert check_grid(hw) == grid_shape(hw) == tuple(model(torch.zeros(1, 1, *hw)).shape[2:])
+    model = build_model(name, 2).eval()
+    for hw in [(772, 1032), (192, 256), (57, 91), (8, 8), (9, 17)]:
+        out = model(torch.zeros(1, 1, *hw))
+        assert check_grid(hw) == grid_shape(hw) == tuple(out.shape[2:])
 
 
 def test_public_api_is_lazy_and_complete() -> None:
