@@ -106,8 +106,9 @@ def test_check_and_every_model_agree_on_the_grid(name: str) -> None:
 
 def test_public_api_is_lazy_and_complete() -> None:
     import yogo
+    import yogo.training
 
     assert callable(yogo.train) and callable(yogo.load_model)
-    assert yogo.TrainConfig(ddf="x.yml").batch_size == 64
+    assert yogo.TrainConfig(ddf="x.yml").epochs == 64
     with pytest.raises(AttributeError):
         yogo.not_there  # noqa: B018

@@ -234,7 +234,7 @@ def test_wandb_offline_writes_into_the_run_folder(
 
 
 def test_lr_schedule() -> None:
-    from yogo.train import lr_factor
+    from yogo.training import lr_factor
 
     assert lr_factor(0, 100, 0, 10) == pytest.approx(1.0)
     assert lr_factor(100, 100, 0, 10) == pytest.approx(0.1)
@@ -308,3 +308,34 @@ def test_rgb_model_trains_and_tests(smear: Path, tmp_path: Path, run_cli, monkey
     monkeypatch.chdir(tmp_path)
     result = run_cli("train", "--config", tmp_path / "rgb" / "config.yaml", "--name", "rgb2")
     assert result.code == 0, result.err
+
+
+def test_default_batch_size_gives_small_sets_enough_steps() -> None:
+    from yogo.config import default_batch_size
+
+    assert default_batch_size(100_000) == 64
+    assert default_batch_size(1024) == 64
+    assert default_batch_size(192) == 12  # 16 steps per epoch
+    assert default_batch_size(192, grad_accum=2) == 8
+    assert default_batch_size(10) == 8  # never below 8
+
+
+def test_default_batch_size_is_reported_and_saved(smear: Path, tmp_path: Path, run_cli) -> None:
+    result = run_cli(
+        "train",
+        smear,
+        "--epochs",
+        "1",
+        "--no-wandb",
+        "--num-workers",
+        "0",
+        "--output-dir",
+        tmp_path,
+        "--name",
+        "auto",
+    )
+    assert result.code == 0, result.err
+    assert "batch size 8: with 6 training images" in result.err
+    assert (
+        torch.load(tmp_path / "auto" / "last.pth", weights_only=True)["config"]["batch_size"] == 8
+    )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from yogo.config import TrainConfig
     from yogo.ddf import DatasetDefinition
     from yogo.errors import UserError
-    from yogo.train import train
+    from yogo.training import train
 
 __all__ = ["DatasetDefinition", "TrainConfig", "UserError", "__version__", "load_model", "train"]
 
@@ -29,7 +29,7 @@ _LAZY = {
     "DatasetDefinition": "yogo.ddf",
     "UserError": "yogo.errors",
     "TrainConfig": "yogo.config",
-    "train": "yogo.train",
+    "train": "yogo.training",
     "load_model": "yogo.checkpoint",
 }
 

@@ -126,7 +126,15 @@ def train(
         ),
     ] = None,
     dataset_split_override: SplitOverride = None,
-    batch_size: Annotated[int, typer.Option("-bs", "--batch-size", help="Images per step.")] = 64,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "-bs",
+            "--batch-size",
+            help="Images per step [default: 64; fewer for small training sets, see docs].",
+            show_default=False,
+        ),
+    ] = None,
     learning_rate: Annotated[
         float, typer.Option("-lr", "--learning-rate", "--lr", help="Peak learning rate.")
     ] = 3e-4,
@@ -192,7 +200,7 @@ def train(
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
     from yogo.config import TrainConfig, load_config
-    from yogo.train import train as run_training
+    from yogo.training import train as run_training
 
     values = dict(ctx.params)
     given = {k for k in values if _from_command_line(ctx, k)}

@@ -48,8 +48,9 @@ class TrainConfig:
     anchor_h: float | None = None
     """Anchor height, normalised; None: mean box height of the training labels."""
     epochs: int = 64
-    batch_size: int = 64
-    """Images per step and process."""
+    batch_size: int | None = None
+    """Images per step and process; None: 64, or fewer (not below 8) when 64 would leave an
+    epoch with fewer than 16 optimizer steps (see `default_batch_size`)."""
     learning_rate: float = 3e-4
     lr_decay_factor: float = 10.0
     """Cosine decay from the learning rate to learning_rate / lr_decay_factor, per batch."""
@@ -98,7 +99,7 @@ class TrainConfig:
         """Raise a UserError naming the flag of the first invalid value."""
         positive_ints = ("epochs", "batch_size", "grad_accum", "val_every")
         for name in positive_ints:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("learning_rate", "lr_decay_factor"):
             _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "> 0")
@@ -159,6 +160,20 @@ class TrainConfig:
         if "ddf" not in values:
             raise UserError("the setting 'ddf' is required", path=source)
         return cls(**values)
+
+
+DEFAULT_BATCH_SIZE = 64
+MIN_AUTO_BATCH_SIZE = 8
+MIN_STEPS_PER_EPOCH = 16
+
+
+def default_batch_size(num_train_images: int, grad_accum: int = 1) -> int:
+    """The batch size used when none is given: 64, unless a small training set would then get
+    fewer than 16 optimizer steps per epoch. What limits short runs on small sets is the
+    number of optimizer steps (docs/benchmarks.md: 192 frames, 20 epochs: batch 64 -> val
+    mAP@0.5 0.48, batch 8 -> 0.96), so the batch shrinks, never below 8."""
+    fitting = num_train_images // (MIN_STEPS_PER_EPOCH * grad_accum)
+    return max(MIN_AUTO_BATCH_SIZE, min(DEFAULT_BATCH_SIZE, fitting))
 
 
 def _flag(name: str) -> str:

@@ -1,4 +1,4 @@
-"""`yogo train`: train(config) -> run folder. Set-up, loop, validation, checkpoints, logging.
+"""`yogo train` and `yogo.train(config)`: set-up, loop, validation, checkpoints, logging.
 
     run_dir = train(TrainConfig(ddf="data.yml", epochs=20))
 
@@ -33,7 +33,13 @@ from yogo.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from yogo.config import TrainConfig, save_config
+from yogo.config import (
+    DEFAULT_BATCH_SIZE,
+    MIN_STEPS_PER_EPOCH,
+    TrainConfig,
+    default_batch_size,
+    save_config,
+)
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import default_num_workers, make_loader
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
@@ -87,6 +93,15 @@ def train(cfg: TrainConfig) -> Path:
         anchor_h=info.anchor_h,
     )
 
+    batch_size = cfg.batch_size or default_batch_size(len(splits["train"]), cfg.grad_accum)
+    if cfg.batch_size is None and batch_size != DEFAULT_BATCH_SIZE:
+        log.info(
+            f"batch size {batch_size}: with {len(splits['train'])} training images, "
+            f"{DEFAULT_BATCH_SIZE} would give fewer than {MIN_STEPS_PER_EPOCH} optimizer steps "
+            "per epoch (--batch-size sets it)"
+        )
+    cfg = dataclasses.replace(cfg, batch_size=batch_size)
+
     # --- run folder ------------------------------------------------------------------------
     run_dir = create_run_dir(cfg, ddf.path)
     cfg = dataclasses.replace(cfg, name=run_dir.name)
@@ -101,9 +116,9 @@ def train(cfg: TrainConfig) -> Path:
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = device.type == "cuda"
     train_set = DetectionDataset(splits["train"], info.image_hw, info.channels, cfg.augment)
-    train_loader = make_loader(train_set, cfg.batch_size, True, workers, cfg.seed, pin)
+    train_loader = make_loader(train_set, batch_size, True, workers, cfg.seed, pin)
     val_set = DetectionDataset(splits["val"], info.image_hw, info.channels)
-    val_loader = make_loader(val_set, cfg.batch_size, False, workers, cfg.seed, pin)
+    val_loader = make_loader(val_set, batch_size, False, workers, cfg.seed, pin)
     grid = grid_shape(info.image_hw)
     loss_fn = YOGOLoss(
         LossSettings(
