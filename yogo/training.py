@@ -59,6 +59,7 @@ def train(cfg: TrainConfig) -> Path:
     """Train a detector as `cfg` says; returns the run folder."""
     cfg.validate()
     device = resolve_device(cfg.device)
+    require_new_run_name(cfg)  # before the slow part: a taken name fails at once
     seed_everything(cfg.seed)
 
     # --- data ------------------------------------------------------------------------------
@@ -389,17 +390,25 @@ def class_counts(train: tuple[LabelledSample, ...], num_classes: int) -> np.ndar
     return counts
 
 
+def require_new_run_name(cfg: TrainConfig) -> None:
+    """An existing run folder of that name is never overwritten."""
+    if cfg.name is None:
+        return
+    run_dir = Path(cfg.output_dir) / cfg.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(
+            f"a run named '{cfg.name}' already exists",
+            path=run_dir,
+            fix="choose another --name (runs are never overwritten)",
+        )
+
+
 def create_run_dir(cfg: TrainConfig, ddf_path: Path) -> Path:
-    """OUTPUT_DIR/NAME, new. An existing run of that name is never overwritten."""
+    """OUTPUT_DIR/NAME (or a generated name), new."""
     output = Path(cfg.output_dir)
     if cfg.name is not None:
+        require_new_run_name(cfg)
         run_dir = output / cfg.name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(
-                f"a run named '{cfg.name}' already exists",
-                path=run_dir,
-                fix="choose another --name (runs are never overwritten)",
-            )
     else:
         stem = f"{datetime.now():%Y-%m-%d_%H%M%S}_{ddf_path.stem}"
         run_dir, n = output / stem, 1
