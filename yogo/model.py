@@ -58,8 +58,8 @@ def _block(*layers: nn.Module) -> nn.Sequential:
 
 
 class YOGO(nn.Module):
-    """The network plus what it needs to interpret its output (anchors) and its input
-    (normalisation). Settings are buffers, so they travel with the state dict."""
+    """The network plus what it needs to interpret its output (the anchor, a buffer, so it
+    travels with the state dict) and its input (channels, normalisation)."""
 
     def __init__(
         self,
