@@ -1,25 +1,130 @@
-"""Where a process runs: the device now; ranks and process groups as distributed training lands.
+"""Where a process runs: device, rank and process group. The only module that reads RANK,
+LOCAL_RANK, WORLD_SIZE or SLURM_* and calls init_process_group.
 
-device = resolve_device("cuda:1")      # or None: cuda when available, else cpu
+    ctx = setup("cuda", timeout_s=600)     # world size 1 without a launcher
+    if ctx.is_main: ...                    # rank 0 speaks and writes
+    merged = ctx.gather(local_list)        # every rank gets every rank's objects
+    teardown(ctx)
+
+Launchers: torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT) or srun with one task per
+GPU (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS; the master is the first node of the job). The
+backend is nccl on GPUs and gloo on CPU, so the same code runs in CPU tests.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
 import torch
+import torch.distributed as torch_dist
 
 from yogo.errors import UserError
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """`--device` in the user's words; None picks cuda when available, else cpu."""
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch_dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks (in place, returned for convenience)."""
+        if self.distributed:
+            torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+        return tensor
+
+
+def launcher_env() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from torchrun's or srun's environment, else (0, 0, 1)."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"])
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"])
+    return 0, 0, 1
+
+
+def setup(device_name: str | None, timeout_s: float = 1800) -> DistContext:
+    """Join the process group the launcher set up (if any) and pick this process's device.
+    A collective that waits longer than `timeout_s` (a dead or hung rank) raises."""
+    rank, local_rank, world_size = launcher_env()
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1:
+        if "MASTER_ADDR" not in os.environ:  # srun: the first node of the job is the master
+            os.environ["MASTER_ADDR"] = _first_slurm_host()
+            os.environ.setdefault(
+                "MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", 0)) % 20000)
+            )
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("WORLD_SIZE", str(world_size))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch_dist.init_process_group(
+            backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+        )
+    return DistContext(rank, local_rank, world_size, device)
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.distributed and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """`--device` in the user's words; None picks this rank's GPU when CUDA works, else cpu
+    (a SLURM allocation with GPUs but no CUDA build falls back to cpu and gloo)."""
     if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device '{name}' is not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA GPU is available here", fix="use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
+    if device.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: only cpu and cuda are supported")
+    if name == "cuda":  # no index given: this rank's GPU
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
+
+
+def _first_slurm_host() -> str:
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not nodes:
+        return "127.0.0.1"
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return hosts[0]

@@ -27,11 +27,13 @@ class _StderrHandler(logging.Handler):
 
 
 class _Format(logging.Formatter):
+    prefix = ""  # "[rank N] " on ranks other than 0
+
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {message}"
-        return message
+            return f"{self.prefix}{record.levelname.lower()}: {message}"
+        return f"{self.prefix}{message}"
 
 
 def configure_console(level: int = logging.INFO) -> None:
@@ -45,6 +47,12 @@ def configure_console(level: int = logging.INFO) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def set_console_rank(rank: int) -> None:
+    """Rank 0 speaks; other ranks show only warnings and errors, prefixed with their rank."""
+    _Format.prefix = f"[rank {rank}] " if rank else ""
+    logging.getLogger("yogo").setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
 class MetricsCSV:

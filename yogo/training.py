@@ -41,14 +41,21 @@ from yogo.config import (
     save_config,
 )
 from yogo.data.dataset import DetectionDataset
-from yogo.data.loader import default_num_workers, make_loader
+from yogo.data.loader import ShardSampler, default_num_workers, make_loader
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
-from yogo.dist import resolve_device
+from yogo.dist import DistContext, setup, teardown
 from yogo.errors import UserError, display_path
 from yogo.evaluate import evaluate_model
-from yogo.log import MetricsCSV, plot_evaluation, plot_training_curves, start_wandb
+from yogo.log import (
+    MetricsCSV,
+    plot_evaluation,
+    plot_training_curves,
+    set_console_rank,
+    start_wandb,
+)
 from yogo.loss import LossSettings, YOGOLoss
+from yogo.metrics import DetectionMetrics
 from yogo.model import YOGO, build_model, grid_shape
 
 log = logging.getLogger(__name__)
@@ -56,9 +63,19 @@ LOSS_PARTS = ("loss", "objectness", "box", "class")
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train a detector as `cfg` says; returns the run folder."""
+    """Train a detector as `cfg` says; returns the run folder. Under torchrun or srun every
+    rank calls this; rank 0 writes the run folder."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ctx = setup(cfg.device)
+    set_console_rank(ctx.rank)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        teardown(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
+    device = ctx.device
     require_new_run_name(cfg)  # before the slow part: a taken name fails at once
     seed_everything(cfg.seed)
 
@@ -94,32 +111,42 @@ def train(cfg: TrainConfig) -> Path:
         anchor_h=info.anchor_h,
     )
 
-    batch_size = cfg.batch_size or default_batch_size(len(splits["train"]), cfg.grad_accum)
+    per_rank = len(splits["train"]) // ctx.world_size
+    batch_size = cfg.batch_size or default_batch_size(per_rank, cfg.grad_accum)
     if cfg.batch_size is None and batch_size != DEFAULT_BATCH_SIZE:
         log.info(
-            f"batch size {batch_size}: with {len(splits['train'])} training images, "
+            f"batch size {batch_size}: with {per_rank} training images per process, "
             f"{DEFAULT_BATCH_SIZE} would give fewer than {MIN_STEPS_PER_EPOCH} optimizer steps "
             "per epoch (--batch-size sets it)"
         )
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
 
     # --- run folder ------------------------------------------------------------------------
-    run_dir = create_run_dir(cfg, ddf.path)
+    run_dir = Path(ctx.broadcast(str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None))
     cfg = dataclasses.replace(cfg, name=run_dir.name)
-    save_config(
-        run_dir / "config.yaml",
-        cfg,
-        {"command": " ".join(sys.argv), "dataset": dataset_record(ddf, splits)},
-    )
-    log.info(f"run folder: {display_path(run_dir)}")
+    if ctx.is_main:
+        record = {
+            "command": " ".join(sys.argv),
+            "world_size": ctx.world_size,
+            "dataset": dataset_record(ddf, splits),
+        }
+        save_config(run_dir / "config.yaml", cfg, record)
+        log.info(f"run folder: {display_path(run_dir)}")
 
     # --- loaders, optimisation -------------------------------------------------------------
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = device.type == "cuda"
     train_set = DetectionDataset(splits["train"], info.image_hw, info.channels, cfg.augment)
-    train_loader = make_loader(train_set, batch_size, True, workers, cfg.seed, pin)
+    # One code path for every world size: each rank draws its share of a seeded permutation.
+    train_sampler: torch.utils.data.DistributedSampler[Any] = torch.utils.data.DistributedSampler(
+        train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed
+    )
+    train_loader = make_loader(
+        train_set, batch_size, False, workers, cfg.seed, pin, sampler=train_sampler
+    )
     val_set = DetectionDataset(splits["val"], info.image_hw, info.channels)
-    val_loader = make_loader(val_set, batch_size, False, workers, cfg.seed, pin)
+    val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
+    val_loader = make_loader(val_set, batch_size, False, workers, cfg.seed, pin, sampler=val_shard)
     grid = grid_shape(info.image_hw)
     loss_fn = YOGOLoss(
         LossSettings(
@@ -139,15 +166,23 @@ def train(cfg: TrainConfig) -> Path:
     )
     autocast, scaler = precision_context(cfg.precision, device)
     anchors: torch.Tensor = model.anchors  # type: ignore[assignment]
-    wandb_run = start_wandb(
-        cfg.wandb,
-        run_dir,
-        cfg.to_dict(),
-        run_dir.name,
-        cfg.wandb_project,
-        cfg.wandb_entity,
-        cfg.note,
-        cfg.tags,
+    net = model
+    if ctx.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)  # type: ignore[assignment]
+    wandb_run = (
+        None
+        if not ctx.is_main
+        else start_wandb(
+            cfg.wandb,
+            run_dir,
+            cfg.to_dict(),
+            run_dir.name,
+            cfg.wandb_project,
+            cfg.wandb_entity,
+            cfg.note,
+            cfg.tags,
+        )
     )
 
     # --- the loop --------------------------------------------------------------------------
@@ -158,6 +193,7 @@ def train(cfg: TrainConfig) -> Path:
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
+        train_sampler.set_epoch(epoch)
         sums = torch.zeros(len(LOSS_PARTS), device=device)  # summed on the device: no sync
         images_seen, data_wait, epoch_start = 0, 0.0, time.perf_counter()
         wait_start = time.perf_counter()
@@ -171,7 +207,7 @@ def train(cfg: TrainConfig) -> Path:
             labels = batch.labels.to(device, non_blocking=True)
             targets = build_targets(labels, len(images), grid)
             with autocast():
-                raw = model(images)
+                raw = net(images)
             parts = loss_fn(raw, targets, anchors)
             scaler.scale(parts["loss"] / cfg.grad_accum).backward()
             if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_loader):
@@ -193,7 +229,9 @@ def train(cfg: TrainConfig) -> Path:
             wait_start = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
         row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
-        means = (sums / max(images_seen, 1)).tolist()
+        # One collective per epoch: every rank then takes the same NaN decision.
+        totals = ctx.sum(torch.cat([sums, torch.tensor([float(images_seen)], device=device)]))
+        means = (totals[:-1] / max(float(totals[-1]), 1.0)).tolist()
         row.update(dict(zip(LOSS_PARTS, means, strict=True)))
         if not math.isfinite(row["loss"]):
             raise RuntimeError(
@@ -201,27 +239,28 @@ def train(cfg: TrainConfig) -> Path:
                 "the last finite epoch. Lower --learning-rate or set --grad-clip."
             )
 
-        validate = splits["val"] and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
+        due = epoch % cfg.val_every == 0 or epoch == cfg.epochs
         report = None
-        if validate:
-            metrics, val_loss = evaluate_model(
-                model, val_loader, device, ddf.classes, cfg.obj_thresh, cfg.iou_thresh, loss_fn
+        if splits["val"] and due:
+            metrics, val_loss = validate(
+                ctx, model, val_loader, val_shard, ddf.classes, cfg, loss_fn
             )
-            report = metrics.compute()
+            report = metrics.compute()  # the same on every rank: decisions agree
             row.update(
                 val_loss=val_loss, val_mAP50=report["mAP50"], val_mAP50_95=report["mAP50_95"]
             )
         row.update(
-            images_per_s=images_seen / elapsed,
+            images_per_s=float(totals[-1]) / elapsed,
             data_wait_fraction=data_wait / elapsed,
             elapsed_s=time.perf_counter() - start,
         )
-        csv.append(row)
         rows.append(row)
-        plot_training_curves(rows, run_dir / "training_curves.png")
-        if wandb_run is not None:
-            wandb_run.log({k: v for k, v in row.items() if v is not None}, step=step)
-        print_epoch(row, report)
+        if ctx.is_main:
+            csv.append(row)
+            plot_training_curves(rows, run_dir / "training_curves.png")
+            if wandb_run is not None:
+                wandb_run.log({k: v for k, v in row.items() if v is not None}, step=step)
+            print_epoch(row, report)
 
         payload = checkpoint_payload(
             model,
@@ -232,12 +271,14 @@ def train(cfg: TrainConfig) -> Path:
             metrics={k: v for k, v in row.items() if v is not None},
             finished=epoch == cfg.epochs,
         )
-        save_checkpoint(run_dir / "last.pth", payload)
+        if ctx.is_main:
+            save_checkpoint(run_dir / "last.pth", payload)
         if report is not None:
             current = report["mAP50"] or 0.0
             if current > best_map:
                 best_map, since_best = current, 0
-                save_checkpoint(run_dir / "best.pth", payload)
+                if ctx.is_main:
+                    save_checkpoint(run_dir / "best.pth", payload)
             else:
                 since_best += 1
             if cfg.patience is not None and since_best >= cfg.patience:
@@ -245,14 +286,16 @@ def train(cfg: TrainConfig) -> Path:
                     f"early stop: val mAP@0.5 has not improved for {since_best} validations "
                     f"(best {best_map:.4f})"
                 )
-                save_checkpoint(run_dir / "last.pth", {**payload, "finished": True})
+                if ctx.is_main:
+                    save_checkpoint(run_dir / "last.pth", {**payload, "finished": True})
                 break
 
     # --- the end ---------------------------------------------------------------------------
-    if splits["val"]:
+    if splits["val"] and ctx.is_main:
         best = load_checkpoint(run_dir / "best.pth").build_model().to(device)
+        whole_val = make_loader(val_set, batch_size, False, workers, cfg.seed, pin)
         metrics, _ = evaluate_model(
-            best, val_loader, device, ddf.classes, cfg.obj_thresh, cfg.iou_thresh
+            best, whole_val, device, ddf.classes, cfg.obj_thresh, cfg.iou_thresh
         )
         plot_evaluation(metrics.compute(), metrics.pr_curves(), run_dir / "val")
     if skipped:
@@ -266,6 +309,36 @@ def train(cfg: TrainConfig) -> Path:
         + (f" (best val mAP@0.5 {best_map:.4f})" if best_map >= 0 else "")
     )
     return run_dir
+
+
+def validate(
+    ctx: DistContext,
+    model: YOGO,
+    loader: Any,
+    shard: ShardSampler,
+    class_names: tuple[str, ...],
+    cfg: TrainConfig,
+    loss_fn: YOGOLoss,
+) -> tuple[DetectionMetrics, float | None]:
+    """Each rank evaluates its shard; the per-image results are gathered and put back in
+    dataset order, so the metrics equal a single-process evaluation of the whole split."""
+    local, mean_loss = evaluate_model(
+        model, loader, ctx.device, class_names, cfg.obj_thresh, cfg.iou_thresh, loss_fn
+    )
+    loss_sum = (mean_loss or 0.0) * len(local.images)
+    parts = ctx.gather((shard.indices, local.images, loss_sum))
+    merged = DetectionMetrics(class_names, cfg.obj_thresh)
+    ordered = sorted(
+        (
+            (i, image)
+            for indices, images, _ in parts
+            for i, image in zip(indices, images, strict=True)
+        ),
+        key=lambda pair: pair[0],
+    )
+    merged.images = [image for _, image in ordered]
+    total = sum(loss for _, _, loss in parts)
+    return merged, total / len(merged.images) if merged.images else None
 
 
 # --- set-up helpers, in the order train() uses them ----------------------------------------

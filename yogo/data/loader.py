@@ -12,7 +12,7 @@ Packed labels let `boxes.build_targets` make grid targets for the whole batch at
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,7 @@ def make_loader(
     sampler: torch.utils.data.Sampler[int] | None = None,
 ) -> torch.utils.data.DataLoader[Item]:
     generator = torch.Generator().manual_seed(seed)
+    # The generator seeds the workers' augmentation RNGs; it is advanced per epoch by the loader.
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -72,3 +73,17 @@ def make_loader(
         persistent_workers=num_workers > 0,
         generator=generator,
     )
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Indices rank, rank + world, ... of `length`: every sample exactly once over all ranks
+    (unlike DistributedSampler, no padding duplicates), for evaluation."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
