@@ -339,3 +339,17 @@ def test_default_batch_size_is_reported_and_saved(smear: Path, tmp_path: Path, r
     assert (
         torch.load(tmp_path / "auto" / "last.pth", weights_only=True)["config"]["batch_size"] == 8
     )
+
+
+def test_resume_auto(smear: Path, trained: Path, tmp_path: Path, run_cli) -> None:
+    finished = run_cli(
+        "train", smear, *FAST, "--resume", "auto", "--output-dir", trained.parent, "--name", "r"
+    )
+    assert finished.code == 2 and "the run 'r' is finished" in finished.err
+    fresh = run_cli(
+        "train", smear, *FAST, "--resume", "auto", "--output-dir", tmp_path, "--name", "new"
+    )
+    assert fresh.code == 0, fresh.err
+    assert (tmp_path / "new" / "last.pth").is_file()
+    nothing = run_cli("train", "--resume", str(trained / "last.pth"))
+    assert nothing.code == 2 and "finished run" in nothing.err

@@ -119,6 +119,13 @@ def train(
             show_default=False,
         ),
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue an unfinished run: its last.pth, or 'auto' (the run named --name).",
+            show_default=False,
+        ),
+    ] = None,
     from_pretrained: Annotated[
         Path | None,
         typer.Option(
@@ -220,8 +227,9 @@ def train(
         base["name"] = None  # a repeat is a new run
         base.update({k: v for k, v in values.items() if k in given})
         values = base
-    elif ddf is None:
+    elif ddf is None and resume is None:
         raise UserError("give a dataset definition file (DDF), or --config RUN/config.yaml")
+    values["ddf"] = values["ddf"] or ""  # with --resume, the run's own config names the DDF
     run_training(TrainConfig.from_dict(values))
 
 
@@ -373,8 +381,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     configure_console()
     args = expand_variadic(sys.argv[1:] if argv is None else argv)
+    from yogo.signals import Interrupted
+
     try:
         app(args=args, prog_name="yogo")
+    except Interrupted as e:
+        typer.echo(str(e), err=True)
+        sys.exit(e.exit_code)
     except UserError as e:
         if os.environ.get("YOGO_DEBUG") == "1":
             traceback.print_exc()

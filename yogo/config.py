@@ -33,6 +33,9 @@ class TrainConfig:
     """Run name (and folder name); generated from the time and DDF name when None."""
     from_pretrained: str | None = None
     """Start from this checkpoint's weights and model settings (yogo or YOGO 1.0.1 .pth)."""
+    resume: str | None = None
+    """Continue an unfinished run: a last.pth, or "auto" (OUTPUT_DIR/NAME/last.pth if
+    unfinished, else a new run). The run's own config is used."""
     dataset_split_override: list[float] | None = None
     """TRAIN VAL TEST fractions re-splitting all data, test_paths included."""
     model: str = "base_model"

@@ -56,6 +56,12 @@ class DistContext:
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def maximum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum over ranks (in place)."""
+        if self.distributed:
+            torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        return tensor
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over ranks (in place, returned for convenience)."""
         if self.distributed:

@@ -63,6 +63,15 @@ class MetricsCSV:
         self.path = path
         self.columns: list[str] | None = None
 
+    def read(self) -> list[dict[str, Any]]:
+        """The rows already in the file (numbers as floats), continuing its columns."""
+        import csv
+
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+            self.columns = list(rows[0]) if rows else None
+        return [{k: _number(v) for k, v in row.items()} for row in rows]
+
     def append(self, row: dict[str, Any]) -> None:
         import csv
 
@@ -72,6 +81,10 @@ class MetricsCSV:
                 csv.writer(f).writerow(self.columns)
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_cell(row.get(c)) for c in self.columns])
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text != "" else None
 
 
 def _cell(value: Any) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -41,7 +42,7 @@ from yogo.config import (
     save_config,
 )
 from yogo.data.dataset import DetectionDataset
-from yogo.data.loader import ShardSampler, default_num_workers, make_loader
+from yogo.data.loader import EpochSampler, ShardSampler, default_num_workers, make_loader
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext, setup, teardown
@@ -57,6 +58,7 @@ from yogo.log import (
 from yogo.loss import LossSettings, YOGOLoss
 from yogo.metrics import DetectionMetrics
 from yogo.model import YOGO, build_model, grid_shape
+from yogo.signals import Interrupted, StopRequest, requeue_slurm_job
 
 log = logging.getLogger(__name__)
 LOSS_PARTS = ("loss", "objectness", "box", "class")
@@ -66,17 +68,23 @@ def train(cfg: TrainConfig) -> Path:
     """Train a detector as `cfg` says; returns the run folder. Under torchrun or srun every
     rank calls this; rank 0 writes the run folder."""
     cfg.validate()
+    resume = find_resume(cfg)
+    if resume is not None:
+        cfg = dataclasses.replace(TrainConfig.from_dict(resume.payload["config"]), resume=None)
+    elif not cfg.ddf:
+        raise UserError("nothing to resume here; give a dataset definition file to start a run")
     ctx = setup(cfg.device)
     set_console_rank(ctx.rank)
     try:
-        return _train(cfg, ctx)
+        return _train(cfg, ctx, resume)
     finally:
         teardown(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
+def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Path:
     device = ctx.device
-    require_new_run_name(cfg)  # before the slow part: a taken name fails at once
+    if resume is None:
+        require_new_run_name(cfg)  # before the slow part: a taken name fails at once
     seed_everything(cfg.seed)
 
     # --- data ------------------------------------------------------------------------------
@@ -97,7 +105,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
     # --- model -----------------------------------------------------------------------------
     pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
     weights = class_weights(cfg.class_weights, splits["train"], len(ddf.classes))
-    model, info = make_model(cfg, ddf.classes, splits["train"], pretrained, weights)
+    if resume is not None:
+        model, info = resume.build_model(), resume.info
+    else:
+        model, info = make_model(cfg, ddf.classes, splits["train"], pretrained, weights)
     model.to(device)
     cfg = dataclasses.replace(
         cfg,
@@ -122,9 +133,13 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
 
     # --- run folder ------------------------------------------------------------------------
-    run_dir = Path(ctx.broadcast(str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None))
+    if resume is not None:
+        run_dir = resume.path.parent
+    else:
+        new_dir = str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None
+        run_dir = Path(ctx.broadcast(new_dir))
     cfg = dataclasses.replace(cfg, name=run_dir.name)
-    if ctx.is_main:
+    if ctx.is_main and resume is None:
         record = {
             "command": " ".join(sys.argv),
             "world_size": ctx.world_size,
@@ -136,11 +151,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
     # --- loaders, optimisation -------------------------------------------------------------
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = device.type == "cuda"
-    train_set = DetectionDataset(splits["train"], info.image_hw, info.channels, cfg.augment)
-    # One code path for every world size: each rank draws its share of a seeded permutation.
-    train_sampler: torch.utils.data.DistributedSampler[Any] = torch.utils.data.DistributedSampler(
-        train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed
+    train_set = DetectionDataset(
+        splits["train"], info.image_hw, info.channels, cfg.augment, cfg.seed
     )
+    # One code path for every world size: each rank draws its share of a seeded permutation.
+    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
     train_loader = make_loader(
         train_set, batch_size, False, workers, cfg.seed, pin, sampler=train_sampler
     )
@@ -158,7 +173,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
         )
     )
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    batches_per_epoch = len(train_loader)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -187,18 +203,34 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
 
     # --- the loop --------------------------------------------------------------------------
     csv = MetricsCSV(run_dir / "metrics.csv")
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = csv.read() if resume is not None else []
     best_map, since_best, step = -1.0, 0, 0
+    start_epoch, start_batch = 1, 0
+    sums = torch.zeros(len(LOSS_PARTS), device=device)  # summed on the device: no sync
+    images_seen = 0
+    if resume is not None:
+        state = resume.payload["resume"]
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
+        best_map, since_best = state["best_map"], state["since_best"]
+        sums, images_seen = state["sums"].to(device), state["images_seen"]
+        log.info(f"resuming {display_path(run_dir)} at epoch {start_epoch}, batch {start_batch}")
+    stop = StopRequest.install()
     skipped: set[Path] = set()
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
-        train_sampler.set_epoch(epoch)
-        sums = torch.zeros(len(LOSS_PARTS), device=device)  # summed on the device: no sync
-        images_seen, data_wait, epoch_start = 0, 0.0, time.perf_counter()
+        first = start_batch if epoch == start_epoch else 0
+        train_sampler.set_epoch(epoch, skip=first * batch_size)
+        if first == 0:
+            sums, images_seen = torch.zeros(len(LOSS_PARTS), device=device), 0
+        data_wait, epoch_start = 0.0, time.perf_counter()
         wait_start = time.perf_counter()
         batches = progress(train_loader, f"epoch {epoch}/{cfg.epochs}")
-        for i, batch in enumerate(batches):
+        for i, batch in enumerate(batches, start=first):
             data_wait += time.perf_counter() - wait_start
             skipped.update(batch.skipped)
             for path in batch.skipped:
@@ -210,7 +242,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
                 raw = net(images)
             parts = loss_fn(raw, targets, anchors)
             scaler.scale(parts["loss"] / cfg.grad_accum).backward()
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(train_loader):
+            stepped = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
+            if stepped:
                 if cfg.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -226,6 +259,31 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
                     loss=f"{float(parts['loss'].detach()):.3g}",
                     lr=f"{schedule.get_last_lr()[0]:.2e}",
                 )
+            if stepped and i + 1 < batches_per_epoch and stop.agreed(ctx):
+                position = {
+                    "epoch": epoch,
+                    "batch": i + 1,
+                    "step": step,
+                    "sums": sums,
+                    "images_seen": images_seen,
+                }
+                resume_state = {
+                    **position,
+                    **training_state(optimizer, schedule, scaler, best_map, since_best),
+                }
+                if ctx.is_main:
+                    payload = checkpoint_payload(
+                        model,
+                        info,
+                        config=cfg.to_dict(),
+                        epoch=epoch,
+                        step=step,
+                        finished=False,
+                        resume=resume_state,
+                    )
+                    save_checkpoint(run_dir / "last.pth", payload)
+                requeued = ctx.is_main and stop.signum == signal.SIGUSR1 and requeue_slurm_job()
+                raise Interrupted(stop.signum, requeued)
             wait_start = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
         row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
@@ -262,6 +320,20 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
                 wandb_run.log({k: v for k, v in row.items() if v is not None}, step=step)
             print_epoch(row, report)
 
+        improved = report is not None and (report["mAP50"] or 0.0) > best_map
+        if report is not None:
+            best_map, since_best = (
+                (report["mAP50"] or 0.0, 0) if improved else (best_map, since_best + 1)
+            )
+        early_stop = cfg.patience is not None and report is not None and since_best >= cfg.patience
+        resume_state = {
+            "epoch": epoch + 1,
+            "batch": 0,
+            "step": step,
+            "sums": torch.zeros(len(LOSS_PARTS)),
+            "images_seen": 0,
+            **training_state(optimizer, schedule, scaler, best_map, since_best),
+        }
         payload = checkpoint_payload(
             model,
             info,
@@ -269,26 +341,19 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> Path:
             epoch=epoch,
             step=step,
             metrics={k: v for k, v in row.items() if v is not None},
-            finished=epoch == cfg.epochs,
+            finished=epoch == cfg.epochs or early_stop,
+            resume=resume_state,
         )
         if ctx.is_main:
             save_checkpoint(run_dir / "last.pth", payload)
-        if report is not None:
-            current = report["mAP50"] or 0.0
-            if current > best_map:
-                best_map, since_best = current, 0
-                if ctx.is_main:
-                    save_checkpoint(run_dir / "best.pth", payload)
-            else:
-                since_best += 1
-            if cfg.patience is not None and since_best >= cfg.patience:
-                log.info(
-                    f"early stop: val mAP@0.5 has not improved for {since_best} validations "
-                    f"(best {best_map:.4f})"
-                )
-                if ctx.is_main:
-                    save_checkpoint(run_dir / "last.pth", {**payload, "finished": True})
-                break
+            if improved:
+                save_checkpoint(run_dir / "best.pth", payload)
+        if early_stop:
+            log.info(
+                f"early stop: val mAP@0.5 has not improved for {since_best} validations "
+                f"(best {best_map:.4f})"
+            )
+            break
 
     # --- the end ---------------------------------------------------------------------------
     if splits["val"] and ctx.is_main:
@@ -339,6 +404,86 @@ def validate(
     merged.images = [image for _, image in ordered]
     total = sum(loss for _, _, loss in parts)
     return merged, total / len(merged.images) if merged.images else None
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer, schedule: Any, scaler: Any, best_map: float, since_best: int
+) -> dict[str, Any]:
+    """What resuming needs besides the weights and the position: plain data only."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "best_map": best_map,
+        "since_best": since_best,
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state as tensors, numbers and lists (weights_only-loadable)."""
+    numpy_state: dict[str, Any] = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": str(numpy_state["bit_generator"]),
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def find_resume(cfg: TrainConfig) -> Checkpoint | None:
+    """The checkpoint `--resume` names: a path, or with "auto" OUTPUT_DIR/NAME/last.pth when
+    that run is unfinished (else None: a new run)."""
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        if cfg.name is None:
+            log.info("--resume auto without --name: starting a new run")
+            return None
+        last = Path(cfg.output_dir) / cfg.name / "last.pth"
+        if not last.is_file():
+            return None
+        path = last
+    else:
+        path = Path(cfg.resume)
+    checkpoint = load_checkpoint(path)
+    if "resume" not in checkpoint.payload:
+        raise UserError("has no resume state (written by another tool or version)", path=path)
+    if checkpoint.payload.get("finished"):
+        if cfg.resume == "auto":
+            raise UserError(
+                f"the run '{cfg.name}' is finished",
+                path=path,
+                fix="choose another --name for a new run",
+            )
+        raise UserError("is from a finished run; nothing to resume", path=path)
+    return checkpoint
 
 
 # --- set-up helpers, in the order train() uses them ----------------------------------------

@@ -29,16 +29,20 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         image_hw: tuple[int, int],
         channels: int,
         augment: bool = False,
+        seed: int = 0,
     ) -> None:
         self.samples = tuple(samples)
         self.image_hw = image_hw
         self.channels = channels
         self.augment = augment
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Item:
+    def __getitem__(self, token: int) -> Item:
+        """`token` is `epoch * len(self) + index` (see loader.EpochSampler), or a plain index."""
+        epoch, index = divmod(token, len(self.samples))
         sample = self.samples[index]
         try:
             pixels = decode_image(sample.image, self.channels)
@@ -47,5 +51,10 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         image = resize(torch.from_numpy(pixels), self.image_hw)
         boxes = torch.from_numpy(sample.boxes)
         if self.augment:
-            image, boxes = random_flips(image, boxes)
+            # One generator per (seed, epoch, sample): independent of workers and of where a
+            # resumed run restarts.
+            generator = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + epoch) * len(self.samples) + index
+            )
+            image, boxes = random_flips(image, boxes, generator)
         return image, boxes

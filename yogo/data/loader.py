@@ -46,6 +46,15 @@ def collate(items: Sequence[Item]) -> Batch:
     return Batch(images, labels, skipped)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM/SIGUSR1 to the main process, which stops at a step
+    boundary and shuts them down; SLURM signals every process of a job step."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def default_num_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(8, (cores or 1) - 1))
@@ -72,6 +81,7 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         generator=generator,
+        worker_init_fn=_ignore_stop_signals,
     )
 
 
@@ -87,3 +97,32 @@ class ShardSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """This rank's share of a seeded permutation per epoch, as tokens `epoch * n + index` (so
+    the dataset knows the epoch), optionally starting `skip` samples in (resuming).
+
+    Like DistributedSampler, the permutation is padded to a multiple of the world size so every
+    rank runs the same number of steps."""
+
+    def __init__(self, length: int, rank: int, world_size: int, seed: int) -> None:
+        self.length, self.rank, self.world_size, self.seed = length, rank, world_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _indices(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.length, generator=generator).tolist()
+        padding = (-len(order)) % self.world_size
+        order += order[:padding]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        mine = self._indices()[self.skip :]
+        return iter(self.epoch * self.length + i for i in mine)
+
+    def __len__(self) -> int:
+        return len(self._indices()) - self.skip

@@ -1,0 +1,75 @@
+"""Stopping on a signal and resuming gives the same final weights as never stopping (CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from yogo.data.synth import write_dataset
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def train_command(ddf: Path, out: Path, name: str, launcher: list[str]) -> list[str]:
+    return [*launcher, "-m", "yogo", "train", str(ddf), "--epochs", "4", "-bs", "2",
+            "--num-workers", "1", "--no-wandb", "--output-dir", str(out), "--name", name]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(run / "last.pth", weights_only=True)
+    assert payload["finished"] is True
+    return payload["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("resume")
+    return write_dataset(root / "data", 16, (64, 96), seed=4, split_fractions=(0.75, 0.25, 0.0))
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        [sys.executable],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+    ],
+    ids=["1-process", "2-processes"],
+)
+def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, launcher) -> None:
+    plain = subprocess.run(train_command(data, tmp_path, "plain", launcher), env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+
+    run = tmp_path / "stopped"
+    process = subprocess.Popen(train_command(data, tmp_path, "stopped", launcher), env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while not (run / "metrics.csv").exists():  # epoch 1 done: now in the middle of epoch 2
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)  # as SLURM does: every process of the job
+    output = process.communicate(timeout=300)[0]
+    stopped = torch.load(run / "last.pth", weights_only=True)
+    assert stopped["finished"] is False, output[-3000:]
+    position = stopped["resume"]
+    assert position["batch"] > 0, position  # stopped inside an epoch, not at its end
+    if len(launcher) == 1:
+        assert process.returncode == 143 and "stopped by SIGTERM" in output
+
+    resumed = subprocess.run([*launcher, "-m", "yogo", "train", "--resume", str(run / "last.pth")],
+                             env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = weights(tmp_path / "plain"), weights(run)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == [], f"stopped at {position['epoch']}/{position['batch']}"

@@ -1,0 +1,68 @@
+"""Stopping cleanly: SIGTERM and SIGUSR1 only set a flag; ranks agree on it at step boundaries.
+
+    stop = StopRequest.install()
+    ...after an optimizer step:
+    if stop.agreed(ctx):            # every rank gets the same answer
+        save last.pth, then raise Interrupted(stop.signum)
+
+A signal handler that saves checkpoints itself can run in the middle of a step, or on one rank
+only; setting a flag and deciding together at a boundary avoids both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from types import FrameType
+
+import torch
+
+from yogo.dist import DistContext
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving last.pth; `exit_code` is 128 + signal."""
+
+    def __init__(self, signum: int, requeued: bool) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name}; last.pth holds the exact position"
+            + ("; the job was requeued" if requeued else "")
+        )
+        self.exit_code = 128 + signum
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signum = 0
+
+    @classmethod
+    def install(cls) -> StopRequest:
+        request = cls()
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, request._handle)
+        return request
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def agreed(self, ctx: DistContext) -> bool:
+        """True on every rank when any rank received a stop signal (one tiny collective)."""
+        if ctx.distributed:
+            value = torch.tensor([float(self.signum)], device=ctx.device)
+            self.signum = int(ctx.maximum(value).item())
+        return self.signum != 0
+
+
+def requeue_slurm_job() -> bool:
+    """`scontrol requeue $SLURM_JOB_ID` when running inside SLURM; True when it was done."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+    return True
