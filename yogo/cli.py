@@ -393,3 +393,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    finally:
+        _close_loaders()
+
+
+def _close_loaders() -> None:
+    """Loader workers must not outlive the command (see yogo.data.loader.close_loaders);
+    imported only if a command loaded data."""
+    loader = sys.modules.get("yogo.data.loader")
+    if loader is not None:
+        loader.close_loaders()

@@ -18,7 +18,7 @@ import torch
 from yogo.boxes import build_targets, cxcywh_to_xyxy, decode, postprocess
 from yogo.checkpoint import load_checkpoint
 from yogo.data.dataset import DetectionDataset
-from yogo.data.loader import default_num_workers, make_loader
+from yogo.data.loader import close_loaders, default_num_workers, make_loader
 from yogo.data.verify import DatasetScan, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import resolve_device
@@ -114,7 +114,10 @@ def test(
     dataset = DetectionDataset(scan.splits[split], info.image_hw, info.channels)
     workers = default_num_workers() if num_workers is None else num_workers
     loader = make_loader(dataset, batch_size, False, workers, 0, device.type == "cuda")
-    metrics, _ = evaluate_model(model, loader, device, info.class_names, obj_thresh, iou_thresh)
+    try:
+        metrics, _ = evaluate_model(model, loader, device, info.class_names, obj_thresh, iou_thresh)
+    finally:
+        close_loaders()
     report = {
         "split": split,
         "checkpoint": str(checkpoint_path),

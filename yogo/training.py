@@ -42,7 +42,13 @@ from yogo.config import (
     save_config,
 )
 from yogo.data.dataset import DetectionDataset
-from yogo.data.loader import EpochSampler, ShardSampler, default_num_workers, make_loader
+from yogo.data.loader import (
+    EpochSampler,
+    ShardSampler,
+    close_loaders,
+    default_num_workers,
+    make_loader,
+)
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext, setup, teardown
@@ -78,6 +84,7 @@ def train(cfg: TrainConfig) -> Path:
     try:
         return _train(cfg, ctx, resume)
     finally:
+        close_loaders()
         teardown(ctx)
 
 

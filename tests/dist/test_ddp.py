@@ -88,3 +88,15 @@ def test_torchrun_two_processes_train_one_run(data: Path, tmp_path: Path) -> Non
     assert payload["step"] == 4 and payload["finished"] is True
     assert "world_size: 2" in (run / "config.yaml").read_text()
     assert done.stdout.count("epoch 1:") + done.stderr.count("epoch 1:") == 1  # rank 0 speaks
+
+
+def test_processes_with_loader_workers_exit(data: Path, tmp_path: Path) -> None:
+    """Loader workers ignore SIGTERM; they must still be gone when train() returns, or the
+    interpreter's exit (terminate, then join) would wait forever."""
+    code = (
+        "import yogo; yogo.train(yogo.TrainConfig(ddf=%r, epochs=1, num_workers=1, wandb=False,"
+        " output_dir=%r))" % (str(data), str(tmp_path))
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]

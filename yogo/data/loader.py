@@ -12,6 +12,7 @@ Packed labels let `boxes.build_targets` make grid targets for the whole batch at
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,20 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+_LOADERS: weakref.WeakSet[torch.utils.data.DataLoader[Item]] = weakref.WeakSet()
+
+
+def close_loaders() -> None:
+    """Stop every loader's persistent workers now. Workers ignore SIGTERM (see
+    `_ignore_stop_signals`), so the terminate-then-join that multiprocessing applies to live
+    workers at interpreter exit would wait forever; shut down here, they exit normally."""
+    for loader in list(_LOADERS):
+        iterator = getattr(loader, "_iterator", None)  # set when persistent_workers=True
+        if iterator is not None:
+            iterator._shutdown_workers()
+            loader._iterator = None
+
+
 def default_num_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(8, (cores or 1) - 1))
@@ -70,8 +85,7 @@ def make_loader(
     sampler: torch.utils.data.Sampler[int] | None = None,
 ) -> torch.utils.data.DataLoader[Item]:
     generator = torch.Generator().manual_seed(seed)
-    # The generator seeds the workers' augmentation RNGs; it is advanced per epoch by the loader.
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,
@@ -83,6 +97,8 @@ def make_loader(
         generator=generator,
         worker_init_fn=_ignore_stop_signals,
     )
+    _LOADERS.add(loader)
+    return loader
 
 
 class ShardSampler(torch.utils.data.Sampler[int]):
