@@ -353,3 +353,17 @@ def test_resume_auto(smear: Path, trained: Path, tmp_path: Path, run_cli) -> Non
     assert (tmp_path / "new" / "last.pth").is_file()
     nothing = run_cli("train", "--resume", str(trained / "last.pth"))
     assert nothing.code == 2 and "finished run" in nothing.err
+
+
+def test_inside_slurm_runs_are_named_by_job_and_resume_by_default(
+    smear: Path, tmp_path: Path, run_cli, monkeypatch
+) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    first = run_cli("train", smear, *FAST, "--output-dir", tmp_path)
+    assert first.code == 0, first.err
+    assert (tmp_path / "slurm-777" / "last.pth").is_file()
+    # The same command again (what a requeue runs) resumes that run; it is finished here.
+    again = run_cli("train", smear, *FAST, "--output-dir", tmp_path)
+    assert again.code == 2 and "the run 'slurm-777' is finished" in again.err
+    named = run_cli("train", smear, *FAST, "--output-dir", tmp_path, "--name", "mine")
+    assert named.code == 0 and (tmp_path / "mine").is_dir()

@@ -207,6 +207,7 @@ def train(
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
     from yogo.config import TrainConfig, load_config
+    from yogo.dist import slurm_job_id
     from yogo.training import train as run_training
 
     values = dict(ctx.params)
@@ -229,6 +230,14 @@ def train(
         values = base
     elif ddf is None and resume is None:
         raise UserError("give a dataset definition file (DDF), or --config RUN/config.yaml")
+    job = slurm_job_id()
+    if job is not None:
+        # A requeued job runs the same command again: the same name and --resume auto let it
+        # continue where it stopped, with no flag from the user.
+        if "name" not in given:
+            values["name"] = f"slurm-{job}"
+        if "resume" not in given:
+            values["resume"] = "auto"
     values["ddf"] = values["ddf"] or ""  # with --resume, the run's own config names the DDF
     run_training(TrainConfig.from_dict(values))
 

@@ -69,6 +69,14 @@ class DistContext:
         return tensor
 
 
+def slurm_job_id() -> str | None:
+    """The SLURM job this process belongs to (the array job and task for job arrays)."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
 def launcher_env() -> tuple[int, int, int]:
     """(rank, local rank, world size) from torchrun's or srun's environment, else (0, 0, 1)."""
     env = os.environ
