@@ -11,6 +11,7 @@ only; setting a flag and deciding together at a boundary avoids both.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -64,5 +65,13 @@ def requeue_slurm_job() -> bool:
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         return False
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+    try:
+        subprocess.run(
+            ["scontrol", "requeue", job], check=True, timeout=60, capture_output=True, text=True
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        # last.pth is already saved: report and stop normally; resubmitting resumes the run.
+        detail = getattr(e, "stderr", None) or str(e)
+        logging.getLogger(__name__).error(f"scontrol requeue {job} failed: {detail.strip()}")
+        return False
     return True

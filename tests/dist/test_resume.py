@@ -73,3 +73,15 @@ def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, laun
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert different == [], f"stopped at {position['epoch']}/{position['batch']}"
+
+
+def test_failed_requeue_is_reported_not_fatal(monkeypatch, caplog) -> None:
+    import logging
+
+    from yogo.signals import requeue_slurm_job
+
+    monkeypatch.setattr(logging.getLogger("yogo"), "propagate", True)  # the CLI turns it off
+    monkeypatch.setenv("SLURM_JOB_ID", "424242")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol here
+    assert requeue_slurm_job() is False
+    assert "scontrol requeue 424242 failed" in caplog.text
