@@ -225,6 +225,29 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         best_map, since_best = state["best_map"], state["since_best"]
         sums, images_seen = state["sums"].to(device), state["images_seen"]
         log.info(f"resuming {display_path(run_dir)} at epoch {start_epoch}, batch {start_batch}")
+
+    def checkpoint(
+        next_epoch: int, next_batch: int, loss_sums: torch.Tensor, seen: int, **extra: Any
+    ) -> dict[str, Any]:
+        """last.pth's payload: weights, settings, and the exact position to resume from."""
+        position = {
+            "epoch": next_epoch,
+            "batch": next_batch,
+            "step": step,
+            "sums": loss_sums,
+            "images_seen": seen,
+        }
+        state = training_state(optimizer, schedule, scaler, best_map, since_best)
+        return checkpoint_payload(
+            model,
+            info,
+            config=cfg.to_dict(),
+            epoch=epoch,
+            step=step,
+            resume={**position, **state},
+            **extra,
+        )
+
     stop = StopRequest.install()
     skipped: set[Path] = set()
     start = time.perf_counter()
@@ -267,28 +290,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                     lr=f"{schedule.get_last_lr()[0]:.2e}",
                 )
             if stepped and i + 1 < batches_per_epoch and stop.agreed(ctx):
-                position = {
-                    "epoch": epoch,
-                    "batch": i + 1,
-                    "step": step,
-                    "sums": sums,
-                    "images_seen": images_seen,
-                }
-                resume_state = {
-                    **position,
-                    **training_state(optimizer, schedule, scaler, best_map, since_best),
-                }
                 if ctx.is_main:
-                    payload = checkpoint_payload(
-                        model,
-                        info,
-                        config=cfg.to_dict(),
-                        epoch=epoch,
-                        step=step,
-                        finished=False,
-                        resume=resume_state,
+                    save_checkpoint(
+                        run_dir / "last.pth",
+                        checkpoint(epoch, i + 1, sums, images_seen, finished=False),
                     )
-                    save_checkpoint(run_dir / "last.pth", payload)
                 requeued = ctx.is_main and stop.signum == signal.SIGUSR1 and requeue_slurm_job()
                 raise Interrupted(stop.signum, requeued)
             wait_start = time.perf_counter()
@@ -333,23 +339,13 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                 (report["mAP50"] or 0.0, 0) if improved else (best_map, since_best + 1)
             )
         early_stop = cfg.patience is not None and report is not None and since_best >= cfg.patience
-        resume_state = {
-            "epoch": epoch + 1,
-            "batch": 0,
-            "step": step,
-            "sums": torch.zeros(len(LOSS_PARTS)),
-            "images_seen": 0,
-            **training_state(optimizer, schedule, scaler, best_map, since_best),
-        }
-        payload = checkpoint_payload(
-            model,
-            info,
-            config=cfg.to_dict(),
-            epoch=epoch,
-            step=step,
+        payload = checkpoint(
+            epoch + 1,
+            0,
+            torch.zeros(len(LOSS_PARTS)),
+            0,
             metrics={k: v for k, v in row.items() if v is not None},
             finished=epoch == cfg.epochs or early_stop,
-            resume=resume_state,
         )
         if ctx.is_main:
             save_checkpoint(run_dir / "last.pth", payload)
