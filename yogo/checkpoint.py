@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from yogo.errors import UserError
+from yogo.errors import RunError, UserError, display_path
 from yogo.model import YOGO, build_model
 
 FORMAT = "yogo-checkpoint"
+PARTIAL_SUFFIX = ".partial"
 VERSION = 1
 
 
@@ -89,22 +90,37 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` (plain data) atomically: temp file in the same folder, fsync, rename,
-    fsync the folder. A crash leaves the previous file or the new one, never half of one."""
+    fsync the folder. A crash leaves the previous file or the new one, never half of one; a
+    failed write (disk full, quota) raises RunError and leaves the previous file as it was."""
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     try:
         with open(partial, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as e:
+        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+        raise RunError(
+            f"could not write {display_path(path)}: {e.strerror or e}; {kept}. "
+            "Free space (or raise the quota) and resume with --resume auto."
+        ) from e
     finally:
         partial.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Delete temp files a killed process left behind (`.NAME.partial`); returns them."""
+    stale = sorted(folder.glob(f".*{PARTIAL_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def checkpoint_payload(model: YOGO, info: ModelInfo, **extra: Any) -> dict[str, Any]:

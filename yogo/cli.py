@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from yogo import __version__
-from yogo.errors import UserError
+from yogo.errors import RunError, UserError
 
 app = typer.Typer(
     name="yogo",
@@ -178,6 +178,10 @@ def train(
         int | None,
         typer.Option(help="Loader processes [default: min(8, cores - 1)].", show_default=False),
     ] = None,
+    ema: Annotated[bool, typer.Option(help="Keep an average of the weights (yogo.ema).")] = False,
+    dist_timeout: Annotated[
+        float, typer.Option(help="Seconds a process waits for the others (dead/hung rank).")
+    ] = 600.0,
     val_every: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
     patience: Annotated[
         int | None,
@@ -397,11 +401,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Interrupted as e:
         typer.echo(str(e), err=True)
         sys.exit(e.exit_code)
-    except UserError as e:
+    except (UserError, RunError) as e:
         if os.environ.get("YOGO_DEBUG") == "1":
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(2 if isinstance(e, UserError) else 1)
     finally:
         _close_loaders()
 

@@ -79,6 +79,11 @@ class TrainConfig:
     seed: int = 0
     num_workers: int | None = None
     """Data loader processes; None: min(8, CPU cores - 1)."""
+    ema: bool = False
+    """Validate, save and export an exponential moving average of the weights (yogo.ema)."""
+    dist_timeout: float = 600.0
+    """Seconds a collective waits for the other processes: a dead or hung rank ends the job
+    after at most this long."""
     val_every: int = 1
     """Validate every N epochs (and after the last)."""
     patience: int | None = None
@@ -133,6 +138,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _require(0 < value <= 1, name, "in (0, 1]")
+        _require(math.isfinite(self.dist_timeout) and self.dist_timeout > 0, "dist_timeout", "> 0")
         if self.num_workers is not None:
             _require(self.num_workers >= 0, "num_workers", ">= 0")
         if self.class_weights not in ("none", "auto"):

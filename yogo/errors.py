@@ -1,4 +1,5 @@
-"""Errors a user can fix: the CLI prints them as one message and exits 2.
+"""Errors the CLI prints as one message without a traceback: a UserError (something the user
+can fix) exits 2, a RunError (the run failed: disk full, loss diverged, a rank died) exits 1.
 
     raise UserError("unknown key 'test_dataset_paths'", path=ddf_path, line=7,
                     fix="did you mean 'test_paths'?")
@@ -62,3 +63,7 @@ class UserError(Exception):
         if self.fix:
             text += f"\n  fix: {self.fix}"
         return text
+
+
+class RunError(Exception):
+    """A runtime failure explained in words (what happened, what is kept, what to try)."""

@@ -181,10 +181,11 @@ def start_wandb(
     entity: str | None,
     note: str | None,
     tags: list[str],
+    run_id: str | None = None,
 ) -> Any:
     """A W&B run, or None. Default (`enabled` None): online with credentials, else offline with
     a one-line note. WANDB_MODE/WANDB_PROJECT/WANDB_ENTITY are respected; files go into the run
-    folder, never the working directory."""
+    folder, never the working directory. `run_id` (a resumed run) continues that W&B run."""
     if enabled is False or os.environ.get("WANDB_MODE") == "disabled":
         return None
     import wandb
@@ -207,4 +208,6 @@ def start_wandb(
         notes=note,
         tags=tags or None,
         config=config,
+        id=run_id,
+        resume="allow" if run_id else None,
     )

@@ -1,9 +1,11 @@
 """Stopping cleanly: SIGTERM and SIGUSR1 only set a flag; ranks agree on it at step boundaries.
 
     stop = StopRequest.install()
-    ...after an optimizer step:
-    if stop.agreed(ctx):            # every rank gets the same answer
-        save last.pth, then raise Interrupted(stop.signum)
+    ...before an optimizer step:
+    signum, bad_rank = stop.agree(ctx, nonfinite)   # every rank gets the same answers
+    if bad_rank: raise RunError(...)                # no rank steps with a NaN loss
+    ...after the step:
+    if signum: save last.pth, then raise Interrupted(signum)
 
 A signal handler that saves checkpoints itself can run in the middle of a step, or on one rank
 only; setting a flag and deciding together at a boundary avoids both.
@@ -52,12 +54,20 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
-    def agreed(self, ctx: DistContext) -> bool:
-        """True on every rank when any rank received a stop signal (one tiny collective)."""
-        if ctx.distributed:
-            value = torch.tensor([float(self.signum)], device=ctx.device)
-            self.signum = int(ctx.maximum(value).item())
-        return self.signum != 0
+    def agree(self, ctx: DistContext, nonfinite: torch.Tensor) -> tuple[int, int]:
+        """The decision at an optimizer step, one small collective for two questions, with
+        the same answers on every rank: the stop signal any rank has received (0: none), and
+        1 + the highest rank whose loss was not finite (0: all finite). Act on the returned
+        signal, not on `self.signum`: a signal arriving after the collective is seen by one
+        rank only, and is agreed on at the next step."""
+        flags = torch.stack(
+            [
+                torch.tensor(float(self.signum), device=nonfinite.device),
+                nonfinite.float() * (ctx.rank + 1),
+            ]
+        )
+        signum, bad_rank = ctx.maximum(flags).tolist()
+        return int(signum), int(bad_rank)
 
 
 def requeue_slurm_job() -> bool:

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from yogo.checkpoint import (
     ModelInfo,
     checkpoint_payload,
     load_checkpoint,
+    remove_partial_files,
     save_checkpoint,
 )
 from yogo.config import (
@@ -52,7 +53,8 @@ from yogo.data.loader import (
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext, setup, teardown
-from yogo.errors import UserError, display_path
+from yogo.ema import WeightAverage
+from yogo.errors import RunError, UserError, display_path
 from yogo.evaluate import evaluate_model
 from yogo.log import (
     MetricsCSV,
@@ -79,7 +81,7 @@ def train(cfg: TrainConfig) -> Path:
         cfg = dataclasses.replace(TrainConfig.from_dict(resume.payload["config"]), resume=None)
     elif not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
-    ctx = setup(cfg.device)
+    ctx = setup(cfg.device, cfg.dist_timeout)
     set_console_rank(ctx.rank)
     try:
         return _train(cfg, ctx, resume)
@@ -142,6 +144,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
     # --- run folder ------------------------------------------------------------------------
     if resume is not None:
         run_dir = resume.path.parent
+        if ctx.is_main:
+            for path in remove_partial_files(run_dir):
+                log.info(f"removed {display_path(path)} (a write interrupted by a crash)")
     else:
         new_dir = str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None
         run_dir = Path(ctx.broadcast(new_dir))
@@ -189,6 +194,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
     )
     autocast, scaler = precision_context(cfg.precision, device)
     anchors: torch.Tensor = model.anchors  # type: ignore[assignment]
+    ema = WeightAverage(model) if cfg.ema else None
     net = model
     if ctx.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -205,6 +211,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
             cfg.wandb_entity,
             cfg.note,
             cfg.tags,
+            resume.payload["resume"].get("wandb_id") if resume is not None else None,
         )
     )
 
@@ -224,6 +231,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
         best_map, since_best = state["best_map"], state["since_best"]
         sums, images_seen = state["sums"].to(device), state["images_seen"]
+        if ema is not None:  # the checkpoint's weights are the average; the raw ones are here
+            model.load_state_dict(state["train_weights"])
+            ema.updates = state["ema_updates"]
         log.info(f"resuming {display_path(run_dir)} at epoch {start_epoch}, batch {start_batch}")
 
     def checkpoint(
@@ -238,8 +248,13 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
             "images_seen": seen,
         }
         state = training_state(optimizer, schedule, scaler, best_map, since_best)
+        if ema is not None:
+            state["train_weights"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            state["ema_updates"] = ema.updates
+        if wandb_run is not None:
+            state["wandb_id"] = wandb_run.id
         return checkpoint_payload(
-            model,
+            ema.model if ema is not None else model,
             info,
             config=cfg.to_dict(),
             epoch=epoch,
@@ -249,6 +264,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         )
 
     stop = StopRequest.install()
+
+    def interrupt(signum: int) -> NoReturn:
+        requeued = ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
+        raise Interrupted(signum, requeued)
+
     skipped: set[Path] = set()
     start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -258,6 +278,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         if first == 0:
             sums, images_seen = torch.zeros(len(LOSS_PARTS), device=device), 0
         data_wait, epoch_start = 0.0, time.perf_counter()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        stop_signal = 0
         wait_start = time.perf_counter()
         batches = progress(train_loader, f"epoch {epoch}/{cfg.epochs}")
         for i, batch in enumerate(batches, start=first):
@@ -271,9 +293,19 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
             with autocast():
                 raw = net(images)
             parts = loss_fn(raw, targets, anchors)
+            nonfinite |= ~torch.isfinite(parts["loss"].detach())
             scaler.scale(parts["loss"] / cfg.grad_accum).backward()
             stepped = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
             if stepped:
+                # One collective per optimizer step: stop signals and non-finite losses.
+                stop_signal, bad_rank = stop.agree(ctx, nonfinite)
+                if bad_rank:
+                    raise RunError(
+                        f"the loss became non-finite on rank {bad_rank - 1} in epoch {epoch}, "
+                        f"batch {i + 1}; no optimizer step was taken with it and last.pth "
+                        "holds the last finished epoch. Lower --learning-rate or set "
+                        "--grad-clip."
+                    )
                 if cfg.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -282,6 +314,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                 optimizer.zero_grad(set_to_none=True)
                 schedule.step()
                 step += 1
+                nonfinite.zero_()
+                if ema is not None:
+                    ema.update(model)
             sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
             images_seen += len(images)
             if not batches.disable:  # the visible progress bar is the only per-step sync
@@ -289,14 +324,13 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                     loss=f"{float(parts['loss'].detach()):.3g}",
                     lr=f"{schedule.get_last_lr()[0]:.2e}",
                 )
-            if stepped and i + 1 < batches_per_epoch and stop.agreed(ctx):
+            if stepped and stop_signal and i + 1 < batches_per_epoch:
                 if ctx.is_main:
                     save_checkpoint(
                         run_dir / "last.pth",
                         checkpoint(epoch, i + 1, sums, images_seen, finished=False),
                     )
-                requeued = ctx.is_main and stop.signum == signal.SIGUSR1 and requeue_slurm_job()
-                raise Interrupted(stop.signum, requeued)
+                interrupt(stop_signal)
             wait_start = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
         row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
@@ -304,17 +338,18 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         totals = ctx.sum(torch.cat([sums, torch.tensor([float(images_seen)], device=device)]))
         means = (totals[:-1] / max(float(totals[-1]), 1.0)).tolist()
         row.update(dict(zip(LOSS_PARTS, means, strict=True)))
-        if not math.isfinite(row["loss"]):
-            raise RuntimeError(
-                f"the loss became {row['loss']} in epoch {epoch}; last.pth keeps the weights of "
-                "the last finite epoch. Lower --learning-rate or set --grad-clip."
-            )
 
         due = epoch % cfg.val_every == 0 or epoch == cfg.epochs
         report = None
         if splits["val"] and due:
             metrics, val_loss = validate(
-                ctx, model, val_loader, val_shard, ddf.classes, cfg, loss_fn
+                ctx,
+                ema.model if ema is not None else model,
+                val_loader,
+                val_shard,
+                ddf.classes,
+                cfg,
+                loss_fn,
             )
             report = metrics.compute()  # the same on every rank: decisions agree
             row.update(
@@ -339,18 +374,23 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                 (report["mAP50"] or 0.0, 0) if improved else (best_map, since_best + 1)
             )
         early_stop = cfg.patience is not None and report is not None and since_best >= cfg.patience
+        finished = epoch == cfg.epochs or early_stop
         payload = checkpoint(
             epoch + 1,
             0,
             torch.zeros(len(LOSS_PARTS)),
             0,
             metrics={k: v for k, v in row.items() if v is not None},
-            finished=epoch == cfg.epochs or early_stop,
+            finished=finished,
         )
         if ctx.is_main:
             save_checkpoint(run_dir / "last.pth", payload)
             if improved:
                 save_checkpoint(run_dir / "best.pth", payload)
+        if not finished:  # a signal during validation or the save: last.pth is the epoch end
+            stop_signal, _ = stop.agree(ctx, torch.zeros((), dtype=torch.bool, device=device))
+            if stop_signal:
+                interrupt(stop_signal)
         if early_stop:
             log.info(
                 f"early stop: val mAP@0.5 has not improved for {since_best} validations "

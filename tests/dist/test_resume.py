@@ -54,9 +54,12 @@ def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, laun
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     deadline = time.time() + 300
-    while not (run / "metrics.csv").exists():  # epoch 1 done: now in the middle of epoch 2
+    # last.pth is written at the end of epoch 1; a signal before that write stops the run at
+    # the epoch end, one after it inside epoch 2 at the next optimizer step.
+    while not (run / "last.pth").exists():
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.05)
+    time.sleep(0.05)
     os.killpg(process.pid, signal.SIGTERM)  # as SLURM does: every process of the job
     output = process.communicate(timeout=300)[0]
     stopped = torch.load(run / "last.pth", weights_only=True)
