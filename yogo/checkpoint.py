@@ -10,6 +10,7 @@ Files hold only tensors, numbers, strings, lists and dicts, and are always read 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -92,11 +93,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` (plain data) atomically: temp file in the same folder, fsync, rename,
     fsync the folder. A crash leaves the previous file or the new one, never half of one; a
     failed write (disk full, quota) raises RunError and leaves the previous file as it was."""
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+    buffer = io.BytesIO()  # serialised first: torch.save hides a full disk's OSError
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
     partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     try:
         with open(partial, "wb") as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)

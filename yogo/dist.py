@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from yogo.errors import UserError
+from yogo.errors import RunError, UserError
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,22 @@ def setup(device_name: str | None, timeout_s: float = 1800) -> DistContext:
             backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
         )
     return DistContext(rank, local_rank, world_size, device)
+
+
+def lost_contact(ctx: DistContext, error: BaseException, timeout_s: float) -> RunError | None:
+    """The message for a collective that failed because another rank died (connection reset)
+    or hung (timeout); None for any other error."""
+    if not ctx.distributed or not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    if not isinstance(error, torch_dist.DistError) and "gloo" not in text and "NCCL" not in text:
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return RunError(
+        f"rank {ctx.rank} lost contact with the other processes: one died, or did not answer "
+        f"within --dist-timeout {timeout_s:g} s ({first[:300]}). Their logs say why; last.pth "
+        "holds the last saved position (--resume auto continues from it)."
+    )
 
 
 def teardown(ctx: DistContext) -> None:

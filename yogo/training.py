@@ -52,7 +52,7 @@ from yogo.data.loader import (
 )
 from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
-from yogo.dist import DistContext, setup, teardown
+from yogo.dist import DistContext, lost_contact, setup, teardown
 from yogo.ema import WeightAverage
 from yogo.errors import RunError, UserError, display_path
 from yogo.evaluate import evaluate_model
@@ -85,6 +85,11 @@ def train(cfg: TrainConfig) -> Path:
     set_console_rank(ctx.rank)
     try:
         return _train(cfg, ctx, resume)
+    except RuntimeError as e:
+        failure = lost_contact(ctx, e, cfg.dist_timeout)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         close_loaders()
         teardown(ctx)

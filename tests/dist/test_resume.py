@@ -19,9 +19,10 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def train_command(ddf: Path, out: Path, name: str, launcher: list[str]) -> list[str]:
+def train_command(ddf: Path, out: Path, name: str, launcher: list[str], extra: list[str]
+                  ) -> list[str]:
     return [*launcher, "-m", "yogo", "train", str(ddf), "--epochs", "4", "-bs", "2",
-            "--num-workers", "1", "--no-wandb", "--output-dir", str(out), "--name", name]
+            "--num-workers", "1", "--output-dir", str(out), "--name", name, *extra]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -36,21 +37,27 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(root / "data", 16, (64, 96), seed=4, split_fractions=(0.75, 0.25, 0.0))
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
 @pytest.mark.parametrize(
-    "launcher",
+    ("launcher", "extra"),
     [
-        [sys.executable],
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+        ([sys.executable], ["--no-wandb"]),
+        (TORCHRUN, ["--no-wandb"]),
+        ([sys.executable], ["--ema", "--wandb"]),  # EMA and the W&B run continue too
     ],
-    ids=["1-process", "2-processes"],
+    ids=["1-process", "2-processes", "1-process-ema-wandb"],
 )
-def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, launcher) -> None:
-    plain = subprocess.run(train_command(data, tmp_path, "plain", launcher), env=ENV,
+def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, launcher, extra
+                                                ) -> None:
+    env = {**ENV, "WANDB_MODE": "offline"}
+    plain = subprocess.run(train_command(data, tmp_path, "plain", launcher, extra), env=env,
                            capture_output=True, text=True, timeout=600)
     assert plain.returncode == 0, plain.stderr[-3000:]
 
     run = tmp_path / "stopped"
-    process = subprocess.Popen(train_command(data, tmp_path, "stopped", launcher), env=ENV,
+    process = subprocess.Popen(train_command(data, tmp_path, "stopped", launcher, extra), env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     deadline = time.time() + 300
@@ -69,9 +76,16 @@ def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, laun
     if len(launcher) == 1:
         assert process.returncode == 143 and "stopped by SIGTERM" in output
 
+    (run / ".last.pth.partial").write_bytes(b"half a checkpoint")  # as kill -9 leaves it
     resumed = subprocess.run([*launcher, "-m", "yogo", "train", "--resume", str(run / "last.pth")],
-                             env=ENV, capture_output=True, text=True, timeout=600)
+                             env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (run / ".last.pth.partial").exists()
+    assert "last.pth.partial (a write interrupted by a crash)" in resumed.stderr
+    if "--wandb" in extra:
+        final = torch.load(run / "last.pth", weights_only=True)["resume"]
+        assert final["wandb_id"] == position["wandb_id"]
+        assert final["ema_updates"] == final["step"] > position["ema_updates"] > 0
     a, b = weights(tmp_path / "plain"), weights(run)
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]

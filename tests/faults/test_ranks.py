@@ -1,0 +1,182 @@
+"""A rank that dies, hangs or sees a non-finite loss ends the whole job: real gloo processes
+started the way srun starts them (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from yogo.data.synth import write_dataset
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+TIMEOUT_S = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_ranks(command: list[str], world_size: int = 2) -> list[subprocess.Popen[str]]:
+    port = str(free_port())
+    ranks = []
+    for rank in range(world_size):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+        }
+        ranks.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ranks")
+    return write_dataset(root / "data", 16, (64, 96), seed=4, split_fractions=(0.75, 0.25, 0.0))
+
+
+@pytest.mark.parametrize("fault", ["dies", "hangs"])
+def test_a_lost_rank_ends_the_job_within_the_timeout(data: Path, tmp_path: Path, fault) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "yogo",
+        "train",
+        str(data),
+        "--epochs",
+        "100",
+        "-bs",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-wandb",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "run",
+        "--dist-timeout",
+        str(TIMEOUT_S),
+    ]
+    rank0, rank1 = start_ranks(command)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "run" / "last.pth").exists():  # training for real
+            assert rank0.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        rank1.send_signal(signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
+        lost = time.time()
+        output = rank0.communicate(timeout=TIMEOUT_S + 60)[0]
+        waited = time.time() - lost
+    finally:
+        rank1.kill()
+        rank1.communicate()
+    assert rank0.returncode == 1, output[-3000:]
+    assert "rank 0 lost contact with the other processes" in output
+    assert "Traceback" not in output
+    # A dead peer is noticed at once; a silent one after the timeout (plus the step in flight).
+    assert waited < (5 if fault == "dies" else TIMEOUT_S + 15), waited
+
+
+AGREE = textwrap.dedent(
+    """
+    import os, torch
+    from yogo.dist import setup, teardown
+    from yogo.signals import StopRequest
+    ctx = setup("cpu", timeout_s=60)
+    stop = StopRequest()
+    stop.signum = int(os.environ["TEST_SIGNAL"])
+    nonfinite = torch.tensor(os.environ["TEST_NONFINITE"] == "1")
+    print("agreed", *stop.agree(ctx, nonfinite), flush=True)
+    teardown(ctx)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("signals", "nonfinite", "expected"),
+    [
+        (("0", "0"), ("0", "0"), "agreed 0 0"),
+        (("0", "10"), ("0", "0"), "agreed 10 0"),  # SIGUSR1 on rank 1 only: both stop
+        (("15", "10"), ("0", "0"), "agreed 15 0"),  # SIGTERM wins over SIGUSR1
+        (("0", "0"), ("0", "1"), "agreed 0 2"),  # NaN on rank 1 only: both know, and where
+        (("0", "0"), ("1", "0"), "agreed 0 1"),
+    ],
+)
+def test_every_rank_takes_the_same_decision(signals, nonfinite, expected) -> None:
+    port = str(free_port())
+    ranks = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "TEST_SIGNAL": signals[rank],
+            "TEST_NONFINITE": nonfinite[rank],
+        }
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, "-c", AGREE],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=120)[0] for p in ranks]
+    for process, output in zip(ranks, outputs, strict=True):
+        assert process.returncode == 0, output
+        assert expected in output.splitlines(), output
+
+
+def test_a_diverging_loss_stops_all_ranks_before_the_optimizer_step(
+    data: Path, tmp_path: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "yogo",
+        "train",
+        str(data),
+        "--epochs",
+        "3",
+        "-bs",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-wandb",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "run",
+        "--learning-rate",
+        "1e12",
+        "--dist-timeout",
+        "60",
+    ]
+    ranks = start_ranks(command)
+    outputs = [p.communicate(timeout=300)[0] for p in ranks]
+    for process, output in zip(ranks, outputs, strict=True):
+        assert process.returncode == 1, output[-3000:]
+        assert "the loss became non-finite on rank" in output
+        assert "no optimizer step was taken with it" in output
+        assert "Traceback" not in output

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import math
+
+import torch
+
+from yogo.ema import WeightAverage
+from yogo.model import build_model
+
+
+def test_average_follows_the_ramped_decay() -> None:
+    model = build_model("base_model", 2, 1, True, 0.1, 0.1)
+    ema = WeightAverage(model, decay=0.9, ramp=1.0)
+    start = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    weight = 1 - 0.9 * (1 - math.exp(-1.0))  # share of the new weights at update 1
+    for name, value in ema.model.state_dict().items():
+        if value.is_floating_point() and name in dict(model.named_parameters()):
+            assert torch.allclose(value, start[name] + weight, atol=1e-6)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_integer_buffers_are_copied() -> None:
+    model = build_model("base_model", 2, 1, True, 0.1, 0.1)
+    ema = WeightAverage(model)
+    model.train()
+    model(torch.zeros(2, 1, 64, 64))  # bumps num_batches_tracked
+    ema.update(model)
+    for (name, mine), theirs in zip(
+        ema.model.state_dict().items(), model.state_dict().values(), strict=True
+    ):
+        if not mine.is_floating_point():
+            assert torch.equal(mine, theirs), name
