@@ -10,6 +10,7 @@ traceback only when YOGO_DEBUG=1; anything else is a bug or a runtime failure an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -176,7 +177,9 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
     num_workers: Annotated[
         int | None,
-        typer.Option(help="Loader processes [default: min(8, cores - 1)].", show_default=False),
+        typer.Option(
+            help="Loader processes [default: min(8, CPUs per process - 1)].", show_default=False
+        ),
     ] = None,
     ema: Annotated[bool, typer.Option(help="Keep an average of the weights (yogo.ema).")] = False,
     dist_timeout: Annotated[
@@ -399,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         app(args=args, prog_name="yogo")
     except Interrupted as e:
-        typer.echo(str(e), err=True)
+        logging.getLogger("yogo").info(str(e))  # rank 0 says it
         sys.exit(e.exit_code)
     except (UserError, RunError) as e:
         if os.environ.get("YOGO_DEBUG") == "1":

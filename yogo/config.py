@@ -78,7 +78,7 @@ class TrainConfig:
     """cpu, cuda or cuda:N; None: cuda when available, else cpu."""
     seed: int = 0
     num_workers: int | None = None
-    """Data loader processes; None: min(8, CPU cores - 1)."""
+    """Data loader processes; None: min(8, CPUs of this process - 1) (yogo.data.loader)."""
     ema: bool = False
     """Validate, save and export an exponential moving average of the weights (yogo.ema)."""
     dist_timeout: float = 600.0

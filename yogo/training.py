@@ -226,7 +226,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
     best_map, since_best, step = -1.0, 0, 0
     start_epoch, start_batch = 1, 0
     sums = torch.zeros(len(LOSS_PARTS), device=device)  # summed on the device: no sync
-    images_seen = 0
+    images_seen, elapsed_before = 0, 0.0
     if resume is not None:
         state = resume.payload["resume"]
         optimizer.load_state_dict(state["optimizer"])
@@ -239,7 +239,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         if ema is not None:  # the checkpoint's weights are the average; the raw ones are here
             model.load_state_dict(state["train_weights"])
             ema.updates = state["ema_updates"]
-        log.info(f"resuming {display_path(run_dir)} at epoch {start_epoch}, batch {start_batch}")
+        log.info(
+            f"resuming {display_path(run_dir)} at optimizer step {step} (epoch {start_epoch}, "
+            f"batch {start_batch})"
+        )
+        elapsed_before = state["elapsed_s"]
 
     def checkpoint(
         next_epoch: int, next_batch: int, loss_sums: torch.Tensor, seen: int, **extra: Any
@@ -251,6 +255,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
             "step": step,
             "sums": loss_sums,
             "images_seen": seen,
+            "elapsed_s": time.perf_counter() - start,
         }
         state = training_state(optimizer, schedule, scaler, best_map, since_best)
         if ema is not None:
@@ -270,12 +275,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
 
     stop = StopRequest.install()
 
-    def interrupt(signum: int) -> NoReturn:
+    def interrupt(signum: int, position: str) -> NoReturn:
         requeued = ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
-        raise Interrupted(signum, requeued)
+        raise Interrupted(signum, requeued, f"after optimizer step {step} ({position})")
 
     skipped: set[Path] = set()
-    start = time.perf_counter()
+    start = time.perf_counter() - elapsed_before
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
         first = start_batch if epoch == start_epoch else 0
@@ -335,7 +340,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                         run_dir / "last.pth",
                         checkpoint(epoch, i + 1, sums, images_seen, finished=False),
                     )
-                interrupt(stop_signal)
+                interrupt(stop_signal, f"epoch {epoch}, batch {i + 1}")
             wait_start = time.perf_counter()
         elapsed = time.perf_counter() - epoch_start
         row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
@@ -395,7 +400,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
         if not finished:  # a signal during validation or the save: last.pth is the epoch end
             stop_signal, _ = stop.agree(ctx, torch.zeros((), dtype=torch.bool, device=device))
             if stop_signal:
-                interrupt(stop_signal)
+                interrupt(stop_signal, f"end of epoch {epoch}")
         if early_stop:
             log.info(
                 f"early stop: val mAP@0.5 has not improved for {since_best} validations "

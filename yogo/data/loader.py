@@ -71,8 +71,16 @@ def close_loaders() -> None:
 
 
 def default_num_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(8, (cores or 1) - 1))
+    """Loader processes for one training process: its share of the CPUs (SLURM's CPUs per
+    task, else the usable cores divided among torchrun's processes on this node), less one
+    for the process itself, at most 8."""
+    env = os.environ
+    if "SLURM_CPUS_PER_TASK" in env:
+        cores = int(env["SLURM_CPUS_PER_TASK"])
+    else:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = (usable or os.cpu_count() or 1) // int(env.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(8, cores - 1))
 
 
 def make_loader(
