@@ -100,3 +100,34 @@ def test_processes_with_loader_workers_exit(data: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_path: Path
+                                                                ) -> None:
+    """Multi-node as on a cluster (one torchrun agent per node, c10d rendezvous), on loopback:
+    the run equals the one-node, two-process run exactly."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train = ["-m", "yogo", "train", str(data), "--epochs", "2", "-bs", "2", "--num-workers", "0",
+             "--no-wandb", "--output-dir", str(tmp_path)]
+    endpoint = f"127.0.0.1:{free_port()}"
+    agents = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
+             "1", "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint",
+             endpoint, "--rdzv-id", "yogo-test", *train, "--name", "nodes"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for node in range(2)
+    ]
+    one_node = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         *train, "--name", "one-node"], env=env, capture_output=True, text=True, timeout=300)
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    for agent in agents:
+        output = agent.communicate(timeout=300)[0]
+        assert agent.returncode == 0, output[-3000:]
+    a = torch.load(tmp_path / "nodes" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "one-node" / "last.pth", weights_only=True)
+    assert a["finished"] and b["finished"] and a["step"] == b["step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert "world_size: 2" in (tmp_path / "nodes" / "config.yaml").read_text()
