@@ -89,3 +89,32 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code if isinstance(code, int) else 1, captured.out, captured.err)
 
     return run
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    ddf: Path
+    run: Path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A small model trained by `yogo.train` on synthetic frames with val and test splits
+    (shared by the export and infer tests; ~20 s on 2 cores)."""
+    import yogo
+    from yogo.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("trained")
+    ddf = write_dataset(root / "data", 48, (96, 128), seed=5, split_fractions=(0.6, 0.2, 0.2))
+    run = yogo.train(
+        yogo.TrainConfig(
+            ddf=str(ddf),
+            epochs=12,
+            batch_size=4,
+            num_workers=0,
+            wandb=False,
+            output_dir=str(root / "runs"),
+            name="small",
+        )
+    )
+    return TrainedRun(ddf, run)

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from yogo import __version__
-from yogo.errors import RunError, UserError
+from yogo.errors import RunError, UserError, display_path
 
 app = typer.Typer(
     name="yogo",
@@ -34,7 +34,7 @@ app = typer.Typer(
 
 # Options that take several values (`--classes a b c`), as YOGO's argparse flags did. Click
 # options take one value each, so `main` rewrites `--classes a b c` to repeated options.
-VARIADIC_OPTIONS = ("--classes", "--tags")
+VARIADIC_OPTIONS = ("--classes", "--tags", "--class-names")
 
 SplitOverride = Annotated[
     tuple[float, float, float] | None,
@@ -288,6 +288,110 @@ def test_command(
     typer.echo(format_test_report(report))
     if json_path is not None:
         _write_text(json_path, json.dumps(report, indent=2) + "\n")
+
+
+@app.command(context_settings={"show_default": True})
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
+    output_filename: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write [default: the checkpoint with .onnx].", show_default=False
+        ),
+    ] = None,
+    crop_height: Annotated[
+        float | None,
+        typer.Option(help="Run on the centred band of round(F * H) rows.", show_default=False),
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    dynamic_batch: Annotated[bool, typer.Option(help="Any batch size (else 1).")] = True,
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write an ONNX model (uint8 frames in, decoded predictions out), verified with
+    onnxruntime against PyTorch before it is kept."""
+    from yogo.export import ATOL, WH_RTOL, export_onnx
+
+    result = export_onnx(checkpoint, output_filename, crop_height, opset, dynamic_batch, force)
+    typer.echo(
+        f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
+        f"output predictions {list(result.output_shape)}\n"
+        f"verified with onnxruntime on {result.images}: max abs error "
+        f"{result.max_abs_error:.2e} (tolerance {ATOL:g}), w/h relative error "
+        f"{result.max_wh_relative_error:.2e} (tolerance {WH_RTOL:g})"
+    )
+
+
+@app.command(context_settings={"show_default": True})
+def infer(
+    model: Annotated[Path, typer.Argument(help="A .pth checkpoint or an exported .onnx.")],
+    path_to_images: Annotated[
+        Path, typer.Option(help="An image, or a folder of PNG/JPEG/TIFF images.")
+    ],
+    output_dir: Annotated[Path, typer.Option(help="Results go here.")] = Path("yogo-infer"),
+    save_preds: Annotated[
+        bool, typer.Option(help="labels/*.txt: class xc yc w h confidence.")
+    ] = False,
+    draw_boxes: Annotated[bool, typer.Option(help="boxes/*.png: images with boxes.")] = False,
+    count: Annotated[bool, typer.Option(help="Print per-class totals; write counts.csv.")] = False,
+    recursive: Annotated[bool, typer.Option(help="Also look in sub-folders.")] = False,
+    obj_thresh: Annotated[float, typer.Option(help="Minimum objectness.")] = 0.5,
+    iou_thresh: Annotated[float, typer.Option(help="Class-agnostic NMS IoU.")] = 0.5,
+    min_class_confidence_threshold: Annotated[
+        float, typer.Option(help="Minimum class probability.")
+    ] = 0.0,
+    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = 16,
+    device: Annotated[
+        str | None,
+        typer.Option(help="cpu or cuda [default: cuda if available].", show_default=False),
+    ] = None,
+    class_names: Annotated[
+        list[str] | None,
+        typer.Option(help="Names to print instead of the model's.", show_default=False),
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option(help="Image decoding processes.", show_default=False)
+    ] = None,
+) -> None:
+    """Detect (and count) objects in images; predictions.json always, more on request."""
+    import dataclasses
+
+    from yogo.infer import InferSettings, format_counts, load_predictor
+    from yogo.infer import infer as run_inference
+
+    predictor = load_predictor(model, device)
+    if class_names:
+        if len(class_names) != len(predictor.class_names):
+            raise UserError(
+                f"--class-names has {len(class_names)} names for a model with "
+                f"{len(predictor.class_names)} classes"
+            )
+        predictor = dataclasses.replace(predictor, class_names=tuple(class_names))
+    settings = InferSettings(
+        output_dir=output_dir,
+        obj_thresh=obj_thresh,
+        iou_thresh=iou_thresh,
+        min_class_confidence=min_class_confidence_threshold,
+        batch_size=batch_size,
+        save_preds=save_preds,
+        draw_boxes=draw_boxes,
+        count=count,
+        recursive=recursive,
+        num_workers=num_workers,
+    )
+    summary = run_inference(predictor, path_to_images, settings)
+    if count:
+        typer.echo(format_counts(summary))
+    typer.echo(
+        f"{summary.images} image(s), {summary.detections} detection(s) in "
+        f"{summary.seconds:.1f} s ({predictor.kind}); results in {display_path(output_dir)}"
+    )
+    if summary.unreadable:
+        typer.echo(
+            f"{len(summary.unreadable)} image(s) could not be read and were skipped:", err=True
+        )
+        for path, reason in summary.unreadable:
+            typer.echo(f"  {display_path(path)}: {reason}", err=True)
+        raise typer.Exit(1)
 
 
 def _from_command_line(ctx: typer.Context, name: str) -> bool:

@@ -63,6 +63,18 @@ def make_frame(
     return pixels, np.array(boxes, dtype=np.float32).reshape(-1, 5)
 
 
+def synthetic_frames(
+    count: int, image_hw: tuple[int, int], channels: int, seed: int = 0
+) -> np.ndarray:
+    """`count` smear frames as uint8 (count, channels, H, W), e.g. to check an exported model
+    when no real images are at hand."""
+    rng = np.random.default_rng(seed)
+    settings = SmearSettings(image_hw=image_hw)
+    frequencies = default_class_frequencies(3)
+    frames = [make_frame(rng, settings, frequencies)[0] for _ in range(count)]
+    return np.repeat(np.stack(frames)[:, None], channels, axis=1)
+
+
 def write_dataset(
     out_dir: Path,
     num_images: int,

@@ -1,0 +1,158 @@
+"""`yogo export`: real ONNX files run through onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from yogo.checkpoint import load_checkpoint
+from yogo.export import Deployed, compare
+from yogo.model import grid_shape
+
+FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
+
+
+def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": images})[0]
+
+
+def metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_yogo_v1_checkpoint_exports_and_matches_its_reference(run_cli, tmp_path) -> None:
+    """Every channel to 1e-4; w and h (exp of raw values up to the clamp at 80 for this
+    random-weight model on 0..255 input) to 1e-3 relative, as for PyTorch (test_model.py)."""
+    checkpoint = tmp_path / "v1.pth"
+    shutil.copy(FIXTURE / "base_model_7cls_772x1032.pth", checkpoint)
+    result = run_cli("export", checkpoint)
+    assert result.code == 0, result.err
+    assert "synthetic frames" in result.out and "max abs error" in result.out
+    onnx_path = tmp_path / "v1.onnx"  # the checkpoint path with .onnx, nothing else changed
+    images = np.load(FIXTURE / "input_uint8_2x1x772x1032.npy")
+    expected = np.load(FIXTURE / "expected_inference_output.npy")
+    got = run_onnx(onnx_path, images)
+    others = [0, 1, *range(4, 12)]
+    np.testing.assert_allclose(got[:, others], expected[:, others], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[:, 2:4], expected[:, 2:4], rtol=1e-3, atol=1e-4)
+    meta = metadata(onnx_path)
+    assert (
+        json.loads(meta["class_names"])[0] == "healthy"
+        and len(json.loads(meta["class_names"])) == 7
+    )
+    assert json.loads(meta["image_hw"]) == [772, 1032] and meta["channels"] == "1"
+    assert meta["yogo_version"] and meta["source_format"] == "yogo-1.0.1"
+
+
+def test_trained_checkpoint_is_verified_on_its_validation_images(
+    run_cli, trained_run, tmp_path
+) -> None:
+    checkpoint = tmp_path / "best.pth"
+    shutil.copy(trained_run.run / "best.pth", checkpoint)
+    result = run_cli("export", checkpoint, "--opset", "17")
+    assert result.code == 0, result.err
+    assert "validation image(s) of" in result.out
+    path = tmp_path / "best.onnx"
+    session = ort.InferenceSession(str(path))
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    assert session.get_inputs()[0].shape == ["batch", 1, 96, 128]
+    model = Deployed(load_checkpoint(checkpoint).build_model(), (96, 128), None)
+    for batch in (1, 3):  # dynamic batch
+        images = np.random.default_rng(batch).integers(0, 256, (batch, 1, 96, 128), np.uint8)
+        error, wh_error = compare(
+            run_onnx(path, images), model(torch.from_numpy(images)).detach().numpy()
+        )
+        assert error < 1e-4 and wh_error < 1e-4
+
+
+def test_an_existing_file_is_never_replaced_without_force(run_cli, trained_run, tmp_path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"precious")
+    checkpoint = trained_run.run / "best.pth"
+    result = run_cli("export", checkpoint, "--output-filename", target)
+    assert result.code == 2 and "already exists" in result.err and "--force" in result.err
+    assert target.read_bytes() == b"precious"
+    assert run_cli("export", checkpoint, "--output-filename", target, "--force").code == 0
+    assert metadata(target)["model_name"] == "base_model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files left
+
+
+def test_crop_height_runs_on_the_centred_band_in_full_frame_units(
+    run_cli, trained_run, tmp_path
+) -> None:
+    out = tmp_path / "crop.onnx"
+    assert (
+        run_cli(
+            "export", trained_run.run / "best.pth", "--crop-height", "0.5", "--output-filename", out
+        ).code
+        == 0
+    )
+    images = np.random.default_rng(0).integers(0, 256, (2, 1, 96, 128), np.uint8)
+    got = run_onnx(out, images)
+    assert got.shape[2:] == grid_shape((48, 128))  # round(0.5 * 96) rows, from row 24
+    model = load_checkpoint(trained_run.run / "best.pth").build_model().eval()
+    band = model.predict(torch.from_numpy(images[:, :, 24:72])).detach().numpy()
+    np.testing.assert_allclose(got[:, 1], (24 + band[:, 1] * 48) / 96, atol=1e-5)
+    np.testing.assert_allclose(got[:, [0, 2, 3, 4]], band[:, [0, 2, 3, 4]], rtol=1e-4, atol=1e-5)
+    assert got[:, 1].min() >= 0.25 and got[:, 1].max() <= 0.75
+    assert json.loads(metadata(out)["crop_height"]) == 0.5
+
+
+def test_fixed_batch_export(run_cli, trained_run, tmp_path) -> None:
+    out = tmp_path / "fixed.onnx"
+    assert (
+        run_cli(
+            "export", trained_run.run / "best.pth", "--no-dynamic-batch", "--output-filename", out
+        ).code
+        == 0
+    )
+    assert ort.InferenceSession(str(out)).get_inputs()[0].shape == [1, 1, 96, 128]
+
+
+def test_without_the_runs_data_synthetic_frames_verify_it(run_cli, trained_run, tmp_path) -> None:
+    payload = torch.load(trained_run.run / "best.pth", weights_only=True)
+    payload["config"]["ddf"] = str(tmp_path / "moved" / "ddf.yml")
+    torch.save(payload, tmp_path / "elsewhere.pth")
+    result = run_cli("export", tmp_path / "elsewhere.pth")
+    assert result.code == 0, result.err
+    assert "synthetic frames (the run's DDF is not readable here)" in result.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop-height", "0"], "--crop-height must be in (0, 1]"),
+        (["--crop-height", "1.5"], "--crop-height must be in (0, 1]"),
+        (["--crop-height", "0.01"], "leaves fewer than 8 rows"),
+        (["--opset", "3"], "--opset 3 is not supported"),
+        (
+            ["--output-filename", "/nonexistent/dir/m.onnx"],
+            "folder for the ONNX file does not exist",
+        ),
+    ],
+)
+def test_bad_export_requests(run_cli, trained_run, args, message) -> None:
+    result = run_cli("export", trained_run.run / "best.pth", *args)
+    assert result.code == 2 and message in result.err, result.err
+
+
+def test_missing_checkpoint(run_cli, tmp_path) -> None:
+    result = run_cli("export", tmp_path / "none.pth")
+    assert result.code == 2 and "checkpoint file does not exist" in result.err
+
+
+def test_compare_separates_box_sizes_from_the_rest() -> None:
+    expected = np.ones((1, 6, 2, 2), np.float32)
+    got = expected.copy()
+    got[:, 2] *= 1.001  # w off by 0.1 % relative
+    got[:, 4] += 2e-4  # objectness off by 2e-4
+    error, wh_error = compare(got, expected)
+    assert error == pytest.approx(2e-4, rel=1e-3) and wh_error == pytest.approx(1e-3, rel=1e-3)

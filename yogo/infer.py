@@ -1,0 +1,333 @@
+"""`yogo infer MODEL --path-to-images PATH`: detect and count in images with a .pth or .onnx.
+
+    predictor = load_predictor(Path("best.onnx"))          # or best.pth
+    summary = infer(predictor, [Path("frames")], InferSettings(output_dir=Path("out"), count=True))
+
+Both model kinds compute the same thing (yogo.export.Deployed): uint8 frames resized to the
+model size in, decoded predictions out; post-processing (thresholds, class-agnostic NMS) is
+yogo.boxes.postprocess, shared with `yogo test`.
+
+Written under the output folder: predictions.json (every detection, always), and on request
+labels/*.txt (YOLO: class xc yc w h confidence), boxes/* (images with labelled boxes) and
+counts.csv (one row per image).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from yogo.boxes import postprocess
+from yogo.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A model ready to run: uint8 (B, C, H, W) at `image_hw` -> decoded (B, 5 + C, Sy, Sx)."""
+
+    run: Callable[[np.ndarray], torch.Tensor]
+    class_names: tuple[str, ...]
+    image_hw: tuple[int, int]
+    channels: int
+    kind: str  # "pytorch" or "onnxruntime", and on what
+
+
+def load_predictor(path: Path, device_name: str | None = None) -> Predictor:
+    if not path.is_file():
+        raise UserError("model file does not exist", path=path)
+    if path.suffix == ".onnx":
+        return _onnx_predictor(path, device_name)
+    from yogo.checkpoint import load_checkpoint
+    from yogo.dist import resolve_device
+    from yogo.export import Deployed
+
+    checkpoint = load_checkpoint(path)
+    info = checkpoint.info
+    device = resolve_device(device_name)
+    model = Deployed(checkpoint.build_model(), info.image_hw, None).to(device)
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            decoded: torch.Tensor = model(torch.from_numpy(images).to(device))
+        return decoded.float().cpu()
+
+    return Predictor(run, info.class_names, info.image_hw, info.channels, f"pytorch on {device}")
+
+
+def _onnx_predictor(path: Path, device_name: str | None) -> Predictor:
+    import onnxruntime as ort
+
+    try:
+        available = ort.get_available_providers()
+        wants_gpu = device_name is None or device_name.startswith("cuda")
+        providers = ["CPUExecutionProvider"]
+        if wants_gpu and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise UserError(f"is not a readable ONNX model ({e})", path=path) from None
+    metadata = session.get_modelmeta().custom_metadata_map
+    if "class_names" not in metadata or "image_hw" not in metadata:
+        raise UserError(
+            "has no yogo metadata (class names, image size)",
+            path=path,
+            fix="export it with `yogo export`",
+        )
+    shape = session.get_inputs()[0].shape
+    one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        if not one_at_a_time:
+            return torch.from_numpy(session.run(None, {"images": images})[0])
+        parts = [session.run(None, {"images": image[None]})[0] for image in images]
+        return torch.from_numpy(np.concatenate(parts))
+
+    hw = json.loads(metadata["image_hw"])
+    return Predictor(
+        run,
+        tuple(json.loads(metadata["class_names"])),
+        (int(hw[0]), int(hw[1])),
+        int(metadata.get("channels", shape[1])),
+        f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}",
+    )
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    output_dir: Path
+    obj_thresh: float = 0.5
+    iou_thresh: float = 0.5
+    min_class_confidence: float = 0.0
+    batch_size: int = 16
+    save_preds: bool = False
+    draw_boxes: bool = False
+    count: bool = False
+    recursive: bool = False
+    num_workers: int | None = None
+
+    def validate(self) -> None:
+        for value, flag in (
+            (self.obj_thresh, "--obj-thresh"),
+            (self.iou_thresh, "--iou-thresh"),
+            (self.min_class_confidence, "--min-class-confidence-threshold"),
+        ):
+            if not 0 <= value <= 1:
+                raise UserError(f"{flag} must be in [0, 1], got {value}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class InferSummary:
+    images: int = 0
+    detections: int = 0
+    totals: dict[str, int] = field(default_factory=dict)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def find_images(path: Path, recursive: bool) -> tuple[Path, list[Path]]:
+    """(the folder output names are relative to, the images in name order)."""
+    if path.is_file():
+        return path.parent, [path]
+    if not path.is_dir():
+        raise UserError("does not exist", path=path, fix="give an image or a folder of images")
+    pattern = "**/*" if recursive else "*"
+    images = sorted(
+        p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not images:
+        deeper = "" if recursive else " (add --recursive to look in sub-folders)"
+        raise UserError(f"no PNG, JPEG or TIFF images here{deeper}", path=path)
+    return path, images
+
+
+class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
+    """Image i decoded and resized to the model size, or the reason it cannot be read."""
+
+    def __init__(self, paths: Sequence[Path], image_hw: tuple[int, int], channels: int) -> None:
+        self.paths, self.image_hw, self.channels = paths, image_hw, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        from yogo.data.images import ImageError, decode_image
+        from yogo.data.transforms import resize
+
+        try:
+            pixels = decode_image(self.paths[i], self.channels)
+        except ImageError as e:
+            return i, str(e)
+        return i, (resize(torch.from_numpy(pixels), self.image_hw).numpy(), pixels.shape[1:])
+
+
+def _as_list(items: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    return items
+
+
+def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSummary:
+    """Run over every image under `path`; write the outputs; return the totals."""
+    import time
+
+    from yogo.data.loader import default_num_workers
+
+    settings.validate()
+    root, paths = find_images(path, settings.recursive)
+    out = settings.output_dir
+    if (out / "predictions.json").exists():
+        raise UserError(
+            "already holds the results of an earlier `yogo infer`",
+            path=out,
+            fix="choose another --output-dir (results are never overwritten)",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    names = predictor.class_names
+    workers = default_num_workers() if settings.num_workers is None else settings.num_workers
+    loader = torch.utils.data.DataLoader(
+        _Frames(paths, predictor.image_hw, predictor.channels),
+        batch_size=settings.batch_size,
+        num_workers=min(workers, max(0, len(paths) // settings.batch_size)),
+        collate_fn=_as_list,
+    )
+    summary = InferSummary(totals=dict.fromkeys(names, 0))
+    records: list[dict[str, Any]] = []
+    count_rows: list[list[Any]] = []
+    start = time.perf_counter()
+    for batch in _progress(loader, len(paths)):
+        good = [(i, item) for i, item in batch if not isinstance(item, str)]
+        summary.unreadable += [(paths[i], item) for i, item in batch if isinstance(item, str)]
+        if not good:
+            continue
+        decoded = predictor.run(np.stack([pixels for _, (pixels, _) in good]))
+        detections = postprocess(
+            decoded, settings.obj_thresh, settings.iou_thresh, settings.min_class_confidence
+        )
+        for (i, (_, original_hw)), found in zip(good, detections, strict=True):
+            relative = paths[i].relative_to(root)
+            rows = found.numpy().astype(np.float64)
+            per_class = np.bincount(rows[:, 6].astype(np.int64), minlength=len(names))
+            for name, n in zip(names, per_class, strict=True):
+                summary.totals[name] += int(n)
+            summary.images += 1
+            summary.detections += len(rows)
+            records.append(_record(relative, original_hw, rows, names))
+            count_rows.append([str(relative), len(rows), *per_class.tolist()])
+            if settings.save_preds:
+                _write_yolo(out / "labels" / relative.with_suffix(".txt"), rows)
+            if settings.draw_boxes:
+                _draw(paths[i], out / "boxes" / relative.with_suffix(".png"), rows, names)
+    summary.seconds = time.perf_counter() - start
+    document = {
+        "model": predictor.kind,
+        "class_names": list(names),
+        "thresholds": {
+            "obj_thresh": settings.obj_thresh,
+            "iou_thresh": settings.iou_thresh,
+            "min_class_confidence_threshold": settings.min_class_confidence,
+        },
+        "boxes": "x0, y0, x1, y1 and xc, yc, w, h normalised to the image (0..1); "
+        "confidence = objectness x class probability",
+        "images": records,
+        "unreadable": [{"path": str(p), "reason": why} for p, why in summary.unreadable],
+    }
+    (out / "predictions.json").write_text(json.dumps(document, indent=1) + "\n")
+    if settings.count:
+        with open(out / "counts.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "total", *names])
+            writer.writerows(count_rows)
+    return summary
+
+
+def _record(
+    relative: Path, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
+) -> dict[str, Any]:
+    detections = []
+    for x0, y0, x1, y1, objectness, class_prob, cls in rows:
+        detections.append(
+            {
+                "class": int(cls),
+                "class_name": names[int(cls)],
+                "confidence": round(objectness * class_prob, 6),
+                "objectness": round(objectness, 6),
+                "class_probability": round(class_prob, 6),
+                "xyxy": [round(v, 6) for v in (x0, y0, x1, y1)],
+                "cxcywh": [round(v, 6) for v in _cxcywh(x0, y0, x1, y1)],
+            }
+        )
+    height, width = original_hw
+    return {
+        "image": str(relative),
+        "height": int(height),
+        "width": int(width),
+        "detections": detections,
+    }
+
+
+def _cxcywh(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    return (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+
+
+def _write_yolo(path: Path, rows: np.ndarray) -> None:
+    """YOLO label format plus a confidence column: class xc yc w h confidence."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj * prob:.6f}"
+        for x0, y0, x1, y1, obj, prob, cls in rows
+        for xc, yc, w, h in [_cxcywh(x0, y0, x1, y1)]
+    ]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+# One colour per class (Okabe-Ito, readable for colour-blind users), cycling.
+COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+
+
+def _draw(image_path: Path, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
+    """The original image (full resolution, RGB) with a labelled box per detection."""
+    from PIL import Image, ImageDraw
+
+    from yogo.data.images import decode_image
+
+    pixels = decode_image(image_path, 3).transpose(1, 2, 0)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    for x0, y0, x1, y1, obj, prob, cls in rows:
+        colour = COLOURS[int(cls) % len(COLOURS)]
+        box = (x0 * width, y0 * height, x1 * width, y1 * height)
+        draw.rectangle(box, outline=colour, width=max(1, round(min(width, height) / 400)))
+        draw.text((box[0] + 2, box[1] + 1), f"{names[int(cls)]} {obj * prob:.2f}", fill=colour)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target)
+
+
+def _progress(loader: Any, total: int) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    try:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def format_counts(summary: InferSummary) -> str:
+    width = max([len(n) for n in summary.totals] + [5])
+    lines = [f"{'class':<{width}}  count"]
+    lines += [f"{name:<{width}}  {n:>5}" for name, n in summary.totals.items()]
+    lines.append(f"{'total':<{width}}  {summary.detections:>5}")
+    return "\n".join(lines)
