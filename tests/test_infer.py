@@ -1,0 +1,350 @@
+"""`yogo infer` with .pth and exported .onnx models on real image files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yogo.data.verify import scan_dataset
+from yogo.ddf import DatasetDefinition
+
+
+@pytest.fixture(scope="module")
+def models(trained_run, tmp_path_factory) -> dict[str, Path]:
+    from yogo.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("models")
+    pth = folder / "best.pth"
+    shutil.copy(trained_run.run / "best.pth", pth)
+    return {"pth": pth, "onnx": export_onnx(pth).path}
+
+
+@pytest.fixture(scope="module")
+def test_split(trained_run, tmp_path_factory) -> tuple[Path, list]:
+    """The test split's images in a folder of their own, and their samples."""
+    folder = tmp_path_factory.mktemp("test-images")
+    samples = scan_dataset(DatasetDefinition.from_yaml(trained_run.ddf)).splits["test"]
+    for s in samples:
+        shutil.copy(s.image, folder / s.image.name)
+    return folder, list(samples)
+
+
+def predictions(folder: Path) -> dict[str, list[dict]]:
+    document = json.loads((folder / "predictions.json").read_text())
+    return {record["image"]: record["detections"] for record in document["images"]}
+
+
+def test_pth_and_onnx_give_the_same_detections(run_cli, models, test_split, tmp_path) -> None:
+    images, _ = test_split
+    results = {}
+    for kind, model in models.items():
+        out = tmp_path / kind
+        result = run_cli(
+            "infer",
+            model,
+            "--path-to-images",
+            images,
+            "--output-dir",
+            out,
+            "--obj-thresh",
+            "0.2",
+            "--batch-size",
+            "4",
+        )
+        assert result.code == 0, result.err
+        results[kind] = predictions(out)
+    assert results["pth"].keys() == results["onnx"].keys()
+    total = 0
+    for image, found in results["pth"].items():
+        other = results["onnx"][image]
+        assert len(found) == len(other), image
+        for a, b in zip(found, other, strict=True):
+            assert a["class"] == b["class"]
+            np.testing.assert_allclose(a["xyxy"], b["xyxy"], atol=1e-3)
+        total += len(found)
+    assert total > 20  # the model does detect things
+
+
+def pycocotools_map50(samples, labels_dir: Path, hw: tuple[int, int]) -> float:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    height, width = hw
+    images, truths, found = [], [], []
+    for image_id, s in enumerate(samples):
+        images.append({"id": image_id, "height": height, "width": width})
+        for cls, xc, yc, w, h in s.boxes:
+            truths.append(
+                {
+                    "id": len(truths) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cls),
+                    "bbox": [(xc - w / 2) * width, (yc - h / 2) * height, w * width, h * height],
+                    "area": w * width * h * height,
+                    "iscrowd": 0,
+                }
+            )
+        for line in (labels_dir / f"{s.image.stem}.txt").read_text().splitlines():
+            cls, xc, yc, w, h, score = (float(v) for v in line.split())
+            found.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls),
+                    "score": score,
+                    "bbox": [(xc - w / 2) * width, (yc - h / 2) * height, w * width, h * height],
+                }
+            )
+    ground = COCO()
+    ground.dataset = {
+        "images": images,
+        "annotations": truths,
+        "categories": [{"id": k} for k in range(3)],
+    }
+    ground.createIndex()
+    evaluation = COCOeval(ground, ground.loadRes(found), "bbox")
+    evaluation.params.maxDets = [10_000] * 3  # smears hold hundreds of objects per frame
+    evaluation.evaluate()
+    evaluation.accumulate()
+    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, every recall, class
+    per_class = [
+        precision[:, k].mean() for k in range(precision.shape[1]) if (precision[:, k] > -1).all()
+    ]
+    return float(np.mean(per_class))
+
+
+def test_map_from_saved_predictions_equals_yogo_test(
+    run_cli, models, test_split, trained_run, tmp_path
+) -> None:
+    images, samples = test_split
+    result = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        images,
+        "--output-dir",
+        tmp_path,
+        "--save-preds",
+        "--obj-thresh",
+        "0.01",
+    )
+    assert result.code == 0, result.err
+    ours = pycocotools_map50(samples, tmp_path / "labels", (96, 128))
+    tested = run_cli("test", models["pth"], trained_run.ddf, "--json", tmp_path / "test.json")
+    assert tested.code == 0, tested.err
+    expected = json.loads((tmp_path / "test.json").read_text())["mAP50"]
+    assert ours == pytest.approx(expected, abs=0.02)
+    assert expected > 0.1
+
+
+def test_every_output_and_every_threshold(run_cli, models, test_split, tmp_path) -> None:
+    images, samples = test_split
+    result = run_cli(
+        "infer",
+        models["onnx"],
+        "--path-to-images",
+        images,
+        "--output-dir",
+        tmp_path,
+        "--save-preds",
+        "--draw-boxes",
+        "--count",
+        "--obj-thresh",
+        "0.2",
+        "--min-class-confidence-threshold",
+        "0.45",
+        "--iou-thresh",
+        "0.4",
+    )
+    assert result.code == 0, result.err
+    found = predictions(tmp_path)
+    assert len(found) == len(samples)
+    rows = list(csv.DictReader((tmp_path / "counts.csv").open()))
+    assert [r["image"] for r in rows] == sorted(found)
+    detections = [d for ds in found.values() for d in ds]
+    assert detections and all(
+        d["objectness"] >= 0.2 and d["class_probability"] >= 0.45 for d in detections
+    )
+    for row in rows:
+        mine = found[row["image"]]
+        assert int(row["total"]) == len(mine)
+        for name in ("healthy", "ring", "trophozoite"):
+            assert int(row[name]) == sum(d["class_name"] == name for d in mine)
+        lines = (tmp_path / "labels" / Path(row["image"]).with_suffix(".txt")).read_text()
+        assert len(lines.splitlines()) == len(mine)
+        assert all(len(line.split()) == 6 for line in lines.splitlines())
+        drawn = Image.open(tmp_path / "boxes" / Path(row["image"]).with_suffix(".png"))
+        assert drawn.size == (128, 96) and drawn.mode == "RGB"
+    total = sum(int(r["total"]) for r in rows)
+    assert "total" in result.out and str(total) in result.out.splitlines()[-2]
+
+
+def test_any_format_and_size_single_files_and_sub_folders(
+    run_cli, models, trained_run, tmp_path
+) -> None:
+    source = Image.open(next((trained_run.ddf.parent / "images").glob("*.png")))
+    folder = tmp_path / "mixed"
+    (folder / "deeper").mkdir(parents=True)
+    source.resize((256, 192)).save(folder / "big.jpg", quality=95)  # resized to the model size
+    source.convert("RGB").save(folder / "color.tif")
+    wide = np.asarray(source, dtype=np.uint16) * 257
+    Image.fromarray(wide).save(folder / "sixteen.png")
+    source.save(folder / "deeper" / "inner.png")
+    (folder / "notes.txt").write_text("not an image")
+
+    flat = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        folder,
+        "--output-dir",
+        tmp_path / "flat",
+        "--obj-thresh",
+        "0.2",
+    )
+    assert flat.code == 0, flat.err
+    assert sorted(predictions(tmp_path / "flat")) == ["big.jpg", "color.tif", "sixteen.png"]
+    deep = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        folder,
+        "--output-dir",
+        tmp_path / "deep",
+        "--recursive",
+        "--save-preds",
+    )
+    assert deep.code == 0, deep.err
+    assert "deeper/inner.png" in predictions(tmp_path / "deep")
+    assert (tmp_path / "deep" / "labels" / "deeper" / "inner.txt").exists()
+    single = run_cli(
+        "infer",
+        models["onnx"],
+        "--path-to-images",
+        folder / "big.jpg",
+        "--output-dir",
+        tmp_path / "single",
+    )
+    assert single.code == 0 and list(predictions(tmp_path / "single")) == ["big.jpg"]
+    record = json.loads((tmp_path / "single" / "predictions.json").read_text())["images"][0]
+    assert (record["height"], record["width"]) == (192, 256)
+
+
+def test_unreadable_images_are_listed_and_skipped(run_cli, models, test_split, tmp_path) -> None:
+    images, samples = test_split
+    folder = tmp_path / "some-bad"
+    shutil.copytree(images, folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        folder,
+        "--output-dir",
+        tmp_path / "out",
+        "--count",
+    )
+    assert result.code == 1
+    assert "1 image(s) could not be read" in result.err and "broken.png" in result.err
+    document = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(document["images"]) == len(samples)
+    assert document["unreadable"][0]["path"].endswith("broken.png")
+
+
+def test_results_are_never_overwritten(run_cli, models, test_split, tmp_path) -> None:
+    images, _ = test_split
+    assert (
+        run_cli("infer", models["pth"], "--path-to-images", images, "--output-dir", tmp_path).code
+        == 0
+    )
+    before = (tmp_path / "predictions.json").read_text()
+    again = run_cli("infer", models["pth"], "--path-to-images", images, "--output-dir", tmp_path)
+    assert again.code == 2 and "choose another --output-dir" in again.err
+    assert (tmp_path / "predictions.json").read_text() == before
+
+
+def test_class_names_replace_the_models(run_cli, models, test_split, tmp_path) -> None:
+    images, _ = test_split
+    result = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        images,
+        "--output-dir",
+        tmp_path,
+        "--count",
+        "--obj-thresh",
+        "0.2",
+        "--class-names",
+        "rbc",
+        "ring",
+        "troph",
+    )
+    assert result.code == 0, result.err
+    assert "rbc" in result.out and "troph" in result.out
+    wrong = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        images,
+        "--output-dir",
+        tmp_path / "x",
+        "--class-names",
+        "a",
+        "b",
+    )
+    assert wrong.code == 2 and "--class-names has 2 names for a model with 3 classes" in wrong.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--obj-thresh", "1.5"], "--obj-thresh must be in [0, 1]"),
+        (["--min-class-confidence-threshold", "-1"], "must be in [0, 1]"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_settings(run_cli, models, test_split, tmp_path, args, message) -> None:
+    images, _ = test_split
+    result = run_cli(
+        "infer", models["pth"], "--path-to-images", images, "--output-dir", tmp_path, *args
+    )
+    assert result.code == 2 and message in result.err, result.err
+
+
+def test_bad_paths(run_cli, models, tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    no_images = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        tmp_path / "empty",
+        "--output-dir",
+        tmp_path / "o1",
+    )
+    assert no_images.code == 2 and "no PNG, JPEG or TIFF images here" in no_images.err
+    missing = run_cli(
+        "infer",
+        tmp_path / "nope.onnx",
+        "--path-to-images",
+        tmp_path / "empty",
+        "--output-dir",
+        tmp_path / "o2",
+    )
+    assert missing.code == 2 and "model file does not exist" in missing.err
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    junk = run_cli(
+        "infer",
+        tmp_path / "junk.onnx",
+        "--path-to-images",
+        tmp_path / "empty",
+        "--output-dir",
+        tmp_path / "o3",
+    )
+    assert junk.code == 2 and "is not a readable ONNX model" in junk.err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
