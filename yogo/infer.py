@@ -241,7 +241,8 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
         "images": records,
         "unreadable": [{"path": str(p), "reason": why} for p, why in summary.unreadable],
     }
-    (out / "predictions.json").write_text(json.dumps(document, indent=1) + "\n")
+    with open(out / "predictions.json", "w") as f:
+        json.dump(document, f, separators=(",", ":"))
     if settings.count:
         with open(out / "counts.csv", "w", newline="") as f:
             writer = csv.writer(f)
@@ -253,19 +254,38 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
 def _record(
     relative: Path, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
 ) -> dict[str, Any]:
-    detections = []
-    for x0, y0, x1, y1, objectness, class_prob, cls in rows:
-        detections.append(
-            {
-                "class": int(cls),
-                "class_name": names[int(cls)],
-                "confidence": round(objectness * class_prob, 6),
-                "objectness": round(objectness, 6),
-                "class_probability": round(class_prob, 6),
-                "xyxy": [round(v, 6) for v in (x0, y0, x1, y1)],
-                "cxcywh": [round(v, 6) for v in _cxcywh(x0, y0, x1, y1)],
-            }
+    x0, y0, x1, y1, objectness, class_prob, classes = rows.T
+    columns = (
+        np.stack(
+            [
+                objectness * class_prob,
+                objectness,
+                class_prob,
+                x0,
+                y0,
+                x1,
+                y1,
+                (x0 + x1) / 2,
+                (y0 + y1) / 2,
+                x1 - x0,
+                y1 - y0,
+            ]
         )
+        .T.round(6)
+        .tolist()
+    )  # one conversion for the whole image: frames hold thousands
+    detections = [
+        {
+            "class": cls,
+            "class_name": names[cls],
+            "confidence": v[0],
+            "objectness": v[1],
+            "class_probability": v[2],
+            "xyxy": v[3:7],
+            "cxcywh": v[7:11],
+        }
+        for cls, v in zip(classes.astype(np.int64).tolist(), columns, strict=True)
+    ]
     height, width = original_hw
     return {
         "image": str(relative),
