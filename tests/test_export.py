@@ -156,3 +156,51 @@ def test_compare_separates_box_sizes_from_the_rest() -> None:
     got[:, 4] += 2e-4  # objectness off by 2e-4
     error, wh_error = compare(got, expected)
     assert error == pytest.approx(2e-4, rel=1e-3) and wh_error == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.parametrize(("rgb", "normalize"), [(True, True), (True, False), (False, True)])
+def test_yogo_v1_layouts_export_rgb_normalised_and_cropped(
+    run_cli, tmp_path, rgb, normalize
+) -> None:
+    """Checkpoints in YOGO 1.0.1's layout (settings as buffers, weights under model.K.M) for
+    the variants the fixture does not cover, also with --crop-height."""
+    from yogo.model import build_model
+
+    channels = 3 if rgb else 1
+    model = build_model("base_model", 2, channels, normalize, 0.05, 0.07)
+    state = {k: v for k, v in model.state_dict().items() if k != "anchors"}
+    state.update(
+        img_size=torch.tensor([64, 96]),
+        anchor_w=torch.tensor(0.05),
+        anchor_h=torch.tensor(0.07),
+        num_classes=torch.tensor(2),
+        is_rgb=torch.tensor(rgb),
+        normalize_images=torch.tensor(normalize),
+        height_multiplier=torch.tensor(1.0),
+        width_multiplier=torch.tensor(1.0),
+    )
+    path = tmp_path / "v1.pth"
+    torch.save(
+        {
+            "epoch": 1,
+            "step": 10,
+            "normalize_images": normalize,
+            "classes": ["a", "b"],
+            "model_name": "x",
+            "model_version": "base_model",
+            "model_state_dict": state,
+        },
+        path,
+    )
+    for crop in (None, "0.75"):
+        out = tmp_path / f"v1-{crop}.onnx"
+        args = ["--crop-height", crop] if crop else []
+        result = run_cli("export", path, "--output-filename", out, *args)
+        assert result.code == 0, result.err
+        images = np.random.default_rng(1).integers(0, 256, (2, channels, 64, 96), np.uint8)
+        expected = Deployed(model.eval(), (64, 96), float(crop) if crop else None)
+        error, wh_error = compare(
+            run_onnx(out, images), expected(torch.from_numpy(images)).detach().numpy()
+        )
+        assert error < 1e-4 and wh_error < 1e-3
+        assert metadata(out)["normalize_images"] == json.dumps(normalize)

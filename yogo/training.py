@@ -243,7 +243,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
             f"resuming {display_path(run_dir)} at optimizer step {step} (epoch {start_epoch}, "
             f"batch {start_batch})"
         )
-        elapsed_before = state["elapsed_s"]
+        elapsed_before = state.get("elapsed_s", 0.0)
 
     def checkpoint(
         next_epoch: int, next_batch: int, loss_sums: torch.Tensor, seen: int, **extra: Any

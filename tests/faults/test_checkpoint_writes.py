@@ -50,7 +50,10 @@ def test_kill_9_during_writes_never_leaves_a_broken_checkpoint(tmp_path: Path) -
         for line in writer.stdout:  # let a few complete, then kill the next one mid-write
             if line.strip() == f"writing {3 + trial}":
                 break
-        time.sleep(0.02 * trial)
+        partial, deadline = tmp_path / ".last.pth.partial", time.time() + 30
+        while not partial.exists() and time.time() < deadline:
+            pass  # serialising happens in memory first; the file appears for the write
+        time.sleep(0.002 * trial)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         number = read_back(path)
