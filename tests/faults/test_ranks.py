@@ -26,10 +26,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_ranks(command: list[str], world_size: int = 2) -> list[subprocess.Popen[str]]:
+def start_ranks(
+    command: list[str], per_rank_env: list[dict[str, str]] | None = None
+) -> list[subprocess.Popen[str]]:
+    """One process per rank with the environment srun would give it (2 ranks by default)."""
     port = str(free_port())
+    per_rank_env = per_rank_env or [{}, {}]
     ranks = []
-    for rank in range(world_size):
+    for rank, extra in enumerate(per_rank_env):
         env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",
@@ -37,7 +41,8 @@ def start_ranks(command: list[str], world_size: int = 2) -> list[subprocess.Pope
             "MASTER_PORT": port,
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
+            "WORLD_SIZE": str(len(per_rank_env)),
+            **extra,
         }
         ranks.append(
             subprocess.Popen(
@@ -121,27 +126,10 @@ AGREE = textwrap.dedent(
     ],
 )
 def test_every_rank_takes_the_same_decision(signals, nonfinite, expected) -> None:
-    port = str(free_port())
-    ranks = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "TEST_SIGNAL": signals[rank],
-            "TEST_NONFINITE": nonfinite[rank],
-        }
-        ranks.append(
-            subprocess.Popen(
-                [sys.executable, "-c", AGREE],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+    ranks = start_ranks(
+        [sys.executable, "-c", AGREE],
+        [{"TEST_SIGNAL": signals[r], "TEST_NONFINITE": nonfinite[r]} for r in range(2)],
+    )
     outputs = [p.communicate(timeout=120)[0] for p in ranks]
     for process, output in zip(ranks, outputs, strict=True):
         assert process.returncode == 0, output
