@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import make_folder_pair, simple_ddf, write_yaml
 
 from yogo import DatasetDefinition
@@ -200,3 +201,14 @@ def test_help_is_instant_because_heavy_modules_stay_unloaded() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [("train", "cuda if available"), ("infer", "cuda if available"), ("export", "with .onnx")],
+)
+def test_help_shows_computed_defaults(run_cli, command, text, monkeypatch) -> None:
+    """Help texts are rendered with rich markup, which would swallow "[default: ...]"."""
+    monkeypatch.setenv("COLUMNS", "200")
+    result = run_cli(command, "--help")
+    assert result.code == 0 and text in result.out

@@ -68,7 +68,7 @@ def check(
         tuple[int, int] | None,
         typer.Option(
             "--image-hw",
-            help="Model input size H W for the grid-collision count [default: first train image].",
+            help="Model input size H W for the grid-collision count (default: first train image).",
             show_default=False,
         ),
     ] = None,
@@ -139,7 +139,7 @@ def train(
         typer.Option(
             "-bs",
             "--batch-size",
-            help="Images per step [default: 64; fewer for small training sets, see docs].",
+            help="Images per step (default: 64; fewer for small training sets, see docs).",
             show_default=False,
         ),
     ] = None,
@@ -158,7 +158,7 @@ def train(
     ] = True,
     image_hw: Annotated[
         tuple[int, int] | None,
-        typer.Option(help="Model input H W [default: first training image].", show_default=False),
+        typer.Option(help="Model input H W (default: first training image).", show_default=False),
     ] = None,
     rgb_images: Annotated[bool, typer.Option(help="Three input channels.")] = False,
     model: Annotated[str, typer.Option(help="Network from the registry.")] = "base_model",
@@ -166,11 +166,11 @@ def train(
     precision: Annotated[str, typer.Option(help="32, bf16 or fp16.")] = "32",
     device: Annotated[
         str | None,
-        typer.Option(help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+        typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).", show_default=False),
     ] = None,
     output_dir: Annotated[Path, typer.Option(help="Run folders go here.")] = Path("trained_models"),
     name: Annotated[
-        str | None, typer.Option(help="Run name [default: time and DDF name].", show_default=False)
+        str | None, typer.Option(help="Run name (default: time and DDF name).", show_default=False)
     ] = None,
     note: Annotated[str | None, typer.Option(show_default=False)] = None,
     tags: Annotated[list[str] | None, typer.Option(help="W&B tags.", show_default=False)] = None,
@@ -178,7 +178,7 @@ def train(
     num_workers: Annotated[
         int | None,
         typer.Option(
-            help="Loader processes [default: min(8, CPUs per process - 1)].", show_default=False
+            help="Loader processes (default: min(8, CPUs per process - 1)).", show_default=False
         ),
     ] = None,
     ema: Annotated[bool, typer.Option(help="Keep an average of the weights (yogo.ema).")] = False,
@@ -206,7 +206,7 @@ def train(
     wandb: Annotated[
         bool | None,
         typer.Option(
-            help="Log to W&B [default: on with credentials, else offline].", show_default=False
+            help="Log to W&B (default: on with credentials, else offline).", show_default=False
         ),
     ] = None,
     wandb_entity: Annotated[str | None, typer.Option(show_default=False)] = None,
@@ -296,7 +296,7 @@ def export(
     output_filename: Annotated[
         Path | None,
         typer.Option(
-            help="Where to write [default: the checkpoint with .onnx].", show_default=False
+            help="Where to write (default: the checkpoint with .onnx).", show_default=False
         ),
     ] = None,
     crop_height: Annotated[
@@ -342,7 +342,7 @@ def infer(
     batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = 16,
     device: Annotated[
         str | None,
-        typer.Option(help="cpu or cuda [default: cuda if available].", show_default=False),
+        typer.Option(help="cpu or cuda (default: cuda if available).", show_default=False),
     ] = None,
     class_names: Annotated[
         list[str] | None,
@@ -427,7 +427,7 @@ def synth(
     cell_diameter: Annotated[
         float | None,
         typer.Option(
-            help="Cell diameter in pixels [default: 6% of the shorter side, >= 12].",
+            help="Cell diameter in pixels (default: 6% of the shorter side, >= 12).",
             show_default=False,
         ),
     ] = None,
