@@ -14,6 +14,7 @@ backend is nccl on GPUs and gloo on CPU, so the same code runs in CPU tests.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
@@ -109,13 +110,18 @@ def setup(device_name: str | None, timeout_s: float = 1800) -> DistContext:
     return DistContext(rank, local_rank, world_size, device)
 
 
+# How gloo and nccl word a peer that died or stopped answering (seen: "Connection reset by
+# peer", "Timed out waiting 10000ms for recv", "Application timeout caused pair closure").
+LOST_PEER = re.compile(r"gloo|nccl|timed out|timeout|connection|pair closure|peer", re.I)
+
+
 def lost_contact(ctx: DistContext, error: BaseException, timeout_s: float) -> RunError | None:
     """The message for a collective that failed because another rank died (connection reset)
     or hung (timeout); None for any other error."""
     if not ctx.distributed or not isinstance(error, RuntimeError):
         return None
     text = str(error)
-    if not isinstance(error, torch_dist.DistError) and "gloo" not in text and "NCCL" not in text:
+    if not isinstance(error, torch_dist.DistError) and not LOST_PEER.search(text):
         return None
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return RunError(

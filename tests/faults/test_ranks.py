@@ -168,3 +168,23 @@ def test_a_diverging_loss_stops_all_ranks_before_the_optimizer_step(
         assert "the loss became non-finite on rank" in output
         assert "no optimizer step was taken with it" in output
         assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("message", "lost"),
+    [
+        ("Application timeout caused pair closure", True),
+        ("[../gloo/transport/tcp/pair.cc:545] Read error: Connection reset by peer", True),
+        ("Timed out waiting 10000ms for recv operation to complete", True),
+        ("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", False),
+    ],
+)
+def test_which_errors_mean_a_lost_rank(message, lost) -> None:
+    import torch
+
+    from yogo.dist import DistContext, lost_contact
+
+    ctx = DistContext(0, 0, 2, torch.device("cpu"))
+    assert (lost_contact(ctx, RuntimeError(message), 60) is not None) == lost
+    alone = DistContext(0, 0, 1, torch.device("cpu"))
+    assert lost_contact(alone, RuntimeError(message), 60) is None
