@@ -234,7 +234,7 @@ def test_wandb_offline_writes_into_the_run_folder(
 
 
 def test_lr_schedule() -> None:
-    from yogo.training import lr_factor
+    from yogo.optim import lr_factor
 
     assert lr_factor(0, 100, 0, 10) == pytest.approx(1.0)
     assert lr_factor(100, 100, 0, 10) == pytest.approx(0.1)

@@ -9,7 +9,6 @@ the end the validation PR curves and confusion matrix of best.pth.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -29,7 +28,6 @@ import torch
 from yogo.boxes import build_targets
 from yogo.checkpoint import (
     Checkpoint,
-    ModelInfo,
     checkpoint_payload,
     load_checkpoint,
     remove_partial_files,
@@ -65,7 +63,10 @@ from yogo.log import (
 )
 from yogo.loss import LossSettings, YOGOLoss
 from yogo.metrics import DetectionMetrics
-from yogo.model import YOGO, build_model, grid_shape
+from yogo.model import YOGO, grid_shape
+from yogo.optim import lr_factor, make_optimizer, precision_context
+from yogo.priors import class_weights, make_model
+from yogo.resume import find_resume, set_rng_state, training_state
 from yogo.signals import Interrupted, StopRequest, requeue_slurm_job
 
 log = logging.getLogger(__name__)
@@ -459,86 +460,6 @@ def validate(
     return merged, total / len(merged.images) if merged.images else None
 
 
-def training_state(
-    optimizer: torch.optim.Optimizer, schedule: Any, scaler: Any, best_map: float, since_best: int
-) -> dict[str, Any]:
-    """What resuming needs besides the weights and the position: plain data only."""
-    return {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedule.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": rng_state(),
-        "best_map": best_map,
-        "since_best": since_best,
-    }
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random generator's state as tensors, numbers and lists (weights_only-loadable)."""
-    numpy_state: dict[str, Any] = np.random.get_state(legacy=False)
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "bit_generator": str(numpy_state["bit_generator"]),
-            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-            "pos": int(numpy_state["state"]["pos"]),
-            "has_gauss": int(numpy_state["has_gauss"]),
-            "gauss": float(numpy_state["gauss"]),
-        },
-        "python": {"version": version, "internal": list(internal), "gauss": gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": n["bit_generator"],
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def find_resume(cfg: TrainConfig) -> Checkpoint | None:
-    """The checkpoint `--resume` names: a path, or with "auto" OUTPUT_DIR/NAME/last.pth when
-    that run is unfinished (else None: a new run)."""
-    if cfg.resume is None:
-        return None
-    if cfg.resume == "auto":
-        if cfg.name is None:
-            log.info("--resume auto without --name: starting a new run")
-            return None
-        last = Path(cfg.output_dir) / cfg.name / "last.pth"
-        if not last.is_file():
-            return None
-        path = last
-    else:
-        path = Path(cfg.resume)
-    checkpoint = load_checkpoint(path)
-    if "resume" not in checkpoint.payload:
-        raise UserError("has no resume state (written by another tool or version)", path=path)
-    if checkpoint.payload.get("finished"):
-        if cfg.resume == "auto":
-            raise UserError(
-                f"the run '{cfg.name}' is finished",
-                path=path,
-                fix="choose another --name for a new run",
-            )
-        raise UserError("is from a finished run; nothing to resume", path=path)
-    return checkpoint
-
-
 # --- set-up helpers, in the order train() uses them ----------------------------------------
 
 
@@ -556,109 +477,6 @@ def subsample(
         return samples
     keep = max(1, round(fraction * len(samples)))
     return tuple(samples[int(i)] for i in np.linspace(0, len(samples) - 1, keep).round())
-
-
-def make_model(
-    cfg: TrainConfig,
-    class_names: tuple[str, ...],
-    train: tuple[LabelledSample, ...],
-    pretrained: Checkpoint | None,
-    weights: torch.Tensor | None,
-) -> tuple[YOGO, ModelInfo]:
-    """A new model fitted to the data, or one starting from `pretrained` (whose model
-    settings travel with it); a different class count re-initialises the output layer."""
-    boxes = np.concatenate([s.boxes for s in train]) if train else np.zeros((0, 5))
-    if pretrained is not None:
-        old = pretrained.info
-        image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
-        info = ModelInfo(
-            old.model_name,
-            class_names,
-            old.channels,
-            old.normalize_images,
-            (int(image_hw[0]), int(image_hw[1])),
-            old.anchor_w,
-            old.anchor_h,
-        )
-        model = build_model(
-            info.model_name,
-            len(class_names),
-            info.channels,
-            info.normalize_images,
-            info.anchor_w,
-            info.anchor_h,
-        )
-        state = dict(pretrained.state_dict)
-        if len(old.class_names) != len(class_names):
-            head = f"model.{len(model.model) - 1}."
-            state = {k: v for k, v in state.items() if not k.startswith(head)}
-            log.info(
-                f"--from-pretrained: {len(old.class_names)} classes in the checkpoint, "
-                f"{len(class_names)} here: the output layer starts fresh"
-            )
-            model.load_state_dict(state, strict=False)
-            _init_priors(model, train, weights, info.image_hw)
-        else:
-            if old.class_names != class_names:
-                log.warning(
-                    f"--from-pretrained: class names differ ([{', '.join(old.class_names)}]"
-                    f" -> [{', '.join(class_names)}]); outputs are reused by index"
-                )
-            model.load_state_dict(state)
-        log.info(
-            f"--from-pretrained {display_path(pretrained.path)}: {info.model_name}, "
-            f"{info.channels} channel(s), normalize_images={info.normalize_images}, "
-            f"image {info.image_hw[0]}x{info.image_hw[1]}, anchor "
-            f"{info.anchor_w:.4f} x {info.anchor_h:.4f}"
-        )
-        return model, info
-    if not len(boxes) and (cfg.anchor_w is None or cfg.anchor_h is None):
-        raise UserError(
-            "the train split has no objects to fit the anchor to",
-            fix="label some objects, or give --anchor-w and --anchor-h",
-        )
-    first = train[0]
-    image_hw = tuple(cfg.image_hw) if cfg.image_hw else (first.height, first.width)
-    anchor_w = cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean())
-    anchor_h = cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean())
-    info = ModelInfo(
-        cfg.model,
-        class_names,
-        3 if cfg.rgb_images else 1,
-        cfg.normalize_images,
-        (int(image_hw[0]), int(image_hw[1])),
-        anchor_w,
-        anchor_h,
-    )
-    model = build_model(
-        info.model_name, len(class_names), info.channels, info.normalize_images, anchor_w, anchor_h
-    )
-    _init_priors(model, train, weights, info.image_hw)
-    return model, info
-
-
-def _init_priors(
-    model: YOGO,
-    train: tuple[LabelledSample, ...],
-    weights: torch.Tensor | None,
-    image_hw: tuple[int, int],
-) -> None:
-    """Output biases at the priors the loss converges to: the object fraction of cells, and
-    the class frequencies times their class weights."""
-    rows, cols = grid_shape(image_hw)
-    counts = class_counts(train, model.num_classes)
-    fraction = counts.sum() / max(1, len(train) * rows * cols)
-    prior = torch.from_numpy(counts + 1.0).float()
-    if weights is not None:
-        prior = prior * weights.clamp_min(1e-6)
-    model.init_output_priors(float(fraction), prior)
-
-
-def class_counts(train: tuple[LabelledSample, ...], num_classes: int) -> np.ndarray:
-    counts = np.zeros(num_classes)
-    for s in train:
-        counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=num_classes)
-    return counts
 
 
 def require_new_run_name(cfg: TrainConfig) -> None:
@@ -703,63 +521,6 @@ def dataset_record(
         "samples_sha256": digest.hexdigest(),
         "num_samples": {name: len(splits[name]) for name in ("train", "val", "test")},
     }
-
-
-def class_weights(
-    spec: str, train: tuple[LabelledSample, ...], num_classes: int
-) -> torch.Tensor | None:
-    if spec == "none":
-        return None
-    if spec == "auto":
-        # Balanced: n / (C * n_c), so every class weighs as much in total and the loss's
-        # equilibrium class prior is uniform; the mean weight per object stays 1.
-        counts = class_counts(train, num_classes)
-        present = counts > 0
-        weights = np.zeros(num_classes)
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-        return torch.tensor(weights, dtype=torch.float32)
-    values = [float(w) for w in spec.split(",")]
-    if len(values) != num_classes:
-        raise UserError(f"--class-weights has {len(values)} values for {num_classes} classes")
-    return torch.tensor(values, dtype=torch.float32)
-
-
-def make_optimizer(model: YOGO, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and batch-norm parameters (decaying them only
-    fights the normalisation)."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.learning_rate,
-    )
-
-
-def lr_factor(step: int, total: int, warmup: int, decay_factor: float) -> float:
-    """Multiplier of the base learning rate at optimizer step `step`: linear warm-up, then
-    cosine from 1 to 1/decay_factor at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    floor = 1 / decay_factor
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def precision_context(precision: str, device: torch.device) -> tuple[Any, Any]:
-    """An autocast context factory and a gradient scaler (a no-op unless fp16)."""
-    if precision == "32":
-        return contextlib.nullcontext, torch.amp.GradScaler(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-
-    def autocast() -> Any:
-        return torch.autocast(device.type, dtype=dtype)
-
-    return autocast, torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def progress(loader: Any, description: str) -> Any:

@@ -1,0 +1,143 @@
+"""How a run's model starts: new, with the anchor and the output biases fitted to the training
+labels, or from a checkpoint (`--from-pretrained`); and the class weights of the loss.
+
+    weights = class_weights("auto", train_samples, num_classes)
+    model, info = make_model(cfg, class_names, train_samples, pretrained, weights)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from yogo.checkpoint import Checkpoint, ModelInfo
+from yogo.config import TrainConfig
+from yogo.data.verify import LabelledSample
+from yogo.errors import UserError, display_path
+from yogo.model import YOGO, build_model, grid_shape
+
+log = logging.getLogger(__name__)
+
+
+def make_model(
+    cfg: TrainConfig,
+    class_names: tuple[str, ...],
+    train: tuple[LabelledSample, ...],
+    pretrained: Checkpoint | None,
+    weights: torch.Tensor | None,
+) -> tuple[YOGO, ModelInfo]:
+    """A new model fitted to the data, or one starting from `pretrained` (whose model
+    settings travel with it); a different class count re-initialises the output layer."""
+    boxes = np.concatenate([s.boxes for s in train]) if train else np.zeros((0, 5))
+    if pretrained is not None:
+        old = pretrained.info
+        image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
+        info = ModelInfo(
+            old.model_name,
+            class_names,
+            old.channels,
+            old.normalize_images,
+            (int(image_hw[0]), int(image_hw[1])),
+            old.anchor_w,
+            old.anchor_h,
+        )
+        model = build_model(
+            info.model_name,
+            len(class_names),
+            info.channels,
+            info.normalize_images,
+            info.anchor_w,
+            info.anchor_h,
+        )
+        state = dict(pretrained.state_dict)
+        if len(old.class_names) != len(class_names):
+            head = f"model.{len(model.model) - 1}."
+            state = {k: v for k, v in state.items() if not k.startswith(head)}
+            log.info(
+                f"--from-pretrained: {len(old.class_names)} classes in the checkpoint, "
+                f"{len(class_names)} here: the output layer starts fresh"
+            )
+            model.load_state_dict(state, strict=False)
+            _init_priors(model, train, weights, info.image_hw)
+        else:
+            if old.class_names != class_names:
+                log.warning(
+                    f"--from-pretrained: class names differ ([{', '.join(old.class_names)}]"
+                    f" -> [{', '.join(class_names)}]); outputs are reused by index"
+                )
+            model.load_state_dict(state)
+        log.info(
+            f"--from-pretrained {display_path(pretrained.path)}: {info.model_name}, "
+            f"{info.channels} channel(s), normalize_images={info.normalize_images}, "
+            f"image {info.image_hw[0]}x{info.image_hw[1]}, anchor "
+            f"{info.anchor_w:.4f} x {info.anchor_h:.4f}"
+        )
+        return model, info
+    if not len(boxes) and (cfg.anchor_w is None or cfg.anchor_h is None):
+        raise UserError(
+            "the train split has no objects to fit the anchor to",
+            fix="label some objects, or give --anchor-w and --anchor-h",
+        )
+    first = train[0]
+    image_hw = tuple(cfg.image_hw) if cfg.image_hw else (first.height, first.width)
+    anchor_w = cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean())
+    anchor_h = cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean())
+    info = ModelInfo(
+        cfg.model,
+        class_names,
+        3 if cfg.rgb_images else 1,
+        cfg.normalize_images,
+        (int(image_hw[0]), int(image_hw[1])),
+        anchor_w,
+        anchor_h,
+    )
+    model = build_model(
+        info.model_name, len(class_names), info.channels, info.normalize_images, anchor_w, anchor_h
+    )
+    _init_priors(model, train, weights, info.image_hw)
+    return model, info
+
+
+def _init_priors(
+    model: YOGO,
+    train: tuple[LabelledSample, ...],
+    weights: torch.Tensor | None,
+    image_hw: tuple[int, int],
+) -> None:
+    """Output biases at the priors the loss converges to: the object fraction of cells, and
+    the class frequencies times their class weights."""
+    rows, cols = grid_shape(image_hw)
+    counts = class_counts(train, model.num_classes)
+    fraction = counts.sum() / max(1, len(train) * rows * cols)
+    prior = torch.from_numpy(counts + 1.0).float()
+    if weights is not None:
+        prior = prior * weights.clamp_min(1e-6)
+    model.init_output_priors(float(fraction), prior)
+
+
+def class_counts(train: tuple[LabelledSample, ...], num_classes: int) -> np.ndarray:
+    counts = np.zeros(num_classes)
+    for s in train:
+        counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=num_classes)
+    return counts
+
+
+def class_weights(
+    spec: str, train: tuple[LabelledSample, ...], num_classes: int
+) -> torch.Tensor | None:
+    if spec == "none":
+        return None
+    if spec == "auto":
+        # Balanced: n / (C * n_c), so every class weighs as much in total and the loss's
+        # equilibrium class prior is uniform; the mean weight per object stays 1.
+        counts = class_counts(train, num_classes)
+        present = counts > 0
+        weights = np.zeros(num_classes)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return torch.tensor(weights, dtype=torch.float32)
+    values = [float(w) for w in spec.split(",")]
+    if len(values) != num_classes:
+        raise UserError(f"--class-weights has {len(values)} values for {num_classes} classes")
+    return torch.tensor(values, dtype=torch.float32)
