@@ -348,3 +348,28 @@ def test_bad_paths(run_cli, models, tmp_path) -> None:
     )
     assert junk.code == 2 and "is not a readable ONNX model" in junk.err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+def test_images_that_would_share_output_names_are_refused(
+    run_cli, models, trained_run, tmp_path
+) -> None:
+    source = Image.open(next((trained_run.ddf.parent / "images").glob("*.png")))
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    source.save(folder / "a.png")
+    source.save(folder / "a.tif")
+    result = run_cli(
+        "infer",
+        models["pth"],
+        "--path-to-images",
+        folder,
+        "--output-dir",
+        tmp_path / "out",
+        "--save-preds",
+    )
+    assert result.code == 2 and "would write the same labels/ and boxes/ files" in result.err
+    assert not (tmp_path / "out").exists()
+    plain = run_cli(
+        "infer", models["pth"], "--path-to-images", folder, "--output-dir", tmp_path / "json-only"
+    )
+    assert plain.code == 0 and sorted(predictions(tmp_path / "json-only")) == ["a.png", "a.tif"]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from yogo.boxes import postprocess
-from yogo.errors import UserError
+from yogo.errors import UserError, display_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -191,6 +191,8 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
             path=out,
             fix="choose another --output-dir (results are never overwritten)",
         )
+    if settings.save_preds or settings.draw_boxes:
+        _require_distinct_stems(paths, root)
     out.mkdir(parents=True, exist_ok=True)
     names = predictor.class_names
     workers = default_num_workers() if settings.num_workers is None else settings.num_workers
@@ -249,6 +251,21 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
             writer.writerow(["image", "total", *names])
             writer.writerows(count_rows)
     return summary
+
+
+def _require_distinct_stems(paths: Sequence[Path], root: Path) -> None:
+    """labels/NAME.txt and boxes/NAME.png drop the image suffix: `a.png` and `a.tif` in one
+    folder would write the same files."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.relative_to(root).with_suffix("")
+        if key in seen:
+            raise UserError(
+                f"{display_path(seen[key])} and {display_path(path)} would write the same "
+                "labels/ and boxes/ files",
+                fix="rename one of them, or infer on them separately",
+            )
+        seen[key] = path
 
 
 def _record(
