@@ -52,6 +52,26 @@ def start_ranks(
     return ranks
 
 
+def train_command(data: Path, out: Path, *flags: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "yogo",
+        "train",
+        str(data),
+        "-bs",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-wandb",
+        "--output-dir",
+        str(out),
+        "--name",
+        "run",
+        *flags,
+    ]
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ranks")
@@ -60,26 +80,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("fault", ["dies", "hangs"])
 def test_a_lost_rank_ends_the_job_within_the_timeout(data: Path, tmp_path: Path, fault) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "yogo",
-        "train",
-        str(data),
-        "--epochs",
-        "100",
-        "-bs",
-        "2",
-        "--num-workers",
-        "0",
-        "--no-wandb",
-        "--output-dir",
-        str(tmp_path),
-        "--name",
-        "run",
-        "--dist-timeout",
-        str(TIMEOUT_S),
-    ]
+    command = train_command(data, tmp_path, "--epochs", "100", "--dist-timeout", str(TIMEOUT_S))
     rank0, rank1 = start_ranks(command)
     try:
         deadline = time.time() + 300
@@ -139,28 +140,9 @@ def test_every_rank_takes_the_same_decision(signals, nonfinite, expected) -> Non
 def test_a_diverging_loss_stops_all_ranks_before_the_optimizer_step(
     data: Path, tmp_path: Path
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "yogo",
-        "train",
-        str(data),
-        "--epochs",
-        "3",
-        "-bs",
-        "2",
-        "--num-workers",
-        "0",
-        "--no-wandb",
-        "--output-dir",
-        str(tmp_path),
-        "--name",
-        "run",
-        "--learning-rate",
-        "1e12",
-        "--dist-timeout",
-        "60",
-    ]
+    command = train_command(
+        data, tmp_path, "--epochs", "3", "--learning-rate", "1e12", "--dist-timeout", "60"
+    )
     ranks = start_ranks(command)
     outputs = [p.communicate(timeout=300)[0] for p in ranks]
     for process, output in zip(ranks, outputs, strict=True):
