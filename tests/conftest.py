@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,13 @@ import pytest
 from PIL import Image
 
 from yogo.cli import main
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def write_image(path: Path, hw: tuple[int, int] = (32, 40), mode: str = "L") -> Path:

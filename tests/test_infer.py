@@ -35,6 +35,11 @@ def test_split(trained_run, tmp_path_factory) -> tuple[Path, list]:
     return folder, list(samples)
 
 
+def infer(run_cli, model: Path, images: Path, out: Path, *flags: str):
+    """`yogo infer MODEL --path-to-images IMAGES --output-dir OUT FLAGS...`"""
+    return run_cli("infer", model, "--path-to-images", images, "--output-dir", out, *flags)
+
+
 def predictions(folder: Path) -> dict[str, list[dict]]:
     document = json.loads((folder / "predictions.json").read_text())
     return {record["image"]: record["detections"] for record in document["images"]}
@@ -45,18 +50,7 @@ def test_pth_and_onnx_give_the_same_detections(run_cli, models, test_split, tmp_
     results = {}
     for kind, model in models.items():
         out = tmp_path / kind
-        result = run_cli(
-            "infer",
-            model,
-            "--path-to-images",
-            images,
-            "--output-dir",
-            out,
-            "--obj-thresh",
-            "0.2",
-            "--batch-size",
-            "4",
-        )
+        result = infer(run_cli, model, images, out, "--obj-thresh", "0.2", "--batch-size", "4")
         assert result.code == 0, result.err
         results[kind] = predictions(out)
     assert results["pth"].keys() == results["onnx"].keys()
@@ -122,17 +116,7 @@ def test_map_from_saved_predictions_equals_yogo_test(
     run_cli, models, test_split, trained_run, tmp_path
 ) -> None:
     images, samples = test_split
-    result = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        images,
-        "--output-dir",
-        tmp_path,
-        "--save-preds",
-        "--obj-thresh",
-        "0.01",
-    )
+    result = infer(run_cli, models["pth"], images, tmp_path, "--save-preds", "--obj-thresh", "0.01")
     assert result.code == 0, result.err
     ours = pycocotools_map50(samples, tmp_path / "labels", (96, 128))
     tested = run_cli("test", models["pth"], trained_run.ddf, "--json", tmp_path / "test.json")
@@ -144,12 +128,10 @@ def test_map_from_saved_predictions_equals_yogo_test(
 
 def test_every_output_and_every_threshold(run_cli, models, test_split, tmp_path) -> None:
     images, samples = test_split
-    result = run_cli(
-        "infer",
+    result = infer(
+        run_cli,
         models["onnx"],
-        "--path-to-images",
         images,
-        "--output-dir",
         tmp_path,
         "--save-preds",
         "--draw-boxes",
@@ -197,39 +179,14 @@ def test_any_format_and_size_single_files_and_sub_folders(
     source.save(folder / "deeper" / "inner.png")
     (folder / "notes.txt").write_text("not an image")
 
-    flat = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        folder,
-        "--output-dir",
-        tmp_path / "flat",
-        "--obj-thresh",
-        "0.2",
-    )
+    flat = infer(run_cli, models["pth"], folder, tmp_path / "flat", "--obj-thresh", "0.2")
     assert flat.code == 0, flat.err
     assert sorted(predictions(tmp_path / "flat")) == ["big.jpg", "color.tif", "sixteen.png"]
-    deep = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        folder,
-        "--output-dir",
-        tmp_path / "deep",
-        "--recursive",
-        "--save-preds",
-    )
+    deep = infer(run_cli, models["pth"], folder, tmp_path / "deep", "--recursive", "--save-preds")
     assert deep.code == 0, deep.err
     assert "deeper/inner.png" in predictions(tmp_path / "deep")
     assert (tmp_path / "deep" / "labels" / "deeper" / "inner.txt").exists()
-    single = run_cli(
-        "infer",
-        models["onnx"],
-        "--path-to-images",
-        folder / "big.jpg",
-        "--output-dir",
-        tmp_path / "single",
-    )
+    single = infer(run_cli, models["onnx"], folder / "big.jpg", tmp_path / "single")
     assert single.code == 0 and list(predictions(tmp_path / "single")) == ["big.jpg"]
     record = json.loads((tmp_path / "single" / "predictions.json").read_text())["images"][0]
     assert (record["height"], record["width"]) == (192, 256)
@@ -240,15 +197,7 @@ def test_unreadable_images_are_listed_and_skipped(run_cli, models, test_split, t
     folder = tmp_path / "some-bad"
     shutil.copytree(images, folder)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    result = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        folder,
-        "--output-dir",
-        tmp_path / "out",
-        "--count",
-    )
+    result = infer(run_cli, models["pth"], folder, tmp_path / "out", "--count")
     assert result.code == 1
     assert "1 image(s) could not be read" in result.err and "broken.png" in result.err
     document = json.loads((tmp_path / "out" / "predictions.json").read_text())
@@ -258,24 +207,19 @@ def test_unreadable_images_are_listed_and_skipped(run_cli, models, test_split, t
 
 def test_results_are_never_overwritten(run_cli, models, test_split, tmp_path) -> None:
     images, _ = test_split
-    assert (
-        run_cli("infer", models["pth"], "--path-to-images", images, "--output-dir", tmp_path).code
-        == 0
-    )
+    assert infer(run_cli, models["pth"], images, tmp_path).code == 0
     before = (tmp_path / "predictions.json").read_text()
-    again = run_cli("infer", models["pth"], "--path-to-images", images, "--output-dir", tmp_path)
+    again = infer(run_cli, models["pth"], images, tmp_path)
     assert again.code == 2 and "choose another --output-dir" in again.err
     assert (tmp_path / "predictions.json").read_text() == before
 
 
 def test_class_names_replace_the_models(run_cli, models, test_split, tmp_path) -> None:
     images, _ = test_split
-    result = run_cli(
-        "infer",
+    result = infer(
+        run_cli,
         models["pth"],
-        "--path-to-images",
         images,
-        "--output-dir",
         tmp_path,
         "--count",
         "--obj-thresh",
@@ -287,17 +231,7 @@ def test_class_names_replace_the_models(run_cli, models, test_split, tmp_path) -
     )
     assert result.code == 0, result.err
     assert "rbc" in result.out and "troph" in result.out
-    wrong = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        images,
-        "--output-dir",
-        tmp_path / "x",
-        "--class-names",
-        "a",
-        "b",
-    )
+    wrong = infer(run_cli, models["pth"], images, tmp_path / "x", "--class-names", "a", "b")
     assert wrong.code == 2 and "--class-names has 2 names for a model with 3 classes" in wrong.err
 
 
@@ -311,41 +245,18 @@ def test_class_names_replace_the_models(run_cli, models, test_split, tmp_path) -
 )
 def test_bad_settings(run_cli, models, test_split, tmp_path, args, message) -> None:
     images, _ = test_split
-    result = run_cli(
-        "infer", models["pth"], "--path-to-images", images, "--output-dir", tmp_path, *args
-    )
+    result = infer(run_cli, models["pth"], images, tmp_path, *args)
     assert result.code == 2 and message in result.err, result.err
 
 
 def test_bad_paths(run_cli, models, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
-    no_images = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        tmp_path / "empty",
-        "--output-dir",
-        tmp_path / "o1",
-    )
+    no_images = infer(run_cli, models["pth"], tmp_path / "empty", tmp_path / "o1")
     assert no_images.code == 2 and "no PNG, JPEG or TIFF images here" in no_images.err
-    missing = run_cli(
-        "infer",
-        tmp_path / "nope.onnx",
-        "--path-to-images",
-        tmp_path / "empty",
-        "--output-dir",
-        tmp_path / "o2",
-    )
+    missing = infer(run_cli, tmp_path / "nope.onnx", tmp_path / "empty", tmp_path / "o2")
     assert missing.code == 2 and "model file does not exist" in missing.err
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
-    junk = run_cli(
-        "infer",
-        tmp_path / "junk.onnx",
-        "--path-to-images",
-        tmp_path / "empty",
-        "--output-dir",
-        tmp_path / "o3",
-    )
+    junk = infer(run_cli, tmp_path / "junk.onnx", tmp_path / "empty", tmp_path / "o3")
     assert junk.code == 2 and "is not a readable ONNX model" in junk.err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
 
@@ -358,18 +269,8 @@ def test_images_that_would_share_output_names_are_refused(
     folder.mkdir()
     source.save(folder / "a.png")
     source.save(folder / "a.tif")
-    result = run_cli(
-        "infer",
-        models["pth"],
-        "--path-to-images",
-        folder,
-        "--output-dir",
-        tmp_path / "out",
-        "--save-preds",
-    )
+    result = infer(run_cli, models["pth"], folder, tmp_path / "out", "--save-preds")
     assert result.code == 2 and "would write the same labels/ and boxes/ files" in result.err
     assert not (tmp_path / "out").exists()
-    plain = run_cli(
-        "infer", models["pth"], "--path-to-images", folder, "--output-dir", tmp_path / "json-only"
-    )
+    plain = infer(run_cli, models["pth"], folder, tmp_path / "json-only")
     assert plain.code == 0 and sorted(predictions(tmp_path / "json-only")) == ["a.png", "a.tif"]

@@ -5,23 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 import torch
 
 from yogo.data.synth import write_dataset
 
 pytestmark = pytest.mark.dist
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,17 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from yogo.data.synth import write_dataset
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 TIMEOUT_S = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_ranks(

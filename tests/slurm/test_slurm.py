@@ -101,6 +101,14 @@ def wait_for(condition, timeout: float = 300, what: str = "") -> float:
     return time.time() - start
 
 
+def running_again(job_id: str) -> None:
+    """Wait until the job has been requeued once and runs again."""
+    wait_for(
+        lambda: job(job_id)["Restarts"] == "1" and job(job_id)["JobState"] == "RUNNING",
+        what=f"job {job_id} requeued and running again",
+    )
+
+
 def finished(job_id: str, log: Path) -> None:
     wait_for(
         lambda: job(job_id)["JobState"] not in ("PENDING", "RUNNING", "COMPLETING"),
@@ -136,10 +144,7 @@ def test_usr1_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data, tmp_p
     wait_for(lambda: (run / "last.pth").exists(), what="epoch 1")  # then inside epoch 2
     signalled = time.time()
     subprocess.run(["scancel", "--signal=USR1", stopped], check=True)
-    wait_for(
-        lambda: job(stopped)["Restarts"] == "1" and job(stopped)["JobState"] == "RUNNING",
-        what="the requeued job",
-    )
+    running_again(stopped)
     back = time.time() - signalled
     log = tmp_path / f"yogo-{stopped}.out"
     finished(stopped, log)
@@ -185,10 +190,7 @@ def test_preemption_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data,
         text=True,
         check=True,
     ).stdout.strip()
-    wait_for(
-        lambda: job(low)["Restarts"] == "1" and job(low)["JobState"] == "RUNNING",
-        what="the preempted job running again",
-    )
+    running_again(low)
     back = time.time() - preempted
     log = tmp_path / f"yogo-{low}.out"
     finished(low, log)
