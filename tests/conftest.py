@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 import textwrap
 from collections.abc import Sequence
@@ -126,3 +128,52 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         )
     )
     return TrainedRun(ddf, run)
+
+
+def pycocotools_ap(detections: list, truths: list) -> np.ndarray:
+    """Per-class AP at each IoU threshold from pycocotools, with no detection cap."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    scale = 1000.0  # pixel-like coordinates
+    images, annotations, results = [], [], []
+    for i, (d, t) in enumerate(zip(detections, truths, strict=True)):
+        images.append({"id": i, "width": 1000, "height": 1000})
+        for c, x0, y0, x1, y1 in t.numpy():
+            w, h = (x1 - x0) * scale, (y1 - y0) * scale
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": [x0 * scale, y0 * scale, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+        for x0, y0, x1, y1, obj, prob, c in d.numpy():
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": int(c),
+                    "score": float(obj * prob),
+                    "bbox": [x0 * scale, y0 * scale, (x1 - x0) * scale, (y1 - y0) * scale],
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c} for c in range(3)],
+        }
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(results) if results else COCO(), "bbox")
+        evaluation.params.maxDets = [10_000]
+        evaluation.params.areaRng = [[0, 1e10]]
+        evaluation.params.areaRngLbl = ["all"]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    precision = evaluation.eval["precision"][:, :, :, 0, 0]  # (T, R, K)
+    ap = np.where((precision > -1).any(axis=1), precision.clip(0).mean(axis=1), np.nan)
+    return ap  # (T, K)
