@@ -25,6 +25,7 @@ from torch import nn
 from yogo import __version__
 from yogo.checkpoint import Checkpoint, ModelInfo, load_checkpoint
 from yogo.errors import RunError, UserError, display_path
+from yogo.infer import load_predictor
 from yogo.model import YOGO
 
 # onnxruntime and PyTorch run the same float32 graph; channels other than w and h agree to
@@ -92,14 +93,16 @@ def export_onnx(
     deployed = Deployed(checkpoint.build_model(), info.image_hw, crop_height)
     images, source = verification_images(checkpoint)
 
-    handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{output.stem}.", suffix=".onnx", dir=output.parent
+    )
     os.close(handle)
     temp = Path(temp_name)
     try:
         _write_onnx(deployed, images, temp, opset, dynamic_batch)
-        _add_metadata(temp, info, crop_height, checkpoint)
+        input_shape, output_shape = _add_metadata(temp, info, crop_height, checkpoint)
         expected = deployed(torch.from_numpy(images)).detach().numpy()
-        got, input_shape, output_shape = _run_onnx(temp, images)
+        got = load_predictor(temp, "cpu").run(images).numpy()  # as `yogo infer` runs it
         error, wh_error = compare(got, expected)
         if not (error <= ATOL and wh_error <= WH_RTOL):
             raise RunError(
@@ -173,7 +176,8 @@ def _write_onnx(
 
 def _add_metadata(
     path: Path, info: ModelInfo, crop_height: float | None, checkpoint: Checkpoint
-) -> None:
+) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
+    """Add yogo's metadata to the file; returns its input and output shapes."""
     import onnx
 
     model = onnx.load(str(path))
@@ -197,17 +201,7 @@ def _add_metadata(
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
+    def shape(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+        return tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
 
-def _run_onnx(
-    path: Path, images: np.ndarray
-) -> tuple[np.ndarray, tuple[int | str, ...], tuple[int | str, ...]]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    batch = session.get_inputs()[0].shape[0]
-    if isinstance(batch, int):  # fixed batch size: one image at a time
-        outputs = [session.run(None, {"images": images[i : i + 1]})[0] for i in range(len(images))]
-        got = np.concatenate(outputs)
-    else:
-        got = session.run(None, {"images": images})[0]
-    return got, tuple(session.get_inputs()[0].shape), tuple(session.get_outputs()[0].shape)
+    return shape(model.graph.input[0]), shape(model.graph.output[0])
