@@ -15,7 +15,7 @@ def test_average_follows_the_ramped_decay() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update(model)
+    ema.update()
     weight = 1 - 0.9 * (1 - math.exp(-1.0))  # share of the new weights at update 1
     for name, value in ema.model.state_dict().items():
         if value.is_floating_point() and name in dict(model.named_parameters()):
@@ -28,7 +28,7 @@ def test_integer_buffers_are_copied() -> None:
     ema = WeightAverage(model)
     model.train()
     model(torch.zeros(2, 1, 64, 64))  # bumps num_batches_tracked
-    ema.update(model)
+    ema.update()
     for (name, mine), theirs in zip(
         ema.model.state_dict().items(), model.state_dict().values(), strict=True
     ):

@@ -3,7 +3,7 @@ place of the raw weights.
 
     ema = WeightAverage(model)
     ...after every optimizer step:
-    ema.update(model)
+    ema.update()
     evaluate(ema.model)
 
 The decay ramps up, decay * (1 - exp(-updates / 2000)), so early weights (far from the
@@ -26,18 +26,20 @@ class WeightAverage:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.decay, self.ramp, self.updates = decay, ramp, 0
+        # State tensors share storage with the modules (loading a state dict copies in place),
+        # so the pairs are listed once, not at every optimizer step.
+        pairs = list(
+            zip(self.model.state_dict().values(), model.state_dict().values(), strict=True)
+        )
+        self._averaged = [mine for mine, _ in pairs if mine.is_floating_point()]
+        self._current = [theirs for mine, theirs in pairs if mine.is_floating_point()]
+        self._counters = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
 
     @torch.no_grad()
-    def update(self, model: YOGO) -> None:
+    def update(self) -> None:
+        """After each optimizer step of the model this average was made from."""
         self.updates += 1
         weight = 1 - self.decay * (1 - math.exp(-self.updates / self.ramp))
-        averaged, current = [], []
-        for mine, theirs in zip(
-            self.model.state_dict().values(), model.state_dict().values(), strict=True
-        ):
-            if mine.is_floating_point():
-                averaged.append(mine)
-                current.append(theirs.detach())
-            else:  # batch-norm counters follow the model
-                mine.copy_(theirs)
-        torch._foreach_lerp_(averaged, current, weight)
+        torch._foreach_lerp_(self._averaged, self._current, weight)
+        for mine, theirs in self._counters:  # batch-norm counters follow the model
+            mine.copy_(theirs)

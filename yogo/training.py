@@ -327,7 +327,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
                 step += 1
                 nonfinite.zero_()
                 if ema is not None:
-                    ema.update(model)
+                    ema.update()
             sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
             images_seen += len(images)
             if not batches.disable:  # the visible progress bar is the only per-step sync
