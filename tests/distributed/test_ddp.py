@@ -10,19 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 import torch
+from conftest import free_port
 
 from yogo.data.synth import write_dataset
 
 pytestmark = pytest.mark.dist
 
 
-
 def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) -> None:
     """One rank of `validate`; rank 0 writes the merged report."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     from yogo.config import TrainConfig
     from yogo.data.dataset import DetectionDataset
     from yogo.data.loader import ShardSampler, make_loader
@@ -41,8 +45,15 @@ def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) ->
     dataset = DetectionDataset(samples, (64, 96), 1)
     shard = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
     loader = make_loader(dataset, 1, False, 0, 0, sampler=shard)
-    metrics, loss = validate(ctx, model, loader, shard, ddf.classes, TrainConfig(ddf=ddf.path.name),
-                             YOGOLoss(LossSettings()))
+    metrics, loss = validate(
+        ctx,
+        model,
+        loader,
+        shard,
+        ddf.classes,
+        TrainConfig(ddf=ddf.path.name),
+        YOGOLoss(LossSettings()),
+    )
     if ctx.is_main:
         Path(out).write_text(json.dumps({"report": metrics.compute(), "loss": loss}))
     teardown(ctx)
@@ -58,8 +69,12 @@ def test_sharded_validation_equals_single_process(data: Path, tmp_path: Path) ->
     import torch.multiprocessing as mp
 
     for world in (1, 2):
-        mp.spawn(_sharded_validation, args=(world, free_port(), str(data), str(tmp_path / f"{world}.json")),
-                 nprocs=world, join=True)
+        mp.spawn(
+            _sharded_validation,
+            args=(world, free_port(), str(data), str(tmp_path / f"{world}.json")),
+            nprocs=world,
+            join=True,
+        )
     one = json.loads((tmp_path / "1.json").read_text())
     two = json.loads((tmp_path / "2.json").read_text())
     assert one["report"]["num_images"] == two["report"]["num_images"] == 6
@@ -68,12 +83,36 @@ def test_sharded_validation_equals_single_process(data: Path, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_torchrun_two_processes_train_one_run(data: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", "-m", "yogo", "train", str(data), "--epochs", "2",
-               "-bs", "2", "--num-workers", "0", "--no-wandb", "--output-dir", str(tmp_path),
-               "--name", "two"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "yogo",
+        "train",
+        str(data),
+        "--epochs",
+        "2",
+        "-bs",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-wandb",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "two",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "two"
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -89,34 +128,80 @@ def test_processes_with_loader_workers_exit(data: Path, tmp_path: Path) -> None:
     """Loader workers ignore SIGTERM; they must still be gone when train() returns, or the
     interpreter's exit (terminate, then join) would wait forever."""
     code = (
-        "import yogo; yogo.train(yogo.TrainConfig(ddf=%r, epochs=1, num_workers=1, wandb=False,"
-        " output_dir=%r))" % (str(data), str(tmp_path))
+        f"import yogo; yogo.train(yogo.TrainConfig(ddf={str(data)!r}, epochs=1, num_workers=1,"
+        f" wandb=False, output_dir={str(tmp_path)!r}))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=180)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.slow
-def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_path: Path
-                                                                ) -> None:
+def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_path: Path) -> None:
     """Multi-node as on a cluster (one torchrun agent per node, c10d rendezvous), on loopback:
     the run equals the one-node, two-process run exactly."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    train = ["-m", "yogo", "train", str(data), "--epochs", "2", "-bs", "2", "--num-workers", "0",
-             "--no-wandb", "--output-dir", str(tmp_path)]
+    train = [
+        "-m",
+        "yogo",
+        "train",
+        str(data),
+        "--epochs",
+        "2",
+        "-bs",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-wandb",
+        "--output-dir",
+        str(tmp_path),
+    ]
     endpoint = f"127.0.0.1:{free_port()}"
     agents = [
         subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
-             "1", "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint",
-             endpoint, "--rdzv-id", "yogo-test", *train, "--name", "nodes"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(node),
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                endpoint,
+                "--rdzv-id",
+                "yogo-test",
+                *train,
+                "--name",
+                "nodes",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for node in range(2)
     ]
     one_node = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         *train, "--name", "one-node"], env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            *train,
+            "--name",
+            "one-node",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one_node.returncode == 0, one_node.stderr[-3000:]
     for agent in agents:
         output = agent.communicate(timeout=300)[0]

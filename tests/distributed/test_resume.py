@@ -19,10 +19,27 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def train_command(ddf: Path, out: Path, name: str, launcher: list[str], extra: list[str]
-                  ) -> list[str]:
-    return [*launcher, "-m", "yogo", "train", str(ddf), "--epochs", "4", "-bs", "2",
-            "--num-workers", "1", "--output-dir", str(out), "--name", name, *extra]
+def train_command(
+    ddf: Path, out: Path, name: str, launcher: list[str], extra: list[str]
+) -> list[str]:
+    return [
+        *launcher,
+        "-m",
+        "yogo",
+        "train",
+        str(ddf),
+        "--epochs",
+        "4",
+        "-bs",
+        "2",
+        "--num-workers",
+        "1",
+        "--output-dir",
+        str(out),
+        "--name",
+        name,
+        *extra,
+    ]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -49,11 +66,17 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
     ],
     ids=["1-process", "2-processes", "1-process-ema-wandb"],
 )
-def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, launcher, extra
-                                                ) -> None:
+def test_sigterm_mid_epoch_then_resume_is_exact(
+    data: Path, tmp_path: Path, launcher, extra
+) -> None:
     env = {**ENV, "WANDB_MODE": "offline"}
-    plain = subprocess.run(train_command(data, tmp_path, "plain", launcher, extra), env=env,
-                           capture_output=True, text=True, timeout=600)
+    plain = subprocess.run(
+        train_command(data, tmp_path, "plain", launcher, extra),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert plain.returncode == 0, plain.stderr[-3000:]
 
     # last.pth is first written at the end of epoch 1; a signal just after that lands inside
@@ -61,9 +84,14 @@ def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, laun
     # run stops at the epoch end, also exact but not what this test is about): try again.
     for attempt, delay in enumerate((0.05, 0.0, 0.15)):
         run = tmp_path / f"stopped-{attempt}"
-        process = subprocess.Popen(train_command(data, tmp_path, run.name, launcher, extra),
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
+        process = subprocess.Popen(
+            train_command(data, tmp_path, run.name, launcher, extra),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         deadline = time.time() + 300
         while not (run / "last.pth").exists():
             assert process.poll() is None and time.time() < deadline
@@ -82,8 +110,13 @@ def test_sigterm_mid_epoch_then_resume_is_exact(data: Path, tmp_path: Path, laun
         assert process.returncode == 143 and "stopped by SIGTERM" in output
 
     (run / ".last.pth.partial").write_bytes(b"half a checkpoint")  # as kill -9 leaves it
-    resumed = subprocess.run([*launcher, "-m", "yogo", "train", "--resume", str(run / "last.pth")],
-                             env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*launcher, "-m", "yogo", "train", "--resume", str(run / "last.pth")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (run / ".last.pth.partial").exists()
     assert "last.pth.partial (a write interrupted by a crash)" in resumed.stderr
