@@ -15,6 +15,26 @@ import pytest
 from PIL import Image
 
 from yogo.cli import main
+from yogo.model import YOGO, ModelConfig, build_model
+
+
+def model_config(
+    name: str = "base_model",
+    num_classes: int = 3,
+    channels: int = 1,
+    normalize_images: bool = True,
+    anchor_w: float = 0.05,
+    anchor_h: float = 0.05,
+    image_hw: tuple[int, int] = (64, 96),
+) -> ModelConfig:
+    """A model description with classes c0, c1, ... (the arguments tests vary first)."""
+    class_names = tuple(f"c{i}" for i in range(num_classes))
+    return ModelConfig(name, class_names, channels, normalize_images, image_hw, anchor_w, anchor_h)
+
+
+def make_model(*args: object, **kwargs: object) -> YOGO:
+    """A freshly initialised network: `model_config`'s arguments."""
+    return build_model(model_config(*args, **kwargs))  # type: ignore[arg-type]
 
 
 def free_port() -> int:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import model_config
 
 from yogo.checkpoint import (
-    ModelInfo,
     checkpoint_payload,
     load_checkpoint,
     load_model,
@@ -18,21 +19,23 @@ from yogo.checkpoint import (
 from yogo.errors import UserError
 from yogo.model import build_model
 
-INFO = ModelInfo("half_filters", ("a", "b"), 1, True, (64, 96), 0.05, 0.07)
+CONFIG = dataclasses.replace(
+    model_config("half_filters", 2, anchor_w=0.05, anchor_h=0.07), class_names=("a", "b")
+)
 
 
 def saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
-    model = build_model("half_filters", 2, anchor_w=0.05, anchor_h=0.07)
+    model = build_model(CONFIG)
     path = tmp_path / "m.pth"
-    save_checkpoint(path, checkpoint_payload(model, INFO, epoch=3, config={"ddf": "x.yml"}))
+    save_checkpoint(path, checkpoint_payload(model, epoch=3, config={"ddf": "x.yml"}))
     return path, model
 
 
 def test_round_trip(tmp_path: Path) -> None:
     path, model = saved(tmp_path)
     loaded, info = load_model(path)
-    assert info == INFO
+    assert info == CONFIG
     images = torch.randint(0, 255, (1, 1, 64, 96), dtype=torch.uint8)
     model.eval()
     torch.testing.assert_close(loaded(images), model(images))

@@ -130,19 +130,19 @@ def test_synth_writes_a_dataset_that_checks_clean(tmp_path: Path, run_cli) -> No
         "--image-hw",
         "64",
         "96",
-        "--classes",
+        "--class-names",
         "rbc",
         "ring",
         "--seed",
         "3",
-        "--split",
+        "--split-fractions",
         "0.5",
         "0.5",
         "0",
     )
     assert result.code == 0, result.err
     ddf = DatasetDefinition.from_yaml(out / "ddf.yml")
-    assert ddf.classes == ("rbc", "ring") and len(ddf.samples) == 6
+    assert ddf.class_names == ("rbc", "ring") and len(ddf.samples) == 6
     assert run_cli("check", out / "ddf.yml").code == 0
 
 

@@ -37,7 +37,7 @@ PAIR = "{image_path: set/images, label_path: set/labels}"
 
 def test_minimal_ddf_is_all_train(tmp_path: Path) -> None:
     ddf = DatasetDefinition.from_yaml(simple_ddf(tmp_path, n=5))
-    assert ddf.classes == ("a", "b")
+    assert ddf.class_names == ("a", "b")
     assert ddf.split_fractions == SplitFractions(1.0, 0.0, 0.0)
     assert stems(ddf.splits["train"]) == [f"s{i:03d}" for i in range(5)]
     assert ddf.splits["val"] == () and ddf.splits["test"] == ()
@@ -48,7 +48,7 @@ def test_minimal_ddf_is_all_train(tmp_path: Path) -> None:
 
 def test_class_names_stay_text_as_written(tmp_path: Path) -> None:
     ddf = DatasetDefinition.from_yaml(simple_ddf(tmp_path, classes="[07, 1.0, yes, null-ish]"))
-    assert ddf.classes == ("07", "1.0", "yes", "null-ish")
+    assert ddf.class_names == ("07", "1.0", "yes", "null-ish")
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,13 @@ from __future__ import annotations
 import math
 
 import torch
+from conftest import make_model
 
 from yogo.ema import WeightAverage
-from yogo.model import build_model
 
 
 def test_average_follows_the_ramped_decay() -> None:
-    model = build_model("base_model", 2, 1, True, 0.1, 0.1)
+    model = make_model("base_model", 2, 1, True, 0.1, 0.1)
     ema = WeightAverage(model, decay=0.9, ramp=1.0)
     start = {k: v.clone() for k, v in ema.model.state_dict().items()}
     with torch.no_grad():
@@ -24,7 +24,7 @@ def test_average_follows_the_ramped_decay() -> None:
 
 
 def test_integer_buffers_are_copied() -> None:
-    model = build_model("base_model", 2, 1, True, 0.1, 0.1)
+    model = make_model("base_model", 2, 1, True, 0.1, 0.1)
     ema = WeightAverage(model)
     model.train()
     model(torch.zeros(2, 1, 64, 64))  # bumps num_batches_tracked

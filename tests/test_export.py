@@ -11,10 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import make_model
 
 from yogo.checkpoint import load_checkpoint
-from yogo.export import Deployed, compare
-from yogo.model import grid_shape
+from yogo.export import compare
+from yogo.grid import grid_shape
+from yogo.predictor import Deployed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 
@@ -35,7 +37,8 @@ def test_yogo_v1_checkpoint_exports_and_matches_its_reference(run_cli, tmp_path)
     shutil.copy(FIXTURE / "base_model_7cls_772x1032.pth", checkpoint)
     result = run_cli("export", checkpoint)
     assert result.code == 0, result.err
-    assert "synthetic frames" in result.out and "max abs error" in result.out
+    assert "synthetic frames (the checkpoint names no dataset definition)" in result.out
+    assert "max abs error" in result.out
     onnx_path = tmp_path / "v1.onnx"  # the checkpoint path with .onnx, nothing else changed
     images = np.load(FIXTURE / "input_uint8_2x1x772x1032.npy")
     expected = np.load(FIXTURE / "expected_inference_output.npy")
@@ -64,7 +67,7 @@ def test_trained_checkpoint_is_verified_on_its_validation_images(
     session = ort.InferenceSession(str(path))
     assert session.get_inputs()[0].type == "tensor(uint8)"
     assert session.get_inputs()[0].shape == ["batch", 1, 96, 128]
-    model = Deployed(load_checkpoint(checkpoint).build_model(), (96, 128), None)
+    model = Deployed(load_checkpoint(checkpoint).build_model())
     for batch in (1, 3):  # dynamic batch
         images = np.random.default_rng(batch).integers(0, 256, (batch, 1, 96, 128), np.uint8)
         error, wh_error = compare(
@@ -123,7 +126,8 @@ def test_without_the_runs_data_synthetic_frames_verify_it(run_cli, trained_run, 
     torch.save(payload, tmp_path / "elsewhere.pth")
     result = run_cli("export", tmp_path / "elsewhere.pth")
     assert result.code == 0, result.err
-    assert "synthetic frames (the run's DDF is not readable here)" in result.out
+    assert "synthetic frames (its images cannot be read here: " in result.out
+    assert "warning: verifying the ONNX file on synthetic frames" in result.err
 
 
 @pytest.mark.parametrize(
@@ -164,10 +168,9 @@ def test_yogo_v1_layouts_export_rgb_normalised_and_cropped(
 ) -> None:
     """Checkpoints in YOGO 1.0.1's layout (settings as buffers, weights under model.K.M) for
     the variants the fixture does not cover, also with --crop-height."""
-    from yogo.model import build_model
 
     channels = 3 if rgb else 1
-    model = build_model("base_model", 2, channels, normalize, 0.05, 0.07)
+    model = make_model("base_model", 2, channels, normalize, 0.05, 0.07)
     state = {k: v for k, v in model.state_dict().items() if k != "anchors"}
     state.update(
         img_size=torch.tensor([64, 96]),
@@ -198,7 +201,7 @@ def test_yogo_v1_layouts_export_rgb_normalised_and_cropped(
         result = run_cli("export", path, "--output-filename", out, *args)
         assert result.code == 0, result.err
         images = np.random.default_rng(1).integers(0, 256, (2, channels, 64, 96), np.uint8)
-        expected = Deployed(model.eval(), (64, 96), float(crop) if crop else None)
+        expected = Deployed(model.eval(), float(crop) if crop else None)
         error, wh_error = compare(
             run_onnx(out, images), expected(torch.from_numpy(images)).detach().numpy()
         )

@@ -13,18 +13,19 @@ import torch
 from conftest import pycocotools_ap
 from PIL import Image
 
-from yogo.data.verify import scan_dataset
+from yogo.data.scan import scan_dataset
 from yogo.ddf import DatasetDefinition
 
 
 @pytest.fixture(scope="module")
 def models(trained_run, tmp_path_factory) -> dict[str, Path]:
+    from yogo.config import ExportConfig
     from yogo.export import export_onnx
 
     folder = tmp_path_factory.mktemp("models")
     pth = folder / "best.pth"
     shutil.copy(trained_run.run / "best.pth", pth)
-    return {"pth": pth, "onnx": export_onnx(pth).path}
+    return {"pth": pth, "onnx": export_onnx(ExportConfig(checkpoint=str(pth))).path}
 
 
 @pytest.fixture(scope="module")
@@ -222,13 +223,46 @@ def test_bad_settings(run_cli, models, test_split, tmp_path, args, message) -> N
 def test_bad_paths(run_cli, models, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     no_images = infer(run_cli, models["pth"], tmp_path / "empty", tmp_path / "o1")
-    assert no_images.code == 2 and "no PNG, JPEG or TIFF images here" in no_images.err
+    assert no_images.code == 2 and "no PNG, JPEG, TIFF or BMP images here" in no_images.err
     missing = infer(run_cli, tmp_path / "nope.onnx", tmp_path / "empty", tmp_path / "o2")
     assert missing.code == 2 and "model file does not exist" in missing.err
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     junk = infer(run_cli, tmp_path / "junk.onnx", tmp_path / "empty", tmp_path / "o3")
-    assert junk.code == 2 and "is not a readable ONNX model" in junk.err
+    assert junk.code == 2 and "is not an ONNX file" in junk.err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+def test_an_onnx_file_onnxruntime_cannot_run_is_reported_with_its_reason(run_cli, tmp_path) -> None:
+    """A well-formed ONNX file whose graph onnxruntime refuses is not called unreadable: the
+    message carries onnxruntime's own words."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOperator", ["images"], ["predictions"], domain="org.example")],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("predictions", TensorProto.FLOAT, [1, 8, 1, 1])],
+    )
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("org.example", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), tmp_path / "odd.onnx")
+    (tmp_path / "frames").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "frames" / "a.png")
+    result = infer(run_cli, tmp_path / "odd.onnx", tmp_path / "frames", tmp_path / "out")
+    assert result.code == 2, result.err
+    assert "onnxruntime cannot load this model" in result.err
+    assert "NoSuchOperator" in result.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bmp_images_are_found_like_the_other_formats(run_cli, models, tmp_path) -> None:
+    """Datasets accept .bmp, so `yogo infer` folders do too."""
+    (tmp_path / "frames").mkdir()
+    Image.new("L", (128, 96), 120).save(tmp_path / "frames" / "a.bmp")
+    result = infer(run_cli, models["pth"], tmp_path / "frames", tmp_path / "out")
+    assert result.code == 0, result.err
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [record["image"] for record in predictions["images"]] == ["a.bmp"]
 
 
 def test_images_that_would_share_output_names_are_refused(

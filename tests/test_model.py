@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_model
 
 from yogo.checkpoint import load_checkpoint, load_model
-from yogo.model import MODELS, build_model, grid_shape
+from yogo.model import MODELS, grid_shape
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 
@@ -17,7 +18,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_model_any_size_gray_or_rgb(name: str, channels: int) -> None:
-    model = build_model(name, num_classes=4, channels=channels).eval()
+    model = make_model(name, num_classes=4, channels=channels).eval()
     for hw in [(64, 80), (57, 91)]:
         images = torch.randint(0, 255, (2, channels, *hw), dtype=torch.uint8)
         raw = model(images)
@@ -31,7 +32,7 @@ def test_reference_grid() -> None:
 
 
 def test_base_model_layout_matches_the_spec() -> None:
-    model = build_model("base_model", num_classes=7)
+    model = make_model("base_model", num_classes=7)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride[0], c.bias is not None) for c in convs] == [
         (1, 16, 2, False),
@@ -49,15 +50,15 @@ def test_base_model_layout_matches_the_spec() -> None:
 
 def test_normalisation_happens_inside_the_model() -> None:
     torch.manual_seed(0)
-    normalising = build_model("base_model", 3, normalize_images=True).eval()
-    plain = build_model("base_model", 3, normalize_images=False).eval()
+    normalising = make_model("base_model", 3, normalize_images=True).eval()
+    plain = make_model("base_model", 3, normalize_images=False).eval()
     plain.load_state_dict(normalising.state_dict())
     images = torch.randint(0, 255, (1, 1, 32, 32), dtype=torch.uint8)
     torch.testing.assert_close(normalising(images), plain(images.float() / 255))
 
 
 def test_variants_differ_in_size() -> None:
-    count = {name: sum(p.numel() for p in build_model(name, 3).parameters()) for name in MODELS}
+    count = {name: sum(p.numel() for p in make_model(name, 3).parameters()) for name in MODELS}
     assert count["quarter_filters"] < count["half_filters"] < count["base_model"]
     assert count["base_model"] < count["double_filters"]
     assert count["shallow_model"] < count["base_model"] < count["deep_model"]
@@ -67,7 +68,7 @@ def test_unknown_model_name_is_a_user_error() -> None:
     from yogo.errors import UserError
 
     with pytest.raises(UserError, match="--model 'tiny' is not a known model"):
-        build_model("tiny", 3)
+        make_model("tiny", 3)
 
 
 def test_yogo_v1_checkpoint_reproduces_its_output() -> None:
@@ -90,18 +91,16 @@ def test_yogo_v1_checkpoint_reproduces_its_output() -> None:
 def test_yogo_v1_checkpoint_metadata() -> None:
     checkpoint = load_checkpoint(FIXTURE / "base_model_7cls_772x1032.pth")
     assert checkpoint.source == "yogo-1.0.1"
-    assert checkpoint.info.model_name == "base_model"
-    assert checkpoint.info.anchor_w == pytest.approx(0.0425, abs=1e-4)
+    assert checkpoint.model_config.model_name == "base_model"
+    assert checkpoint.model_config.anchor_w == pytest.approx(0.0425, abs=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_check_and_every_model_agree_on_the_grid(name: str) -> None:
-    from yogo.data.verify import grid_shape as check_grid
-
-    model = build_model(name, 2).eval()
+def test_every_model_outputs_the_grid_check_and_targets_use(name: str) -> None:
+    model = make_model(name, 2).eval()
     for hw in [(772, 1032), (192, 256), (57, 91), (8, 8), (9, 17)]:
         out = model(torch.zeros(1, 1, *hw))
-        assert check_grid(hw) == grid_shape(hw) == tuple(out.shape[2:])
+        assert grid_shape(hw) == tuple(out.shape[2:])
 
 
 def test_public_api_is_lazy_and_complete() -> None:

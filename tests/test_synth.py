@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 from yogo import DatasetDefinition
+from yogo.data.report import check_report
+from yogo.data.scan import scan_dataset
 from yogo.data.synth import SmearSettings, default_class_frequencies, make_frame, write_dataset
-from yogo.data.verify import check_report, scan_dataset
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_written_dataset_is_clean_gray_and_imbalanced(tmp_path: Path) -> None:
     assert report["channels"] == {"1": 12}
     total = {
         c: sum(report["splits"][s]["objects_per_class"][c] for s in report["splits"])
-        for c in ddf.classes
+        for c in ddf.class_names
     }
     assert total["healthy"] > 5 * total["ring"] > 0 and total["ring"] > total["troph"] > 0
     assert report["grid"]["objects_lost"] <= 0.02 * sum(total.values())

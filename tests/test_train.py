@@ -68,7 +68,7 @@ def test_checkpoints_are_plain_data_with_everything_needed(trained: Path) -> Non
     assert payload["model"]["class_names"] == ["healthy", "ring", "trophozoite"]
     assert payload["model"]["image_hw"] == [64, 96]
     assert payload["config"]["epochs"] == 2
-    assert load_checkpoint(trained / "best.pth").info.anchor_w > 0
+    assert load_checkpoint(trained / "best.pth").model_config.anchor_w > 0
 
 
 def test_existing_run_is_never_overwritten(smear: Path, trained: Path, run_cli) -> None:
@@ -146,7 +146,7 @@ def test_from_pretrained_yogo_v1(smear: Path, tmp_path: Path, run_cli) -> None:
         "v1",
     )
     assert result.code == 0, result.err
-    info = load_checkpoint(tmp_path / "v1" / "last.pth").info
+    info = load_checkpoint(tmp_path / "v1" / "last.pth").model_config
     assert info.normalize_images is False and info.anchor_w == pytest.approx(0.0425, abs=1e-4)
 
 
@@ -300,7 +300,7 @@ def test_rgb_model_trains_and_tests(smear: Path, tmp_path: Path, run_cli, monkey
         "rgb",
     )
     assert result.code == 0, result.err
-    info = load_checkpoint(tmp_path / "rgb" / "best.pth").info
+    info = load_checkpoint(tmp_path / "rgb" / "best.pth").model_config
     assert info.channels == 3 and info.model_name == "quarter_filters"
     result = run_cli("test", tmp_path / "rgb" / "best.pth", smear, "--split", "val")
     assert result.code == 0, result.err

@@ -2,7 +2,7 @@
 
     >>> import yogo
     >>> ddf = yogo.DatasetDefinition.from_yaml("dataset_defs_example/example.yml")
-    >>> ddf.classes
+    >>> ddf.class_names
     ('healthy', 'ring', 'trophozoite')
     >>> run_dir = yogo.train(yogo.TrainConfig(ddf="dataset_defs_example/example.yml", epochs=3))
     >>> model, info = yogo.load_model(run_dir / "best.pth")

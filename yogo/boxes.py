@@ -71,29 +71,40 @@ def complete_iou_loss(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) ->
     return loss
 
 
+def assign_cells(
+    image: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor, grid: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid cell of each object and which objects the grid keeps.
+
+    `image` (N,) image index, `xc`, `yc` (N,) normalised centres. Returns `cell` (N,) long,
+    the flat index (image * rows + row) * cols + col, and `keep` (N,) bool: a cell holds one
+    object, the first listed of those whose centres fall into it. `build_targets` and `yogo
+    check`'s collision count both use this, so training loses exactly what check reports.
+    """
+    rows, cols = grid
+    row = (yc * rows).long().clamp(0, rows - 1)
+    col = (xc * cols).long().clamp(0, cols - 1)
+    cell = (image.long() * rows + row) * cols + col
+    _, slot = torch.unique(cell, return_inverse=True)
+    order = torch.arange(len(cell), device=cell.device)
+    first = torch.full_like(order, len(cell)).scatter_reduce(0, slot, order, reduce="amin")
+    return cell, first[slot] == order
+
+
 def build_targets(labels: torch.Tensor, batch_size: int, grid: tuple[int, int]) -> torch.Tensor:
     """Grid targets for a batch, vectorised.
 
     `labels` (N, 6): image index in the batch, class, xc, yc, w, h. Returns (B, Sy, Sx, 6):
-    has-object mask, xc, yc, w, h, class. A cell holds one object; when several centres fall
-    into one cell the first listed (lowest row in `labels`) is kept, as `yogo check` reports.
+    has-object mask, xc, yc, w, h, class; one object per cell (`assign_cells`).
     """
     rows, cols = grid
     target = torch.zeros(batch_size * rows * cols, 6, device=labels.device)
-    if len(labels) == 0:
-        return target.view(batch_size, rows, cols, 6)
-    image = labels[:, 0].long()
-    row = (labels[:, 3] * rows).long().clamp(0, rows - 1)
-    col = (labels[:, 2] * cols).long().clamp(0, cols - 1)
-    cell = (image * rows + row) * cols + col
-    order = torch.arange(len(labels), device=labels.device)
-    first = torch.full((batch_size * rows * cols,), len(labels), device=labels.device)
-    first = first.scatter_reduce(0, cell, order, reduce="amin")
-    keep = first[cell] == order
-    cell = cell[keep]
-    target[cell, 0] = 1.0
-    target[cell, 1:5] = labels[keep, 2:6]
-    target[cell, 5] = labels[keep, 1]
+    if len(labels):
+        cell, keep = assign_cells(labels[:, 0], labels[:, 2], labels[:, 3], grid)
+        cell = cell[keep]
+        target[cell, 0] = 1.0
+        target[cell, 1:5] = labels[keep, 2:6]
+        target[cell, 5] = labels[keep, 1]
     return target.view(batch_size, rows, cols, 6)
 
 

@@ -21,47 +21,11 @@ from typing import Any
 import torch
 
 from yogo.errors import RunError, UserError, display_path
-from yogo.model import YOGO, build_model
+from yogo.model import YOGO, ModelConfig, build_model
 
 FORMAT = "yogo-checkpoint"
 PARTIAL_SUFFIX = ".partial"
 VERSION = 1
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What it takes to rebuild a model and feed it: part of every checkpoint."""
-
-    model_name: str
-    class_names: tuple[str, ...]
-    channels: int
-    normalize_images: bool
-    image_hw: tuple[int, int]
-    anchor_w: float
-    anchor_h: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "class_names": list(self.class_names),
-            "channels": self.channels,
-            "normalize_images": self.normalize_images,
-            "image_hw": list(self.image_hw),
-            "anchor_w": self.anchor_w,
-            "anchor_h": self.anchor_h,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        return cls(
-            str(d["model_name"]),
-            tuple(str(c) for c in d["class_names"]),
-            int(d["channels"]),
-            bool(d["normalize_images"]),
-            (int(d["image_hw"][0]), int(d["image_hw"][1])),
-            float(d["anchor_w"]),
-            float(d["anchor_h"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -70,21 +34,14 @@ class Checkpoint:
     `source` says whether yogo or YOGO 1.0.1 wrote it."""
 
     path: Path
-    info: ModelInfo
+    model_config: ModelConfig
     state_dict: dict[str, torch.Tensor]
     payload: dict[str, Any]
     source: str  # "yogo" or "yogo-1.0.1"
 
     def build_model(self) -> YOGO:
-        info = self.info
-        model = build_model(
-            info.model_name,
-            len(info.class_names),
-            info.channels,
-            info.normalize_images,
-            info.anchor_w,
-            info.anchor_h,
-        )
+        """The network with these weights (train mode, on CPU)."""
+        model = build_model(self.model_config)
         model.load_state_dict(self.state_dict)
         return model
 
@@ -125,11 +82,11 @@ def remove_partial_files(folder: Path) -> list[Path]:
     return stale
 
 
-def checkpoint_payload(model: YOGO, info: ModelInfo, **extra: Any) -> dict[str, Any]:
-    """The standard payload: model settings and weights (on CPU), plus `extra` (config,
-    epoch, optimizer state, ...)."""
+def checkpoint_payload(model: YOGO, **extra: Any) -> dict[str, Any]:
+    """The standard payload: the model's description and weights (on CPU), plus `extra`
+    (config, epoch, optimizer state, ...)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"model": info.to_dict(), "state_dict": state, **extra}
+    return {"model": model.config.to_dict(), "state_dict": state, **extra}
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -166,8 +123,8 @@ def _from_yogo(path: Path, payload: dict[str, Any]) -> Checkpoint:
             path=path,
             fix="upgrade yogo",
         )
-    info = ModelInfo.from_dict(payload["model"])
-    return Checkpoint(path, info, payload["state_dict"], payload, "yogo")
+    config = ModelConfig.from_dict(payload["model"])
+    return Checkpoint(path, config, payload["state_dict"], payload, "yogo")
 
 
 def _from_yogo_v1(path: Path, payload: dict[str, Any]) -> Checkpoint:
@@ -180,7 +137,7 @@ def _from_yogo_v1(path: Path, payload: dict[str, Any]) -> Checkpoint:
                 f"{float(state[name]):g}) is not supported",
                 path=path,
             )
-    info = ModelInfo(
+    config = ModelConfig(
         model_name=str(payload["model_version"]),
         class_names=tuple(str(c) for c in payload["classes"]),
         channels=3 if bool(state["is_rgb"]) else 1,
@@ -190,13 +147,13 @@ def _from_yogo_v1(path: Path, payload: dict[str, Any]) -> Checkpoint:
         anchor_h=float(state["anchor_h"]),
     )
     weights = {k: v for k, v in state.items() if k.startswith("model.")}
-    weights["anchors"] = torch.tensor([info.anchor_w, info.anchor_h], dtype=torch.float32)
-    return Checkpoint(path, info, weights, payload, "yogo-1.0.1")
+    weights["anchors"] = torch.tensor([config.anchor_w, config.anchor_h], dtype=torch.float32)
+    return Checkpoint(path, config, weights, payload, "yogo-1.0.1")
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[YOGO, ModelInfo]:
-    """`yogo.load_model(path)`: the model in eval mode on CPU, and its settings."""
+def load_model(path: str | os.PathLike[str]) -> tuple[YOGO, ModelConfig]:
+    """`yogo.load_model(path)`: the model in eval mode on CPU, and its description."""
     checkpoint = load_checkpoint(Path(path))
     model = checkpoint.build_model()
     model.eval()
-    return model, checkpoint.info
+    return model, checkpoint.model_config

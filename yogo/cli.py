@@ -1,7 +1,7 @@
 """The `yogo` command line: each command maps its flags onto one library call.
 
     yogo check dataset_defs_example/example.yml --json report.json
-    yogo synth out/ --num-images 64 --image-hw 192 256 --classes healthy ring trophozoite
+    yogo synth out/ --num-images 64 --image-hw 192 256 --class-names healthy ring trophozoite
 
 Errors: a UserError (bad flag, DDF, data, missing file) prints one message and exits 2, with a
 traceback only when YOGO_DEBUG=1; anything else is a bug or a runtime failure and exits 1.
@@ -16,11 +16,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from yogo import __version__
+from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig, load_config
 from yogo.errors import RunError, UserError, display_path
 
 app = typer.Typer(
@@ -34,7 +35,7 @@ app = typer.Typer(
 
 # Options that take several values (`--classes a b c`), as YOGO's argparse flags did. Click
 # options take one value each, so `main` rewrites `--classes a b c` to repeated options.
-VARIADIC_OPTIONS = ("--classes", "--tags", "--class-names")
+VARIADIC_OPTIONS = ("--class-names", "--classes", "--tags")
 
 SplitOverride = Annotated[
     tuple[float, float, float] | None,
@@ -85,7 +86,8 @@ def check(
     Exits 0 when a run could train on it, 2 when not.
     """
     from yogo.data.labels import BAD_LABELS_POLICIES
-    from yogo.data.verify import check_report, format_report, scan_dataset
+    from yogo.data.report import check_report, format_report
+    from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
 
     if bad_labels not in BAD_LABELS_POLICIES:
@@ -145,64 +147,84 @@ def train(
     ] = None,
     learning_rate: Annotated[
         float, typer.Option("-lr", "--learning-rate", "--lr", help="Peak learning rate.")
-    ] = 3e-4,
-    lr_decay_factor: Annotated[float, typer.Option(help="Cosine decay to lr / factor.")] = 10.0,
-    label_smoothing: Annotated[float, typer.Option()] = 0.01,
-    weight_decay: Annotated[float, typer.Option("-wd", "--weight-decay")] = 0.05,
-    epochs: Annotated[int, typer.Option()] = 64,
-    no_obj_weight: Annotated[float, typer.Option(help="Objectness weight on empty cells.")] = 0.5,
-    iou_weight: Annotated[float, typer.Option(help="Weight of the box (CIoU) term.")] = 5.0,
-    classify_weight: Annotated[float, typer.Option(help="Weight of the class term.")] = 1.0,
+    ] = TrainConfig.learning_rate,
+    lr_decay_factor: Annotated[
+        float, typer.Option(help="Cosine decay to lr / factor.")
+    ] = TrainConfig.lr_decay_factor,
+    label_smoothing: Annotated[float, typer.Option()] = TrainConfig.label_smoothing,
+    weight_decay: Annotated[
+        float, typer.Option("-wd", "--weight-decay")
+    ] = TrainConfig.weight_decay,
+    epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
+    no_obj_weight: Annotated[
+        float, typer.Option(help="Objectness weight on empty cells.")
+    ] = TrainConfig.no_obj_weight,
+    iou_weight: Annotated[
+        float, typer.Option(help="Weight of the box (CIoU) term.")
+    ] = TrainConfig.iou_weight,
+    classify_weight: Annotated[
+        float, typer.Option(help="Weight of the class term.")
+    ] = TrainConfig.classify_weight,
     normalize_images: Annotated[
         bool, typer.Option(help="Divide pixels by 255 inside the model.")
-    ] = True,
+    ] = TrainConfig.normalize_images,
     image_hw: Annotated[
         tuple[int, int] | None,
         typer.Option(help="Model input H W (default: first training image).", show_default=False),
     ] = None,
-    rgb_images: Annotated[bool, typer.Option(help="Three input channels.")] = False,
-    model: Annotated[str, typer.Option(help="Network from the registry.")] = "base_model",
+    rgb_images: Annotated[
+        bool, typer.Option(help="Three input channels.")
+    ] = TrainConfig.rgb_images,
+    model: Annotated[str, typer.Option(help="Network from the registry.")] = TrainConfig.model,
     half: Annotated[bool, typer.Option(help="Same as --precision fp16.")] = False,
-    precision: Annotated[str, typer.Option(help="32, bf16 or fp16.")] = "32",
+    precision: Annotated[str, typer.Option(help="32, bf16 or fp16.")] = TrainConfig.precision,
     device: Annotated[
         str | None,
         typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).", show_default=False),
     ] = None,
-    output_dir: Annotated[Path, typer.Option(help="Run folders go here.")] = Path("trained_models"),
+    output_dir: Annotated[str, typer.Option(help="Run folders go here.")] = TrainConfig.output_dir,
     name: Annotated[
         str | None, typer.Option(help="Run name (default: time and DDF name).", show_default=False)
     ] = None,
     note: Annotated[str | None, typer.Option(show_default=False)] = None,
     tags: Annotated[list[str] | None, typer.Option(help="W&B tags.", show_default=False)] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     num_workers: Annotated[
         int | None,
         typer.Option(
             help="Loader processes (default: min(8, CPUs per process - 1)).", show_default=False
         ),
     ] = None,
-    ema: Annotated[bool, typer.Option(help="Keep an average of the weights (yogo.ema).")] = False,
+    ema: Annotated[bool, typer.Option(help="Keep an average of the weights.")] = TrainConfig.ema,
     dist_timeout: Annotated[
         float, typer.Option(help="Seconds a process waits for the others (dead/hung rank).")
-    ] = 600.0,
-    val_every: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
+    ] = TrainConfig.dist_timeout,
+    val_every: Annotated[
+        int, typer.Option(help="Validate every N epochs.")
+    ] = TrainConfig.val_every,
     patience: Annotated[
         int | None,
         typer.Option(help="Stop after N validations without improvement.", show_default=False),
     ] = None,
-    warmup_epochs: Annotated[float, typer.Option()] = 0.0,
+    warmup_epochs: Annotated[float, typer.Option()] = TrainConfig.warmup_epochs,
     grad_clip: Annotated[
         float | None, typer.Option(help="Clip the gradient norm.", show_default=False)
     ] = None,
-    grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    grad_accum: Annotated[
+        int, typer.Option(help="Batches per optimizer step.")
+    ] = TrainConfig.grad_accum,
     subsample: Annotated[
         float | None, typer.Option(help="Use this fraction of each split.", show_default=False)
     ] = None,
     class_weights: Annotated[
         str, typer.Option(help="auto (balanced), none, or w0,w1,... for the class term.")
-    ] = "auto",
-    bad_labels: Annotated[str, typer.Option(help="error, drop or clip (docs/check.md).")] = "error",
-    augment: Annotated[bool, typer.Option(help="Flips and rotations on train.")] = True,
+    ] = TrainConfig.class_weights,
+    bad_labels: Annotated[
+        str, typer.Option(help="error, drop or clip (docs/check.md).")
+    ] = TrainConfig.bad_labels,
+    augment: Annotated[
+        bool, typer.Option(help="Flips and rotations on train.")
+    ] = TrainConfig.augment,
     wandb: Annotated[
         bool | None,
         typer.Option(
@@ -213,78 +235,61 @@ def train(
     wandb_project: Annotated[str | None, typer.Option(show_default=False)] = None,
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
-    from yogo.config import TrainConfig, load_config
     from yogo.dist import slurm_job_id
     from yogo.training import train as run_training
 
-    values = dict(ctx.params)
-    given = {k for k in values if _from_command_line(ctx, k)}
-    values.pop("config")
-    if values.pop("half") and "precision" not in given:
+    values = _given(ctx)
+    values.pop("config", None)
+    if values.pop("half", False) and "precision" not in values:
         values["precision"] = "fp16"
-        given.add("precision")
-    for key in ("ddf", "from_pretrained", "output_dir"):
-        if values[key] is not None:
-            values[key] = str(values[key])
-    for key in ("image_hw", "dataset_split_override"):
-        if values[key] is not None:
-            values[key] = list(values[key])
-    values["tags"] = list(values["tags"] or [])
     if config is not None:
         base = load_config(config).to_dict()
         base["name"] = None  # a repeat is a new run
-        base.update({k: v for k, v in values.items() if k in given})
-        values = base
+        values = {**base, **values}
     elif ddf is None and resume is None:
         raise UserError("give a dataset definition file (DDF), or --config RUN/config.yaml")
     job = slurm_job_id()
     if job is not None:
         # A requeued job runs the same command again: the same name and --resume auto let it
         # continue where it stopped, with no flag from the user.
-        if "name" not in given:
-            values["name"] = f"slurm-{job}"
-        if "resume" not in given:
-            values["resume"] = "auto"
-    values["ddf"] = values["ddf"] or ""  # with --resume, the run's own config names the DDF
+        values.setdefault("name", f"slurm-{job}")
+        values.setdefault("resume", "auto")
+    values.setdefault("ddf", "")  # with --resume, the run's own config names the DDF
     run_training(TrainConfig.from_dict(values))
 
 
 @app.command(name="test")
 def test_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
-    ddf: Annotated[Path, typer.Argument(help="Dataset definition file.")],
-    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    ctx: typer.Context,
+    checkpoint: Annotated[str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
+    ddf: Annotated[str, typer.Argument(help="Dataset definition file.")],
+    split: Annotated[str, typer.Option(help="test, val or train.")] = TestConfig.split,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
-    obj_thresh: Annotated[float, typer.Option(help="Objectness threshold for P/R/F1.")] = 0.5,
-    iou_thresh: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.5,
-    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = 16,
-    device: Annotated[str | None, typer.Option(show_default=False)] = None,
-    bad_labels: Annotated[str, typer.Option(help="error, drop or clip.")] = "error",
+    obj_thresh: Annotated[
+        float, typer.Option(help="Objectness threshold for P/R/F1.")
+    ] = TestConfig.obj_thresh,
+    iou_thresh: Annotated[float, typer.Option(help="NMS IoU threshold.")] = TestConfig.iou_thresh,
+    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = TestConfig.batch_size,
+    device: Annotated[
+        str | None,
+        typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).", show_default=False),
+    ] = None,
+    bad_labels: Annotated[str, typer.Option(help="error, drop or clip.")] = TestConfig.bad_labels,
     dataset_split_override: SplitOverride = None,
+    num_workers: Annotated[
+        int | None, typer.Option(help="Loader processes.", show_default=False)
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
-    from yogo.evaluate import format_test_report, test
+    from yogo.testing import format_test_report, test
 
+    cfg = TestConfig(**_given(ctx, "json_path"))
+    cfg.require_valid()
     if json_path is not None:
         _require_writable(json_path)
-    for value, flag in ((obj_thresh, "--obj-thresh"), (iou_thresh, "--iou-thresh")):
-        if not 0 <= value <= 1:
-            raise UserError(f"{flag} must be in [0, 1], got {value}")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    report = test(
-        checkpoint,
-        ddf,
-        split,
-        obj_thresh,
-        iou_thresh,
-        batch_size,
-        device,
-        bad_labels,
-        dataset_split_override,
-    )
+    report = test(cfg)
     typer.echo(format_test_report(report))
     if json_path is not None:
         _write_text(json_path, json.dumps(report, indent=2) + "\n")
@@ -292,9 +297,10 @@ def test_command(
 
 @app.command(context_settings={"show_default": True})
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
+    ctx: typer.Context,
+    checkpoint: Annotated[str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
     output_filename: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Where to write (default: the checkpoint with .onnx).", show_default=False
         ),
@@ -303,15 +309,17 @@ def export(
         float | None,
         typer.Option(help="Run on the centred band of round(F * H) rows.", show_default=False),
     ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
-    dynamic_batch: Annotated[bool, typer.Option(help="Any batch size (else 1).")] = True,
-    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = ExportConfig.opset,
+    dynamic_batch: Annotated[
+        bool, typer.Option(help="Any batch size (else 1).")
+    ] = ExportConfig.dynamic_batch,
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = ExportConfig.force,
 ) -> None:
     """Write an ONNX model (uint8 frames in, decoded predictions out), verified with
     onnxruntime against PyTorch before it is kept."""
     from yogo.export import ATOL, WH_RTOL, export_onnx
 
-    result = export_onnx(checkpoint, output_filename, crop_height, opset, dynamic_batch, force)
+    result = export_onnx(ExportConfig(**_given(ctx)))
     typer.echo(
         f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
         f"output predictions {list(result.output_shape)}\n"
@@ -323,23 +331,32 @@ def export(
 
 @app.command(context_settings={"show_default": True})
 def infer(
-    model: Annotated[Path, typer.Argument(help="A .pth checkpoint or an exported .onnx.")],
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="A .pth checkpoint or an exported .onnx.")],
     path_to_images: Annotated[
-        Path, typer.Option(help="An image, or a folder of PNG/JPEG/TIFF images.")
+        str, typer.Option(help="An image, or a folder of PNG/JPEG/TIFF/BMP images.")
     ],
-    output_dir: Annotated[Path, typer.Option(help="Results go here.")] = Path("yogo-infer"),
+    output_dir: Annotated[str, typer.Option(help="Results go here.")] = InferConfig.output_dir,
     save_preds: Annotated[
         bool, typer.Option(help="labels/*.txt: class xc yc w h confidence.")
-    ] = False,
-    draw_boxes: Annotated[bool, typer.Option(help="boxes/*.png: images with boxes.")] = False,
-    count: Annotated[bool, typer.Option(help="Print per-class totals; write counts.csv.")] = False,
-    recursive: Annotated[bool, typer.Option(help="Also look in sub-folders.")] = False,
-    obj_thresh: Annotated[float, typer.Option(help="Minimum objectness.")] = 0.5,
-    iou_thresh: Annotated[float, typer.Option(help="Class-agnostic NMS IoU.")] = 0.5,
+    ] = InferConfig.save_preds,
+    draw_boxes: Annotated[
+        bool, typer.Option(help="boxes/*.png: images with boxes.")
+    ] = InferConfig.draw_boxes,
+    count: Annotated[
+        bool, typer.Option(help="Print per-class totals; write counts.csv.")
+    ] = InferConfig.count,
+    recursive: Annotated[
+        bool, typer.Option(help="Also look in sub-folders.")
+    ] = InferConfig.recursive,
+    obj_thresh: Annotated[float, typer.Option(help="Minimum objectness.")] = InferConfig.obj_thresh,
+    iou_thresh: Annotated[
+        float, typer.Option(help="Class-agnostic NMS IoU.")
+    ] = InferConfig.iou_thresh,
     min_class_confidence_threshold: Annotated[
         float, typer.Option(help="Minimum class probability.")
-    ] = 0.0,
-    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = 16,
+    ] = InferConfig.min_class_confidence_threshold,
+    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = InferConfig.batch_size,
     device: Annotated[
         str | None,
         typer.Option(help="cpu or cuda (default: cuda if available).", show_default=False),
@@ -353,37 +370,15 @@ def infer(
     ] = None,
 ) -> None:
     """Detect (and count) objects in images; predictions.json always, more on request."""
-    import dataclasses
-
-    from yogo.infer import InferSettings, format_counts, load_predictor
+    from yogo.infer import format_counts
     from yogo.infer import infer as run_inference
 
-    predictor = load_predictor(model, device)
-    if class_names:
-        if len(class_names) != len(predictor.class_names):
-            raise UserError(
-                f"--class-names has {len(class_names)} names for a model with "
-                f"{len(predictor.class_names)} classes"
-            )
-        predictor = dataclasses.replace(predictor, class_names=tuple(class_names))
-    settings = InferSettings(
-        output_dir=output_dir,
-        obj_thresh=obj_thresh,
-        iou_thresh=iou_thresh,
-        min_class_confidence=min_class_confidence_threshold,
-        batch_size=batch_size,
-        save_preds=save_preds,
-        draw_boxes=draw_boxes,
-        count=count,
-        recursive=recursive,
-        num_workers=num_workers,
-    )
-    summary = run_inference(predictor, path_to_images, settings)
+    summary = run_inference(InferConfig(**_given(ctx)))
     if count:
         typer.echo(format_counts(summary))
     typer.echo(
         f"{summary.images} image(s), {summary.detections} detection(s) in "
-        f"{summary.seconds:.1f} s ({predictor.kind}); results in {display_path(output_dir)}"
+        f"{summary.seconds:.1f} s ({summary.kind}); results in {display_path(output_dir)}"
     )
     if summary.unreadable:
         typer.echo(
@@ -392,6 +387,22 @@ def infer(
         for path, reason in summary.unreadable:
             typer.echo(f"  {display_path(path)}: {reason}", err=True)
         raise typer.Exit(1)
+
+
+def _given(ctx: typer.Context, *cli_only: str) -> dict[str, Any]:
+    """The arguments and options the user gave, as config values (paths as text, tuples as
+    lists); options left at their defaults are not passed, so the config's defaults apply.
+    `cli_only` names options that are not config fields (output files of the command)."""
+    given = {}
+    for name, value in ctx.params.items():
+        if name in cli_only or not _from_command_line(ctx, name):
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple | list):
+            value = list(value)
+        given[name] = value
+    return given
 
 
 def _from_command_line(ctx: typer.Context, name: str) -> bool:
@@ -404,11 +415,13 @@ def synth(
     out_dir: Annotated[Path, typer.Argument(help="New (or empty) folder to write into.")],
     num_images: Annotated[int, typer.Option(help="Number of frames.")] = 64,
     image_hw: Annotated[tuple[int, int], typer.Option(help="Frame size H W.")] = (192, 256),
-    classes: Annotated[
+    class_names: Annotated[
         list[str] | None,
         typer.Option(
-            help="Class names; class 0 is common, later ones rarer [default: healthy ring "
-            "trophozoite].",
+            "--class-names",
+            "--classes",
+            help="Class names; class 0 is common, later ones rarer (default: healthy ring "
+            "trophozoite).",
             show_default=False,
         ),
     ] = None,
@@ -419,7 +432,7 @@ def synth(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
-    split: Annotated[
+    split_fractions: Annotated[
         tuple[float, float, float],
         typer.Option(help="dataset_split_fractions TRAIN VAL TEST written into ddf.yml."),
     ] = (0.8, 0.1, 0.1),
@@ -436,7 +449,7 @@ def synth(
     from yogo.data.synth import write_dataset
     from yogo.ddf import parse_split_override
 
-    names = tuple(classes) if classes else ("healthy", "ring", "trophozoite")
+    names = tuple(class_names) if class_names else ("healthy", "ring", "trophozoite")
     frequencies = None
     if class_frequencies is not None:
         try:
@@ -445,7 +458,7 @@ def synth(
             raise UserError(
                 f"--class-frequencies must be comma-separated numbers, got '{class_frequencies}'"
             ) from None
-    fractions = parse_split_override(split)
+    fractions = parse_split_override(split_fractions)
     ddf = write_dataset(
         out_dir,
         num_images,
@@ -513,13 +526,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2 if isinstance(e, UserError) else 1)
-    finally:
-        _close_loaders()
-
-
-def _close_loaders() -> None:
-    """Loader workers must not outlive the command (see yogo.data.loader.close_loaders);
-    imported only if a command loaded data."""
-    loader = sys.modules.get("yogo.data.loader")
-    if loader is not None:
-        loader.close_loaders()

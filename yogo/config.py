@@ -1,11 +1,14 @@
-"""Run settings: one dataclass, the single source of truth for a training run.
+"""Settings of every command: one dataclass each, the only place a default is written.
 
     cfg = TrainConfig(ddf="data.yml", epochs=20)
-    cfg.validate()                         # UserError in the flag's words
+    cfg.require_valid()                    # UserError in the flag's words
     TrainConfig.from_dict(cfg.to_dict())   # what config.yaml and checkpoints hold
+    TestConfig(checkpoint="run/best.pth", ddf="data.yml", split="val")
 
-The CLI maps flags onto it; `train(cfg)` reads nothing else. Every field is plain data (str,
-int, float, bool, None, lists), so it round-trips through YAML and `torch.load(weights_only)`.
+Field names are the command's flags without dashes. The CLI passes only the flags a user
+gave and takes its shown defaults from these fields, so `yogo train` and `yogo.train(cfg)` run
+the same thing. Every field is plain data (str, int, float, bool, None, lists), so it
+round-trips through YAML and `torch.load(weights_only)`.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class TrainConfig:
     """Model input H W; None: the size of the first training image."""
     rgb_images: bool = False
     """Three input channels instead of one."""
-    normalize_images: bool = False
-    """Divide pixels by 255 inside the model (YOGO's default was off)."""
+    normalize_images: bool = True
+    """Divide pixels by 255 inside the model (YOGO's default was off; docs/design.md)."""
     anchor_w: float | None = None
     """Anchor width, normalised; None: mean box width of the training labels."""
     anchor_h: float | None = None
@@ -103,12 +106,9 @@ class TrainConfig:
     wandb_entity: str | None = None
     wandb_project: str | None = None
 
-    def validate(self) -> None:
+    def require_valid(self) -> None:
         """Raise a UserError naming the flag of the first invalid value."""
-        positive_ints = ("epochs", "batch_size", "grad_accum", "val_every")
-        for name in positive_ints:
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        _require_positive(self, "epochs", "batch_size", "grad_accum", "val_every")
         for name in ("learning_rate", "lr_decay_factor"):
             _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "> 0")
         for name in (
@@ -126,12 +126,10 @@ class TrainConfig:
             _require(self.patience >= 1, "patience", ">= 1")
         if self.subsample is not None:
             _require(0 < self.subsample <= 1, "subsample", "in (0, 1]")
-        for name in ("obj_thresh", "iou_thresh"):
-            _require(0 <= getattr(self, name) <= 1, name, "in [0, 1]")
+        _require_fractions(self, "obj_thresh", "iou_thresh")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be 32, bf16 or fp16, got '{self.precision}'")
-        if self.bad_labels not in ("error", "drop", "clip"):
-            raise UserError(f"--bad-labels must be error, drop or clip, got '{self.bad_labels}'")
+        _require_policy(self.bad_labels)
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 8):
             raise UserError(f"--image-hw must be two sizes >= 8, got {self.image_hw}")
         for name in ("anchor_w", "anchor_h"):
@@ -139,8 +137,7 @@ class TrainConfig:
             if value is not None:
                 _require(0 < value <= 1, name, "in (0, 1]")
         _require(math.isfinite(self.dist_timeout) and self.dist_timeout > 0, "dist_timeout", "> 0")
-        if self.num_workers is not None:
-            _require(self.num_workers >= 0, "num_workers", ">= 0")
+        _require_workers(self.num_workers)
         if self.class_weights not in ("none", "auto"):
             try:
                 weights = [float(w) for w in self.class_weights.split(",")]
@@ -185,6 +182,105 @@ def default_batch_size(num_train_images: int, grad_accum: int = 1) -> int:
     return max(MIN_AUTO_BATCH_SIZE, min(DEFAULT_BATCH_SIZE, fitting))
 
 
+@dataclass
+class TestConfig:
+    """`yogo test`: evaluate a checkpoint on one split of a DDF."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    checkpoint: str
+    """A .pth checkpoint (yogo or YOGO 1.0.1)."""
+    ddf: str
+    """Dataset definition file; its class names must be the model's."""
+    split: str = "test"
+    """Which split to evaluate: test, val or train."""
+    obj_thresh: float = 0.5
+    """Objectness threshold for precision/recall/F1, counts and the confusion matrix."""
+    iou_thresh: float = 0.5
+    """NMS IoU threshold."""
+    batch_size: int = 16
+    device: str | None = None
+    """cpu, cuda or cuda:N; None: cuda when available."""
+    bad_labels: str = "error"
+    """error, drop or clip (docs/check.md)."""
+    dataset_split_override: list[float] | None = None
+    """TRAIN VAL TEST fractions re-splitting all data."""
+    num_workers: int | None = None
+    """Loader processes; None: this process's CPU share (yogo.data.loader)."""
+
+    def require_valid(self) -> None:
+        if self.split not in ("train", "val", "test"):
+            raise UserError(f"--split must be test, val or train, got '{self.split}'")
+        _require_fractions(self, "obj_thresh", "iou_thresh")
+        _require_positive(self, "batch_size")
+        _require_policy(self.bad_labels)
+        _require_workers(self.num_workers)
+
+
+@dataclass
+class ExportConfig:
+    """`yogo export`: a checkpoint to ONNX, verified before it is kept."""
+
+    checkpoint: str
+    """A .pth checkpoint (yogo or YOGO 1.0.1)."""
+    output_filename: str | None = None
+    """Where to write; None: the checkpoint's path with .onnx."""
+    crop_height: float | None = None
+    """Run on the centred band of round(F * H) rows (F in (0, 1])."""
+    opset: int = 18
+    """ONNX opset (7 to 23)."""
+    dynamic_batch: bool = True
+    """Any batch size (else 1)."""
+    force: bool = False
+    """Replace an existing file."""
+
+    def require_valid(self) -> None:
+        if self.crop_height is not None and not 0 < self.crop_height <= 1:
+            raise UserError(f"--crop-height must be in (0, 1], got {self.crop_height}")
+        if not 7 <= self.opset <= 23:
+            raise UserError(
+                f"--opset {self.opset} is not supported", fix="use an opset from 7 to 23"
+            )
+
+
+@dataclass
+class InferConfig:
+    """`yogo infer`: detect (and count) objects in images with a .pth or .onnx model."""
+
+    model: str
+    """A .pth checkpoint or an exported .onnx."""
+    path_to_images: str
+    """An image, or a folder of images."""
+    output_dir: str = "yogo-infer"
+    """Results go here (a new or empty folder for what is written)."""
+    save_preds: bool = False
+    """labels/*.txt: class xc yc w h confidence."""
+    draw_boxes: bool = False
+    """boxes/*.png: the images with their boxes."""
+    count: bool = False
+    """Per-class totals; counts.csv."""
+    recursive: bool = False
+    """Also look in sub-folders."""
+    obj_thresh: float = 0.5
+    """Minimum objectness."""
+    iou_thresh: float = 0.5
+    """Class-agnostic NMS IoU."""
+    min_class_confidence_threshold: float = 0.0
+    """Minimum class probability."""
+    batch_size: int = 16
+    device: str | None = None
+    """cpu or cuda; None: cuda when available."""
+    class_names: list[str] | None = None
+    """Names to report instead of the model's (same number)."""
+    num_workers: int | None = None
+    """Image decoding processes; None: this process's CPU share."""
+
+    def require_valid(self) -> None:
+        _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")
+        _require_positive(self, "batch_size")
+        _require_workers(self.num_workers)
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
@@ -192,6 +288,30 @@ def _flag(name: str) -> str:
 def _require(ok: bool, name: str, condition: str) -> None:
     if not ok:
         raise UserError(f"--{_flag(name)} must be {condition}")
+
+
+def _require_positive(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{_flag(name)} must be >= 1, got {value}")
+
+
+def _require_fractions(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not 0 <= value <= 1:
+            raise UserError(f"--{_flag(name)} must be in [0, 1], got {value}")
+
+
+def _require_policy(bad_labels: str) -> None:
+    if bad_labels not in ("error", "drop", "clip"):
+        raise UserError(f"--bad-labels must be error, drop or clip, got '{bad_labels}'")
+
+
+def _require_workers(num_workers: int | None) -> None:
+    if num_workers is not None and num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {num_workers}")
 
 
 def save_config(path: Path, cfg: TrainConfig, record: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Dataset definition files (DDF): YAML -> a resolved, validated, split DatasetDefinition.
 
     ddf = DatasetDefinition.from_yaml("dataset_defs/run.yml")
-    ddf.classes                  # ('healthy', 'ring', ...)
+    ddf.class_names              # ('healthy', 'ring', ...)
     ddf.splits["train"]          # tuple of Sample(image, label), sorted by label path
 
 Format and rules: docs/dataset-definition.md (SPEC §2). Every mistake is a UserError that names
@@ -89,7 +89,7 @@ class DatasetDefinition:
     """A dataset definition with includes flattened, folders listed and splits decided."""
 
     path: Path
-    classes: tuple[str, ...]
+    class_names: tuple[str, ...]
     dataset_paths: tuple[FolderPair, ...]
     test_paths: tuple[FolderPair, ...]
     split_fractions: SplitFractions
@@ -164,8 +164,8 @@ class _File:
 
     path: Path
     keys: dict[str, Node]
-    classes: tuple[str, ...]
-    classes_line: int
+    class_names: tuple[str, ...]
+    class_names_line: int
 
 
 class _Loader:
@@ -212,7 +212,7 @@ class _Loader:
             log.warning(warning)
         return DatasetDefinition(
             path=top.path,
-            classes=top.classes,
+            class_names=top.class_names,
             dataset_paths=tuple(pool),
             test_paths=tuple(tests),
             split_fractions=fractions,
@@ -248,13 +248,13 @@ class _Loader:
             raise UserError(
                 f"class_names must be a non-empty list, got {node.kind}", path=path, line=node.line
             )
-        classes = []
+        class_names: list[str] = []
         for item in node.value:
             name = item.text(path, "each class name")
-            if name in classes:
+            if name in class_names:
                 raise UserError(f"class name '{name}' is listed twice", path=path, line=item.line)
-            classes.append(name)
-        return _File(resolved, keys, tuple(classes), node.line)
+            class_names.append(name)
+        return _File(resolved, keys, tuple(class_names), node.line)
 
     def section(
         self, file: _File, key: str, mode: str, chain: tuple[Path, ...]
@@ -352,12 +352,12 @@ class _Loader:
             )
         child = self.read(child_path)
         assert self.top is not None
-        if child.classes != self.top.classes:
+        if child.class_names != self.top.class_names:
             raise UserError(
                 f"class_names differ from {display_path(self.top.path)}: "
-                f"[{', '.join(child.classes)}] here, [{', '.join(self.top.classes)}] there",
+                f"[{', '.join(child.class_names)}] here, [{', '.join(self.top.class_names)}] there",
                 path=child.path,
-                line=child.classes_line,
+                line=child.class_names_line,
                 fix="every included file must list the same class_names in the same order",
             )
         if "thumbnail_augmentation" in child.keys:
@@ -471,12 +471,12 @@ class _Loader:
             return {}
         result: dict[str, tuple[Path, ...]] = {}
         for name, value in node.mapping(top.path, "thumbnail_augmentation").items():
-            if name not in top.classes:
+            if name not in top.class_names:
                 raise UserError(
                     f"thumbnail_augmentation key '{name}' is not a class name",
                     path=top.path,
                     line=value.key_line,
-                    fix=_suggest(name, top.classes),
+                    fix=_suggest(name, top.class_names),
                 )
             items = value.value if isinstance(value.value, list) else [value]
             folders = []

@@ -1,7 +1,7 @@
 """Where a process runs: device, rank and process group. The only module that reads RANK,
 LOCAL_RANK, WORLD_SIZE or SLURM_* and calls init_process_group.
 
-    ctx = setup("cuda", timeout_s=600)     # world size 1 without a launcher
+    ctx = setup_process("cuda", timeout_s=600)   # world size 1 without a launcher
     if ctx.is_main: ...                    # rank 0 speaks and writes
     merged = ctx.gather(local_list)        # every rank gets every rank's objects
     teardown(ctx)
@@ -88,7 +88,7 @@ def launcher_env() -> tuple[int, int, int]:
     return 0, 0, 1
 
 
-def setup(device_name: str | None, timeout_s: float = 1800) -> DistContext:
+def setup_process(device_name: str | None, timeout_s: float = 1800) -> DistContext:
     """Join the process group the launcher set up (if any) and pick this process's device.
     A collective that waits longer than `timeout_s` (a dead or hung rank) raises."""
     rank, local_rank, world_size = launcher_env()
@@ -110,9 +110,21 @@ def setup(device_name: str | None, timeout_s: float = 1800) -> DistContext:
     return DistContext(rank, local_rank, world_size, device)
 
 
-# How gloo and nccl word a peer that died or stopped answering (seen: "Connection reset by
-# peer", "Timed out waiting 10000ms for recv", "Application timeout caused pair closure").
-LOST_PEER = re.compile(r"gloo|nccl|timed out|timeout|connection|pair closure|peer", re.I)
+# How gloo and nccl word a peer that died or stopped answering. Whole phrases, not single
+# words: an unrelated error that mentions "timeout" or "connection" is not a lost rank.
+LOST_PEER = re.compile(
+    "|".join(
+        [
+            r"connection (reset|closed|refused) by peer",  # gloo: the peer process died
+            r"timed out waiting \d+ ?ms for (send|recv)",  # gloo: the peer hangs
+            r"application timeout caused pair closure",  # gloo: --dist-timeout passed
+            r"gloo/transport/tcp",  # gloo's transport layer, any failure
+            r"watchdog caught collective operation timeout",  # nccl: --dist-timeout passed
+            r"nccl communicator was aborted",  # nccl: a peer failed
+        ]
+    ),
+    re.I,
+)
 
 
 def lost_contact(ctx: DistContext, error: BaseException, timeout_s: float) -> RunError | None:

@@ -1,17 +1,19 @@
 """`yogo export CKPT`: an ONNX file that takes raw frames and returns decoded predictions,
 checked with onnxruntime against PyTorch before it is put in place.
 
-    result = export_onnx(Path("run/best.pth"))          # writes run/best.onnx
+    result = export_onnx(ExportConfig(checkpoint="run/best.pth"))   # writes run/best.onnx
     result.path, result.max_abs_error, result.images   # what was verified, on what
 
 The graph: uint8 (B, C, H, W) frames -> [centred band of round(F * H) rows with --crop-height]
 -> float, /255 when the model normalises -> network -> decoded (B, 5 + C, Sy, Sx): xc, yc, w, h
-normalised to the full frame, objectness, class probabilities (yogo.boxes.decode).
+normalised to the full frame, objectness, class probabilities (yogo.boxes.decode): the
+computation of `yogo.predictor.Deployed`, which also checks the file, as `yogo infer` runs it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -20,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from yogo import __version__
-from yogo.checkpoint import Checkpoint, ModelInfo, load_checkpoint
+from yogo.checkpoint import Checkpoint, load_checkpoint
+from yogo.config import ExportConfig
 from yogo.errors import RunError, UserError, display_path
-from yogo.infer import load_predictor
-from yogo.model import YOGO
+from yogo.predictor import Deployed, load_predictor
+
+log = logging.getLogger(__name__)
 
 # onnxruntime and PyTorch run the same float32 graph; channels other than w and h agree to
 # ~1e-6. w and h go through exp(), which turns absolute error into relative error: raw values
@@ -34,26 +37,6 @@ from yogo.model import YOGO
 ATOL = 1e-4
 WH_RTOL = 1e-3
 VERIFY_IMAGES = 8
-
-
-class Deployed(nn.Module):
-    """What the ONNX file computes (also what `yogo infer` runs for a .pth, cropped or not)."""
-
-    def __init__(self, model: YOGO, image_hw: tuple[int, int], crop_height: float | None) -> None:
-        super().__init__()
-        self.model = model.eval()
-        height = image_hw[0]
-        self.band = round(crop_height * height) if crop_height is not None else height
-        self.top = (height - self.band) // 2
-        self.height = height
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.band == self.height:
-            return self.model.predict(images)
-        decoded = self.model.predict(images[:, :, self.top : self.top + self.band])
-        # Band rows back to full-frame rows; w, h are anchor multiples in full-frame units.
-        yc = (self.top + decoded[:, 1:2] * self.band) / self.height
-        return torch.cat([decoded[:, :1], yc, decoded[:, 2:]], dim=1)
 
 
 @dataclass(frozen=True)
@@ -66,31 +49,22 @@ class ExportResult:
     output_shape: tuple[int | str, ...]
 
 
-def export_onnx(
-    checkpoint_path: Path,
-    output: Path | None = None,
-    crop_height: float | None = None,
-    opset: int = 18,
-    dynamic_batch: bool = True,
-    force: bool = False,
-) -> ExportResult:
+def export_onnx(cfg: ExportConfig) -> ExportResult:
     """Export, verify, then move into place; a file that fails verification is not kept."""
-    if crop_height is not None and not 0 < crop_height <= 1:
-        raise UserError(f"--crop-height must be in (0, 1], got {crop_height}")
-    if not 7 <= opset <= 23:
-        raise UserError(f"--opset {opset} is not supported", fix="use an opset from 7 to 23")
+    cfg.require_valid()
+    checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
-    output = output if output is not None else checkpoint_path.with_suffix(".onnx")
-    if output.exists() and not force:
+    output = Path(cfg.output_filename or checkpoint_path.with_suffix(".onnx"))
+    if output.exists() and not cfg.force:
         raise UserError(
             "already exists", path=output, fix="give --output-filename, or --force to replace it"
         )
     if not output.parent.is_dir():
         raise UserError("the folder for the ONNX file does not exist", path=output.parent)
-    info = checkpoint.info
-    if crop_height is not None and round(crop_height * info.image_hw[0]) < 8:
-        raise UserError(f"--crop-height {crop_height} leaves fewer than 8 rows")
-    deployed = Deployed(checkpoint.build_model(), info.image_hw, crop_height)
+    height = checkpoint.model_config.image_hw[0]
+    if cfg.crop_height is not None and round(cfg.crop_height * height) < 8:
+        raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")
+    deployed = Deployed(checkpoint.build_model(), cfg.crop_height)
     images, source = verification_images(checkpoint)
 
     handle, temp_name = tempfile.mkstemp(
@@ -99,8 +73,8 @@ def export_onnx(
     os.close(handle)
     temp = Path(temp_name)
     try:
-        _write_onnx(deployed, images, temp, opset, dynamic_batch)
-        input_shape, output_shape = _add_metadata(temp, info, crop_height, checkpoint)
+        _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
+        input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)
         expected = deployed(torch.from_numpy(images)).detach().numpy()
         got = load_predictor(temp, "cpu").run(images).numpy()  # as `yogo infer` runs it
         error, wh_error = compare(got, expected)
@@ -118,9 +92,10 @@ def export_onnx(
 
 def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
     """Up to 8 frames at the model size, uint8 (B, C, H, W): the run's validation images when
-    its DDF can be read, else synthetic smear frames."""
-    info = checkpoint.info
+    its DDF can be read, else synthetic smear frames (with a warning saying why)."""
+    config = checkpoint.model_config
     ddf_path = (checkpoint.payload.get("config") or {}).get("ddf")
+    why = "the checkpoint names no dataset definition"
     if ddf_path:
         from yogo.data.images import ImageError, decode_image
         from yogo.data.transforms import resize
@@ -130,19 +105,22 @@ def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
             ddf = DatasetDefinition.from_yaml(Path(ddf_path))
             samples = (ddf.splits["val"] or ddf.splits["train"])[:VERIFY_IMAGES]
             frames = [
-                resize(torch.from_numpy(decode_image(s.image, info.channels)), info.image_hw)
+                resize(torch.from_numpy(decode_image(s.image, config.channels)), config.image_hw)
                 for s in samples
                 if s.image is not None
             ]
-        except (UserError, ImageError, OSError):
-            frames = []
-        if frames:
-            stack = torch.stack(frames).numpy()
-            return stack, f"{len(frames)} validation image(s) of {display_path(ddf_path)}"
+        except (UserError, ImageError, OSError) as e:
+            why = f"its images cannot be read here: {str(e).splitlines()[0]}"
+        else:
+            if frames:
+                stack = torch.stack(frames).numpy()
+                return stack, f"{len(frames)} validation image(s) of {display_path(ddf_path)}"
+            why = f"{display_path(ddf_path)} lists no images"
     from yogo.data.synth import synthetic_frames
 
-    frames_array = synthetic_frames(4, info.image_hw, info.channels, seed=0)
-    return frames_array, "4 synthetic frames (the run's DDF is not readable here)"
+    log.warning(f"verifying the ONNX file on synthetic frames: {why}")
+    frames_array = synthetic_frames(4, config.image_hw, config.channels, seed=0)
+    return frames_array, f"4 synthetic frames ({why})"
 
 
 def compare(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
@@ -175,11 +153,12 @@ def _write_onnx(
 
 
 def _add_metadata(
-    path: Path, info: ModelInfo, crop_height: float | None, checkpoint: Checkpoint
+    path: Path, crop_height: float | None, checkpoint: Checkpoint
 ) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
     """Add yogo's metadata to the file; returns its input and output shapes."""
     import onnx
 
+    info = checkpoint.model_config
     model = onnx.load(str(path))
     metadata = {
         "class_names": json.dumps(list(info.class_names)),

@@ -1,10 +1,10 @@
 """`yogo infer MODEL --path-to-images PATH`: detect and count in images with a .pth or .onnx.
 
-    predictor = load_predictor(Path("best.onnx"))          # or best.pth
-    summary = infer(predictor, [Path("frames")], InferSettings(output_dir=Path("out"), count=True))
+    summary = infer(InferConfig(model="best.onnx", path_to_images="frames", count=True))
+    summary.totals            # {"healthy": 1203, "ring": 17, ...}
 
-Both model kinds compute the same thing (yogo.export.Deployed): uint8 frames resized to the
-model size in, decoded predictions out; post-processing (thresholds, class-agnostic NMS) is
+Both model kinds compute the same thing (yogo.predictor): uint8 frames resized to the model
+size in, decoded predictions out; post-processing (thresholds, class-agnostic NMS) is
 yogo.boxes.postprocess, shared with `yogo test`.
 
 Written under the output folder: predictions.json (every detection, always), and on request
@@ -15,9 +15,11 @@ counts.csv (one row per image).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,105 +28,12 @@ import numpy as np
 import torch
 
 from yogo.boxes import postprocess
+from yogo.config import InferConfig
+from yogo.data.images import IMAGE_EXTENSIONS, ImageError, decode_image
+from yogo.data.loader import Loaders, default_num_workers
+from yogo.data.transforms import resize
 from yogo.errors import UserError, display_path
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """A model ready to run: uint8 (B, C, H, W) at `image_hw` -> decoded (B, 5 + C, Sy, Sx)."""
-
-    run: Callable[[np.ndarray], torch.Tensor]
-    class_names: tuple[str, ...]
-    image_hw: tuple[int, int]
-    channels: int
-    kind: str  # "pytorch" or "onnxruntime", and on what
-
-
-def load_predictor(path: Path, device_name: str | None = None) -> Predictor:
-    if not path.is_file():
-        raise UserError("model file does not exist", path=path)
-    if path.suffix == ".onnx":
-        return _onnx_predictor(path, device_name)
-    from yogo.checkpoint import load_checkpoint
-    from yogo.dist import resolve_device
-    from yogo.export import Deployed
-
-    checkpoint = load_checkpoint(path)
-    info = checkpoint.info
-    device = resolve_device(device_name)
-    model = Deployed(checkpoint.build_model(), info.image_hw, None).to(device)
-
-    def run(images: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            decoded: torch.Tensor = model(torch.from_numpy(images).to(device))
-        return decoded.float().cpu()
-
-    return Predictor(run, info.class_names, info.image_hw, info.channels, f"pytorch on {device}")
-
-
-def _onnx_predictor(path: Path, device_name: str | None) -> Predictor:
-    import onnxruntime as ort
-
-    try:
-        available = ort.get_available_providers()
-        wants_gpu = device_name is None or device_name.startswith("cuda")
-        providers = ["CPUExecutionProvider"]
-        if wants_gpu and "CUDAExecutionProvider" in available:
-            providers.insert(0, "CUDAExecutionProvider")
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise UserError(f"is not a readable ONNX model ({e})", path=path) from None
-    metadata = session.get_modelmeta().custom_metadata_map
-    if "class_names" not in metadata or "image_hw" not in metadata:
-        raise UserError(
-            "has no yogo metadata (class names, image size)",
-            path=path,
-            fix="export it with `yogo export`",
-        )
-    shape = session.get_inputs()[0].shape
-    one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
-
-    def run(images: np.ndarray) -> torch.Tensor:
-        if not one_at_a_time:
-            return torch.from_numpy(session.run(None, {"images": images})[0])
-        parts = [session.run(None, {"images": image[None]})[0] for image in images]
-        return torch.from_numpy(np.concatenate(parts))
-
-    hw = json.loads(metadata["image_hw"])
-    return Predictor(
-        run,
-        tuple(json.loads(metadata["class_names"])),
-        (int(hw[0]), int(hw[1])),
-        int(metadata.get("channels", shape[1])),
-        f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}",
-    )
-
-
-@dataclass(frozen=True)
-class InferSettings:
-    output_dir: Path
-    obj_thresh: float = 0.5
-    iou_thresh: float = 0.5
-    min_class_confidence: float = 0.0
-    batch_size: int = 16
-    save_preds: bool = False
-    draw_boxes: bool = False
-    count: bool = False
-    recursive: bool = False
-    num_workers: int | None = None
-
-    def validate(self) -> None:
-        for value, flag in (
-            (self.obj_thresh, "--obj-thresh"),
-            (self.iou_thresh, "--iou-thresh"),
-            (self.min_class_confidence, "--min-class-confidence-threshold"),
-        ):
-            if not 0 <= value <= 1:
-                raise UserError(f"{flag} must be in [0, 1], got {value}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+from yogo.predictor import Predictor, load_predictor
 
 
 @dataclass
@@ -134,6 +43,7 @@ class InferSummary:
     totals: dict[str, int] = field(default_factory=dict)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    kind: str = ""  # the predictor that ran: "pytorch on cpu", "onnxruntime on CPU", ...
 
 
 def find_images(path: Path, recursive: bool) -> tuple[Path, list[Path]]:
@@ -144,11 +54,11 @@ def find_images(path: Path, recursive: bool) -> tuple[Path, list[Path]]:
         raise UserError("does not exist", path=path, fix="give an image or a folder of images")
     pattern = "**/*" if recursive else "*"
     images = sorted(
-        p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not images:
         deeper = "" if recursive else " (add --recursive to look in sub-folders)"
-        raise UserError(f"no PNG, JPEG or TIFF images here{deeper}", path=path)
+        raise UserError(f"no PNG, JPEG, TIFF or BMP images here{deeper}", path=path)
     return path, images
 
 
@@ -162,9 +72,6 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
-        from yogo.data.images import ImageError, decode_image
-        from yogo.data.transforms import resize
-
         try:
             pixels = decode_image(self.paths[i], self.channels)
         except ImageError as e:
@@ -176,36 +83,50 @@ def _as_list(items: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
     return items
 
 
-def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSummary:
-    """Run over every image under `path`; write the outputs; return the totals."""
-    import time
-
-    from yogo.data.loader import default_num_workers
-
-    settings.validate()
-    root, paths = find_images(path, settings.recursive)
-    out = settings.output_dir
+def infer(cfg: InferConfig) -> InferSummary:
+    """Run over every image under `cfg.path_to_images`; write the outputs; return the totals."""
+    cfg.require_valid()
+    predictor = load_predictor(Path(cfg.model), cfg.device)
+    if cfg.class_names:
+        if len(cfg.class_names) != len(predictor.class_names):
+            raise UserError(
+                f"--class-names has {len(cfg.class_names)} names for a model with "
+                f"{len(predictor.class_names)} classes"
+            )
+        predictor = dataclasses.replace(predictor, class_names=tuple(cfg.class_names))
+    root, paths = find_images(Path(cfg.path_to_images), cfg.recursive)
+    out = Path(cfg.output_dir)
     if (out / "predictions.json").exists():
         raise UserError(
             "already holds the results of an earlier `yogo infer`",
             path=out,
             fix="choose another --output-dir (results are never overwritten)",
         )
-    if settings.save_preds or settings.draw_boxes:
+    if cfg.save_preds or cfg.draw_boxes:
         _require_distinct_stems(paths, root)
     out.mkdir(parents=True, exist_ok=True)
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    frames = _Frames(paths, predictor.image_hw, predictor.channels)
+    start = time.perf_counter()
+    with Loaders() as loaders:
+        workers = min(workers, max(0, len(paths) // cfg.batch_size))
+        loader = loaders.make(frames, cfg.batch_size, workers, collate_fn=_as_list)
+        summary, records, count_rows = _predict_all(predictor, loader, paths, root, cfg)
+    summary.seconds = time.perf_counter() - start
+    summary.kind = predictor.kind
+    _write_results(out, predictor, cfg, summary, records, count_rows)
+    return summary
+
+
+def _predict_all(
+    predictor: Predictor, loader: Any, paths: list[Path], root: Path, cfg: InferConfig
+) -> tuple[InferSummary, list[dict[str, Any]], list[list[Any]]]:
+    """Every batch through the model and post-processing; labels/ and boxes/ as it goes."""
+    out = Path(cfg.output_dir)
     names = predictor.class_names
-    workers = default_num_workers() if settings.num_workers is None else settings.num_workers
-    loader = torch.utils.data.DataLoader(
-        _Frames(paths, predictor.image_hw, predictor.channels),
-        batch_size=settings.batch_size,
-        num_workers=min(workers, max(0, len(paths) // settings.batch_size)),
-        collate_fn=_as_list,
-    )
     summary = InferSummary(totals=dict.fromkeys(names, 0))
     records: list[dict[str, Any]] = []
     count_rows: list[list[Any]] = []
-    start = time.perf_counter()
     for batch in _progress(loader, len(paths)):
         good = [(i, item) for i, item in batch if not isinstance(item, str)]
         summary.unreadable += [(paths[i], item) for i, item in batch if isinstance(item, str)]
@@ -213,7 +134,7 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
             continue
         decoded = predictor.run(np.stack([pixels for _, (pixels, _) in good]))
         detections = postprocess(
-            decoded, settings.obj_thresh, settings.iou_thresh, settings.min_class_confidence
+            decoded, cfg.obj_thresh, cfg.iou_thresh, cfg.min_class_confidence_threshold
         )
         for (i, (_, original_hw)), found in zip(good, detections, strict=True):
             relative = paths[i].relative_to(root)
@@ -225,18 +146,29 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
             summary.detections += len(rows)
             records.append(_record(relative, original_hw, rows, names))
             count_rows.append([str(relative), len(rows), *per_class.tolist()])
-            if settings.save_preds:
+            if cfg.save_preds:
                 _write_yolo(out / "labels" / relative.with_suffix(".txt"), rows)
-            if settings.draw_boxes:
+            if cfg.draw_boxes:
                 _draw(paths[i], out / "boxes" / relative.with_suffix(".png"), rows, names)
-    summary.seconds = time.perf_counter() - start
+    return summary, records, count_rows
+
+
+def _write_results(
+    out: Path,
+    predictor: Predictor,
+    cfg: InferConfig,
+    summary: InferSummary,
+    records: list[dict[str, Any]],
+    count_rows: list[list[Any]],
+) -> None:
+    names = predictor.class_names
     document = {
         "model": predictor.kind,
         "class_names": list(names),
         "thresholds": {
-            "obj_thresh": settings.obj_thresh,
-            "iou_thresh": settings.iou_thresh,
-            "min_class_confidence_threshold": settings.min_class_confidence,
+            "obj_thresh": cfg.obj_thresh,
+            "iou_thresh": cfg.iou_thresh,
+            "min_class_confidence_threshold": cfg.min_class_confidence_threshold,
         },
         "boxes": "x0, y0, x1, y1 and xc, yc, w, h normalised to the image (0..1); "
         "confidence = objectness x class probability",
@@ -245,12 +177,11 @@ def infer(predictor: Predictor, path: Path, settings: InferSettings) -> InferSum
     }
     with open(out / "predictions.json", "w") as f:
         json.dump(document, f, separators=(",", ":"))
-    if settings.count:
+    if cfg.count:
         with open(out / "counts.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image", "total", *names])
             writer.writerows(count_rows)
-    return summary
 
 
 def _require_distinct_stems(paths: Sequence[Path], root: Path) -> None:
@@ -334,8 +265,6 @@ COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#C
 def _draw(image_path: Path, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
     """The original image (full resolution, RGB) with a labelled box per detection."""
     from PIL import Image, ImageDraw
-
-    from yogo.data.images import decode_image
 
     pixels = decode_image(image_path, 3).transpose(1, 2, 0)
     image = Image.fromarray(np.ascontiguousarray(pixels))

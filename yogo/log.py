@@ -3,8 +3,8 @@
     configure_console()                       # once, in the CLI entry point
     logging.getLogger("yogo.ddf").warning("...")   # printed as "warning: ..."
 
-Library modules only log; the CLI decides what is shown. Later: rank 0 speaks, other ranks
-print only warnings and errors, prefixed with their rank.
+Library modules only log; the CLI decides what is shown. Rank 0 speaks, other ranks print
+only warnings and errors, prefixed with their rank.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from yogo.config import TrainConfig
 
 
 class _StderrHandler(logging.Handler):
@@ -172,21 +174,12 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def start_wandb(
-    enabled: bool | None,
-    run_dir: Path,
-    config: dict[str, Any],
-    name: str,
-    project: str | None,
-    entity: str | None,
-    note: str | None,
-    tags: list[str],
-    run_id: str | None = None,
-) -> Any:
-    """A W&B run, or None. Default (`enabled` None): online with credentials, else offline with
-    a one-line note. WANDB_MODE/WANDB_PROJECT/WANDB_ENTITY are respected; files go into the run
-    folder, never the working directory. `run_id` (a resumed run) continues that W&B run."""
-    if enabled is False or os.environ.get("WANDB_MODE") == "disabled":
+def start_wandb(cfg: TrainConfig, run_dir: Path, run_id: str | None = None) -> Any:
+    """A W&B run, or None (`cfg.wandb` False). Default (`cfg.wandb` None): online with
+    credentials, else offline with a one-line note. WANDB_MODE/WANDB_PROJECT/WANDB_ENTITY are
+    respected; files go into the run folder, never the working directory. `run_id` (a resumed
+    run) continues that W&B run."""
+    if cfg.wandb is False or os.environ.get("WANDB_MODE") == "disabled":
         return None
     import wandb
 
@@ -202,12 +195,12 @@ def start_wandb(
     return wandb.init(
         dir=run_dir,
         mode=mode,  # type: ignore[arg-type]
-        project=project or os.environ.get("WANDB_PROJECT") or "yogo",
-        entity=entity or os.environ.get("WANDB_ENTITY"),
-        name=name,
-        notes=note,
-        tags=tags or None,
-        config=config,
+        project=cfg.wandb_project or os.environ.get("WANDB_PROJECT") or "yogo",
+        entity=cfg.wandb_entity or os.environ.get("WANDB_ENTITY"),
+        name=run_dir.name,
+        notes=cfg.note,
+        tags=cfg.tags or None,
+        config=cfg.to_dict(),
         id=run_id,
         resume="allow" if run_id else None,
     )

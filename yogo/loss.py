@@ -52,19 +52,19 @@ class YOGOLoss(torch.nn.Module):
             boxes = decode_boxes(cells[:, :4], col, row, (rows, cols), anchors[0], anchors[1])
             box = s.iou_weight * complete_iou_loss(boxes, truth[:, 1:5]).sum() / batch
             weights = s.class_weights.to(raw.device) if s.class_weights is not None else None
-            classes = F.cross_entropy(
+            class_term = F.cross_entropy(
                 cells[:, 5:],
                 truth[:, 5].long(),
                 weight=weights,
                 label_smoothing=s.label_smoothing,
                 reduction="sum",
             )
-            classes = s.classify_weight * classes / batch
+            class_term = s.classify_weight * class_term / batch
         else:
-            box = classes = pred.sum() * 0.0  # keeps the graph (and DDP) whole
+            box = class_term = pred.sum() * 0.0  # keeps the graph (and DDP) whole
         return {
-            "loss": objectness + box + classes,
+            "loss": objectness + box + class_term,
             "objectness": objectness,
             "box": box,
-            "class": classes,
+            "class": class_term,
         }

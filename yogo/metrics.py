@@ -95,17 +95,17 @@ class DetectionMetrics:
         """Every detection's score, class and hits (T, N) at each IoU threshold, and the
         number of labels per class."""
         num_classes = len(self.class_names)
-        scores, classes, hits = [], [], []
+        scores, class_indices, hits = [], [], []
         num_true = np.zeros(num_classes, dtype=np.int64)
         for det, truth in self.images:
             order = np.argsort(-(det[:, 4] * det[:, 5]), kind="stable")
             det = det[order]
             scores.append(det[:, 4] * det[:, 5])
-            classes.append(det[:, 6].astype(np.int64))
+            class_indices.append(det[:, 6].astype(np.int64))
             hits.append(_greedy_hits(det, truth, IOU_THRESHOLDS))
             num_true += np.bincount(truth[:, 0].astype(np.int64), minlength=num_classes)
         score = np.concatenate(scores) if scores else np.zeros(0)
-        cls = np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
+        cls = np.concatenate(class_indices) if class_indices else np.zeros(0, dtype=np.int64)
         hit = np.concatenate(hits, axis=1) if hits else np.zeros((len(IOU_THRESHOLDS), 0), bool)
         return score, cls, hit, num_true
 

@@ -1,23 +1,79 @@
-"""The detector family: a single-scale grid network with stride 8, and its registry.
+"""The detector family: a single-scale grid network with stride 8, its registry, and the one
+description of a model (`ModelConfig`) that checkpoints, export and infer share.
 
-    model = build_model("base_model", num_classes=3, channels=1, normalize_images=True,
-                        anchor_w=0.045, anchor_h=0.06)
+    config = ModelConfig("base_model", ("healthy", "ring"), channels=1, normalize_images=True,
+                         image_hw=(772, 1032), anchor_w=0.045, anchor_h=0.06)
+    model = build_model(config)
     raw = model(images)            # (B, 5 + C, Sy, Sx): tx, ty, tw, th, to, class logits
     decoded = model.predict(images)  # (B, 5 + C, Sy, Sx): xc, yc, w, h, objectness, class probs
 
 Pure: tensors in, tensors out; no I/O, no loss, no rank checks. Parameter names follow YOGO
 1.0.1 (`model.K.M.*`), so its `base_model` weights load unchanged. Any input size works; the
-grid is ceil(H/8) x ceil(W/8).
+grid is `yogo.grid.grid_shape(image_hw)`, ceil(H/8) x ceil(W/8).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from yogo.boxes import decode
+from yogo.errors import UserError
+from yogo.grid import grid_shape
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything it takes to rebuild a model and feed it; saved in every checkpoint (`model:`)
+    and in exported ONNX metadata."""
+
+    model_name: str
+    """Network from the registry (MODELS)."""
+    class_names: tuple[str, ...]
+    channels: int
+    """1 (grayscale) or 3 (RGB) input channels."""
+    normalize_images: bool
+    """The network divides its uint8-range input by 255 itself."""
+    image_hw: tuple[int, int]
+    """Input height and width the model was trained at; frames are resized to it."""
+    anchor_w: float
+    """Anchor width and height, normalised to the image."""
+    anchor_h: float
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Output grid (rows, columns) at `image_hw`."""
+        return grid_shape(self.image_hw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "class_names": list(self.class_names),
+            "channels": self.channels,
+            "normalize_images": self.normalize_images,
+            "image_hw": list(self.image_hw),
+            "anchor_w": self.anchor_w,
+            "anchor_h": self.anchor_h,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(
+            str(d["model_name"]),
+            tuple(str(c) for c in d["class_names"]),
+            int(d["channels"]),
+            bool(d["normalize_images"]),
+            (int(d["image_hw"][0]), int(d["image_hw"][1])),
+            float(d["anchor_w"]),
+            float(d["anchor_h"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -38,15 +94,6 @@ MODELS: dict[str, Architecture] = {
     "shallow_model": Architecture(1.0, -1, "base_model without its last 3x3 block"),
     "deep_model": Architecture(1.0, 2, "base_model with two more 3x3 blocks (BN)"),
 }
-STRIDE = 8
-
-
-def grid_shape(image_hw: tuple[int, int]) -> tuple[int, int]:
-    """Output grid (rows, columns) for an input size: each stride-2 conv rounds up."""
-    height, width = image_hw
-    for _ in range(3):
-        height, width = (height + 1) // 2, (width + 1) // 2
-    return height, width
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -61,20 +108,16 @@ class YOGO(nn.Module):
     """The network plus what it needs to interpret its output (the anchor, a buffer, so it
     travels with the state dict) and its input (channels, normalisation)."""
 
-    def __init__(
-        self,
-        architecture: Architecture,
-        num_classes: int,
-        channels: int = 1,
-        normalize_images: bool = True,
-        anchor_w: float = 0.05,
-        anchor_h: float = 0.05,
-    ) -> None:
+    anchors: torch.Tensor  # (2,) normalised anchor w, h (a buffer)
+
+    def __init__(self, architecture: Architecture, config: ModelConfig) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.channels = channels
-        self.normalize_images = normalize_images
-        self.register_buffer("anchors", torch.tensor([anchor_w, anchor_h], dtype=torch.float32))
+        self.config = config
+        self.num_classes = num_classes = config.num_classes
+        self.channels = channels = config.channels
+        self.normalize_images = config.normalize_images
+        anchors = torch.tensor([config.anchor_w, config.anchor_h], dtype=torch.float32)
+        self.register_buffer("anchors", anchors)
         f16, f32, f64, f128 = (max(1, round(n * architecture.width)) for n in (16, 32, 64, 128))
         act = nn.LeakyReLU(0.01)
         blocks = [
@@ -120,8 +163,7 @@ class YOGO(nn.Module):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded output (B, 5 + C, Sy, Sx): xc, yc, w, h (normalised), objectness, classes."""
-        anchors: torch.Tensor = self.anchors  # type: ignore[assignment]
-        return decode(self(images), anchors[0], anchors[1])
+        return decode(self(images), self.anchors[0], self.anchors[1])
 
     def init_output_priors(self, object_fraction: float, class_frequencies: torch.Tensor) -> None:
         """Start the output layer at the data's priors: objectness at the fraction of cells
@@ -135,19 +177,11 @@ class YOGO(nn.Module):
             bias[5:] = torch.log(class_frequencies.clamp_min(1e-4) / class_frequencies.sum())
 
 
-def build_model(
-    name: str,
-    num_classes: int,
-    channels: int = 1,
-    normalize_images: bool = True,
-    anchor_w: float = 0.05,
-    anchor_h: float = 0.05,
-) -> YOGO:
-    if name not in MODELS:
-        from yogo.errors import UserError
-
+def build_model(config: ModelConfig) -> YOGO:
+    """A new network as `config` describes (weights initialised, not loaded)."""
+    if config.model_name not in MODELS:
         raise UserError(
-            f"--model '{name}' is not a known model",
+            f"--model '{config.model_name}' is not a known model",
             fix=f"choose one of: {', '.join(MODELS)}",
         )
-    return YOGO(MODELS[name], num_classes, channels, normalize_images, anchor_w, anchor_h)
+    return YOGO(MODELS[config.model_name], config)

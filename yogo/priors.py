@@ -2,21 +2,22 @@
 labels, or from a checkpoint (`--from-pretrained`); and the class weights of the loss.
 
     weights = class_weights("auto", train_samples, num_classes)
-    model, info = make_model(cfg, class_names, train_samples, pretrained, weights)
+    model = make_model(cfg, class_names, train_samples, pretrained, weights)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import torch
 
-from yogo.checkpoint import Checkpoint, ModelInfo
+from yogo.checkpoint import Checkpoint
 from yogo.config import TrainConfig
-from yogo.data.verify import LabelledSample
+from yogo.data.scan import LabelledSample
 from yogo.errors import UserError, display_path
-from yogo.model import YOGO, build_model, grid_shape
+from yogo.model import YOGO, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -27,54 +28,13 @@ def make_model(
     train: tuple[LabelledSample, ...],
     pretrained: Checkpoint | None,
     weights: torch.Tensor | None,
-) -> tuple[YOGO, ModelInfo]:
+) -> YOGO:
     """A new model fitted to the data, or one starting from `pretrained` (whose model
-    settings travel with it); a different class count re-initialises the output layer."""
-    boxes = np.concatenate([s.boxes for s in train]) if train else np.zeros((0, 5))
+    settings travel with it); a different class count re-initialises the output layer.
+    `model.config` says what was built."""
     if pretrained is not None:
-        old = pretrained.info
-        image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
-        info = ModelInfo(
-            old.model_name,
-            class_names,
-            old.channels,
-            old.normalize_images,
-            (int(image_hw[0]), int(image_hw[1])),
-            old.anchor_w,
-            old.anchor_h,
-        )
-        model = build_model(
-            info.model_name,
-            len(class_names),
-            info.channels,
-            info.normalize_images,
-            info.anchor_w,
-            info.anchor_h,
-        )
-        state = dict(pretrained.state_dict)
-        if len(old.class_names) != len(class_names):
-            head = f"model.{len(model.model) - 1}."
-            state = {k: v for k, v in state.items() if not k.startswith(head)}
-            log.info(
-                f"--from-pretrained: {len(old.class_names)} classes in the checkpoint, "
-                f"{len(class_names)} here: the output layer starts fresh"
-            )
-            model.load_state_dict(state, strict=False)
-            _init_priors(model, train, weights, info.image_hw)
-        else:
-            if old.class_names != class_names:
-                log.warning(
-                    f"--from-pretrained: class names differ ([{', '.join(old.class_names)}]"
-                    f" -> [{', '.join(class_names)}]); outputs are reused by index"
-                )
-            model.load_state_dict(state)
-        log.info(
-            f"--from-pretrained {display_path(pretrained.path)}: {info.model_name}, "
-            f"{info.channels} channel(s), normalize_images={info.normalize_images}, "
-            f"image {info.image_hw[0]}x{info.image_hw[1]}, anchor "
-            f"{info.anchor_w:.4f} x {info.anchor_h:.4f}"
-        )
-        return model, info
+        return _from_pretrained(cfg, class_names, train, pretrained, weights)
+    boxes = np.concatenate([s.boxes for s in train]) if train else np.zeros((0, 5))
     if not len(boxes) and (cfg.anchor_w is None or cfg.anchor_h is None):
         raise UserError(
             "the train split has no objects to fit the anchor to",
@@ -82,33 +42,65 @@ def make_model(
         )
     first = train[0]
     image_hw = tuple(cfg.image_hw) if cfg.image_hw else (first.height, first.width)
-    anchor_w = cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean())
-    anchor_h = cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean())
-    info = ModelInfo(
-        cfg.model,
-        class_names,
-        3 if cfg.rgb_images else 1,
-        cfg.normalize_images,
-        (int(image_hw[0]), int(image_hw[1])),
-        anchor_w,
-        anchor_h,
+    config = ModelConfig(
+        model_name=cfg.model,
+        class_names=class_names,
+        channels=3 if cfg.rgb_images else 1,
+        normalize_images=cfg.normalize_images,
+        image_hw=(int(image_hw[0]), int(image_hw[1])),
+        anchor_w=cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean()),
+        anchor_h=cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean()),
     )
-    model = build_model(
-        info.model_name, len(class_names), info.channels, info.normalize_images, anchor_w, anchor_h
+    model = build_model(config)
+    _init_priors(model, train, weights)
+    return model
+
+
+def _from_pretrained(
+    cfg: TrainConfig,
+    class_names: tuple[str, ...],
+    train: tuple[LabelledSample, ...],
+    pretrained: Checkpoint,
+    weights: torch.Tensor | None,
+) -> YOGO:
+    old = pretrained.model_config
+    image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
+    config = dataclasses.replace(
+        old, class_names=class_names, image_hw=(int(image_hw[0]), int(image_hw[1]))
     )
-    _init_priors(model, train, weights, info.image_hw)
-    return model, info
+    model = build_model(config)
+    state = dict(pretrained.state_dict)
+    if old.num_classes != config.num_classes:
+        head = f"model.{len(model.model) - 1}."
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+        log.info(
+            f"--from-pretrained: {old.num_classes} classes in the checkpoint, "
+            f"{config.num_classes} here: the output layer starts fresh"
+        )
+        model.load_state_dict(state, strict=False)
+        _init_priors(model, train, weights)
+    else:
+        if old.class_names != class_names:
+            log.warning(
+                f"--from-pretrained: class names differ ([{', '.join(old.class_names)}]"
+                f" -> [{', '.join(class_names)}]); outputs are reused by index"
+            )
+        model.load_state_dict(state)
+    log.info(
+        f"--from-pretrained {display_path(pretrained.path)}: {config.model_name}, "
+        f"{config.channels} channel(s), normalize_images={config.normalize_images}, "
+        f"image {config.image_hw[0]}x{config.image_hw[1]}, anchor "
+        f"{config.anchor_w:.4f} x {config.anchor_h:.4f}"
+    )
+    return model
 
 
 def _init_priors(
-    model: YOGO,
-    train: tuple[LabelledSample, ...],
-    weights: torch.Tensor | None,
-    image_hw: tuple[int, int],
+    model: YOGO, train: tuple[LabelledSample, ...], weights: torch.Tensor | None
 ) -> None:
     """Output biases at the priors the loss converges to: the object fraction of cells, and
     the class frequencies times their class weights."""
-    rows, cols = grid_shape(image_hw)
+    rows, cols = model.config.grid
     counts = class_counts(train, model.num_classes)
     fraction = counts.sum() / max(1, len(train) * rows * cols)
     prior = torch.from_numpy(counts + 1.0).float()

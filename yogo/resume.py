@@ -1,17 +1,20 @@
-"""Resuming a run: which checkpoint `--resume` means, and the state besides the weights that an
-exact continuation needs (optimizer, scheduler, scaler, every random generator).
+"""Resuming a run: which checkpoint `--resume` means, where a run is (`TrainState`), and the
+state besides the weights that an exact continuation needs (optimizer, scheduler, scaler, every
+random generator), saved and restored by one pair of functions.
 
-    checkpoint = find_resume(cfg)             # None: start a new run
-    state = training_state(optimizer, schedule, scaler, best_map, since_best)
-    set_rng_state(state["rng"])               # when resuming
+    checkpoint = find_resume(cfg)                      # None: start a new run
+    payload["resume"] = save_state(state, optimizer, schedule, scaler, model, ema)
+    state = restore_state(payload["resume"], optimizer, schedule, scaler, model, ema)
 
 Everything is plain data (tensors, numbers, lists), so last.pth stays weights_only-loadable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,89 @@ import torch
 
 from yogo.checkpoint import Checkpoint, load_checkpoint
 from yogo.config import TrainConfig
+from yogo.ema import WeightAverage
 from yogo.errors import UserError
+from yogo.model import YOGO
+
+LOSS_PARTS = ("loss", "objectness", "box", "class")
+
+
+@dataclass
+class TrainState:
+    """Where a run is: the position of the next batch and what the loop carries across
+    batches and epochs. A run stopped anywhere continues from it exactly."""
+
+    epoch: int = 1
+    """The epoch the next batch belongs to (1-based)."""
+    batch: int = 0
+    """The next batch's index in that epoch."""
+    step: int = 0
+    """Optimizer steps taken (the EMA has made as many updates)."""
+    best_map: float = -1.0
+    """Best val mAP@0.5 so far (-1: none yet)."""
+    since_best: int = 0
+    """Validations since the best one (for --patience)."""
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(LOSS_PARTS)))
+    """Loss parts (LOSS_PARTS) summed over this epoch's images so far, on the device."""
+    images_seen: int = 0
+    """This epoch's training images so far (this rank)."""
+    wandb_id: str | None = None
+    """The W&B run to continue."""
+    elapsed_s: float = 0.0
+    """Training time before this process started (earlier parts of a resumed run)."""
+
+    def next_epoch(self) -> None:
+        """Move to the first batch of the next epoch."""
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.sums, self.images_seen = torch.zeros_like(self.sums), 0
+
+
+def save_state(
+    state: TrainState,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    scaler: Any,
+    model: YOGO,
+    ema: WeightAverage | None,
+) -> dict[str, Any]:
+    """last.pth's `resume` entry: `state`, optimizer/scheduler/scaler state, every random
+    generator and, with an EMA (whose average is the checkpoint's weights), the raw weights."""
+    saved = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    saved["sums"] = state.sums.detach().cpu()
+    saved.update(
+        optimizer=optimizer.state_dict(),
+        scheduler=schedule.state_dict(),
+        scaler=scaler.state_dict(),
+        rng=rng_state(),
+    )
+    if ema is not None:
+        saved["train_weights"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return saved
+
+
+def restore_state(
+    saved: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    scaler: Any,
+    model: YOGO,
+    ema: WeightAverage | None,
+) -> TrainState:
+    """The inverse of `save_state`: loads everything back and returns the position."""
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    set_rng_state(saved["rng"])
+    device = next(model.parameters()).device
+    state = TrainState(
+        **{f.name: saved[f.name] for f in dataclasses.fields(TrainState) if f.name in saved}
+    )
+    state.sums = state.sums.to(device)
+    if ema is not None:  # the checkpoint's weights are the average; the raw ones are here
+        model.load_state_dict(saved["train_weights"])
+        ema.updates = state.step
+    return state
+
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +137,6 @@ def find_resume(cfg: TrainConfig) -> Checkpoint | None:
             )
         raise UserError("is from a finished run; nothing to resume", path=path)
     return checkpoint
-
-
-def training_state(
-    optimizer: torch.optim.Optimizer, schedule: Any, scaler: Any, best_map: float, since_best: int
-) -> dict[str, Any]:
-    """What resuming needs besides the weights and the position: plain data only."""
-    return {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedule.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": rng_state(),
-        "best_map": best_map,
-        "since_best": since_best,
-    }
 
 
 def rng_state() -> dict[str, Any]:

@@ -2,15 +2,20 @@
 
     run_dir = train(TrainConfig(ddf="data.yml", epochs=20))
 
+`train` reads top to bottom as the run goes: `setup` (data, model, run folder, loaders,
+optimiser, schedule), then per epoch `train_one_epoch`, `validate` and `end_epoch` (the
+metrics row, plots, checkpoints, early stop), then `finish`. Where a run is lives in one
+`TrainState` (yogo.resume), which last.pth saves and a resumed run restores.
+
 The run folder holds config.yaml (every resolved value; `yogo train --config` repeats the run),
-last.pth (every epoch), best.pth (best val mAP@0.5), metrics.csv, training_curves.png, and at
-the end the validation PR curves and confusion matrix of best.pth.
+last.pth (every epoch, and at a stop), best.pth (best val mAP@0.5), metrics.csv,
+training_curves.png, and at the end the validation PR curves and confusion matrix of best.pth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import random
@@ -18,12 +23,13 @@ import signal
 import sys
 import time
 from collections import Counter
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from yogo.boxes import build_targets
 from yogo.checkpoint import (
@@ -41,19 +47,13 @@ from yogo.config import (
     save_config,
 )
 from yogo.data.dataset import DetectionDataset
-from yogo.data.loader import (
-    EpochSampler,
-    ShardSampler,
-    close_loaders,
-    default_num_workers,
-    make_loader,
-)
-from yogo.data.verify import LabelledSample, require_trainable, scan_dataset
+from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers
+from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
-from yogo.dist import DistContext, lost_contact, setup, teardown
+from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.ema import WeightAverage
 from yogo.errors import RunError, UserError, display_path
-from yogo.evaluate import evaluate_model
+from yogo.evaluate import evaluate_model, evaluate_sharded
 from yogo.log import (
     MetricsCSV,
     plot_evaluation,
@@ -62,47 +62,170 @@ from yogo.log import (
     start_wandb,
 )
 from yogo.loss import LossSettings, YOGOLoss
-from yogo.metrics import DetectionMetrics
-from yogo.model import YOGO, grid_shape
+from yogo.model import YOGO
 from yogo.optim import lr_factor, make_optimizer, precision_context
 from yogo.priors import class_weights, make_model
-from yogo.resume import find_resume, set_rng_state, training_state
+from yogo.resume import LOSS_PARTS, TrainState, find_resume, restore_state, save_state
+from yogo.run_folder import create_run_dir, dataset_record, require_new_run_name
 from yogo.signals import Interrupted, StopRequest, requeue_slurm_job
 
 log = logging.getLogger(__name__)
-LOSS_PARTS = ("loss", "objectness", "box", "class")
 
 
 def train(cfg: TrainConfig) -> Path:
     """Train a detector as `cfg` says; returns the run folder. Under torchrun or srun every
     rank calls this; rank 0 writes the run folder."""
-    cfg.validate()
+    cfg.require_valid()
     resume = find_resume(cfg)
     if resume is not None:
         cfg = dataclasses.replace(TrainConfig.from_dict(resume.payload["config"]), resume=None)
     elif not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
-    ctx = setup(cfg.device, cfg.dist_timeout)
+    ctx = setup_process(cfg.device, cfg.dist_timeout)
     set_console_rank(ctx.rank)
     try:
-        return _train(cfg, ctx, resume)
+        with Loaders() as loaders:
+            run = setup(cfg, ctx, resume, loaders)
+            state = start_state(run, resume)
+            stop = StopRequest.install()
+            for epoch in range(state.epoch, run.cfg.epochs + 1):
+                row = train_one_epoch(run, state, stop)
+                report = validate(run, row) if run.validation_due(epoch) else None
+                if end_epoch(run, state, stop, row, report):
+                    break
+            finish(run, state, loaders)
+            return run.dir
     except RuntimeError as e:
         failure = lost_contact(ctx, e, cfg.dist_timeout)
         if failure is None:
             raise
         raise failure from e
     finally:
-        close_loaders()
         teardown(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Path:
-    device = ctx.device
+@dataclass
+class Run:
+    """What `setup` builds and the loop uses; nothing in it changes during training except
+    the objects' own state (weights, optimizer, ...) and `skipped`."""
+
+    cfg: TrainConfig  # resolved: every None the run decided is filled in
+    ctx: DistContext
+    dir: Path
+    class_names: tuple[str, ...]
+    model: YOGO
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    ema: WeightAverage | None
+    loss_fn: YOGOLoss
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    autocast: Any
+    scaler: Any
+    train_loader: torch.utils.data.DataLoader[Any]
+    train_sampler: EpochSampler
+    val_set: DetectionDataset
+    val_loader: torch.utils.data.DataLoader[Any]
+    val_shard: ShardSampler
+    wandb_run: Any
+    csv: MetricsCSV
+    num_workers: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: set[Path] = field(default_factory=set)
+    started: float = 0.0  # perf_counter() at which the run's elapsed time would be 0
+
+    @property
+    def evaluated_model(self) -> YOGO:
+        """What validation, best.pth and export see: the EMA when there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def validation_due(self, epoch: int) -> bool:
+        due = epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs
+        return due and len(self.val_set) > 0
+
+
+# --- set-up --------------------------------------------------------------------------------
+
+
+def setup(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None, loaders: Loaders) -> Run:
+    """Data, model, run folder, loaders, loss, optimiser, schedule, precision, EMA, DDP, W&B."""
     if resume is None:
         require_new_run_name(cfg)  # before the slow part: a taken name fails at once
     seed_everything(cfg.seed)
+    ddf, splits = load_splits(cfg)
+    pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
+    weights = class_weights(cfg.class_weights, splits["train"], len(ddf.class_names))
+    if resume is not None:
+        model = resume.build_model()
+    else:
+        model = make_model(cfg, ddf.class_names, splits["train"], pretrained, weights)
+    model.to(ctx.device)
+    cfg = resolved_config(cfg, ddf, model, pretrained, len(splits["train"]) // ctx.world_size)
+    run_dir = prepare_run_dir(cfg, ctx, resume, ddf, splits)
+    cfg = dataclasses.replace(cfg, name=run_dir.name)
 
-    # --- data ------------------------------------------------------------------------------
+    assert cfg.batch_size is not None  # resolved above
+    # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    pin = ctx.device.type == "cuda"
+    image_hw, channels = model.config.image_hw, model.config.channels
+    train_set = DetectionDataset(splits["train"], image_hw, channels, cfg.augment, cfg.seed)
+    # One code path for every world size: each rank draws its share of a seeded permutation.
+    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
+    val_set = DetectionDataset(splits["val"], image_hw, channels)
+    val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
+    loss_fn = YOGOLoss(
+        LossSettings(
+            no_obj_weight=cfg.no_obj_weight,
+            iou_weight=cfg.iou_weight,
+            classify_weight=cfg.classify_weight,
+            label_smoothing=cfg.label_smoothing,
+            class_weights=weights,
+        )
+    )
+    train_loader = loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    total_steps, warmup_steps = (
+        steps_per_epoch * cfg.epochs,
+        round(cfg.warmup_epochs * steps_per_epoch),
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, cfg.lr_decay_factor)
+    )
+    autocast, scaler = precision_context(cfg.precision, ctx.device)
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=device_ids)
+    wandb_id = resume.payload["resume"].get("wandb_id") if resume is not None else None
+    return Run(
+        cfg=cfg,
+        ctx=ctx,
+        dir=run_dir,
+        class_names=ddf.class_names,
+        model=model,
+        net=net,
+        ema=WeightAverage(model) if cfg.ema else None,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        schedule=schedule,
+        autocast=autocast,
+        scaler=scaler,
+        train_loader=train_loader,
+        train_sampler=train_sampler,
+        val_set=val_set,
+        val_loader=loaders.make(val_set, cfg.batch_size, workers, cfg.seed, pin, val_shard),
+        val_shard=val_shard,
+        wandb_run=start_wandb(cfg, run_dir, wandb_id) if ctx.is_main else None,
+        csv=MetricsCSV(run_dir / "metrics.csv"),
+        num_workers=workers,
+    )
+
+
+def load_splits(
+    cfg: TrainConfig,
+) -> tuple[DatasetDefinition, dict[str, tuple[LabelledSample, ...]]]:
+    """The DDF and the samples of each split, scanned under --bad-labels and subsampled."""
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
     scan = scan_dataset(ddf, cfg.bad_labels)  # type: ignore[arg-type]
     require_trainable(scan)
@@ -116,351 +239,292 @@ def _train(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None) -> Pat
             "no validation split: best.pth is not written (add val to "
             "dataset_split_fractions to select the best epoch)"
         )
+    return ddf, splits
 
-    # --- model -----------------------------------------------------------------------------
-    pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
-    weights = class_weights(cfg.class_weights, splits["train"], len(ddf.classes))
-    if resume is not None:
-        model, info = resume.build_model(), resume.info
-    else:
-        model, info = make_model(cfg, ddf.classes, splits["train"], pretrained, weights)
-    model.to(device)
-    cfg = dataclasses.replace(
-        cfg,
-        ddf=str(ddf.path),  # resolved, so `--config` works from any working directory
-        from_pretrained=str(pretrained.path.resolve()) if pretrained else None,
-        model=info.model_name,
-        image_hw=list(info.image_hw),
-        rgb_images=info.channels == 3,
-        normalize_images=info.normalize_images,
-        anchor_w=info.anchor_w,
-        anchor_h=info.anchor_h,
-    )
 
-    per_rank = len(splits["train"]) // ctx.world_size
-    batch_size = cfg.batch_size or default_batch_size(per_rank, cfg.grad_accum)
+def resolved_config(
+    cfg: TrainConfig,
+    ddf: DatasetDefinition,
+    model: YOGO,
+    pretrained: Checkpoint | None,
+    train_per_rank: int,
+) -> TrainConfig:
+    """`cfg` with what the run decided filled in (model settings, paths, batch size), so
+    config.yaml repeats the run exactly and from any working directory."""
+    m = model.config
+    batch_size = cfg.batch_size or default_batch_size(train_per_rank, cfg.grad_accum)
     if cfg.batch_size is None and batch_size != DEFAULT_BATCH_SIZE:
         log.info(
-            f"batch size {batch_size}: with {per_rank} training images per process, "
+            f"batch size {batch_size}: with {train_per_rank} training images per process, "
             f"{DEFAULT_BATCH_SIZE} would give fewer than {MIN_STEPS_PER_EPOCH} optimizer steps "
             "per epoch (--batch-size sets it)"
         )
-    cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    return dataclasses.replace(
+        cfg,
+        ddf=str(ddf.path),
+        from_pretrained=str(pretrained.path.resolve()) if pretrained else None,
+        model=m.model_name,
+        image_hw=list(m.image_hw),
+        rgb_images=m.channels == 3,
+        normalize_images=m.normalize_images,
+        anchor_w=m.anchor_w,
+        anchor_h=m.anchor_h,
+        batch_size=batch_size,
+    )
 
-    # --- run folder ------------------------------------------------------------------------
+
+def prepare_run_dir(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    resume: Checkpoint | None,
+    ddf: DatasetDefinition,
+    splits: dict[str, tuple[LabelledSample, ...]],
+) -> Path:
+    """The resumed run's folder (stale partial files removed), or a new one with config.yaml;
+    rank 0 decides, every rank gets the path."""
     if resume is not None:
         run_dir = resume.path.parent
         if ctx.is_main:
             for path in remove_partial_files(run_dir):
                 log.info(f"removed {display_path(path)} (a write interrupted by a crash)")
-    else:
-        new_dir = str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None
-        run_dir = Path(ctx.broadcast(new_dir))
-    cfg = dataclasses.replace(cfg, name=run_dir.name)
-    if ctx.is_main and resume is None:
+        return run_dir
+    run_dir = Path(ctx.broadcast(str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None))
+    if ctx.is_main:
         record = {
             "command": " ".join(sys.argv),
             "world_size": ctx.world_size,
-            "dataset": dataset_record(ddf, splits),
+            "dataset": dataset_record(ddf.path, splits),
         }
-        save_config(run_dir / "config.yaml", cfg, record)
+        save_config(run_dir / "config.yaml", dataclasses.replace(cfg, name=run_dir.name), record)
         log.info(f"run folder: {display_path(run_dir)}")
-
-    # --- loaders, optimisation -------------------------------------------------------------
-    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
-    pin = device.type == "cuda"
-    train_set = DetectionDataset(
-        splits["train"], info.image_hw, info.channels, cfg.augment, cfg.seed
-    )
-    # One code path for every world size: each rank draws its share of a seeded permutation.
-    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
-    train_loader = make_loader(
-        train_set, batch_size, False, workers, cfg.seed, pin, sampler=train_sampler
-    )
-    val_set = DetectionDataset(splits["val"], info.image_hw, info.channels)
-    val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
-    val_loader = make_loader(val_set, batch_size, False, workers, cfg.seed, pin, sampler=val_shard)
-    grid = grid_shape(info.image_hw)
-    loss_fn = YOGOLoss(
-        LossSettings(
-            no_obj_weight=cfg.no_obj_weight,
-            iou_weight=cfg.iou_weight,
-            classify_weight=cfg.classify_weight,
-            label_smoothing=cfg.label_smoothing,
-            class_weights=weights,
-        )
-    )
-    optimizer = make_optimizer(model, cfg)
-    batches_per_epoch = len(train_loader)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, cfg.lr_decay_factor)
-    )
-    autocast, scaler = precision_context(cfg.precision, device)
-    anchors: torch.Tensor = model.anchors  # type: ignore[assignment]
-    ema = WeightAverage(model) if cfg.ema else None
-    net = model
-    if ctx.distributed:
-        device_ids = [device.index] if device.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)  # type: ignore[assignment]
-    wandb_run = (
-        None
-        if not ctx.is_main
-        else start_wandb(
-            cfg.wandb,
-            run_dir,
-            cfg.to_dict(),
-            run_dir.name,
-            cfg.wandb_project,
-            cfg.wandb_entity,
-            cfg.note,
-            cfg.tags,
-            resume.payload["resume"].get("wandb_id") if resume is not None else None,
-        )
-    )
-
-    # --- the loop --------------------------------------------------------------------------
-    csv = MetricsCSV(run_dir / "metrics.csv")
-    rows: list[dict[str, Any]] = csv.read() if resume is not None else []
-    best_map, since_best, step = -1.0, 0, 0
-    start_epoch, start_batch = 1, 0
-    sums = torch.zeros(len(LOSS_PARTS), device=device)  # summed on the device: no sync
-    images_seen, elapsed_before = 0, 0.0
-    if resume is not None:
-        state = resume.payload["resume"]
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
-        best_map, since_best = state["best_map"], state["since_best"]
-        sums, images_seen = state["sums"].to(device), state["images_seen"]
-        if ema is not None:  # the checkpoint's weights are the average; the raw ones are here
-            model.load_state_dict(state["train_weights"])
-            ema.updates = state["ema_updates"]
-        log.info(
-            f"resuming {display_path(run_dir)} at optimizer step {step} (epoch {start_epoch}, "
-            f"batch {start_batch})"
-        )
-        elapsed_before = state.get("elapsed_s", 0.0)
-
-    def checkpoint(
-        next_epoch: int, next_batch: int, loss_sums: torch.Tensor, seen: int, **extra: Any
-    ) -> dict[str, Any]:
-        """last.pth's payload: weights, settings, and the exact position to resume from."""
-        position = {
-            "epoch": next_epoch,
-            "batch": next_batch,
-            "step": step,
-            "sums": loss_sums,
-            "images_seen": seen,
-            "elapsed_s": time.perf_counter() - start,
-        }
-        state = training_state(optimizer, schedule, scaler, best_map, since_best)
-        if ema is not None:
-            state["train_weights"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            state["ema_updates"] = ema.updates
-        if wandb_run is not None:
-            state["wandb_id"] = wandb_run.id
-        return checkpoint_payload(
-            ema.model if ema is not None else model,
-            info,
-            config=cfg.to_dict(),
-            epoch=epoch,
-            step=step,
-            resume={**position, **state},
-            **extra,
-        )
-
-    stop = StopRequest.install()
-
-    def interrupt(signum: int, position: str) -> NoReturn:
-        requeued = ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
-        raise Interrupted(signum, requeued, f"after optimizer step {step} ({position})")
-
-    skipped: set[Path] = set()
-    start = time.perf_counter() - elapsed_before
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        model.train()
-        first = start_batch if epoch == start_epoch else 0
-        train_sampler.set_epoch(epoch, skip=first * batch_size)
-        if first == 0:
-            sums, images_seen = torch.zeros(len(LOSS_PARTS), device=device), 0
-        data_wait, epoch_start = 0.0, time.perf_counter()
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        stop_signal = 0
-        wait_start = time.perf_counter()
-        batches = progress(train_loader, f"epoch {epoch}/{cfg.epochs}")
-        for i, batch in enumerate(batches, start=first):
-            data_wait += time.perf_counter() - wait_start
-            skipped.update(batch.skipped)
-            for path in batch.skipped:
-                log.warning(f"{display_path(path)}: image fails to decode; skipped")
-            images = batch.images.to(device, non_blocking=True)
-            labels = batch.labels.to(device, non_blocking=True)
-            targets = build_targets(labels, len(images), grid)
-            with autocast():
-                raw = net(images)
-            parts = loss_fn(raw, targets, anchors)
-            nonfinite |= ~torch.isfinite(parts["loss"].detach())
-            scaler.scale(parts["loss"] / cfg.grad_accum).backward()
-            stepped = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
-            if stepped:
-                # One collective per optimizer step: stop signals and non-finite losses.
-                stop_signal, bad_rank = stop.agree(ctx, nonfinite)
-                if bad_rank:
-                    raise RunError(
-                        f"the loss became non-finite on rank {bad_rank - 1} in epoch {epoch}, "
-                        f"batch {i + 1}; no optimizer step was taken with it and last.pth "
-                        "holds the last finished epoch. Lower --learning-rate or set "
-                        "--grad-clip."
-                    )
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-                step += 1
-                nonfinite.zero_()
-                if ema is not None:
-                    ema.update()
-            sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
-            images_seen += len(images)
-            if not batches.disable:  # the visible progress bar is the only per-step sync
-                batches.set_postfix(
-                    loss=f"{float(parts['loss'].detach()):.3g}",
-                    lr=f"{schedule.get_last_lr()[0]:.2e}",
-                )
-            if stepped and stop_signal and i + 1 < batches_per_epoch:
-                if ctx.is_main:
-                    save_checkpoint(
-                        run_dir / "last.pth",
-                        checkpoint(epoch, i + 1, sums, images_seen, finished=False),
-                    )
-                interrupt(stop_signal, f"epoch {epoch}, batch {i + 1}")
-            wait_start = time.perf_counter()
-        elapsed = time.perf_counter() - epoch_start
-        row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": schedule.get_last_lr()[0]}
-        # One collective per epoch: every rank then takes the same NaN decision.
-        totals = ctx.sum(torch.cat([sums, torch.tensor([float(images_seen)], device=device)]))
-        means = (totals[:-1] / max(float(totals[-1]), 1.0)).tolist()
-        row.update(dict(zip(LOSS_PARTS, means, strict=True)))
-
-        due = epoch % cfg.val_every == 0 or epoch == cfg.epochs
-        report = None
-        if splits["val"] and due:
-            metrics, val_loss = validate(
-                ctx,
-                ema.model if ema is not None else model,
-                val_loader,
-                val_shard,
-                ddf.classes,
-                cfg,
-                loss_fn,
-            )
-            report = metrics.compute()  # the same on every rank: decisions agree
-            row.update(
-                val_loss=val_loss, val_mAP50=report["mAP50"], val_mAP50_95=report["mAP50_95"]
-            )
-        row.update(
-            images_per_s=float(totals[-1]) / elapsed,
-            data_wait_fraction=data_wait / elapsed,
-            elapsed_s=time.perf_counter() - start,
-        )
-        rows.append(row)
-        if ctx.is_main:
-            csv.append(row)
-            plot_training_curves(rows, run_dir / "training_curves.png")
-            if wandb_run is not None:
-                wandb_run.log({k: v for k, v in row.items() if v is not None}, step=step)
-            print_epoch(row, report)
-
-        improved = report is not None and (report["mAP50"] or 0.0) > best_map
-        if report is not None:
-            best_map, since_best = (
-                (report["mAP50"] or 0.0, 0) if improved else (best_map, since_best + 1)
-            )
-        early_stop = cfg.patience is not None and report is not None and since_best >= cfg.patience
-        finished = epoch == cfg.epochs or early_stop
-        payload = checkpoint(
-            epoch + 1,
-            0,
-            torch.zeros(len(LOSS_PARTS)),
-            0,
-            metrics={k: v for k, v in row.items() if v is not None},
-            finished=finished,
-        )
-        if ctx.is_main:
-            save_checkpoint(run_dir / "last.pth", payload)
-            if improved:
-                save_checkpoint(run_dir / "best.pth", payload)
-        if not finished:  # a signal during validation or the save: last.pth is the epoch end
-            stop_signal, _ = stop.agree(ctx, torch.zeros((), dtype=torch.bool, device=device))
-            if stop_signal:
-                interrupt(stop_signal, f"end of epoch {epoch}")
-        if early_stop:
-            log.info(
-                f"early stop: val mAP@0.5 has not improved for {since_best} validations "
-                f"(best {best_map:.4f})"
-            )
-            break
-
-    # --- the end ---------------------------------------------------------------------------
-    if splits["val"] and ctx.is_main:
-        best = load_checkpoint(run_dir / "best.pth").build_model().to(device)
-        whole_val = make_loader(val_set, batch_size, False, workers, cfg.seed, pin)
-        metrics, _ = evaluate_model(
-            best, whole_val, device, ddf.classes, cfg.obj_thresh, cfg.iou_thresh
-        )
-        plot_evaluation(metrics.compute(), metrics.pr_curves(), run_dir / "val")
-    if skipped:
-        log.warning(f"{len(skipped)} image(s) failed to decode and were skipped:")
-        for path in sorted(skipped):
-            log.warning(f"  {display_path(path)}")
-    if wandb_run is not None:
-        wandb_run.finish()
-    log.info(
-        f"done: {display_path(run_dir)}"
-        + (f" (best val mAP@0.5 {best_map:.4f})" if best_map >= 0 else "")
-    )
     return run_dir
 
 
-def validate(
-    ctx: DistContext,
-    model: YOGO,
-    loader: Any,
-    shard: ShardSampler,
-    class_names: tuple[str, ...],
-    cfg: TrainConfig,
-    loss_fn: YOGOLoss,
-) -> tuple[DetectionMetrics, float | None]:
-    """Each rank evaluates its shard; the per-image results are gathered and put back in
-    dataset order, so the metrics equal a single-process evaluation of the whole split."""
-    local, mean_loss = evaluate_model(
-        model, loader, ctx.device, class_names, cfg.obj_thresh, cfg.iou_thresh, loss_fn
-    )
-    loss_sum = (mean_loss or 0.0) * len(local.images)
-    parts = ctx.gather((shard.indices, local.images, loss_sum))
-    merged = DetectionMetrics(class_names, cfg.obj_thresh)
-    ordered = sorted(
-        (
-            (i, image)
-            for indices, images, _ in parts
-            for i, image in zip(indices, images, strict=True)
-        ),
-        key=lambda pair: pair[0],
-    )
-    merged.images = [image for _, image in ordered]
-    total = sum(loss for _, _, loss in parts)
-    return merged, total / len(merged.images) if merged.images else None
+def start_state(run: Run, resume: Checkpoint | None) -> TrainState:
+    """A new run's state, or the resumed one's (optimizer, schedule, RNG and all)."""
+    state = TrainState(sums=torch.zeros(len(LOSS_PARTS), device=run.ctx.device))
+    if resume is not None:
+        run.rows = run.csv.read()
+        state = restore_state(
+            resume.payload["resume"], run.optimizer, run.schedule, run.scaler, run.model, run.ema
+        )
+        log.info(
+            f"resuming {display_path(run.dir)} at optimizer step {state.step} (epoch "
+            f"{state.epoch}, batch {state.batch})"
+        )
+    if run.wandb_run is not None:
+        state.wandb_id = run.wandb_run.id
+    run.started = time.perf_counter() - state.elapsed_s
+    return state
 
 
-# --- set-up helpers, in the order train() uses them ----------------------------------------
+# --- the loop ------------------------------------------------------------------------------
+
+
+def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str, Any]:
+    """The rest of `state.epoch` from `state.batch`; returns the start of its metrics row.
+    A stop signal saves last.pth after an optimizer step and raises Interrupted."""
+    cfg, ctx, device = run.cfg, run.ctx, run.ctx.device
+    epoch, first = state.epoch, state.batch
+    run.model.train()
+    assert cfg.batch_size is not None
+    run.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
+    batches_per_epoch = len(run.train_loader) + first
+    grid = run.model.config.grid
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    data_wait, epoch_start = 0.0, time.perf_counter()
+    wait_start = time.perf_counter()
+    batches = progress(run.train_loader, f"epoch {epoch}/{cfg.epochs}")
+    for i, batch in enumerate(batches, start=first):
+        data_wait += time.perf_counter() - wait_start
+        run.skipped.update(batch.skipped)
+        for path in batch.skipped:
+            log.warning(f"{display_path(path)}: image fails to decode; skipped")
+        images = batch.images.to(device, non_blocking=True)
+        targets = build_targets(batch.labels.to(device, non_blocking=True), len(images), grid)
+        stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
+        # DDP all-reduces gradients once per optimizer step, not once per micro-batch.
+        sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if isinstance(run.net, DistributedDataParallel) and not stepping:
+            sync = run.net.no_sync()
+        with sync:
+            with run.autocast():
+                raw = run.net(images)
+            parts = run.loss_fn(raw, targets, run.model.anchors)
+            nonfinite |= ~torch.isfinite(parts["loss"].detach())
+            run.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
+        stop_signal = optimizer_step(run, state, stop, nonfinite, i) if stepping else 0
+        state.sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
+        state.images_seen += len(images)
+        if not batches.disable:  # the visible progress bar is the only per-step sync
+            batches.set_postfix(
+                loss=f"{float(parts['loss'].detach()):.3g}",
+                lr=f"{run.schedule.get_last_lr()[0]:.2e}",
+            )
+        if stop_signal and i + 1 < batches_per_epoch:
+            state.batch = i + 1
+            if ctx.is_main:
+                save_checkpoint(run.dir / "last.pth", payload(run, state, epoch, finished=False))
+            interrupt(run, state, stop_signal, f"epoch {epoch}, batch {i + 1}")
+        wait_start = time.perf_counter()
+    elapsed = time.perf_counter() - epoch_start
+    # One collective per epoch: every rank then reports the same means.
+    images_seen = torch.tensor([float(state.images_seen)], device=device)
+    totals = ctx.sum(torch.cat([state.sums, images_seen]))
+    means = (totals[:-1] / max(float(totals[-1]), 1.0)).tolist()
+    return {
+        "epoch": epoch,
+        "step": state.step,
+        "lr": run.schedule.get_last_lr()[0],
+        **dict(zip(LOSS_PARTS, means, strict=True)),
+        "images_per_s": float(totals[-1]) / elapsed,
+        "data_wait_fraction": data_wait / elapsed,
+    }
+
+
+def optimizer_step(
+    run: Run, state: TrainState, stop: StopRequest, nonfinite: torch.Tensor, batch: int
+) -> int:
+    """Step with the accumulated gradients, after one collective that decides for every rank
+    whether a loss was non-finite (no rank steps then) and whether a stop signal arrived
+    (returned: act on it after this step)."""
+    cfg = run.cfg
+    stop_signal, bad_rank = stop.agree(run.ctx, nonfinite)
+    if bad_rank:
+        raise RunError(
+            f"the loss became non-finite on rank {bad_rank - 1} in epoch {state.epoch}, "
+            f"batch {batch + 1}; no optimizer step was taken with it and last.pth "
+            "holds the last finished epoch. Lower --learning-rate or set --grad-clip."
+        )
+    if cfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.schedule.step()
+    state.step += 1
+    nonfinite.zero_()
+    if run.ema is not None:
+        run.ema.update()
+    return stop_signal
+
+
+def validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate on the val split, every rank its shard; the report is the same on every rank
+    (decisions agree). Adds val_loss and val mAPs to `row`."""
+    metrics, val_loss = evaluate_sharded(
+        run.ctx,
+        run.evaluated_model,
+        run.val_loader,
+        run.val_shard,
+        run.class_names,
+        run.cfg.obj_thresh,
+        run.cfg.iou_thresh,
+        run.loss_fn,
+    )
+    report = metrics.compute()
+    row.update(val_loss=val_loss, val_mAP50=report["mAP50"], val_mAP50_95=report["mAP50_95"])
+    return report
+
+
+def end_epoch(
+    run: Run,
+    state: TrainState,
+    stop: StopRequest,
+    row: dict[str, Any],
+    report: dict[str, Any] | None,
+) -> bool:
+    """Log the epoch, keep the best, save last.pth (and best.pth), then stop on a signal or
+    on --patience. True when training is over before the last epoch."""
+    cfg, ctx, epoch = run.cfg, run.ctx, state.epoch
+    row["elapsed_s"] = time.perf_counter() - run.started
+    run.rows.append(row)
+    if ctx.is_main:
+        run.csv.append(row)
+        plot_training_curves(run.rows, run.dir / "training_curves.png")
+        if run.wandb_run is not None:
+            run.wandb_run.log({k: v for k, v in row.items() if v is not None}, step=state.step)
+        print_epoch(row, report)
+
+    improved = report is not None and (report["mAP50"] or 0.0) > state.best_map
+    if improved:
+        assert report is not None
+        state.best_map, state.since_best = report["mAP50"] or 0.0, 0
+    elif report is not None:
+        state.since_best += 1
+    early_stop = (
+        cfg.patience is not None and report is not None and state.since_best >= cfg.patience
+    )
+    finished = epoch == cfg.epochs or early_stop
+    state.next_epoch()
+    saved = payload(
+        run, state, epoch, finished, metrics={k: v for k, v in row.items() if v is not None}
+    )
+    if ctx.is_main:
+        save_checkpoint(run.dir / "last.pth", saved)
+        if improved:
+            save_checkpoint(run.dir / "best.pth", saved)
+    if not finished:  # a signal during validation or the save: last.pth is the epoch end
+        stop_signal, _ = stop.agree(ctx, torch.zeros((), dtype=torch.bool, device=ctx.device))
+        if stop_signal:
+            interrupt(run, state, stop_signal, f"end of epoch {epoch}")
+    if early_stop:
+        log.info(
+            f"early stop: val mAP@0.5 has not improved for {state.since_best} validations "
+            f"(best {state.best_map:.4f})"
+        )
+    return early_stop
+
+
+def payload(
+    run: Run, state: TrainState, epoch: int, finished: bool, **extra: Any
+) -> dict[str, Any]:
+    """last.pth's content: weights (the EMA's with --ema), settings, and `state` with all an
+    exact continuation needs."""
+    state.elapsed_s = time.perf_counter() - run.started
+    resume = save_state(state, run.optimizer, run.schedule, run.scaler, run.model, run.ema)
+    return checkpoint_payload(
+        run.evaluated_model,
+        config=run.cfg.to_dict(),
+        epoch=epoch,
+        step=state.step,
+        resume=resume,
+        finished=finished,
+        **extra,
+    )
+
+
+def interrupt(run: Run, state: TrainState, signum: int, position: str) -> NoReturn:
+    requeued = run.ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
+    raise Interrupted(signum, requeued, f"after optimizer step {state.step} ({position})")
+
+
+def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
+    """best.pth's PR curves and confusion matrix on the whole val split; the summary."""
+    cfg, device = run.cfg, run.ctx.device
+    if len(run.val_set) and run.ctx.is_main:
+        assert cfg.batch_size is not None
+        best = load_checkpoint(run.dir / "best.pth").build_model().to(device)
+        pin = device.type == "cuda"
+        whole_val = loaders.make(run.val_set, cfg.batch_size, run.num_workers, cfg.seed, pin)
+        metrics, _ = evaluate_model(
+            best, whole_val, device, run.class_names, cfg.obj_thresh, cfg.iou_thresh
+        )
+        plot_evaluation(metrics.compute(), metrics.pr_curves(), run.dir / "val")
+    if run.skipped:
+        log.warning(f"{len(run.skipped)} image(s) failed to decode and were skipped:")
+        for path in sorted(run.skipped):
+            log.warning(f"  {display_path(path)}")
+    if run.wandb_run is not None:
+        run.wandb_run.finish()
+    log.info(
+        f"done: {display_path(run.dir)}"
+        + (f" (best val mAP@0.5 {state.best_map:.4f})" if state.best_map >= 0 else "")
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------
 
 
 def seed_everything(seed: int) -> None:
@@ -477,50 +541,6 @@ def subsample(
         return samples
     keep = max(1, round(fraction * len(samples)))
     return tuple(samples[int(i)] for i in np.linspace(0, len(samples) - 1, keep).round())
-
-
-def require_new_run_name(cfg: TrainConfig) -> None:
-    """An existing run folder of that name is never overwritten."""
-    if cfg.name is None:
-        return
-    run_dir = Path(cfg.output_dir) / cfg.name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            f"a run named '{cfg.name}' already exists",
-            path=run_dir,
-            fix="choose another --name (runs are never overwritten)",
-        )
-
-
-def create_run_dir(cfg: TrainConfig, ddf_path: Path) -> Path:
-    """OUTPUT_DIR/NAME (or a generated name), new."""
-    output = Path(cfg.output_dir)
-    if cfg.name is not None:
-        require_new_run_name(cfg)
-        run_dir = output / cfg.name
-    else:
-        stem = f"{datetime.now():%Y-%m-%d_%H%M%S}_{ddf_path.stem}"
-        run_dir, n = output / stem, 1
-        while run_dir.exists():
-            n += 1
-            run_dir = output / f"{stem}-{n}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def dataset_record(
-    ddf: DatasetDefinition, splits: dict[str, tuple[LabelledSample, ...]]
-) -> dict[str, Any]:
-    """The DDF, the split sizes and a SHA-256 of the resolved sample list, for config.yaml."""
-    digest = hashlib.sha256()
-    for name in ("train", "val", "test"):
-        for s in splits[name]:
-            digest.update(f"{name}\t{s.label}\t{s.image}\n".encode())
-    return {
-        "ddf": str(ddf.path),
-        "samples_sha256": digest.hexdigest(),
-        "num_samples": {name: len(splits[name]) for name in ("train", "val", "test")},
-    }
 
 
 def progress(loader: Any, description: str) -> Any:

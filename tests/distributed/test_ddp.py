@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import free_port, make_model
 
 from yogo.data.synth import write_dataset
 
@@ -27,32 +27,24 @@ def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) ->
         WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
     )
-    from yogo.config import TrainConfig
     from yogo.data.dataset import DetectionDataset
     from yogo.data.loader import ShardSampler, make_loader
-    from yogo.data.verify import scan_dataset
+    from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
-    from yogo.dist import setup, teardown
+    from yogo.dist import setup_process, teardown
+    from yogo.evaluate import evaluate_sharded
     from yogo.loss import LossSettings, YOGOLoss
-    from yogo.model import build_model
-    from yogo.training import validate
 
-    ctx = setup("cpu", timeout_s=60)
+    ctx = setup_process("cpu", timeout_s=60)
     torch.manual_seed(0)
-    model = build_model("quarter_filters", 3, anchor_w=0.06, anchor_h=0.08)
+    model = make_model("quarter_filters", 3, anchor_w=0.06, anchor_h=0.08)
     ddf = DatasetDefinition.from_yaml(ddf)
     samples = scan_dataset(ddf).splits["val"]
     dataset = DetectionDataset(samples, (64, 96), 1)
     shard = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
-    loader = make_loader(dataset, 1, False, 0, 0, sampler=shard)
-    metrics, loss = validate(
-        ctx,
-        model,
-        loader,
-        shard,
-        ddf.classes,
-        TrainConfig(ddf=ddf.path.name),
-        YOGOLoss(LossSettings()),
+    loader = make_loader(dataset, 1, 0, sampler=shard)
+    metrics, loss = evaluate_sharded(
+        ctx, model, loader, shard, ddf.class_names, loss_fn=YOGOLoss(LossSettings())
     )
     if ctx.is_main:
         Path(out).write_text(json.dumps({"report": metrics.compute(), "loss": loss}))

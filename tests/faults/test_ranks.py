@@ -98,9 +98,9 @@ def test_a_lost_rank_ends_the_job_within_the_timeout(data: Path, tmp_path: Path,
 AGREE = textwrap.dedent(
     """
     import os, torch
-    from yogo.dist import setup, teardown
+    from yogo.dist import setup_process, teardown
     from yogo.signals import StopRequest
-    ctx = setup("cpu", timeout_s=60)
+    ctx = setup_process("cpu", timeout_s=60)
     stop = StopRequest()
     stop.signum = int(os.environ["TEST_SIGNAL"])
     nonfinite = torch.tensor(os.environ["TEST_NONFINITE"] == "1")
@@ -153,6 +153,9 @@ def test_a_diverging_loss_stops_all_ranks_before_the_optimizer_step(
         ("[../gloo/transport/tcp/pair.cc:545] Read error: Connection reset by peer", True),
         ("Timed out waiting 10000ms for recv operation to complete", True),
         ("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", False),
+        # Bare words are not enough: these are not about the process group.
+        ("urlopen error: connection timeout while fetching https://example.org", False),
+        ("CUDA error: the launch timed out and was terminated", False),
     ],
 )
 def test_which_errors_mean_a_lost_rank(message, lost) -> None:

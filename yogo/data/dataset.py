@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from yogo.data.images import ImageError, decode_image
+from yogo.data.scan import LabelledSample
 from yogo.data.transforms import random_flips, resize
-from yogo.data.verify import LabelledSample
 
 Item = tuple[torch.Tensor, torch.Tensor] | Path
 

@@ -1,7 +1,7 @@
 """Parsing one YOLO label file, and the `--bad-labels error|drop|clip` policy.
 
-    classes = ClassLookup(("healthy", "ring"))
-    parsed = parse_label_file(Path("labels/img_001.txt"), classes)
+    lookup = ClassLookup(("healthy", "ring"))
+    parsed = parse_label_file(Path("labels/img_001.txt"), lookup)
     boxes, actions = apply_policy(parsed, "clip")   # boxes: (N, 5) float32 class, xc, yc, w, h
 
 Accepted rows: `class xc yc w h`, separated by spaces or by commas; `class` an integer index or a
@@ -152,7 +152,7 @@ class ParsedLabels:
     problems: tuple[Problem, ...]
 
 
-def parse_label_file(path: Path, classes: ClassLookup) -> ParsedLabels:
+def parse_label_file(path: Path, lookup: ClassLookup) -> ParsedLabels:
     """Parse `path`; every problem becomes a Problem with its line, nothing is raised."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -160,24 +160,24 @@ def parse_label_file(path: Path, classes: ClassLookup) -> ParsedLabels:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
         problem = Problem(path, None, "unreadable-label", f"label file cannot be read: {reason}")
         return ParsedLabels(path, np.zeros((0, 5)), np.zeros(0, np.int64), (problem,))
-    return parse_label_text(text, path, classes)
+    return parse_label_text(text, path, lookup)
 
 
-def parse_label_text(text: str, path: Path, classes: ClassLookup) -> ParsedLabels:
-    boxes = _parse_clean(text, classes)
+def parse_label_text(text: str, path: Path, lookup: ClassLookup) -> ParsedLabels:
+    boxes = _parse_clean(text, lookup)
     if boxes is not None:
         return ParsedLabels(path, boxes, np.arange(1, len(boxes) + 1, dtype=np.int64), ())
-    return _parse_rows(text, path, classes)
+    return _parse_rows(text, path, lookup)
 
 
-def _parse_clean(text: str, classes: ClassLookup) -> np.ndarray | None:
+def _parse_clean(text: str, lookup: ClassLookup) -> np.ndarray | None:
     """Fast path for the common file: space-separated rows, plain integer classes, no blank
     line, no problem. Returns None whenever anything differs, and `_parse_rows` then gives the
     exact per-row account; both accept exactly the same clean files."""
-    if classes.label_studio_ids is not None or "," in text:
+    if lookup.label_studio_ids is not None or "," in text:
         return None
     rows = [line.split() for line in text.splitlines()]
-    if any(len(row) != 5 or row[0] not in classes.index_tokens for row in rows):
+    if any(len(row) != 5 or row[0] not in lookup.index_tokens for row in rows):
         return None
     try:
         boxes = np.array(rows, dtype=np.float64).reshape(-1, 5)
@@ -196,7 +196,7 @@ def _parse_clean(text: str, classes: ClassLookup) -> np.ndarray | None:
     return boxes if clean else None
 
 
-def _parse_rows(text: str, path: Path, classes: ClassLookup) -> ParsedLabels:
+def _parse_rows(text: str, path: Path, lookup: ClassLookup) -> ParsedLabels:
     rows: list[list[float]] = []
     lines: list[int] = []
     problems: list[Problem] = []
@@ -208,9 +208,9 @@ def _parse_rows(text: str, path: Path, classes: ClassLookup) -> ParsedLabels:
         tokens = [t.strip() for t in stripped.split(",")] if "," in stripped else stripped.split()
         if first:
             first = False
-            if _is_header(tokens, classes):
+            if _is_header(tokens, lookup):
                 continue
-        row = _parse_row(tokens, classes)
+        row = _parse_row(tokens, lookup)
         if isinstance(row, tuple):
             problems.append(Problem(path, number, *row))
             continue
@@ -293,16 +293,16 @@ def _is_integral_float(token: str) -> bool:
     return math.isfinite(value) and value == int(value) and "." in token
 
 
-def _is_header(tokens: list[str], classes: ClassLookup) -> bool:
+def _is_header(tokens: list[str], lookup: ClassLookup) -> bool:
     """A first row is a header when its first token is not a number and the row is not a data
     row that names its class (`healthy 0.5 0.5 0.1 0.1`, or a misspelt class name)."""
     if _is_number(tokens[0]):
         return False
     rest_numeric = len(tokens) > 1 and all(_is_number(t) for t in tokens[1:])
-    return not (tokens[0] in classes.by_name or rest_numeric)
+    return not (tokens[0] in lookup.by_name or rest_numeric)
 
 
-def _parse_row(tokens: list[str], classes: ClassLookup) -> list[float] | tuple[str, str]:
+def _parse_row(tokens: list[str], lookup: ClassLookup) -> list[float] | tuple[str, str]:
     """`[class, xc, yc, w, h]`, or `(kind, message)` saying what is wrong with the row."""
     if len(tokens) != 5:
         return "columns", f"expected 5 values (class xc yc w h), found {len(tokens)}"
@@ -317,7 +317,7 @@ def _parse_row(tokens: list[str], classes: ClassLookup) -> list[float] | tuple[s
         numbers.append(value)
     if _is_number(tokens[0]) and not math.isfinite(float(tokens[0])):
         return "not-finite", f"class is {tokens[0]}"
-    index = classes.index(tokens[0])
+    index = lookup.index(tokens[0])
     if isinstance(index, str):
         return "class", index
     return [float(index), *numbers]

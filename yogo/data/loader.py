@@ -1,10 +1,12 @@
-"""Batching: collate samples into a uint8 image tensor and packed labels, and build loaders.
+"""Batching: collate samples into a uint8 image tensor and packed labels; loaders, their
+samplers, and the lifetime of their worker processes.
 
-    loader = make_loader(dataset, batch_size=64, shuffle=True, num_workers=4, seed=0)
-    for batch in loader:
-        batch.images    # (B, C, H, W) uint8
-        batch.labels    # (N, 6) image index in batch, class, xc, yc, w, h
-        batch.skipped   # paths of images that failed to decode (reported by the caller)
+    with Loaders() as loaders:              # every worker has exited when the block ends
+        loader = loaders.make(dataset, batch_size=64, num_workers=4, sampler=sampler)
+        for batch in loader:
+            batch.images    # (B, C, H, W) uint8
+            batch.labels    # (N, 6) image index in batch, class, xc, yc, w, h
+            batch.skipped   # paths of images that failed to decode (reported by the caller)
 
 Packed labels let `boxes.build_targets` make grid targets for the whole batch at once.
 """
@@ -12,14 +14,15 @@ Packed labels let `boxes.build_targets` make grid targets for the whole batch at
 from __future__ import annotations
 
 import os
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import torch
 
-from yogo.data.dataset import DetectionDataset, Item
+from yogo.data.dataset import Item
 
 
 @dataclass
@@ -56,18 +59,54 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-_LOADERS: weakref.WeakSet[torch.utils.data.DataLoader[Item]] = weakref.WeakSet()
+class Loaders:
+    """The loaders of one command; leaving the `with` block stops their worker processes.
 
+    Workers are persistent (kept between epochs) and ignore SIGTERM (`_ignore_stop_signals`),
+    so the terminate-then-join that multiprocessing applies to live workers at interpreter exit
+    would wait forever; shut down here, after the loop or on any exception, they exit normally.
+    """
 
-def close_loaders() -> None:
-    """Stop every loader's persistent workers now. Workers ignore SIGTERM (see
-    `_ignore_stop_signals`), so the terminate-then-join that multiprocessing applies to live
-    workers at interpreter exit would wait forever; shut down here, they exit normally."""
-    for loader in list(_LOADERS):
-        iterator = getattr(loader, "_iterator", None)  # set when persistent_workers=True
-        if iterator is not None:
-            iterator._shutdown_workers()
-            loader._iterator = None
+    def __init__(self) -> None:
+        self._loaders: list[torch.utils.data.DataLoader[Any]] = []
+
+    def __enter__(self) -> Loaders:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def make(
+        self,
+        dataset: torch.utils.data.Dataset[Any],
+        batch_size: int,
+        num_workers: int,
+        seed: int = 0,
+        pin_memory: bool = False,
+        sampler: torch.utils.data.Sampler[int] | None = None,
+        collate_fn: Callable[[Any], Any] | None = None,
+    ) -> torch.utils.data.DataLoader[Any]:
+        """A loader owned by this block: `make_loader`'s arguments."""
+        loader = make_loader(
+            dataset, batch_size, num_workers, seed, pin_memory, sampler, collate_fn
+        )
+        self._loaders.append(loader)
+        return loader
+
+    def close(self) -> None:
+        for loader in self._loaders:
+            # DataLoader has no public way to stop persistent workers; its iterator's
+            # shutdown is what its own finaliser calls.
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+                loader._iterator = None
+        self._loaders.clear()
 
 
 def default_num_workers() -> int:
@@ -84,29 +123,28 @@ def default_num_workers() -> int:
 
 
 def make_loader(
-    dataset: DetectionDataset,
+    dataset: torch.utils.data.Dataset[Any],
     batch_size: int,
-    shuffle: bool,
     num_workers: int,
-    seed: int,
+    seed: int = 0,
     pin_memory: bool = False,
     sampler: torch.utils.data.Sampler[int] | None = None,
-) -> torch.utils.data.DataLoader[Item]:
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(
+    collate_fn: Callable[[Any], Any] | None = None,
+) -> torch.utils.data.DataLoader[Any]:
+    """Batches in the sampler's order (dataset order without one), collated by `collate_fn`
+    (default: `collate`, detection batches). With workers, use `Loaders.make` so that they
+    are stopped."""
+    return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn or collate,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         worker_init_fn=_ignore_stop_signals,
     )
-    _LOADERS.add(loader)
-    return loader
 
 
 class ShardSampler(torch.utils.data.Sampler[int]):

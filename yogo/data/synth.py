@@ -143,7 +143,7 @@ def _validate(
     if min(image_hw) < 32:
         raise UserError(f"--image-hw must be at least 32 32, got {image_hw[0]} {image_hw[1]}")
     if not class_names or len(set(class_names)) != len(class_names):
-        raise UserError("--classes needs one or more distinct names")
+        raise UserError("--class-names needs one or more distinct names")
     if class_frequencies is not None and (
         len(class_frequencies) != len(class_names)
         or min(class_frequencies) < 0

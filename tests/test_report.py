@@ -9,7 +9,8 @@ import pytest
 from conftest import make_folder_pair, write_image, write_yaml
 
 from yogo import DatasetDefinition
-from yogo.data.verify import check_report, format_report, require_trainable, scan_dataset
+from yogo.data.report import check_report, format_report
+from yogo.data.scan import require_trainable, scan_dataset
 from yogo.errors import UserError
 
 PAIR = "{image_path: set/images, label_path: set/labels}"

@@ -1,0 +1,214 @@
+"""The report behind `yogo check`: counts, sizes, the anchor and grid a run would use, and
+every problem of a dataset scan, as JSON-ready data and as the table the command prints.
+
+    scan = scan_dataset(ddf, policy="error")          # yogo.data.scan
+    report = check_report(ddf, scan, image_hw=None)
+    print(format_report(report))
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from yogo.data.labels import ERROR_KINDS, WARNING_KINDS, Problem
+from yogo.data.scan import DatasetScan, LabelledSample
+from yogo.ddf import SPLITS, DatasetDefinition
+from yogo.errors import display_path, where
+from yogo.grid import STRIDE, grid_shape
+
+SHOWN_PER_KIND = 10  # warnings of one kind printed in the table; --json has every one
+
+
+def check_report(
+    ddf: DatasetDefinition, scan: DatasetScan, image_hw: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Everything `yogo check` prints, as JSON-ready data."""
+    usable = [s for name in SPLITS for s in scan.splits[name]]
+    sizes = Counter((s.height, s.width) for s in usable)
+    train = scan.splits["train"]
+    if image_hw is None and train:
+        image_hw = (train[0].height, train[0].width)
+    problems = list(scan.problems)
+    if len(sizes) > 1:
+        listing = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common())
+        message = f"{len(sizes)} image sizes: {listing}; a run resizes them to --image-hw"
+        problems.append(Problem(ddf.path, None, "mixed-sizes", message))
+    problems += [Problem(ddf.path, None, "dataset-definition", w) for w in ddf.warnings]
+    grid: dict[str, Any] | None = None
+    if image_hw is not None:
+        collisions, lost = _collisions(usable, grid_shape(image_hw))
+        problems += collisions
+        grid = {
+            "image_hw": list(image_hw),
+            "stride": STRIDE,
+            "cells": list(grid_shape(image_hw)),
+            "objects_lost": lost,
+            "images_with_collisions": len({p.path for p in collisions}),
+        }
+    has_errors = any(p.severity == "error" and p.action is None for p in problems)
+    trainable = bool(train) and not has_errors
+    return {
+        "ddf": str(ddf.path),
+        "class_names": list(ddf.class_names),
+        "bad_labels": scan.policy,
+        "trainable": trainable,
+        "split_fractions": ddf.split_fractions.as_dict(),
+        "splits": {name: _split_stats(scan.splits[name], ddf.class_names) for name in SPLITS},
+        "image_sizes": [{"height": h, "width": w, "count": n} for (h, w), n in sizes.items()],
+        "channels": {str(c): n for c, n in sorted(Counter(s.channels for s in usable).items())},
+        "object_size_px": _object_sizes(usable, ddf.class_names),
+        "anchor": _anchor(train),
+        "grid": grid,
+        "problem_counts": dict(Counter(p.kind for p in problems)),
+        "problems": [p.to_dict() for p in problems],
+    }
+
+
+def _split_stats(
+    samples: tuple[LabelledSample, ...], class_names: tuple[str, ...]
+) -> dict[str, Any]:
+    counts = np.zeros(len(class_names), dtype=np.int64)
+    for s in samples:
+        counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=len(class_names))
+    return {
+        "images": len(samples),
+        "objects": int(counts.sum()),
+        "empty_images": sum(1 for s in samples if len(s.boxes) == 0),
+        "objects_per_class": {name: int(n) for name, n in zip(class_names, counts, strict=True)},
+    }
+
+
+def _object_sizes(samples: list[LabelledSample], class_names: tuple[str, ...]) -> dict[str, Any]:
+    """Median box width and height in pixels of each box's own image, overall and per class."""
+    if not samples:
+        return {"median_w": None, "median_h": None, "per_class": {}}
+    boxes = np.concatenate([s.boxes for s in samples])
+    scale = np.concatenate([np.tile([s.width, s.height], (len(s.boxes), 1)) for s in samples])
+    px = boxes[:, 3:5] * scale
+
+    def medians(mask: np.ndarray) -> dict[str, float | None]:
+        if not mask.any():
+            return {"median_w": None, "median_h": None}
+        w, h = np.median(px[mask], axis=0)
+        return {"median_w": round(float(w), 2), "median_h": round(float(h), 2)}
+
+    result: dict[str, Any] = medians(np.ones(len(px), dtype=bool))
+    result["per_class"] = {name: medians(boxes[:, 0] == i) for i, name in enumerate(class_names)}
+    return result
+
+
+def _anchor(train: tuple[LabelledSample, ...]) -> dict[str, float] | None:
+    """The anchor a run would fit (SPEC §5.2): mean normalised box width and height in train."""
+    boxes = [s.boxes for s in train if len(s.boxes)]
+    if not boxes:
+        return None
+    w, h = np.concatenate(boxes)[:, 3:5].mean(axis=0)
+    return {"w": round(float(w), 6), "h": round(float(h), 6)}
+
+
+def _collisions(samples: list[LabelledSample], cells: tuple[int, int]) -> tuple[list[Problem], int]:
+    """One warning per grid cell holding more than one object centre, and how many objects
+    the grid loses: training's own rule (`yogo.boxes.assign_cells`) decides which one stays."""
+    import torch  # only here: the rest of `yogo check` starts without it
+
+    from yogo.boxes import assign_cells
+
+    counts = [len(s.boxes) for s in samples]
+    if not sum(counts):
+        return [], 0
+    boxes = np.concatenate([s.boxes for s in samples])
+    lines = np.concatenate([s.lines for s in samples])
+    owner = np.repeat(np.arange(len(samples)), counts)
+    cell_t, keep_t = assign_cells(
+        torch.from_numpy(owner), torch.from_numpy(boxes[:, 1]), torch.from_numpy(boxes[:, 2]), cells
+    )
+    cell, keep = cell_t.numpy(), keep_t.numpy()
+    order = np.argsort(cell, kind="stable")
+    _, starts, multiplicity = np.unique(cell[order], return_index=True, return_counts=True)
+    rows, cols = cells
+    problems = []
+    for start, n in zip(starts[multiplicity > 1], multiplicity[multiplicity > 1], strict=True):
+        members = order[start : start + n]
+        kept = members[keep[members]][0]
+        row, col = divmod(int(cell[kept]) % (rows * cols), cols)
+        on = ", ".join(str(line) for line in lines[members])
+        message = (
+            f"{n} objects (lines {on}) share grid cell row {row}, column {col} of {rows}x{cols}; "
+            f"training keeps line {lines[kept]}"
+        )
+        label = samples[owner[kept]].label
+        problems.append(Problem(label, int(lines[members[0]]), "collision", message))
+    return problems, int((~keep).sum())
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable table `yogo check` prints."""
+    class_names = report["class_names"]
+    out = [f"dataset {display_path(report['ddf'])}: {len(class_names)} classes"]
+    header = ["split", "images", "objects", "empty", *class_names]
+    rows = [header]
+    for name, stats in report["splits"].items():
+        per_class = [str(stats["objects_per_class"][c]) for c in class_names]
+        counts = (stats["images"], stats["objects"], stats["empty_images"])
+        rows.append([name, *map(str, counts), *per_class])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        out.append("  ".join(cells))
+    sizes = ", ".join(f"{s['height']}x{s['width']} ({s['count']})" for s in report["image_sizes"])
+    channels = ", ".join(f"{c} ({n})" for c, n in report["channels"].items())
+    out.append(f"image sizes (HxW): {sizes or 'none'}; channels: {channels or 'none'}")
+    size = report["object_size_px"]
+    if size["median_w"] is not None:
+        out.append(f"median object size: {size['median_w']} x {size['median_h']} px (w x h)")
+    anchor = report["anchor"]
+    if anchor is not None:
+        out.append(f"anchor a run would fit (normalised w, h): {anchor['w']}, {anchor['h']}")
+    grid = report["grid"]
+    if grid is not None:
+        h, w = grid["image_hw"]
+        out.append(
+            f"grid at --image-hw {h} {w}: {grid['cells'][0]}x{grid['cells'][1]} cells, "
+            f"{grid['objects_lost']} object(s) lost to shared cells in "
+            f"{grid['images_with_collisions']} image(s)"
+        )
+    out += _format_problems(report["problems"])
+    if report["trainable"]:
+        out.append(f"trainable: yes (--bad-labels {report['bad_labels']})")
+    elif not report["splits"]["train"]["images"]:
+        out.append("trainable: no: the train split is empty")
+    else:
+        out.append(
+            "trainable: no: fix the errors above, or use --bad-labels drop (or clip) to skip "
+            "(or repair) them"
+        )
+    return "\n".join(out)
+
+
+def _format_problems(problems: list[dict[str, Any]]) -> list[str]:
+    if not problems:
+        return ["problems: none"]
+    counts = Counter((p["severity"], p["kind"]) for p in problems)
+    out = [f"problems: {len(problems)}"]
+    for (severity, kind), n in sorted(counts.items()):
+        meaning = ERROR_KINDS.get(kind) or WARNING_KINDS.get(kind, "")
+        out.append(f"  {severity:7s} {kind:18s} {n:6d}  {meaning}")
+    shown: Counter[str] = Counter()
+    for p in problems:
+        shown[p["kind"]] += 1
+        # Every error is listed (each must be fixed); warnings only a few per kind.
+        if p["severity"] == "warning" and shown[p["kind"]] > SHOWN_PER_KIND:
+            continue
+        text = f"{where(p['path'], p['line'])}: {p['severity']}: {p['message']}"
+        out.append(f"{text} ({p['action']})" if p["action"] else text)
+    hidden = {k: n - SHOWN_PER_KIND for (s, k), n in counts.items() if s == "warning"}
+    hidden = {k: n for k, n in hidden.items() if n > 0}
+    if hidden:
+        more = ", ".join(f"{n} more {k}" for k, n in sorted(hidden.items()))
+        out.append(f"... {more} (all of them are in --json)")
+    return out

@@ -1,0 +1,173 @@
+"""Scanning a whole dataset: every label file and image header once, under the `--bad-labels`
+policy: what a run would use, split by split, and every problem found.
+
+    ddf = DatasetDefinition.from_yaml("ddf.yml")
+    scan = scan_dataset(ddf, policy="error")
+    require_trainable(scan)                       # UserError listing every error
+    scan.splits["train"][0].boxes                 # (N, 5) class, xc, yc, w, h
+
+Training, `yogo test` and `yogo check` (yogo.data.report) all start here, so they never
+disagree about what is usable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from yogo.data.images import ImageError, decode_image, read_header
+from yogo.data.labels import (
+    SAMPLE_KINDS,
+    BadLabelsPolicy,
+    ClassLookup,
+    Problem,
+    apply_policy,
+    load_label_studio_ids,
+    parse_label_file,
+)
+from yogo.ddf import SPLITS, DatasetDefinition
+from yogo.errors import UserError
+
+
+@dataclass(frozen=True)
+class LabelledSample:
+    """A usable sample: image, label file, boxes after the policy, and the image header."""
+
+    image: Path
+    label: Path
+    boxes: np.ndarray  # (N, 5) float32 class, xc, yc, w, h normalised
+    lines: np.ndarray  # (N,) line of each box in the label file
+    height: int
+    width: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    """What a run would use under `policy`, per split, and every problem found."""
+
+    policy: BadLabelsPolicy
+    splits: dict[str, tuple[LabelledSample, ...]]
+    problems: tuple[Problem, ...]
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+def scan_dataset(
+    ddf: DatasetDefinition, policy: BadLabelsPolicy = "error", decode: bool = False
+) -> DatasetScan:
+    """Parse every label file and read every image header once (`decode`: every image fully,
+    on all cores); apply `policy` to bad rows and samples."""
+    lookups: dict[Path, ClassLookup] = {}
+    problems: list[Problem] = []
+    splits: dict[str, tuple[LabelledSample, ...]] = {}
+    for name in SPLITS:
+        kept: list[LabelledSample] = []
+        for sample in ddf.splits[name]:
+            folder = sample.label.parent
+            if folder not in lookups:
+                lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(folder))
+            usable, found = _scan_sample(sample.image, sample.label, lookups[folder], policy)
+            if usable is not None:
+                kept.append(usable)
+            problems += found
+        splits[name] = tuple(kept)
+    if decode:
+        splits, decode_problems = _decode_all(splits, policy)
+        problems += decode_problems
+    problems += _unlabelled_and_ambiguous(ddf)
+    return DatasetScan(policy, splits, tuple(problems))
+
+
+def require_trainable(scan: DatasetScan) -> None:
+    """Raise a UserError listing every error when the scan's policy is `error`, or when
+    nothing is left to train on."""
+    if scan.policy == "error" and scan.errors:
+        raise UserError(
+            f"{len(scan.errors)} problem(s) in the labels and images",
+            details=[str(p) for p in scan.errors],
+            fix="correct the files above, or use --bad-labels drop (or clip) to skip "
+            "(or repair) them",
+        )
+    if not scan.splits["train"]:
+        raise UserError("the train split is empty: there is nothing to train on")
+
+
+def _scan_sample(
+    image: Path | None, label: Path, lookup: ClassLookup, policy: BadLabelsPolicy
+) -> tuple[LabelledSample | None, list[Problem]]:
+    """The usable sample (None when the whole sample is unusable) and every problem in it."""
+    parsed = parse_label_file(label, lookup)
+    result = apply_policy(parsed, policy)
+    unusable = [p for p in parsed.problems if p.kind in SAMPLE_KINDS]
+    if image is None:
+        message = f"no image named {label.stem}.* (png, jpg, jpeg, tif, tiff, bmp) beside it"
+        unusable.insert(0, Problem(label, None, "no-image", message))
+    else:
+        try:
+            header = read_header(image)
+        except ImageError as e:
+            unusable.insert(0, Problem(image, None, "unreadable-image", str(e)))
+    if image is not None and not unusable:
+        usable = LabelledSample(
+            image,
+            label,
+            result.boxes,
+            result.lines,
+            header.height,
+            header.width,
+            header.channels,
+        )
+        return usable, list(result.problems)
+    # The whole sample goes; its row problems are still listed so one pass fixes everything.
+    action = "dropped sample" if policy != "error" else None
+    found = unusable + [p for p in parsed.problems if p.kind not in SAMPLE_KINDS]
+    return None, [Problem(p.path, p.line, p.kind, p.message, action) for p in found]
+
+
+def _decode_one(path: str) -> str | None:
+    try:
+        decode_image(Path(path), channels=1)
+    except ImageError as e:
+        return str(e)
+    return None
+
+
+def _decode_all(
+    splits: dict[str, tuple[LabelledSample, ...]], policy: BadLabelsPolicy
+) -> tuple[dict[str, tuple[LabelledSample, ...]], list[Problem]]:
+    """Decode every image on all cores; corrupt ones become problems (and are dropped unless
+    the policy is `error`)."""
+    images = [str(s.image) for name in SPLITS for s in splits[name]]
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, workers or 1)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        chunk = max(1, len(images) // (workers * 8))
+        reasons = list(pool.map(_decode_one, images, chunksize=chunk))
+    bad = {Path(path): reason for path, reason in zip(images, reasons, strict=True) if reason}
+    action = "dropped sample" if policy != "error" else None
+    problems = [Problem(path, None, "corrupt-image", why, action) for path, why in bad.items()]
+    if policy == "error":
+        return splits, problems
+    kept = {name: tuple(s for s in splits[name] if s.image not in bad) for name in SPLITS}
+    return kept, problems
+
+
+def _unlabelled_and_ambiguous(ddf: DatasetDefinition) -> list[Problem]:
+    problems = []
+    by_folder = Counter(p.parent for p in ddf.unlabelled_images)
+    for folder, count in sorted(by_folder.items()):
+        message = f"{count} image(s) without a label file (not used)"
+        problems.append(Problem(folder, None, "unlabelled-images", message))
+    for chosen, paths in sorted(ddf.ambiguous_images.items()):
+        names = ", ".join(p.name for p in paths)
+        message = f"several images share this stem ({names}); using {chosen.name}"
+        problems.append(Problem(chosen, None, "ambiguous-image", message))
+    return problems

@@ -1,0 +1,132 @@
+"""A model ready to predict, from a .pth checkpoint or an exported .onnx file: what `yogo
+infer` runs and what `yogo export` verifies its file with.
+
+    predictor = load_predictor(Path("best.onnx"))           # or best.pth; device optional
+    decoded = predictor.run(frames)    # uint8 (B, C, H, W) at predictor.image_hw
+                                       # -> (B, 5 + C, Sy, Sx) decoded (yogo.boxes.decode)
+
+`Deployed` is the computation both kinds share: the ONNX graph is exported from it, and a .pth
+runs through it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from yogo.checkpoint import load_checkpoint
+from yogo.dist import resolve_device
+from yogo.errors import UserError
+from yogo.model import YOGO
+
+
+class Deployed(nn.Module):
+    """What an exported ONNX file computes, and what a .pth runs as: uint8 frames in (any
+    range the model was trained on), decoded predictions out, optionally on the centred band
+    of round(crop_height * H) rows (outputs stay in full-frame coordinates)."""
+
+    def __init__(self, model: YOGO, crop_height: float | None = None) -> None:
+        super().__init__()
+        self.model = model.eval()
+        height = model.config.image_hw[0]
+        self.band = round(crop_height * height) if crop_height is not None else height
+        self.top = (height - self.band) // 2
+        self.height = height
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.band == self.height:
+            return self.model.predict(images)
+        decoded = self.model.predict(images[:, :, self.top : self.top + self.band])
+        # Band rows back to full-frame rows; w, h are anchor multiples in full-frame units.
+        yc = (self.top + decoded[:, 1:2] * self.band) / self.height
+        return torch.cat([decoded[:, :1], yc, decoded[:, 2:]], dim=1)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A model ready to run: uint8 (B, C, H, W) at `image_hw` -> decoded (B, 5 + C, Sy, Sx)."""
+
+    run: Callable[[np.ndarray], torch.Tensor]
+    class_names: tuple[str, ...]
+    image_hw: tuple[int, int]
+    channels: int
+    kind: str  # "pytorch" or "onnxruntime", and on what
+
+
+def load_predictor(path: Path, device_name: str | None = None) -> Predictor:
+    """A .pth (yogo or YOGO 1.0.1) or a yogo-exported .onnx, on `device_name` (None: the GPU
+    when there is one)."""
+    if not path.is_file():
+        raise UserError("model file does not exist", path=path)
+    if path.suffix == ".onnx":
+        return _onnx_predictor(path, device_name)
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.model_config
+    device = resolve_device(device_name)
+    model = Deployed(checkpoint.build_model()).to(device)
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            decoded: torch.Tensor = model(torch.from_numpy(images).to(device))
+        return decoded.float().cpu()
+
+    return Predictor(
+        run, config.class_names, config.image_hw, config.channels, f"pytorch on {device}"
+    )
+
+
+def _onnx_predictor(path: Path, device_name: str | None) -> Predictor:
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    available = ort.get_available_providers()
+    wants_gpu = device_name is None or device_name.startswith("cuda")
+    providers = ["CPUExecutionProvider"]
+    if wants_gpu and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except ort_errors.InvalidProtobuf as e:
+        raise UserError(f"is not an ONNX file ({e})", path=path) from None
+    except (
+        ort_errors.Fail,
+        ort_errors.InvalidGraph,
+        ort_errors.InvalidArgument,
+        ort_errors.NotImplemented,
+        ort_errors.RuntimeException,
+    ) as e:  # a valid ONNX file this onnxruntime cannot run: its own words say why
+        raise UserError(
+            f"onnxruntime cannot load this model: {type(e).__name__}: {e}",
+            path=path,
+            fix="re-export it with `yogo export` (or another --opset)",
+        ) from None
+    metadata = session.get_modelmeta().custom_metadata_map
+    if "class_names" not in metadata or "image_hw" not in metadata:
+        raise UserError(
+            "has no yogo metadata (class names, image size)",
+            path=path,
+            fix="export it with `yogo export`",
+        )
+    shape = session.get_inputs()[0].shape
+    one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        if not one_at_a_time:
+            return torch.from_numpy(session.run(None, {"images": images})[0])
+        parts = [session.run(None, {"images": image[None]})[0] for image in images]
+        return torch.from_numpy(np.concatenate(parts))
+
+    hw = json.loads(metadata["image_hw"])
+    return Predictor(
+        run,
+        tuple(json.loads(metadata["class_names"])),
+        (int(hw[0]), int(hw[1])),
+        int(metadata.get("channels", shape[1])),
+        f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}",
+    )

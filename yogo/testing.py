@@ -1,0 +1,107 @@
+"""`yogo test`: evaluate a checkpoint on one split of a DDF.
+
+    report = test(TestConfig(checkpoint="run/best.pth", ddf="data.yml", split="test"))
+    print(format_test_report(report))
+
+The report holds COCO-rule AP per class, mAP@0.5 and @0.5:0.95, precision/recall/F1 and counts
+at `obj_thresh`, and a confusion matrix with background (yogo.metrics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yogo.checkpoint import load_checkpoint
+from yogo.config import TestConfig
+from yogo.data.dataset import DetectionDataset
+from yogo.data.loader import Loaders, default_num_workers
+from yogo.data.scan import DatasetScan, require_trainable, scan_dataset
+from yogo.ddf import DatasetDefinition
+from yogo.dist import resolve_device
+from yogo.errors import UserError, display_path
+from yogo.evaluate import evaluate_model
+
+
+def test(cfg: TestConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes."""
+    cfg.require_valid()
+    checkpoint = load_checkpoint(Path(cfg.checkpoint))
+    model_config = checkpoint.model_config
+    ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
+    if ddf.class_names != model_config.class_names:
+        raise UserError(
+            f"the checkpoint's classes [{', '.join(model_config.class_names)}] differ from the "
+            f"DDF's [{', '.join(ddf.class_names)}]",
+            path=ddf.path,
+            fix="test with a DDF that lists the model's class_names in the same order",
+        )
+    split = cfg.split
+    if not ddf.splits[split]:
+        raise UserError(
+            f"the DDF has no {split} split (no test_paths and no {split} fraction)"
+            if split == "test"
+            else f"the {split} split of the DDF is empty",
+            path=ddf.path,
+            fix="add test_paths or a test fraction to dataset_split_fractions, or use "
+            "--split val, or --dataset-split-override",
+        )
+    scan = scan_dataset(ddf, cfg.bad_labels)  # type: ignore[arg-type]
+    _require_usable(scan, split)
+    device = resolve_device(cfg.device)
+    model = checkpoint.build_model().to(device)
+    dataset = DetectionDataset(scan.splits[split], model_config.image_hw, model_config.channels)
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    with Loaders() as loaders:
+        loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
+        metrics, _ = evaluate_model(
+            model, loader, device, model_config.class_names, cfg.obj_thresh, cfg.iou_thresh
+        )
+    return {
+        "split": split,
+        "checkpoint": cfg.checkpoint,
+        "ddf": str(ddf.path),
+        "iou_thresh": cfg.iou_thresh,
+        **metrics.compute(),
+    }
+
+
+def _require_usable(scan: DatasetScan, split: str) -> None:
+    """Under `--bad-labels error`, every problem stops the evaluation (as in training); the
+    split under test must keep some samples (the train split may be empty)."""
+    if scan.policy == "error" and scan.errors:
+        require_trainable(scan)
+    if not scan.splits[split]:
+        raise UserError(f"no usable samples in the {split} split")
+
+
+def format_test_report(report: dict[str, Any]) -> str:
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"{report['split']}: {report['num_images']} images, {report['num_objects']} objects; "
+        f"mAP@0.5 {fmt(report['mAP50'])}, mAP@0.5:0.95 {fmt(report['mAP50_95'])} "
+        f"({display_path(report['checkpoint'])})",
+    ]
+    width = max(len("class"), *(len(n) for n in report["class_names"]))
+    lines.append(
+        f"{'class':<{width}}  {'AP50':>6} {'AP50:95':>7} {'prec':>6} {'recall':>6} {'f1':>6} "
+        f"{'true':>6} {'pred':>6}"
+    )
+    for name, c in report["per_class"].items():
+        lines.append(
+            f"{name:<{width}}  {fmt(c['AP50']):>6} {fmt(c['AP50_95']):>7} "
+            f"{fmt(c['precision']):>6} {fmt(c['recall']):>6} {fmt(c['f1']):>6} "
+            f"{c['num_true']:>6} {c['num_pred']:>6}"
+        )
+    names = [*report["class_names"], "background"]
+    cell = max(6, *(len(n) for n in names))
+    lines.append(
+        f"confusion matrix at objectness >= {report['obj_thresh']}, IoU 0.5 "
+        "(rows true, columns predicted):"
+    )
+    lines.append(" " * (cell + 2) + " ".join(f"{n:>{cell}}" for n in names))
+    for name, row in zip(names, report["confusion_matrix"], strict=True):
+        lines.append(f"{name:>{cell}}  " + " ".join(f"{n:>{cell}}" for n in row))
+    return "\n".join(lines)
