@@ -37,10 +37,21 @@ app = typer.Typer(
 # options take one value each, so `main` rewrites `--classes a b c` to repeated options.
 VARIADIC_OPTIONS = ("--class-names", "--classes", "--tags")
 
+
+def _unset(help_text: str = "", *names: str) -> Any:
+    """An option whose unset value (None) the command decides: no "[default: None]"."""
+    return typer.Option(*names, help=help_text, show_default=False)
+
+
+# Options several commands share. Defaults come from each command's settings (yogo.config).
 SplitOverride = Annotated[
-    tuple[float, float, float] | None,
-    typer.Option(help="Re-split all data: TRAIN VAL TEST fractions.", show_default=False),
+    tuple[float, float, float] | None, _unset("Re-split all data: TRAIN VAL TEST fractions.")
 ]
+Device = Annotated[str | None, _unset("cpu, cuda or cuda:N (default: cuda if available).")]
+NumWorkers = Annotated[
+    int | None, _unset("Loader processes (default: this process's share of the CPUs).")
+]
+BadLabels = Annotated[str, typer.Option(help="error, drop or clip (docs/check.md).")]
 
 
 def _version(value: bool) -> None:
@@ -73,9 +84,7 @@ def check(
             show_default=False,
         ),
     ] = None,
-    bad_labels: Annotated[
-        str, typer.Option(help="What training would do with bad rows: error, drop or clip.")
-    ] = "error",
+    bad_labels: BadLabels = TrainConfig.bad_labels,
     decode: Annotated[
         bool, typer.Option(help="Also decode every image fully, on all cores (slow).")
     ] = False,
@@ -116,33 +125,22 @@ def train(
         ),
     ] = None,
     config: Annotated[
-        Path | None,
-        typer.Option(
-            help="A run's config.yaml: repeat that run; flags given here override it.",
-            show_default=False,
-        ),
+        Path | None, _unset("A run's config.yaml: repeat that run; flags given here override it.")
     ] = None,
     resume: Annotated[
         str | None,
-        typer.Option(
-            help="Continue an unfinished run: its last.pth, or 'auto' (the run named --name).",
-            show_default=False,
-        ),
+        _unset("Continue an unfinished run: its last.pth, or 'auto' (the run named --name)."),
     ] = None,
     from_pretrained: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from this checkpoint (yogo or YOGO 1.0.1 .pth).", show_default=False
-        ),
+        Path | None, _unset("Start from this checkpoint (yogo or YOGO 1.0.1 .pth).")
     ] = None,
     dataset_split_override: SplitOverride = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(
+        _unset(
+            "Images per step (default: 64; fewer for small training sets, see docs).",
             "-bs",
             "--batch-size",
-            help="Images per step (default: 64; fewer for small training sets, see docs).",
-            show_default=False,
         ),
     ] = None,
     learning_rate: Annotated[
@@ -169,32 +167,23 @@ def train(
         bool, typer.Option(help="Divide pixels by 255 inside the model.")
     ] = TrainConfig.normalize_images,
     image_hw: Annotated[
-        tuple[int, int] | None,
-        typer.Option(help="Model input H W (default: first training image).", show_default=False),
+        tuple[int, int] | None, _unset("Model input H W (default: first training image).")
     ] = None,
+    anchor_w: Annotated[float | None, _unset("Anchor width (default: mean box width).")] = None,
+    anchor_h: Annotated[float | None, _unset("Anchor height (default: mean box height).")] = None,
     rgb_images: Annotated[
         bool, typer.Option(help="Three input channels.")
     ] = TrainConfig.rgb_images,
     model: Annotated[str, typer.Option(help="Network from the registry.")] = TrainConfig.model,
     half: Annotated[bool, typer.Option(help="Same as --precision fp16.")] = False,
     precision: Annotated[str, typer.Option(help="32, bf16 or fp16.")] = TrainConfig.precision,
-    device: Annotated[
-        str | None,
-        typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).", show_default=False),
-    ] = None,
+    device: Device = None,
     output_dir: Annotated[str, typer.Option(help="Run folders go here.")] = TrainConfig.output_dir,
-    name: Annotated[
-        str | None, typer.Option(help="Run name (default: time and DDF name).", show_default=False)
-    ] = None,
-    note: Annotated[str | None, typer.Option(show_default=False)] = None,
-    tags: Annotated[list[str] | None, typer.Option(help="W&B tags.", show_default=False)] = None,
+    name: Annotated[str | None, _unset("Run name (default: time and DDF name).")] = None,
+    note: Annotated[str | None, _unset("W&B note.")] = None,
+    tags: Annotated[list[str] | None, _unset("W&B tags.")] = None,
     seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    num_workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Loader processes (default: min(8, CPUs per process - 1)).", show_default=False
-        ),
-    ] = None,
+    num_workers: NumWorkers = None,
     ema: Annotated[bool, typer.Option(help="Keep an average of the weights.")] = TrainConfig.ema,
     dist_timeout: Annotated[
         float, typer.Option(help="Seconds a process waits for the others (dead/hung rank).")
@@ -202,37 +191,31 @@ def train(
     val_every: Annotated[
         int, typer.Option(help="Validate every N epochs.")
     ] = TrainConfig.val_every,
-    patience: Annotated[
-        int | None,
-        typer.Option(help="Stop after N validations without improvement.", show_default=False),
-    ] = None,
+    patience: Annotated[int | None, _unset("Stop after N validations without improvement.")] = None,
+    obj_thresh: Annotated[
+        float, typer.Option(help="Objectness threshold for validation P/R/F1.")
+    ] = TrainConfig.obj_thresh,
+    iou_thresh: Annotated[
+        float, typer.Option(help="NMS IoU threshold in validation.")
+    ] = TrainConfig.iou_thresh,
     warmup_epochs: Annotated[float, typer.Option()] = TrainConfig.warmup_epochs,
-    grad_clip: Annotated[
-        float | None, typer.Option(help="Clip the gradient norm.", show_default=False)
-    ] = None,
+    grad_clip: Annotated[float | None, _unset("Clip the gradient norm.")] = None,
     grad_accum: Annotated[
         int, typer.Option(help="Batches per optimizer step.")
     ] = TrainConfig.grad_accum,
-    subsample: Annotated[
-        float | None, typer.Option(help="Use this fraction of each split.", show_default=False)
-    ] = None,
+    subsample: Annotated[float | None, _unset("Use this fraction of each split.")] = None,
     class_weights: Annotated[
         str, typer.Option(help="auto (balanced), none, or w0,w1,... for the class term.")
     ] = TrainConfig.class_weights,
-    bad_labels: Annotated[
-        str, typer.Option(help="error, drop or clip (docs/check.md).")
-    ] = TrainConfig.bad_labels,
+    bad_labels: BadLabels = TrainConfig.bad_labels,
     augment: Annotated[
         bool, typer.Option(help="Flips and rotations on train.")
     ] = TrainConfig.augment,
     wandb: Annotated[
-        bool | None,
-        typer.Option(
-            help="Log to W&B (default: on with credentials, else offline).", show_default=False
-        ),
+        bool | None, _unset("Log to W&B (default: on with credentials, else offline).")
     ] = None,
-    wandb_entity: Annotated[str | None, typer.Option(show_default=False)] = None,
-    wandb_project: Annotated[str | None, typer.Option(show_default=False)] = None,
+    wandb_entity: Annotated[str | None, _unset()] = None,
+    wandb_project: Annotated[str | None, _unset()] = None,
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
     from yogo.dist import slurm_job_id
@@ -272,15 +255,10 @@ def test_command(
     ] = TestConfig.obj_thresh,
     iou_thresh: Annotated[float, typer.Option(help="NMS IoU threshold.")] = TestConfig.iou_thresh,
     batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = TestConfig.batch_size,
-    device: Annotated[
-        str | None,
-        typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).", show_default=False),
-    ] = None,
-    bad_labels: Annotated[str, typer.Option(help="error, drop or clip.")] = TestConfig.bad_labels,
+    device: Device = None,
+    bad_labels: BadLabels = TestConfig.bad_labels,
     dataset_split_override: SplitOverride = None,
-    num_workers: Annotated[
-        int | None, typer.Option(help="Loader processes.", show_default=False)
-    ] = None,
+    num_workers: NumWorkers = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.testing import format_test_report, test
@@ -357,17 +335,11 @@ def infer(
         float, typer.Option(help="Minimum class probability.")
     ] = InferConfig.min_class_confidence_threshold,
     batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = InferConfig.batch_size,
-    device: Annotated[
-        str | None,
-        typer.Option(help="cpu or cuda (default: cuda if available).", show_default=False),
-    ] = None,
+    device: Device = None,
     class_names: Annotated[
-        list[str] | None,
-        typer.Option(help="Names to print instead of the model's.", show_default=False),
+        list[str] | None, _unset("Names to print instead of the model's.")
     ] = None,
-    num_workers: Annotated[
-        int | None, typer.Option(help="Image decoding processes.", show_default=False)
-    ] = None,
+    num_workers: NumWorkers = None,
 ) -> None:
     """Detect (and count) objects in images; predictions.json always, more on request."""
     from yogo.infer import format_counts

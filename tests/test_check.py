@@ -1,4 +1,5 @@
-"""Whole-dataset scan and the `yogo check` report (SPEC §3.3, §3.4)."""
+"""`yogo check`: the whole-dataset scan (data/scan.py) and its report (data/report.py)
+(SPEC §3.3, §3.4)."""
 
 from __future__ import annotations
 
@@ -154,6 +155,24 @@ def test_grid_collisions_are_warnings_with_lines(tmp_path: Path) -> None:
     assert report["grid"]["objects_lost"] == 2 and report["grid"]["images_with_collisions"] == 1
     coarse = check_report(ddf, scan, image_hw=(8, 8))  # one cell: everything collides
     assert coarse["grid"]["cells"] == [1, 1] and coarse["grid"]["objects_lost"] == 4
+
+
+def test_check_names_the_object_training_keeps(tmp_path: Path) -> None:
+    """`yogo check` and the training targets apply one rule (the first listed object of a
+    cell stays): the line check names is the box `build_targets` puts in that cell."""
+    import torch
+
+    from yogo.boxes import build_targets
+
+    text = "0 0.2 0.2 0.1 0.1\n1 0.53 0.52 0.1 0.1\n0 0.51 0.51 0.2 0.2\n"
+    ddf = dataset(tmp_path, {"c": text}, hw=(64, 64))
+    scan = scan_dataset(ddf)
+    (collision,) = [p for p in check_report(ddf, scan)["problems"] if p["kind"] == "collision"]
+    assert "lines 2, 3" in collision["message"] and "training keeps line 2" in collision["message"]
+    boxes = torch.from_numpy(scan.splits["train"][0].boxes)
+    labels = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1)
+    targets = build_targets(labels, 1, (8, 8))
+    assert targets[0, 4, 4, 5] == 1 and torch.allclose(targets[0, 4, 4, 1:5], boxes[1, 1:])
 
 
 def test_mixed_sizes_channels_and_unlabelled_images(tmp_path: Path) -> None:

@@ -1,0 +1,110 @@
+"""Settings: each default is written once (yogo.config), and the CLI and the API run the same
+thing (issue #9: `yogo train` and `yogo.train(TrainConfig(...))` used to differ)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from ruamel.yaml import YAML
+
+from yogo.cli import app
+from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig
+from yogo.errors import UserError
+
+# Command -> (its settings, flags that are not settings: what the command itself writes or how
+# it reads its settings).
+COMMANDS: dict[str, tuple[type[Any], set[str]]] = {
+    "train": (TrainConfig, {"config", "half"}),
+    "test": (TestConfig, {"json_path"}),
+    "export": (ExportConfig, set()),
+    "infer": (InferConfig, set()),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return list(value) or None  # typer: an unset multiple option is () or None
+    return value
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_flag_is_a_setting_with_the_settings_default(command: str) -> None:
+    settings, cli_only = COMMANDS[command]
+    group = typer.main.get_command(app)
+    params = {p.name: p for p in group.commands[command].params}  # type: ignore[attr-defined]
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    assert set(params) - cli_only == set(fields)
+    for name, f in fields.items():
+        if f.default is not dataclasses.MISSING:
+            expected = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            expected = f.default_factory()
+        else:
+            continue  # required: an argument of the command
+        got = params[name].default
+        assert _plain(got) == _plain(expected), f"{command} --{name.replace('_', '-')}"
+
+
+def test_normalize_images_is_on_for_the_cli_and_the_api() -> None:
+    assert TrainConfig(ddf="x.yml").normalize_images is True
+
+
+def _settings(run: Path) -> dict[str, Any]:
+    document = YAML(typ="safe", pure=True).load((run / "config.yaml").read_text())
+    settings: dict[str, Any] = document["config"]
+    settings.pop("name")
+    return settings
+
+
+@pytest.mark.slow
+def test_cli_and_api_runs_with_the_same_values_save_the_same_settings(
+    run_cli, tmp_path: Path
+) -> None:
+    import yogo
+    from yogo.data.synth import write_dataset
+
+    ddf = write_dataset(tmp_path / "data", 8, (64, 96), seed=4, split_fractions=(0.75, 0.25, 0))
+    out = tmp_path / "runs"
+    explicit: dict[str, Any] = {"epochs": 1, "batch_size": 4, "num_workers": 0, "seed": 3}
+    result = run_cli(
+        "train",
+        ddf,
+        "--epochs",
+        "1",
+        "-bs",
+        "4",
+        "--num-workers",
+        "0",
+        "--seed",
+        "3",
+        "--no-wandb",
+        "--output-dir",
+        out,
+        "--name",
+        "cli",
+    )
+    assert result.code == 0, result.err
+    yogo.train(
+        TrainConfig(ddf=str(ddf), output_dir=str(out), name="api", wandb=False, **explicit)
+    )
+    assert _settings(out / "cli") == _settings(out / "api")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (TestConfig(checkpoint="a.pth", ddf="d.yml", split="dev"), "--split must be"),
+        (TestConfig(checkpoint="a.pth", ddf="d.yml", obj_thresh=2), "--obj-thresh must be"),
+        (ExportConfig(checkpoint="a.pth", opset=3), "--opset 3 is not supported"),
+        (ExportConfig(checkpoint="a.pth", crop_height=0), "--crop-height must be"),
+        (InferConfig(model="m.onnx", path_to_images="f", batch_size=0), "--batch-size must be"),
+        (InferConfig(model="m.onnx", path_to_images="f", num_workers=-1), "--num-workers must"),
+    ],
+)
+def test_settings_are_checked_in_the_flags_words(settings: Any, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        settings.require_valid()
