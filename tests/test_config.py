@@ -88,9 +88,7 @@ def test_cli_and_api_runs_with_the_same_values_save_the_same_settings(
         "cli",
     )
     assert result.code == 0, result.err
-    yogo.train(
-        TrainConfig(ddf=str(ddf), output_dir=str(out), name="api", wandb=False, **explicit)
-    )
+    yogo.train(TrainConfig(ddf=str(ddf), output_dir=str(out), name="api", wandb=False, **explicit))
     assert _settings(out / "cli") == _settings(out / "api")
 
 
