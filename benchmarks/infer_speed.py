@@ -32,7 +32,7 @@ FIXTURE = (
 def model_only(
     checkpoint: Path, onnx_path: Path, batch: np.ndarray, repeats: int
 ) -> dict[str, float]:
-    from yogo.infer import load_predictor
+    from yogo.predictor import load_predictor
 
     rates = {}
     for name, path in (("pth", checkpoint), ("onnx", onnx_path)):
@@ -80,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     from PIL import Image
 
+    from yogo.config import ExportConfig
     from yogo.data.synth import synthetic_frames
     from yogo.export import export_onnx
 
@@ -87,7 +88,7 @@ def main() -> None:
     try:
         checkpoint = root / "base_model.pth"
         shutil.copy(FIXTURE, checkpoint)
-        onnx_path = export_onnx(checkpoint).path
+        onnx_path = export_onnx(ExportConfig(checkpoint=str(checkpoint))).path
         frames = synthetic_frames(8, (772, 1032), 1, seed=0)
         images = root / "frames"
         images.mkdir()

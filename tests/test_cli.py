@@ -203,6 +203,21 @@ def test_help_is_instant_because_heavy_modules_stay_unloaded() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_check_starts_without_torch(tmp_path: Path) -> None:
+    """`yogo check` needs numpy and Pillow only; importing torch would add seconds to every
+    check (the grid rule it shares with training lives in yogo.grid, in numpy)."""
+    ddf = simple_ddf(tmp_path, n=3)
+    code = (
+        "import sys; from yogo.cli import main\n"
+        "try:\n    main(['check', sys.argv[1]])\n"
+        "except SystemExit as e:\n    print('torch' in sys.modules, e.code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ddf)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False 0"
+
+
 @pytest.mark.parametrize(
     ("command", "text"),
     [("train", "cuda if available"), ("infer", "cuda if available"), ("export", "with .onnx")],

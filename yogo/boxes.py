@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torchvision
 
+from yogo.grid import assign_cells
+
 # exp() input limit when decoding widths and heights (YOGO 1.0.1 used the same).
 EXP_CLAMP = 80.0
 
@@ -71,37 +73,20 @@ def complete_iou_loss(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) ->
     return loss
 
 
-def assign_cells(
-    image: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor, grid: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The grid cell of each object and which objects the grid keeps.
-
-    `image` (N,) image index, `xc`, `yc` (N,) normalised centres. Returns `cell` (N,) long,
-    the flat index (image * rows + row) * cols + col, and `keep` (N,) bool: a cell holds one
-    object, the first listed of those whose centres fall into it. `build_targets` and `yogo
-    check`'s collision count both use this, so training loses exactly what check reports.
-    """
-    rows, cols = grid
-    row = (yc * rows).long().clamp(0, rows - 1)
-    col = (xc * cols).long().clamp(0, cols - 1)
-    cell = (image.long() * rows + row) * cols + col
-    _, slot = torch.unique(cell, return_inverse=True)
-    order = torch.arange(len(cell), device=cell.device)
-    first = torch.full_like(order, len(cell)).scatter_reduce(0, slot, order, reduce="amin")
-    return cell, first[slot] == order
-
-
 def build_targets(labels: torch.Tensor, batch_size: int, grid: tuple[int, int]) -> torch.Tensor:
     """Grid targets for a batch, vectorised.
 
     `labels` (N, 6): image index in the batch, class, xc, yc, w, h. Returns (B, Sy, Sx, 6):
-    has-object mask, xc, yc, w, h, class; one object per cell (`assign_cells`).
+    has-object mask, xc, yc, w, h, class; one object per cell (`yogo.grid.assign_cells`,
+    the rule `yogo check` reports collisions with).
     """
     rows, cols = grid
     target = torch.zeros(batch_size * rows * cols, 6, device=labels.device)
     if len(labels):
-        cell, keep = assign_cells(labels[:, 0], labels[:, 2], labels[:, 3], grid)
-        cell = cell[keep]
+        image, xc, yc = labels[:, [0, 2, 3]].cpu().numpy().T
+        cell_np, keep_np = assign_cells(image, xc, yc, grid)
+        keep = torch.from_numpy(keep_np).to(labels.device)
+        cell = torch.from_numpy(cell_np).to(labels.device)[keep]
         target[cell, 0] = 1.0
         target[cell, 1:5] = labels[keep, 2:6]
         target[cell, 5] = labels[keep, 1]

@@ -22,7 +22,7 @@ import typer
 
 from yogo import __version__
 from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig, load_config
-from yogo.errors import RunError, UserError, display_path
+from yogo.errors import Interrupted, RunError, UserError, display_path
 
 app = typer.Typer(
     name="yogo",
@@ -486,7 +486,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     configure_console()
     args = expand_variadic(sys.argv[1:] if argv is None else argv)
-    from yogo.signals import Interrupted
 
     try:
         app(args=args, prog_name="yogo")

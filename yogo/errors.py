@@ -1,5 +1,6 @@
 """Errors the CLI prints as one message without a traceback: a UserError (something the user
-can fix) exits 2, a RunError (the run failed: disk full, loss diverged, a rank died) exits 1.
+can fix) exits 2, a RunError (the run failed: disk full, loss diverged, a rank died) exits 1,
+Interrupted (a stop signal, after saving) exits 128 + the signal.
 
     raise UserError("unknown key 'test_dataset_paths'", path=ddf_path, line=7,
                     fix="did you mean 'test_paths'?")
@@ -13,6 +14,7 @@ prints
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,3 +69,15 @@ class UserError(Exception):
 
 class RunError(Exception):
     """A runtime failure explained in words (what happened, what is kept, what to try)."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving last.pth; `exit_code` is 128 + signal."""
+
+    def __init__(self, signum: int, requeued: bool, position: str) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} {position}; last.pth holds the exact position"
+            + ("; the job was requeued" if requeued else "")
+        )
+        self.exit_code = 128 + signum

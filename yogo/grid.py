@@ -1,12 +1,17 @@
-"""The output grid of the model family, without importing torch (`yogo check` uses it too).
+"""The output grid of the model family and which cell holds which object: one rule for the
+training targets (yogo.boxes.build_targets) and `yogo check`'s collision count, in numpy, so
+`yogo check` starts without importing torch.
 
-    rows, cols = grid_shape((772, 1032))     # (97, 129)
+    rows, cols = grid_shape((772, 1032))                  # (97, 129)
+    cell, keep = assign_cells(image, xc, yc, (rows, cols))
 
 Every network in the registry has three stride-2 convolutions (padding 1), total stride 8;
 tests/test_model.py runs every registered model and compares its output with this.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 STRIDE = 8
 
@@ -17,3 +22,24 @@ def grid_shape(image_hw: tuple[int, int]) -> tuple[int, int]:
     for _ in range(3):
         height, width = (height + 1) // 2, (width + 1) // 2
     return height, width
+
+
+def assign_cells(
+    image: np.ndarray, xc: np.ndarray, yc: np.ndarray, grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The grid cell of each object and which objects the grid keeps.
+
+    `image` (N,) image index, `xc`, `yc` (N,) normalised centres. Returns `cell` (N,) int64,
+    the flat index (image * rows + row) * cols + col, and `keep` (N,) bool: a cell holds one
+    object, the first listed of those whose centres fall into it.
+    """
+    rows, cols = grid
+    row = np.clip((yc * rows).astype(np.int64), 0, rows - 1)
+    col = np.clip((xc * cols).astype(np.int64), 0, cols - 1)
+    cell = (image.astype(np.int64) * rows + row) * cols + col
+    order = np.argsort(cell, kind="stable")  # stable: within a cell, in listed order
+    first = np.ones(len(cell), dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    keep = np.empty_like(first)
+    keep[order] = first
+    return cell, keep

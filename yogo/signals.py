@@ -27,18 +27,6 @@ from yogo.dist import DistContext
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal after saving last.pth; `exit_code` is 128 + signal."""
-
-    def __init__(self, signum: int, requeued: bool, position: str) -> None:
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name} {position}; last.pth holds the exact position"
-            + ("; the job was requeued" if requeued else "")
-        )
-        self.exit_code = 128 + signum
-
-
 class StopRequest:
     def __init__(self) -> None:
         self.signum = 0

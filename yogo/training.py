@@ -52,7 +52,7 @@ from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.ema import WeightAverage
-from yogo.errors import RunError, UserError, display_path
+from yogo.errors import Interrupted, RunError, UserError, display_path
 from yogo.evaluate import evaluate_model, evaluate_sharded
 from yogo.log import (
     MetricsCSV,
@@ -67,7 +67,7 @@ from yogo.optim import lr_factor, make_optimizer, precision_context
 from yogo.priors import class_weights, make_model
 from yogo.resume import LOSS_PARTS, TrainState, find_resume, restore_state, save_state
 from yogo.run_folder import create_run_dir, dataset_record, require_new_run_name
-from yogo.signals import Interrupted, StopRequest, requeue_slurm_job
+from yogo.signals import StopRequest, requeue_slurm_job
 
 log = logging.getLogger(__name__)
 

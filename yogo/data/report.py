@@ -17,7 +17,7 @@ from yogo.data.labels import ERROR_KINDS, WARNING_KINDS, Problem
 from yogo.data.scan import DatasetScan, LabelledSample
 from yogo.ddf import SPLITS, DatasetDefinition
 from yogo.errors import display_path, where
-from yogo.grid import STRIDE, grid_shape
+from yogo.grid import STRIDE, assign_cells, grid_shape
 
 SHOWN_PER_KIND = 10  # warnings of one kind printed in the table; --json has every one
 
@@ -111,21 +111,14 @@ def _anchor(train: tuple[LabelledSample, ...]) -> dict[str, float] | None:
 
 def _collisions(samples: list[LabelledSample], cells: tuple[int, int]) -> tuple[list[Problem], int]:
     """One warning per grid cell holding more than one object centre, and how many objects
-    the grid loses: training's own rule (`yogo.boxes.assign_cells`) decides which one stays."""
-    import torch  # only here: the rest of `yogo check` starts without it
-
-    from yogo.boxes import assign_cells
-
+    the grid loses: training's own rule (`assign_cells`) decides which one stays."""
     counts = [len(s.boxes) for s in samples]
     if not sum(counts):
         return [], 0
     boxes = np.concatenate([s.boxes for s in samples])
     lines = np.concatenate([s.lines for s in samples])
     owner = np.repeat(np.arange(len(samples)), counts)
-    cell_t, keep_t = assign_cells(
-        torch.from_numpy(owner), torch.from_numpy(boxes[:, 1]), torch.from_numpy(boxes[:, 2]), cells
-    )
-    cell, keep = cell_t.numpy(), keep_t.numpy()
+    cell, keep = assign_cells(owner, boxes[:, 1], boxes[:, 2], cells)
     order = np.argsort(cell, kind="stable")
     _, starts, multiplicity = np.unique(cell[order], return_index=True, return_counts=True)
     rows, cols = cells
