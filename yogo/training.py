@@ -106,8 +106,9 @@ def train(cfg: TrainConfig) -> Path:
 
 @dataclass
 class Run:
-    """What `setup` builds and the loop uses; nothing in it changes during training except
-    the objects' own state (weights, optimizer, ...) and `skipped`."""
+    """What `setup` builds and the loop uses. Where the run is lives in `TrainState`; here only
+    the objects' own state (weights, optimizer, ...) changes, and the bookkeeping fields below
+    `num_workers`."""
 
     cfg: TrainConfig  # resolved: every None the run decided is filled in
     ctx: DistContext
