@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from yogo.data.images import IMAGE_EXTENSIONS, ImageError, decode_image
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.errors import UserError, display_path
+from yogo.log import progress
 from yogo.predictor import Predictor, load_predictor
 
 
@@ -280,9 +280,7 @@ def _draw(image_path: Path, target: Path, rows: np.ndarray, names: Sequence[str]
 
 
 def _progress(loader: Any, total: int) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    bar = progress(total=total, unit="img", leave=True)
     try:
         for batch in loader:
             yield batch

@@ -57,6 +57,34 @@ def set_console_rank(rank: int) -> None:
     logging.getLogger("yogo").setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
+def progress(
+    iterable: Any = None,
+    description: str | None = None,
+    total: int | None = None,
+    unit: str = "it",
+    leave: bool = False,
+) -> Any:
+    """A tqdm bar on a terminal; silent otherwise (commands print a line per epoch or a
+    summary instead).
+
+    tqdm's monitor thread is turned off: it starts with each bar and ends when the last bar is
+    gone, and a thread ending while a loader forks its workers can deadlock the new worker
+    (CPython 3.11 takes a lock in the child that the ending thread held; seen in a resumed
+    2-process run, at the first validation after a training epoch)."""
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    return tqdm(
+        iterable,
+        desc=description,
+        total=total,
+        unit=unit,
+        leave=leave,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
+
+
 class MetricsCSV:
     """One row per epoch in `metrics.csv`; columns are fixed by the first row, later rows
     fill missing values with blanks (validation runs every `--val-every` epochs)."""

@@ -58,6 +58,7 @@ from yogo.log import (
     MetricsCSV,
     plot_evaluation,
     plot_training_curves,
+    progress,
     set_console_rank,
     start_wandb,
 )
@@ -542,15 +543,6 @@ def subsample(
         return samples
     keep = max(1, round(fraction * len(samples)))
     return tuple(samples[int(i)] for i in np.linspace(0, len(samples) - 1, keep).round())
-
-
-def progress(loader: Any, description: str) -> Any:
-    """A tqdm bar on a terminal; silent otherwise (one line per epoch is printed instead)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        loader, desc=description, leave=False, disable=not sys.stderr.isatty(), dynamic_ncols=True
-    )
 
 
 def print_epoch(row: dict[str, Any], report: dict[str, Any] | None) -> None:
