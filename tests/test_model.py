@@ -108,6 +108,8 @@ def test_public_api_is_lazy_and_complete() -> None:
     import yogo.training
 
     assert callable(yogo.train) and callable(yogo.load_model)
+    assert callable(yogo.test) and callable(yogo.export_onnx)
+    assert all(getattr(yogo, name) is not None for name in yogo.__all__)
     assert yogo.TrainConfig(ddf="x.yml").epochs == 64
     with pytest.raises(AttributeError):
         yogo.not_there  # noqa: B018

@@ -5,9 +5,16 @@
     >>> ddf.class_names
     ('healthy', 'ring', 'trophozoite')
     >>> run_dir = yogo.train(yogo.TrainConfig(ddf="dataset_defs_example/example.yml", epochs=3))
-    >>> model, info = yogo.load_model(run_dir / "best.pth")
+    >>> best = str(run_dir / "best.pth")
+    >>> report = yogo.test(yogo.TestConfig(checkpoint=best, ddf=str(ddf.path), split="val"))
+    >>> onnx_file = yogo.export_onnx(yogo.ExportConfig(checkpoint=best)).path
+    >>> from yogo.infer import infer   # `yogo.infer` is the module
+    >>> summary = infer(yogo.InferConfig(model=str(onnx_file), path_to_images="frames/"))
+    >>> model, model_config = yogo.load_model(best)
 
-Importing the package is cheap: heavy modules load on first use of the names below.
+Each CLI command is one of these calls with its settings object (yogo.config): the same
+defaults, the same checks. Importing the package is cheap: heavy modules load on first
+use of the names below.
 """
 
 from __future__ import annotations
@@ -18,18 +25,37 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from yogo.checkpoint import load_model
-    from yogo.config import TrainConfig
+    from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig
     from yogo.ddf import DatasetDefinition
     from yogo.errors import UserError
+    from yogo.export import export_onnx
+    from yogo.testing import test
     from yogo.training import train
 
-__all__ = ["DatasetDefinition", "TrainConfig", "UserError", "__version__", "load_model", "train"]
+__all__ = [
+    "DatasetDefinition",
+    "ExportConfig",
+    "InferConfig",
+    "TestConfig",
+    "TrainConfig",
+    "UserError",
+    "__version__",
+    "export_onnx",
+    "load_model",
+    "test",
+    "train",
+]
 
 _LAZY = {
     "DatasetDefinition": "yogo.ddf",
     "UserError": "yogo.errors",
     "TrainConfig": "yogo.config",
+    "TestConfig": "yogo.config",
+    "ExportConfig": "yogo.config",
+    "InferConfig": "yogo.config",
     "train": "yogo.training",
+    "test": "yogo.testing",
+    "export_onnx": "yogo.export",
     "load_model": "yogo.checkpoint",
 }
 
