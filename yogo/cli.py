@@ -21,7 +21,14 @@ from typing import Annotated, Any
 import typer
 
 from yogo import __version__
-from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig, load_config
+from yogo.config import (
+    BAD_LABELS_POLICIES,
+    ExportConfig,
+    InferConfig,
+    TestConfig,
+    TrainConfig,
+    load_config,
+)
 from yogo.errors import Interrupted, RunError, UserError, display_path
 
 app = typer.Typer(
@@ -94,7 +101,6 @@ def check(
 
     Exits 0 when a run could train on it, 2 when not.
     """
-    from yogo.data.labels import BAD_LABELS_POLICIES
     from yogo.data.report import check_report, format_report
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition

@@ -17,11 +17,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from yogo.errors import UserError
 
 PRECISIONS = ("32", "bf16", "fp16")
+BadLabelsPolicy = Literal["error", "drop", "clip"]
+BAD_LABELS_POLICIES: tuple[BadLabelsPolicy, ...] = ("error", "drop", "clip")
 
 
 @dataclass
@@ -93,7 +95,7 @@ class TrainConfig:
     """Stop after this many validations without a better val mAP@0.5."""
     subsample: float | None = None
     """Use this fraction of each split (deterministic)."""
-    bad_labels: str = "error"
+    bad_labels: BadLabelsPolicy = "error"
     """error, drop or clip (see docs/check.md)."""
     obj_thresh: float = 0.5
     """Objectness threshold for precision/recall/F1 and counts in validation."""
@@ -201,7 +203,7 @@ class TestConfig:
     batch_size: int = 16
     device: str | None = None
     """cpu, cuda or cuda:N; None: cuda when available."""
-    bad_labels: str = "error"
+    bad_labels: BadLabelsPolicy = "error"
     """error, drop or clip (docs/check.md)."""
     dataset_split_override: list[float] | None = None
     """TRAIN VAL TEST fractions re-splitting all data."""
@@ -305,7 +307,7 @@ def _require_fractions(cfg: object, *names: str) -> None:
 
 
 def _require_policy(bad_labels: str) -> None:
-    if bad_labels not in ("error", "drop", "clip"):
+    if bad_labels not in BAD_LABELS_POLICIES:
         raise UserError(f"--bad-labels must be error, drop or clip, got '{bad_labels}'")
 
 

@@ -158,16 +158,16 @@ def _add_metadata(
     """Add yogo's metadata to the file; returns its input and output shapes."""
     import onnx
 
-    info = checkpoint.model_config
+    model_config = checkpoint.model_config
     model = onnx.load(str(path))
     metadata = {
-        "class_names": json.dumps(list(info.class_names)),
-        "image_hw": json.dumps(list(info.image_hw)),
-        "channels": str(info.channels),
-        "normalize_images": json.dumps(info.normalize_images),
+        "class_names": json.dumps(list(model_config.class_names)),
+        "image_hw": json.dumps(list(model_config.image_hw)),
+        "channels": str(model_config.channels),
+        "normalize_images": json.dumps(model_config.normalize_images),
         "crop_height": json.dumps(crop_height),
-        "anchors": json.dumps([info.anchor_w, info.anchor_h]),
-        "model_name": info.model_name,
+        "anchors": json.dumps([model_config.anchor_w, model_config.anchor_h]),
+        "model_name": model_config.model_name,
         "yogo_version": __version__,
         "source_checkpoint": checkpoint.path.name,
         "source_format": checkpoint.source,

@@ -40,7 +40,9 @@ class TrainState:
     batch: int = 0
     """The next batch's index in that epoch."""
     step: int = 0
-    """Optimizer steps taken (the EMA has made as many updates)."""
+    """Optimizer steps taken."""
+    ema_updates: int = 0
+    """Updates of the weight average (--ema): one per optimizer step."""
     best_map: float = -1.0
     """Best val mAP@0.5 so far (-1: none yet)."""
     since_best: int = 0
@@ -70,6 +72,8 @@ def save_state(
 ) -> dict[str, Any]:
     """last.pth's `resume` entry: `state`, optimizer/scheduler/scaler state, every random
     generator and, with an EMA (whose average is the checkpoint's weights), the raw weights."""
+    if ema is not None:
+        state.ema_updates = ema.updates
     saved = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     saved["sums"] = state.sums.detach().cpu()
     saved.update(
@@ -103,7 +107,7 @@ def restore_state(
     state.sums = state.sums.to(device)
     if ema is not None:  # the checkpoint's weights are the average; the raw ones are here
         model.load_state_dict(saved["train_weights"])
-        ema.updates = state.step
+        ema.updates = state.ema_updates
     return state
 
 

@@ -46,7 +46,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
             fix="add test_paths or a test fraction to dataset_split_fractions, or use "
             "--split val, or --dataset-split-override",
         )
-    scan = scan_dataset(ddf, cfg.bad_labels)  # type: ignore[arg-type]
+    scan = scan_dataset(ddf, cfg.bad_labels)
     _require_usable(scan, split)
     device = resolve_device(cfg.device)
     model = checkpoint.build_model().to(device)

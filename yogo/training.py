@@ -229,7 +229,7 @@ def load_splits(
 ) -> tuple[DatasetDefinition, dict[str, tuple[LabelledSample, ...]]]:
     """The DDF and the samples of each split, scanned under --bad-labels and subsampled."""
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
-    scan = scan_dataset(ddf, cfg.bad_labels)  # type: ignore[arg-type]
+    scan = scan_dataset(ddf, cfg.bad_labels)
     require_trainable(scan)
     handled = Counter(p.action.split(":")[0] for p in scan.problems if p.action is not None)
     if handled:

@@ -18,14 +18,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from yogo.config import BAD_LABELS_POLICIES, BadLabelsPolicy
 from yogo.errors import UserError, where
-
-BadLabelsPolicy = Literal["error", "drop", "clip"]
-BAD_LABELS_POLICIES: tuple[BadLabelsPolicy, ...] = ("error", "drop", "clip")
 
 # A box may stick out of the image by this much (normalised) before it is an error: exporters
 # round, and 1e-3 of a 1032 px frame is one pixel. Such boxes are clipped silently.

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from yogo.config import BadLabelsPolicy
 from yogo.data.images import ImageError, decode_image, read_header
 from yogo.data.labels import (
     SAMPLE_KINDS,
-    BadLabelsPolicy,
     ClassLookup,
     Problem,
     apply_policy,
