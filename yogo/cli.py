@@ -10,7 +10,6 @@ traceback only when YOGO_DEBUG=1; anything else is a bug or a runtime failure an
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import traceback
@@ -495,8 +494,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         app(args=args, prog_name="yogo")
-    except Interrupted as e:
-        logging.getLogger("yogo").info(str(e))  # rank 0 says it
+    except Interrupted as e:  # training has said where it stopped
         sys.exit(e.exit_code)
     except (UserError, RunError) as e:
         if os.environ.get("YOGO_DEBUG") == "1":

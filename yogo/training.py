@@ -498,8 +498,14 @@ def payload(
 
 
 def interrupt(run: Run, state: TrainState, signum: int, position: str) -> NoReturn:
+    """Stop after last.pth is saved: requeue the SLURM job on SIGUSR1 and say so at once.
+    A requeue ends the job step within seconds, and srun stops forwarding output when it
+    does, so the message cannot wait for the loaders and the process group to close."""
     requeued = run.ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
-    raise Interrupted(signum, requeued, f"after optimizer step {state.step} ({position})")
+    stopped = Interrupted(signum, requeued, f"after optimizer step {state.step} ({position})")
+    log.info(str(stopped))  # rank 0 speaks
+    sys.stderr.flush()
+    raise stopped
 
 
 def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
