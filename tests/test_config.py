@@ -12,12 +12,21 @@ import typer
 from ruamel.yaml import YAML
 
 from yogo.cli import app
-from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig
+from yogo.config import (
+    CheckConfig,
+    ExportConfig,
+    InferConfig,
+    SynthConfig,
+    TestConfig,
+    TrainConfig,
+)
 from yogo.errors import UserError
 
 # Command -> (its settings, flags that are not settings: what the command itself writes or how
 # it reads its settings).
 COMMANDS: dict[str, tuple[type[Any], set[str]]] = {
+    "check": (CheckConfig, {"json_path"}),
+    "synth": (SynthConfig, set()),
     "train": (TrainConfig, {"config", "half"}),
     "test": (TestConfig, {"json_path"}),
     "export": (ExportConfig, set()),
@@ -47,6 +56,17 @@ def test_every_flag_is_a_setting_with_the_settings_default(command: str) -> None
             continue  # required: an argument of the command
         got = params[name].default
         assert _plain(got) == _plain(expected), f"{command} --{name.replace('_', '-')}"
+
+
+def test_write_dataset_takes_the_synth_settings_and_their_defaults() -> None:
+    import inspect
+
+    from yogo.data.synth import write_dataset
+
+    parameters = inspect.signature(write_dataset).parameters
+    assert list(parameters) == [f.name for f in dataclasses.fields(SynthConfig)]
+    for f in dataclasses.fields(SynthConfig):
+        assert parameters[f.name].default in (f.default, inspect.Parameter.empty), f.name
 
 
 def test_normalize_images_is_on_for_the_cli_and_the_api() -> None:

@@ -4,6 +4,8 @@
     >>> ddf = yogo.DatasetDefinition.from_yaml("dataset_defs_example/example.yml")
     >>> ddf.class_names
     ('healthy', 'ring', 'trophozoite')
+    >>> yogo.check(yogo.CheckConfig(ddf="dataset_defs_example/example.yml"))["trainable"]
+    True
     >>> run_dir = yogo.train(yogo.TrainConfig(ddf="dataset_defs_example/example.yml", epochs=3))
     >>> best = str(run_dir / "best.pth")
     >>> report = yogo.test(yogo.TestConfig(checkpoint=best, ddf=str(ddf.path), split="val"))
@@ -25,7 +27,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from yogo.checkpoint import load_model
-    from yogo.config import ExportConfig, InferConfig, TestConfig, TrainConfig
+    from yogo.config import (
+        CheckConfig,
+        ExportConfig,
+        InferConfig,
+        SynthConfig,
+        TestConfig,
+        TrainConfig,
+    )
+    from yogo.data.report import check
     from yogo.ddf import DatasetDefinition
     from yogo.errors import UserError
     from yogo.export import export_onnx
@@ -33,13 +43,16 @@ if TYPE_CHECKING:
     from yogo.training import train
 
 __all__ = [
+    "CheckConfig",
     "DatasetDefinition",
     "ExportConfig",
     "InferConfig",
+    "SynthConfig",
     "TestConfig",
     "TrainConfig",
     "UserError",
     "__version__",
+    "check",
     "export_onnx",
     "load_model",
     "test",
@@ -50,6 +63,9 @@ _LAZY = {
     "DatasetDefinition": "yogo.ddf",
     "UserError": "yogo.errors",
     "TrainConfig": "yogo.config",
+    "CheckConfig": "yogo.config",
+    "SynthConfig": "yogo.config",
+    "check": "yogo.data.report",
     "TestConfig": "yogo.config",
     "ExportConfig": "yogo.config",
     "InferConfig": "yogo.config",

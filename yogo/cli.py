@@ -21,9 +21,10 @@ import typer
 
 from yogo import __version__
 from yogo.config import (
-    BAD_LABELS_POLICIES,
+    CheckConfig,
     ExportConfig,
     InferConfig,
+    SynthConfig,
     TestConfig,
     TrainConfig,
     load_config,
@@ -78,41 +79,33 @@ def _root(
 
 @app.command()
 def check(
-    ddf: Annotated[Path, typer.Argument(help="Dataset definition file (YAML).")],
+    ctx: typer.Context,
+    ddf: Annotated[str, typer.Argument(help="Dataset definition file (YAML).")],
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")
     ] = None,
     image_hw: Annotated[
         tuple[int, int] | None,
-        typer.Option(
-            "--image-hw",
-            help="Model input size H W for the grid-collision count (default: first train image).",
-            show_default=False,
-        ),
+        _unset("Model input size H W for the grid-collision count (default: first train image)."),
     ] = None,
-    bad_labels: BadLabels = TrainConfig.bad_labels,
+    bad_labels: BadLabels = CheckConfig.bad_labels,
     decode: Annotated[
         bool, typer.Option(help="Also decode every image fully, on all cores (slow).")
-    ] = False,
+    ] = CheckConfig.decode,
     dataset_split_override: SplitOverride = None,
 ) -> None:
     """Validate a dataset without training: counts, sizes, anchor, collisions, every problem.
 
     Exits 0 when a run could train on it, 2 when not.
     """
-    from yogo.data.report import check_report, format_report
-    from yogo.data.scan import scan_dataset
-    from yogo.ddf import DatasetDefinition
+    from yogo.data.report import check as check_dataset
+    from yogo.data.report import format_report
 
-    if bad_labels not in BAD_LABELS_POLICIES:
-        raise UserError(f"--bad-labels must be error, drop or clip, got '{bad_labels}'")
-    if image_hw is not None and min(image_hw) < 1:
-        raise UserError(f"--image-hw must be two positive numbers, got {image_hw[0]} {image_hw[1]}")
+    cfg = CheckConfig(**_given(ctx, "json_path"))
+    cfg.require_valid()
     if json_path is not None:
         _require_writable(json_path)
-    definition = DatasetDefinition.from_yaml(ddf, dataset_split_override)
-    scan = scan_dataset(definition, bad_labels, decode=decode)
-    report = check_report(definition, scan, image_hw)
+    report = check_dataset(cfg)
     typer.echo(format_report(report))
     if json_path is not None:
         _write_text(json_path, json.dumps(report, indent=2) + "\n")
@@ -389,65 +382,53 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
 
 @app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="New (or empty) folder to write into.")],
-    num_images: Annotated[int, typer.Option(help="Number of frames.")] = 64,
-    image_hw: Annotated[tuple[int, int], typer.Option(help="Frame size H W.")] = (192, 256),
+    ctx: typer.Context,
+    out_dir: Annotated[str, typer.Argument(help="New (or empty) folder to write into.")],
+    num_images: Annotated[int, typer.Option(help="Number of frames.")] = SynthConfig.num_images,
+    image_hw: Annotated[
+        tuple[int, int], typer.Option(help="Frame size H W.")
+    ] = SynthConfig.image_hw,
     class_names: Annotated[
-        list[str] | None,
+        list[str],
         typer.Option(
-            "--class-names",
-            "--classes",
-            help="Class names; class 0 is common, later ones rarer (default: healthy ring "
-            "trophozoite).",
-            show_default=False,
+            "--class-names", "--classes", help="Class names; class 0 is common, later ones rarer."
         ),
-    ] = None,
+    ] = list(SynthConfig.class_names),  # noqa: B006 (typer reads it; never mutated)
     class_frequencies: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated relative frequencies, one per class.", show_default=False
-        ),
+        str | None, _unset("Comma-separated relative frequencies, one per class.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same files.")
+    ] = SynthConfig.seed,
     split_fractions: Annotated[
         tuple[float, float, float],
         typer.Option(help="dataset_split_fractions TRAIN VAL TEST written into ddf.yml."),
-    ] = (0.8, 0.1, 0.1),
-    image_format: Annotated[str, typer.Option(help="png, tif, jpg or bmp.")] = "png",
+    ] = SynthConfig.split_fractions,
+    image_format: Annotated[
+        str, typer.Option(help="png, tif, jpg or bmp.")
+    ] = SynthConfig.image_format,
     cell_diameter: Annotated[
-        float | None,
-        typer.Option(
-            help="Cell diameter in pixels (default: 6% of the shorter side, >= 12).",
-            show_default=False,
-        ),
+        float | None, _unset("Cell diameter in pixels (default: 6% of the shorter side, >= 12).")
     ] = None,
 ) -> None:
     """Write synthetic blood-smear-like frames, YOLO labels and a ddf.yml."""
-    from yogo.data.synth import write_dataset
-    from yogo.ddf import parse_split_override
+    import dataclasses
 
-    names = tuple(class_names) if class_names else ("healthy", "ring", "trophozoite")
-    frequencies = None
+    from yogo.data.synth import write_dataset
+
+    values = _given(ctx)
     if class_frequencies is not None:
         try:
-            frequencies = [float(v) for v in class_frequencies.split(",")]
+            values["class_frequencies"] = [float(v) for v in class_frequencies.split(",")]
         except ValueError:
             raise UserError(
                 f"--class-frequencies must be comma-separated numbers, got '{class_frequencies}'"
             ) from None
-    fractions = parse_split_override(split_fractions)
-    ddf = write_dataset(
-        out_dir,
-        num_images,
-        image_hw,
-        names,
-        seed,
-        (fractions.train, fractions.val, fractions.test),
-        frequencies,
-        image_format,
-        cell_diameter,
-    )
-    typer.echo(f"wrote {num_images} frames and {ddf}")
+    if "class_names" in values:
+        values["class_names"] = tuple(class_names)
+    cfg = SynthConfig(**values)
+    ddf = write_dataset(**dataclasses.asdict(cfg))
+    typer.echo(f"wrote {cfg.num_images} frames and {ddf}")
 
 
 def _require_writable(path: Path) -> None:

@@ -283,6 +283,51 @@ class InferConfig:
         _require_workers(self.num_workers)
 
 
+@dataclass
+class CheckConfig:
+    """`yogo check`: what a run would train on, and every problem, without training."""
+
+    ddf: str
+    """Dataset definition file."""
+    image_hw: list[int] | None = None
+    """Model input H W for the grid-collision count; None: the first training image's size."""
+    bad_labels: BadLabelsPolicy = "error"
+    """What training would do with bad rows: error, drop or clip (docs/check.md)."""
+    decode: bool = False
+    """Also decode every image fully, on all cores (slow)."""
+    dataset_split_override: list[float] | None = None
+    """TRAIN VAL TEST fractions re-splitting all data."""
+
+    def require_valid(self) -> None:
+        _require_policy(self.bad_labels)
+        if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 1):
+            raise UserError(f"--image-hw must be two positive numbers, got {self.image_hw}")
+
+
+@dataclass
+class SynthConfig:
+    """`yogo synth`: synthetic smear-like frames, YOLO labels and a DDF
+    (`yogo.data.synth.write_dataset` takes these fields as arguments)."""
+
+    out_dir: str
+    """A new (or empty) folder to write into."""
+    num_images: int = 64
+    image_hw: tuple[int, int] = (192, 256)
+    """Frame size H W."""
+    class_names: tuple[str, ...] = ("healthy", "ring", "trophozoite")
+    """Class 0 is common, later ones rarer."""
+    seed: int = 0
+    """The same seed gives the same files."""
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """dataset_split_fractions TRAIN VAL TEST written into ddf.yml."""
+    class_frequencies: list[float] | None = None
+    """Relative frequency of each class; None: 1 for class 0, then 0.08, 0.04, ..."""
+    image_format: str = "png"
+    """png, tif, jpg or bmp."""
+    cell_diameter: float | None = None
+    """Cell diameter in pixels; None: 6% of the shorter side, at least 12."""
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 

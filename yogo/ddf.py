@@ -116,9 +116,10 @@ class DatasetDefinition:
         return _Loader(Path(path)).load(split_override)
 
 
-def parse_split_override(values: Sequence[float]) -> SplitFractions:
-    """Validate `--dataset-split-override TRAIN VAL TEST` in the flag's words."""
-    flag = "--dataset-split-override"
+def parse_split_override(
+    values: Sequence[float], flag: str = "--dataset-split-override"
+) -> SplitFractions:
+    """Validate TRAIN VAL TEST fractions given as `flag`, in the flag's words."""
     if len(values) != 3:
         raise UserError(f"{flag} takes three fractions (TRAIN VAL TEST), got {len(values)}")
     for name, value in zip(SPLITS, values, strict=True):

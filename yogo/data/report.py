@@ -1,8 +1,8 @@
 """The report behind `yogo check`: counts, sizes, the anchor and grid a run would use, and
 every problem of a dataset scan, as JSON-ready data and as the table the command prints.
 
-    scan = scan_dataset(ddf, policy="error")          # yogo.data.scan
-    report = check_report(ddf, scan, image_hw=None)
+    report = check(CheckConfig(ddf="data.yml"))       # or, from a scan you already have:
+    report = check_report(ddf, scan_dataset(ddf, policy="error"), image_hw=None)
     print(format_report(report))
 """
 
@@ -13,13 +13,23 @@ from typing import Any
 
 import numpy as np
 
+from yogo.config import CheckConfig
 from yogo.data.labels import ERROR_KINDS, WARNING_KINDS, Problem
-from yogo.data.scan import DatasetScan, LabelledSample
+from yogo.data.scan import DatasetScan, LabelledSample, scan_dataset
 from yogo.ddf import SPLITS, DatasetDefinition
 from yogo.errors import display_path, where
 from yogo.grid import STRIDE, assign_cells, grid_shape
 
 SHOWN_PER_KIND = 10  # warnings of one kind printed in the table; --json has every one
+
+
+def check(cfg: CheckConfig) -> dict[str, Any]:
+    """Scan the DDF's dataset as `cfg` says and report on it: what `yogo check` prints."""
+    cfg.require_valid()
+    ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
+    scan = scan_dataset(ddf, cfg.bad_labels, decode=cfg.decode)
+    image_hw = (cfg.image_hw[0], cfg.image_hw[1]) if cfg.image_hw else None
+    return check_report(ddf, scan, image_hw)
 
 
 def check_report(

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yogo.config import SynthConfig
+from yogo.ddf import parse_split_override
 from yogo.errors import UserError
 
 NUM_STYLES = 7
@@ -76,20 +78,23 @@ def synthetic_frames(
 
 
 def write_dataset(
-    out_dir: Path,
-    num_images: int,
-    image_hw: tuple[int, int] = (192, 256),
-    class_names: Sequence[str] = ("healthy", "ring", "trophozoite"),
-    seed: int = 0,
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    out_dir: str | Path,
+    num_images: int = SynthConfig.num_images,
+    image_hw: tuple[int, int] = SynthConfig.image_hw,
+    class_names: Sequence[str] = SynthConfig.class_names,
+    seed: int = SynthConfig.seed,
+    split_fractions: tuple[float, float, float] = SynthConfig.split_fractions,
     class_frequencies: Sequence[float] | None = None,
-    image_format: str = "png",
+    image_format: str = SynthConfig.image_format,
     cell_diameter: float | None = None,
 ) -> Path:
-    """Write `images/`, `labels/` and `ddf.yml` into `out_dir` (new or empty); return the DDF."""
+    """Write `images/`, `labels/` and `ddf.yml` into `out_dir` (new or empty); return the DDF.
+    The arguments are `yogo.config.SynthConfig`'s fields (`write_dataset(**asdict(cfg))`)."""
     from PIL import Image
 
+    out_dir = Path(out_dir)
     _validate(out_dir, num_images, image_hw, class_names, class_frequencies, image_format)
+    split = parse_split_override(split_fractions, "--split-fractions")
     frequencies = (
         default_class_frequencies(len(class_names))
         if class_frequencies is None
@@ -112,7 +117,7 @@ def write_dataset(
         rows = (f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in boxes)
         (labels / f"{stem}.txt").write_text("".join(rows))
     ddf = out_dir / "ddf.yml"
-    train, val, test = split_fractions
+    train, val, test = split.train, split.val, split.test
     names = ", ".join(f'"{name}"' for name in class_names)
     ddf.write_text(
         f"# Synthetic smear frames: {num_images} x {image_hw[0]}x{image_hw[1]}, seed {seed}.\n"
