@@ -345,11 +345,7 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         images = batch.images.to(device, non_blocking=True)
         targets = build_targets(batch.labels.to(device, non_blocking=True), len(images), grid)
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
-        # DDP all-reduces gradients once per optimizer step, not once per micro-batch.
-        sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        if isinstance(run.net, DistributedDataParallel) and not stepping:
-            sync = run.net.no_sync()
-        with sync:
+        with gradient_sync(run.net, stepping):
             with run.autocast():
                 raw = run.net(images)
             parts = run.loss_fn(raw, targets, run.model.anchors)
@@ -382,6 +378,15 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         "images_per_s": float(totals[-1]) / elapsed,
         "data_wait_fraction": data_wait / elapsed,
     }
+
+
+def gradient_sync(net: torch.nn.Module, stepping: bool) -> contextlib.AbstractContextManager[Any]:
+    """Where the forward and backward passes of a micro-batch run: DDP all-reduces gradients
+    only on the micro-batch that ends an optimizer step (`no_sync` on the others), so
+    `--grad-accum N` costs one all-reduce per step, not N."""
+    if isinstance(net, DistributedDataParallel) and not stepping:
+        return net.no_sync()
+    return contextlib.nullcontext()
 
 
 def optimizer_step(

@@ -18,6 +18,27 @@ from yogo.data.synth import write_dataset
 pytestmark = pytest.mark.dist
 
 
+def test_gradients_are_all_reduced_once_per_optimizer_step() -> None:
+    """With --grad-accum, only the micro-batch that ends a step synchronises gradients."""
+    import torch.distributed as torch_dist
+
+    from yogo.training import gradient_sync
+
+    store = torch_dist.TCPStore("127.0.0.1", free_port(), 1, is_master=True)
+    torch_dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        net = torch.nn.parallel.DistributedDataParallel(make_model("quarter_filters", 2))
+        with gradient_sync(net, stepping=False):
+            assert net.require_backward_grad_sync is False
+        with gradient_sync(net, stepping=True):
+            assert net.require_backward_grad_sync is True
+        plain = make_model("quarter_filters", 2)
+        with gradient_sync(plain, stepping=False):  # one process: nothing to synchronise
+            pass
+    finally:
+        torch_dist.destroy_process_group()
+
+
 def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) -> None:
     """One rank of `validate`; rank 0 writes the merged report."""
     os.environ.update(
