@@ -73,23 +73,30 @@ def complete_iou_loss(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) ->
     return loss
 
 
-def build_targets(labels: torch.Tensor, batch_size: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Grid targets for a batch, vectorised.
+def build_targets(
+    labels: torch.Tensor,
+    batch_size: int,
+    grid: tuple[int, int],
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Grid targets for a batch, vectorised, on `device` (default: the labels' device).
 
-    `labels` (N, 6): image index in the batch, class, xc, yc, w, h. Returns (B, Sy, Sx, 6):
-    has-object mask, xc, yc, w, h, class; one object per cell (`yogo.grid.assign_cells`,
-    the rule `yogo check` reports collisions with).
+    `labels` (N, 6): image index in the batch, class, xc, yc, w, h; pass them on the CPU (as
+    the loader gives them): the cell assignment runs there. Returns (B, Sy, Sx, 6): has-object
+    mask, xc, yc, w, h, class; one object per cell (`yogo.grid.assign_cells`, the rule `yogo
+    check` reports collisions with).
     """
     rows, cols = grid
-    target = torch.zeros(batch_size * rows * cols, 6, device=labels.device)
+    device = labels.device if device is None else device
+    target = torch.zeros(batch_size * rows * cols, 6, device=device)
     if len(labels):
         image, xc, yc = labels[:, [0, 2, 3]].cpu().numpy().T
-        cell_np, keep_np = assign_cells(image, xc, yc, grid)
-        keep = torch.from_numpy(keep_np).to(labels.device)
-        cell = torch.from_numpy(cell_np).to(labels.device)[keep]
-        target[cell, 0] = 1.0
-        target[cell, 1:5] = labels[keep, 2:6]
-        target[cell, 5] = labels[keep, 1]
+        cell, keep = assign_cells(image, xc, yc, grid)
+        kept = labels[torch.from_numpy(keep).to(labels.device)].to(device)
+        cells = torch.from_numpy(cell[keep]).to(device)
+        target[cells, 0] = 1.0
+        target[cells, 1:5] = kept[:, 2:6]
+        target[cells, 5] = kept[:, 1]
     return target.view(batch_size, rows, cols, 6)
 
 

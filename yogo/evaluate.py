@@ -49,7 +49,8 @@ def evaluate_model(
                 continue
             raw = model(images)
             if loss_fn is not None:
-                targets = build_targets(labels, len(images), tuple(raw.shape[2:]))
+                grid = (raw.shape[2], raw.shape[3])
+                targets = build_targets(batch.labels, len(images), grid, device)
                 total_loss += float(loss_fn(raw, targets, anchors)["loss"]) * len(images)
             decoded = decode(raw, anchors[0], anchors[1])
             detections = postprocess(decoded, AP_OBJECTNESS_FLOOR, iou_thresh)

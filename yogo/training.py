@@ -187,10 +187,8 @@ def setup(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None, loaders
     train_loader = loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
-    total_steps, warmup_steps = (
-        steps_per_epoch * cfg.epochs,
-        round(cfg.warmup_epochs * steps_per_epoch),
-    )
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, cfg.lr_decay_factor)
     )
@@ -304,8 +302,9 @@ def prepare_run_dir(
 
 def start_state(run: Run, resume: Checkpoint | None) -> TrainState:
     """A new run's state, or the resumed one's (optimizer, schedule, RNG and all)."""
-    state = TrainState(sums=torch.zeros(len(LOSS_PARTS), device=run.ctx.device))
-    if resume is not None:
+    if resume is None:
+        state = TrainState(sums=torch.zeros(len(LOSS_PARTS), device=run.ctx.device))
+    else:
         run.rows = run.csv.read()
         state = restore_state(
             resume.payload["resume"], run.optimizer, run.schedule, run.scaler, run.model, run.ema
@@ -343,7 +342,7 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         for path in batch.skipped:
             log.warning(f"{display_path(path)}: image fails to decode; skipped")
         images = batch.images.to(device, non_blocking=True)
-        targets = build_targets(batch.labels.to(device, non_blocking=True), len(images), grid)
+        targets = build_targets(batch.labels, len(images), grid, device)
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
         with gradient_sync(run.net, stepping):
             with run.autocast():
