@@ -367,3 +367,8 @@ def test_inside_slurm_runs_are_named_by_job_and_resume_by_default(
     assert again.code == 2 and "the run 'slurm-777' is finished" in again.err
     named = run_cli("train", smear, *FAST, "--output-dir", tmp_path, "--name", "mine")
     assert named.code == 0 and (tmp_path / "mine").is_dir()
+    # A repeat of a run's config.yaml inside a job is that job's run too.
+    monkeypatch.setenv("SLURM_JOB_ID", "778")
+    repeat = run_cli("train", "--config", tmp_path / "mine" / "config.yaml")
+    assert repeat.code == 0, repeat.err
+    assert (tmp_path / "slurm-778" / "last.pth").is_file()

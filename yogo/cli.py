@@ -219,22 +219,24 @@ def train(
     from yogo.dist import slurm_job_id
     from yogo.training import train as run_training
 
-    values = _given(ctx)
-    values.pop("config", None)
-    if values.pop("half", False) and "precision" not in values:
-        values["precision"] = "fp16"
+    given = _given(ctx, "config", "half")
+    if half and "precision" not in given:
+        given["precision"] = "fp16"
+    values = dict(given)
     if config is not None:
         base = load_config(config).to_dict()
         base["name"] = None  # a repeat is a new run
-        values = {**base, **values}
+        values = {**base, **given}
     elif ddf is None and resume is None:
         raise UserError("give a dataset definition file (DDF), or --config RUN/config.yaml")
     job = slurm_job_id()
     if job is not None:
         # A requeued job runs the same command again: the same name and --resume auto let it
         # continue where it stopped, with no flag from the user.
-        values.setdefault("name", f"slurm-{job}")
-        values.setdefault("resume", "auto")
+        if "name" not in given:
+            values["name"] = f"slurm-{job}"
+        if "resume" not in given:
+            values["resume"] = "auto"
     values.setdefault("ddf", "")  # with --resume, the run's own config names the DDF
     run_training(TrainConfig.from_dict(values))
 
