@@ -173,7 +173,7 @@ def plot_evaluation(report: dict[str, Any], curves: dict[str, Any], path_prefix:
         ylim=(0, 1.02),
         title="precision-recall at IoU 0.5",
     )
-    ax.legend(loc="lower left")
+    ax.legend(loc="best")  # weak models hug the lower left, good ones the upper right
     fig.tight_layout()
     fig.savefig(f"{path_prefix}_pr_curves.png", dpi=100)
     plt.close(fig)
