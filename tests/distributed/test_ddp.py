@@ -49,7 +49,7 @@ def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) ->
         LOCAL_RANK=str(rank),
     )
     from yogo.data.dataset import DetectionDataset
-    from yogo.data.loader import ShardSampler, make_loader
+    from yogo.data.loader import Loaders, ShardSampler
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
     from yogo.dist import setup_process, teardown
@@ -63,7 +63,7 @@ def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) ->
     samples = scan_dataset(ddf).splits["val"]
     dataset = DetectionDataset(samples, (64, 96), 1)
     shard = ShardSampler(len(dataset), ctx.rank, ctx.world_size)
-    loader = make_loader(dataset, 1, 0, sampler=shard)
+    loader = Loaders().make(dataset, 1, 0, sampler=shard)  # no workers to stop
     metrics, loss = evaluate_sharded(
         ctx, model, loader, shard, ddf.class_names, loss_fn=YOGOLoss(LossSettings())
     )

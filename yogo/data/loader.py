@@ -91,9 +91,18 @@ class Loaders:
         sampler: torch.utils.data.Sampler[int] | None = None,
         collate_fn: Callable[[Any], Any] | None = None,
     ) -> torch.utils.data.DataLoader[Any]:
-        """A loader owned by this block: `make_loader`'s arguments."""
-        loader = make_loader(
-            dataset, batch_size, num_workers, seed, pin_memory, sampler, collate_fn
+        """Batches in the sampler's order (dataset order without one), collated by
+        `collate_fn` (default: `collate`, detection batches); its workers end with the block."""
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate_fn or collate,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=_ignore_stop_signals,
         )
         self._loaders.append(loader)
         return loader
@@ -120,31 +129,6 @@ def default_num_workers() -> int:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         cores = (usable or os.cpu_count() or 1) // int(env.get("LOCAL_WORLD_SIZE", "1"))
     return max(0, min(8, cores - 1))
-
-
-def make_loader(
-    dataset: torch.utils.data.Dataset[Any],
-    batch_size: int,
-    num_workers: int,
-    seed: int = 0,
-    pin_memory: bool = False,
-    sampler: torch.utils.data.Sampler[int] | None = None,
-    collate_fn: Callable[[Any], Any] | None = None,
-) -> torch.utils.data.DataLoader[Any]:
-    """Batches in the sampler's order (dataset order without one), collated by `collate_fn`
-    (default: `collate`, detection batches). With workers, use `Loaders.make` so that they
-    are stopped."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_fn or collate,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=_ignore_stop_signals,
-    )
 
 
 class ShardSampler(torch.utils.data.Sampler[int]):
