@@ -94,38 +94,21 @@ def test_sharded_validation_equals_single_process(data: Path, tmp_path: Path) ->
     assert one == two  # every metric, the confusion matrix and the loss, exactly
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train_args(data: Path, out: Path, name: str) -> list[str]:
+    """`-m yogo train` for 2 epochs at batch 2, no workers, no W&B (after a launcher)."""
+    settings = ["--epochs", "2", "-bs", "2", "--num-workers", "0", "--no-wandb"]
+    return ["-m", "yogo", "train", str(data), *settings, "--output-dir", str(out), "--name", name]
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_train_one_run(data: Path, tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "yogo",
-        "train",
-        str(data),
-        "--epochs",
-        "2",
-        "-bs",
-        "2",
-        "--num-workers",
-        "0",
-        "--no-wandb",
-        "--output-dir",
-        str(tmp_path),
-        "--name",
-        "two",
-    ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2"]
+    command += train_args(data, tmp_path, "two")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "two"
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -152,46 +135,13 @@ def test_processes_with_loader_workers_exit(data: Path, tmp_path: Path) -> None:
 def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_path: Path) -> None:
     """Multi-node as on a cluster (one torchrun agent per node, c10d rendezvous), on loopback:
     the run equals the one-node, two-process run exactly."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    train = [
-        "-m",
-        "yogo",
-        "train",
-        str(data),
-        "--epochs",
-        "2",
-        "-bs",
-        "2",
-        "--num-workers",
-        "0",
-        "--no-wandb",
-        "--output-dir",
-        str(tmp_path),
-    ]
     endpoint = f"127.0.0.1:{free_port()}"
+    launcher = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    launcher += ["--rdzv-endpoint", endpoint, "--rdzv-id", "yogo-test"]
     agents = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes",
-                "2",
-                "--nproc-per-node",
-                "1",
-                "--node-rank",
-                str(node),
-                "--rdzv-backend",
-                "c10d",
-                "--rdzv-endpoint",
-                endpoint,
-                "--rdzv-id",
-                "yogo-test",
-                *train,
-                "--name",
-                "nodes",
-            ],
-            env=env,
+            [*launcher, "--node-rank", str(node), *train_args(data, tmp_path, "nodes")],
+            env=ENV,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -199,18 +149,8 @@ def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_
         for node in range(2)
     ]
     one_node = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            *train,
-            "--name",
-            "one-node",
-        ],
-        env=env,
+        [*TORCHRUN, "--standalone", "--nproc-per-node", "2", *train_args(data, tmp_path, "one")],
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=300,
@@ -220,7 +160,7 @@ def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_
         output = agent.communicate(timeout=300)[0]
         assert agent.returncode == 0, output[-3000:]
     a = torch.load(tmp_path / "nodes" / "last.pth", weights_only=True)
-    b = torch.load(tmp_path / "one-node" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
     assert a["finished"] and b["finished"] and a["step"] == b["step"] == 4
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert "world_size: 2" in (tmp_path / "nodes" / "config.yaml").read_text()
