@@ -17,6 +17,13 @@
 #SBATCH --requeue
 #SBATCH --signal=USR1@180
 set -u
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+  # Run with plain bash there is no allocation: every SLURM_* value below would be missing.
+  echo "error: $0 is a SLURM batch script; submit it with" >&2
+  echo "  sbatch $0 yogo train DDF [flags...]" >&2
+  echo "(without SLURM, run the command itself: yogo train DDF [flags...])" >&2
+  exit 2
+fi
 if [ "$#" -eq 0 ]; then
   echo "usage: sbatch $0 yogo train DDF [flags...]" >&2
   exit 2

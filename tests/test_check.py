@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_folder_pair, write_image, write_yaml
+from conftest import make_folder_pair, simple_ddf, write_image, write_yaml
+from PIL import Image
 
 from yogo import DatasetDefinition
 from yogo.data.report import check_report, format_report
 from yogo.data.scan import require_trainable, scan_dataset
 from yogo.errors import UserError
+from yogo.grid import require_usable_image_hw
 
 PAIR = "{image_path: set/images, label_path: set/labels}"
 
@@ -208,3 +211,131 @@ def test_boxes_are_float32_and_inside_the_image(tmp_path: Path) -> None:
     ddf = dataset(tmp_path, {"a": "0 0.9995 0.5 0.002 0.1"})
     boxes = scan_dataset(ddf).splits["train"][0].boxes
     assert boxes.dtype == np.float32 and boxes[0, 1] + boxes[0, 3] / 2 <= 1.0
+
+
+def test_a_class_missing_from_class_names_is_one_diagnosis_never_drop_advice(
+    tmp_path: Path, run_cli
+) -> None:
+    labels = {f"s{i:02d}": "0 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.1 0.1\n" for i in range(25)}
+    ddf = dataset(tmp_path, labels)
+    result = run_cli("check", ddf.path, "--json", tmp_path / "r.json")
+    assert result.code == 2
+    assert "class 2 out of range 0..1: 25 rows in 25 label file(s), first " in result.out
+    assert "the labels use classes that class_names does not have" in result.out
+    assert "--bad-labels drop" not in result.out
+    assert result.out.count("error: class 2 out of range") == 10
+    assert "... and 15 more like this (yogo check --json lists all)" in result.out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["problem_counts"] == {"class": 25} and len(report["problems"]) == 25
+    with pytest.raises(UserError) as info:
+        require_trainable(scan_dataset(ddf))
+    message = str(info.value)
+    assert "class 2 out of range 0..1: 25 rows in 25 label file(s)" in message
+    assert "--bad-labels drop" not in message and "add the missing class names" in message
+    assert message.count("class 2 out of range") == 11  # the diagnosis and the first 10 rows
+    # An explicit drop trains without class 2 and says so.
+    assert (
+        "(--bad-labels drop drops these rows"
+        in run_cli("check", ddf.path, "--bad-labels", "drop").out
+    )
+
+
+def test_a_policy_that_leaves_no_objects_is_not_trainable(tmp_path: Path, run_cli) -> None:
+    ddf = dataset(tmp_path, {"a": "2 0.5 0.5 0.1 0.1\n", "b": "0 0.5 0.5 0 0.1\n"})
+    result = run_cli("check", ddf.path, "--bad-labels", "drop")
+    assert result.code == 2
+    assert "trainable: no: no objects are left in the train split after --bad-labels drop" in (
+        result.out
+    )
+    with pytest.raises(UserError, match="no objects are left in the train split"):
+        require_trainable(scan_dataset(ddf, "drop"))
+    # A dataset that has no objects to begin with is left to training to judge.
+    empty = dataset(tmp_path / "empty", {"a": ""})
+    require_trainable(scan_dataset(empty, "drop"))
+
+
+def test_many_problems_print_a_few_per_kind_and_json_keeps_all(tmp_path: Path, run_cli) -> None:
+    ddf = dataset(tmp_path, {"big": "0 0.5 0.5 0.1 0.1\n" + "0 0.5 0.5 0 0.1\n" * 500})
+    result = run_cli("check", ddf.path, "--bad-labels", "drop", "--json", tmp_path / "r.json")
+    assert result.code == 0
+    assert result.out.count("error: width and height must be > 0") == 10
+    assert "... and 490 more like this (yogo check --json lists all)" in result.out
+    assert len(result.out) < 3000
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["problem_counts"] == {"size": 500}
+    with pytest.raises(UserError) as info:
+        require_trainable(scan_dataset(ddf))
+    assert str(info.value).count("\n") < 20 and "490 more like this" in str(info.value)
+
+
+def test_missing_image_names_the_folder_looked_in(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, {"a": "", "b": ""}, images=["a"])
+    (problem,) = scan_dataset(ddf).problems
+    assert problem.message.endswith(
+        f"no image named b.* (png, jpg, jpeg, tif, tiff, bmp) in {tmp_path}/set/images"
+    )
+
+
+def test_images_too_small_for_the_grid_are_not_trainable(tmp_path: Path, run_cli) -> None:
+    ddf = dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5", "b": ""}, hw=(4, 4))
+    result = run_cli("check", ddf.path)
+    assert result.code == 2
+    assert "trainable: no: a model input of 4x4 px (H x W) is too small" in result.out
+    assert "1x1 grid" in result.out and "at least 16 px" in result.out
+    assert run_cli("check", ddf.path, "--image-hw", "16", "16").code == 0
+    with pytest.raises(UserError, match="--image-hw H W with both at least 16"):
+        require_usable_image_hw((15, 1000))
+    require_usable_image_hw((16, 16))
+
+
+def test_grid_collisions_losing_many_objects_of_a_class_are_named(tmp_path: Path) -> None:
+    crowded = "".join(f"0 0.5{i} 0.5{i} 0.05 0.05\n" for i in range(10))  # one cell at 4x5
+    spread = "1 0.1 0.1 0.1 0.1\n1 0.9 0.9 0.1 0.1\n"
+    ddf = dataset(tmp_path, {"a": crowded + spread, "b": "0 0.1 0.9 0.1 0.1\n"})
+    report = check_report(ddf, scan_dataset(ddf))
+    assert report["trainable"] is True
+    (loss,) = [p for p in report["problems"] if p["kind"] == "collision-loss"]
+    assert loss["severity"] == "warning"
+    assert "class 'a' loses 9 of its 11 objects (82%)" in loss["message"]
+    assert "a larger --image-hw" in loss["message"]
+    assert "class 'a' loses" in format_report(report)
+    roomy = check_report(ddf, scan_dataset(ddf), image_hw=(2048, 2048))
+    assert [p for p in roomy["problems"] if p["kind"] == "collision-loss"] == []
+
+
+def test_yogo_test_suggests_only_splits_that_hold_samples(tmp_path: Path, run_cli) -> None:
+    import dataclasses
+
+    from conftest import model_config
+
+    from yogo.checkpoint import checkpoint_payload, save_checkpoint
+    from yogo.model import build_model
+
+    config = dataclasses.replace(model_config("quarter_filters", 2), class_names=("a", "b"))
+    save_checkpoint(tmp_path / "m.pth", checkpoint_payload(build_model(config)))
+    make_folder_pair(tmp_path / "set", {f"s{i}": "" for i in range(4)})
+    ddf = write_yaml(
+        tmp_path / "d.yml",
+        "class_names: [a, b]\ndataset_split_fractions: {train: 0.5, val: 0, test: 0.5}\n"
+        f"dataset_paths: {{x: {PAIR}}}\n",
+    )
+    result = run_cli("test", tmp_path / "m.pth", ddf, "--split", "val")
+    assert result.code == 2 and "the val split of the DDF is empty" in result.err
+    assert "use --split test" in result.err and "--split val" not in result.err
+    assert "give val a fraction in dataset_split_fractions" in result.err
+    only_train = simple_ddf(tmp_path / "only_train", n=2)
+    result = run_cli("test", tmp_path / "m.pth", only_train, "--split", "test")
+    assert result.code == 2 and "--split" not in result.err
+    assert "--dataset-split-override" in result.err
+
+
+def test_multi_page_images_are_a_warning(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, {"a": "", "b": ""}, suffix=".tif")
+    pages = [Image.fromarray(np.full((32, 40), value, dtype=np.uint8)) for value in (1, 2)]
+    pages[0].save(tmp_path / "set/images/b.tif", save_all=True, append_images=pages[1:])
+    report = check_report(ddf, scan_dataset(ddf))
+    assert report["trainable"] is True
+    assert [(p["kind"], p["severity"], Path(p["path"]).name) for p in report["problems"]] == [
+        ("multi-page-image", "warning", "b.tif")
+    ]
+    assert "only page 1 is used" in format_report(report)

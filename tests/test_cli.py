@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from conftest import make_folder_pair, simple_ddf, write_yaml
+from typer.core import TyperOption
 
 from yogo import DatasetDefinition
-from yogo.cli import expand_variadic
+from yogo.cli import app, expand_variadic
 
 
 def test_check_good_dataset_exits_0_and_writes_json(tmp_path: Path, run_cli) -> None:
@@ -223,7 +226,85 @@ def test_check_starts_without_torch(tmp_path: Path) -> None:
     [("train", "cuda if available"), ("infer", "cuda if available"), ("export", "with .onnx")],
 )
 def test_help_shows_computed_defaults(run_cli, command, text, monkeypatch) -> None:
-    """Help texts are rendered with rich markup, which would swallow "[default: ...]"."""
+    """Defaults computed at run time are named in the help text ("[default: None]" would say
+    nothing)."""
     monkeypatch.setenv("COLUMNS", "200")
     result = run_cli(command, "--help")
-    assert result.code == 0 and text in result.out
+    assert result.code == 0 and text in " ".join(result.out.split())
+
+
+def _commands() -> dict[str, typer.core.TyperCommand]:
+    """Every `yogo` command by name, and the group itself as ""."""
+    group = typer.main.get_command(app)
+    return {"": group, **group.commands}  # type: ignore[attr-defined]
+
+
+def test_every_option_and_argument_has_help() -> None:
+    """`--note`, `yogo test --batch-size`, `--seed` and others had an empty help column."""
+    missing = [
+        f"yogo {name} {'/'.join(getattr(param, 'opts', [])) or param.name}".replace("  ", " ")
+        for name, command in _commands().items()
+        for param in command.get_params(typer.Context(command))
+        if not (getattr(param, "help", None) or "").strip()
+    ]
+    assert missing == []
+
+
+def test_options_with_several_values_name_them() -> None:
+    """`--image-hw <int,int>...` suggested commas; the values are separate words."""
+    for name, command in _commands().items():
+        for param in command.get_params(typer.Context(command)):
+            if isinstance(param, TyperOption) and param.nargs > 1:
+                metavar = param.metavar or ""
+                assert len(metavar.split()) == param.nargs, f"yogo {name} {param.opts[0]}"
+
+
+@pytest.mark.parametrize("command", ["check", "train", "test", "export", "infer", "synth"])
+def test_help_is_readable_in_a_narrow_terminal(run_cli, command, monkeypatch) -> None:
+    """typer's rich tables cut names short in a narrow terminal (`--min-class-con…`)."""
+    monkeypatch.setenv("COLUMNS", "60")
+    result = run_cli(command, "--help")
+    assert result.code == 0
+    assert "\u2026" not in result.out and "<bool>" not in result.out
+    assert max(len(line) for line in result.out.splitlines()) <= 60
+    params = _commands()[command].get_params(typer.Context(_commands()[command]))
+    for param in params:
+        if isinstance(param, TyperOption):
+            for opt in param.opts + param.secondary_opts:
+                shown = re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", result.out)
+                assert shown, f"{opt} is not shown in full"
+
+
+def test_help_shows_how_values_are_typed(run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    check = run_cli("check", "--help").out
+    assert check.startswith("Usage: yogo check [OPTIONS] DDF\n")
+    assert "--image-hw H W " in check
+    assert "--dataset-split-override TRAIN VAL TEST" in check
+    assert "<int,int>" not in check and "{ddf}" not in check
+    train = run_cli("train", "--help").out
+    assert "Usage: yogo train [OPTIONS] [DDF]" in train
+    assert "--tags TAG..." in train
+    patience = " ".join(train[train.index("--patience") :].split("--obj-thresh")[0].split())
+    assert "(default: off)" in patience
+    assert "Usage: yogo test [OPTIONS] CHECKPOINT DDF" in run_cli("test", "--help").out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image-hw", "192"], "--image-hw takes two values: H W, got '192'"),
+        (["--image-hw", "192", "--decode"], "--image-hw takes two values: H W, got '192'"),
+        (["--image-hw"], "--image-hw takes two values: H W, got none"),
+        (
+            ["--dataset-split-override", "0.8", "0.2"],
+            "--dataset-split-override takes three values: TRAIN VAL TEST, got '0.8 0.2'",
+        ),
+    ],
+)
+def test_too_few_values_for_an_option_say_how_many(tmp_path: Path, run_cli, args, message) -> None:
+    """click said "requires 2 arguments", or, with another flag next, that '--decode' is not
+    a valid integer."""
+    result = run_cli("check", simple_ddf(tmp_path), *args)
+    assert result.code == 2
+    assert message in result.err

@@ -25,10 +25,10 @@ from yogo.errors import UserError
 # Command -> (its settings, flags that are not settings: what the command itself writes or how
 # it reads its settings).
 COMMANDS: dict[str, tuple[type[Any], set[str]]] = {
-    "check": (CheckConfig, {"json_path"}),
+    "check": (CheckConfig, {"json_path", "force"}),
     "synth": (SynthConfig, set()),
     "train": (TrainConfig, {"config", "half"}),
-    "test": (TestConfig, {"json_path"}),
+    "test": (TestConfig, {"json_path", "force"}),
     "export": (ExportConfig, set()),
     "infer": (InferConfig, set()),
 }

@@ -66,6 +66,32 @@ def test_bad_class_names(tmp_path: Path, classes: str, expected: str) -> None:
     assert "ddf.yml:1:" in message
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("class_names: []\n", "ddf.yml:1: class_names must be a non-empty list, got an empty list"),
+        (
+            "class_names: [a]\ndataset_paths: []\n",
+            "ddf.yml:2: dataset_paths must be a mapping (key: value lines), got an empty list",
+        ),
+        ("class_names: {}\n", "class_names must be a non-empty list, got an empty mapping"),
+    ],
+)
+def test_empty_values_are_named_as_such(tmp_path: Path, body: str, expected: str) -> None:
+    assert expected in load_error(write_yaml(tmp_path / "ddf.yml", body))
+
+
+def test_a_folder_named_like_a_label_file_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = simple_ddf(tmp_path, n=2)
+    (tmp_path / "set/labels/extra.txt").mkdir()
+    ddf = DatasetDefinition.from_yaml(path)
+    expected = "set/labels/extra.txt: named like a label file but is a folder; not used"
+    assert ddf.warnings == (expected,) and expected in caplog.text
+    assert len(ddf.samples) == 2
+
+
 def test_class_names_required(tmp_path: Path) -> None:
     make_folder_pair(tmp_path / "set", {"a": ""})
     path = write_yaml(tmp_path / "d.yml", f"dataset_paths: {{one: {PAIR}}}\n")
@@ -169,10 +195,15 @@ def test_working_directory_fallback_warns(tmp_path: Path, monkeypatch, caplog) -
     [
         ("{image_path: set/images, label_path: nowhere}", "label_path 'nowhere' does not exist"),
         ("{image_path: nowhere, label_path: set/labels}", "image_path 'nowhere' does not exist"),
-        ("{image_path: set/images/a.png, label_path: set/labels}", "is not a folder"),
+        (
+            "{image_path: set/images/a.png, label_path: set/labels}",
+            "image_path 'set/images/a.png' is a file, not a folder",
+        ),
+        ("{image_path: set/images, label_path: set/labels/a.txt}", "is a file, not a folder"),
         ("{image_path: set/images}", "dataset_paths.one needs label_path"),
         ("{image_path: set/images, label_path: set/labels, defn_path: x.yml}", "has both"),
         ("{defn_path: missing.yml}", "defn_path 'missing.yml' does not exist"),
+        ("{defn_path: set}", "defn_path 'set' is a folder, not a YAML file"),
         ("[set/images, set/labels]", "dataset_paths.one must be a mapping"),
     ],
 )
@@ -437,6 +468,7 @@ def test_thumbnail_augmentation(tmp_path: Path) -> None:
     [
         ("bb: t1", "thumbnail_augmentation key 'bb' is not a class name"),
         ("a: missing", "thumbnail folder 'missing' does not exist"),
+        ("a: ddf.yml", "thumbnail folder 'ddf.yml' is a file, not a folder"),
     ],
 )
 def test_bad_thumbnail_augmentation(tmp_path: Path, entry: str, expected: str) -> None:

@@ -139,7 +139,7 @@ def test_without_the_runs_data_synthetic_frames_verify_it(run_cli, trained_run, 
         (["--opset", "3"], "--opset 3 is not supported"),
         (
             ["--output-filename", "/nonexistent/dir/m.onnx"],
-            "folder for the ONNX file does not exist",
+            "--output-filename: the folder does not exist",
         ),
     ],
 )

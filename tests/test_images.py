@@ -114,3 +114,19 @@ def test_unsupported_float_images_are_refused(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4), dtype=np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(ImageError, match="unsupported pixel format 'F'"):
         read_header(tmp_path / "f.tif")
+
+
+def test_multi_page_tiff_uses_page_1_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pages = [Image.fromarray(np.full((8, 10), value, dtype=np.uint8)) for value in (10, 20, 30)]
+    path = tmp_path / "stack.tif"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    assert read_header(path).pages == 3
+    assert decode_image(path, channels=1)[0].max() == 10
+    decode_image(path, channels=3)
+    warnings = [r.getMessage() for r in caplog.records if "stack.tif" in r.getMessage()]
+    assert warnings == [f"{path}: has 3 pages; only page 1 is used"]
+    single = write_image(tmp_path / "one.tif", (8, 10))
+    assert read_header(single).pages == 1 and decode_image(single, channels=1).shape == (1, 8, 10)
+    assert not [r for r in caplog.records if "one.tif" in r.getMessage()]

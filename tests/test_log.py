@@ -1,11 +1,15 @@
-"""Run output helpers: progress bars, metrics.csv."""
+"""Run output helpers: progress bars, metrics.csv, training curves."""
 
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
+from typing import Any
 
-from yogo.log import MetricsCSV, progress
+import pytest
+
+from yogo.log import MetricsCSV, plot_training_curves, progress
 
 
 def test_progress_bars_start_no_thread() -> None:
@@ -26,3 +30,50 @@ def test_metrics_csv_keeps_its_first_columns_across_a_resume(tmp_path: Path) -> 
     again.append({"epoch": 2, "val_mAP50": 0.25, "loss": 0.4})
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines == ["epoch,loss,val_mAP50", "1,0.5,", "2,0.4,0.25"]
+
+
+def _rows(with_val: bool) -> list[dict[str, float | None]]:
+    """metrics.csv rows of a 4-epoch run; with val values every other epoch, or none."""
+    rows: list[dict[str, float | None]] = []
+    for epoch in range(1, 5):
+        val = with_val and epoch % 2 == 0
+        rows.append(
+            {
+                "epoch": epoch,
+                "loss": 1.0 / epoch,
+                "objectness": 0.5 / epoch,
+                "box": 0.3 / epoch,
+                "class": 0.2 / epoch,
+                "lr": 3e-4 / epoch,
+                "val_loss": 0.9 / epoch if val else None,
+                "val_mAP50": 0.2 * epoch if val else None,
+                "val_mAP50_95": 0.1 * epoch if val else None,
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize(("with_val", "panels"), [(True, 3), (False, 2)])
+def test_training_curves_draw_no_empty_panel_and_warn_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_val: bool, panels: int
+) -> None:
+    """A run without a val split drew an empty "validation" panel, and matplotlib warned
+    "No artists with labels found to put in legend" into the training output."""
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    save = Figure.savefig
+
+    def keep(fig: Figure, *args: Any, **kwargs: Any) -> None:
+        saved.append(fig)
+        save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_training_curves(_rows(with_val), tmp_path / "training_curves.png")
+    assert [str(w.message) for w in caught] == []
+    (fig,) = saved
+    assert len(fig.axes) == panels
+    assert all(ax.has_data() for ax in fig.axes)
+    assert (tmp_path / "training_curves.png").stat().st_size > 0

@@ -25,6 +25,8 @@ from yogo.model import YOGO, ModelConfig, build_model
 
 FORMAT = "yogo-checkpoint"
 PARTIAL_SUFFIX = ".partial"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle (protocol >= 2)
 VERSION = 1
 
 
@@ -76,7 +78,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def remove_partial_files(folder: Path) -> list[Path]:
     """Delete temp files a killed process left behind (`.NAME.partial`); returns them."""
-    stale = sorted(folder.glob(f".*{PARTIAL_SUFFIX}"))
+    stale = sorted(folder.glob(f".*{PARTIAL_SUFFIX}*"))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -91,8 +93,7 @@ def checkpoint_payload(model: YOGO, **extra: Any) -> dict[str, Any]:
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a yogo or YOGO 1.0.1 checkpoint safely; every failure is a UserError."""
-    if not path.is_file():
-        raise UserError("checkpoint file does not exist", path=path)
+    require_checkpoint_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -103,7 +104,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             fix="load only checkpoints written by yogo or YOGO; re-save trusted files as plain "
             "tensors and numbers",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
         raise UserError(
             f"is not a readable checkpoint (truncated or not a .pth file: {e})", path=path
         ) from None
@@ -114,6 +115,60 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if "model_state_dict" in payload and "model_version" in payload:
         return _from_yogo_v1(path, payload)
     raise UserError("is not a yogo or YOGO checkpoint (unknown layout)", path=path)
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether `path` starts like a file torch.save writes (a zip archive, or the legacy
+    format's pickle)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError:
+        return False
+    return head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)
+
+
+def require_checkpoint_file(path: Path) -> None:
+    """Say what `path` is when it is not a checkpoint, before torch.load guesses."""
+    if path.is_dir():
+        found = [path / name for name in ("best.pth", "last.pth") if (path / name).is_file()]
+        if found:
+            raise UserError(
+                "is a run folder, not a checkpoint",
+                path=path,
+                fix=f"give {' or '.join(display_path(p) for p in found)} (best.pth: the best "
+                "validation; last.pth: the latest epoch)",
+            )
+        raise UserError("is a folder, not a checkpoint", path=path, fix="give a .pth file")
+    if not path.is_file():
+        raise UserError("checkpoint file does not exist", path=path, fix="check the path")
+    if is_torch_file(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    raise UserError(
+        f"is not a checkpoint: {_describe(path, head)}",
+        path=path,
+        fix="give a .pth file written by yogo train or YOGO",
+    )
+
+
+def _describe(path: Path, head: bytes) -> str:
+    if not head:
+        return "the file is empty"
+    if path.suffix.lower() == ".onnx":
+        return "it is an ONNX model (yogo infer runs it; test and export need the .pth)"
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        return "not a file PyTorch writes"
+    if "\0" in text:
+        return "not a file PyTorch writes"
+    if "yogo_version" in text and "config:" in text:
+        return "it is a run's config.yaml (best.pth and last.pth are beside it)"
+    if any(key in text for key in ("class_names", "dataset_paths", "dataset_split_fractions")):
+        return "it is a dataset definition (YAML)"
+    return "it is a text file"
 
 
 def _from_yogo(path: Path, payload: dict[str, Any]) -> Checkpoint:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from yogo import __version__
 from yogo.config import (
@@ -30,6 +31,7 @@ from yogo.config import (
     load_config,
 )
 from yogo.errors import Interrupted, RunError, UserError, display_path
+from yogo.outputs import require_output_file, write_atomic
 
 app = typer.Typer(
     name="yogo",
@@ -37,22 +39,73 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # click's plain help and errors: typer's rich tables cut option names short ("--min-cla…")
+    # in narrow terminals; plain help wraps instead.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class _Command(TyperCommand):
+    """Every command's class: click's usage line (`yogo check [OPTIONS] DDF`, not typer's
+    `{ddf}`), and an option that takes several values says so when it gets fewer (click read
+    `--image-hw 192 --epochs 3` as H 192, W "--epochs" and complained about an integer)."""
+
+    # ctx: Any, because typer's Context base class lives in its private vendored click.
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or str(param.name).upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        options = {
+            name: param
+            for param in self.get_params(ctx)
+            if isinstance(param, TyperOption)
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            name, equals, first = arg.partition("=")  # --image-hw=192 256 is allowed too
+            option = options.get(name)
+            if option is None or option.nargs < 2:
+                continue
+            values = ([first] if equals else []) + args[i + 1 :]
+            given = []
+            for value in values[: option.nargs]:
+                if value in options:
+                    break
+                given.append(value)
+            if len(given) < option.nargs:
+                count = {2: "two", 3: "three"}.get(option.nargs, str(option.nargs))
+                got = f"'{' '.join(given)}'" if given else "none"
+                ctx.fail(f"{name} takes {count} values: {option.metavar}, got {got}")
+        return super().parse_args(ctx, args)
+
 
 # Options that take several values (`--classes a b c`), as YOGO's argparse flags did. Click
 # options take one value each, so `main` rewrites `--classes a b c` to repeated options.
 VARIADIC_OPTIONS = ("--class-names", "--classes", "--tags")
 
 
-def _unset(help_text: str = "", *names: str) -> Any:
+def _unset(help_text: str, *names: str, metavar: str | None = None) -> Any:
     """An option whose unset value (None) the command decides: no "[default: None]"."""
-    return typer.Option(*names, help=help_text, show_default=False)
+    return typer.Option(*names, help=help_text, show_default=False, metavar=metavar)
+
+
+def _as_typed(values: Sequence[object]) -> str:
+    """A default of several values as it is typed (`192 256`), not as typer shows it."""
+    return " ".join(str(v) for v in values)
 
 
 # Options several commands share. Defaults come from each command's settings (yogo.config).
 SplitOverride = Annotated[
-    tuple[float, float, float] | None, _unset("Re-split all data: TRAIN VAL TEST fractions.")
+    tuple[float, float, float] | None,
+    _unset("Re-split all data into these fractions.", metavar="TRAIN VAL TEST"),
 ]
 Device = Annotated[str | None, _unset("cpu, cuda or cuda:N (default: cuda if available).")]
 NumWorkers = Annotated[
@@ -77,16 +130,21 @@ def _root(
     """Train, test, export and run small YOLO-style detectors for microscopy."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     ctx: typer.Context,
-    ddf: Annotated[str, typer.Argument(help="Dataset definition file (YAML).")],
+    ddf: Annotated[str, typer.Argument(help="Dataset definition file (YAML).", metavar="DDF")],
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")
+        Path | None,
+        typer.Option("--json", help="Also write the report as JSON to this file ('-': stdout)."),
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
     image_hw: Annotated[
         tuple[int, int] | None,
-        _unset("Model input size H W for the grid-collision count (default: first train image)."),
+        _unset(
+            "Model input size for the grid-collision count (default: first train image).",
+            metavar="H W",
+        ),
     ] = None,
     bad_labels: BadLabels = CheckConfig.bad_labels,
     decode: Annotated[
@@ -101,25 +159,25 @@ def check(
     from yogo.data.report import check as check_dataset
     from yogo.data.report import format_report
 
-    cfg = CheckConfig(**_given(ctx, "json_path"))
+    cfg = CheckConfig(**_given(ctx, "json_path", "force"))
     cfg.require_valid()
-    if json_path is not None:
-        _require_writable(json_path)
+    _require_json_output(json_path, force, [Path(ddf)])
     report = check_dataset(cfg)
-    typer.echo(format_report(report))
-    if json_path is not None:
-        _write_text(json_path, json.dumps(report, indent=2) + "\n")
+    typer.echo(format_report(report), err=_json_to_stdout(json_path))
+    _write_json(json_path, report)
     if not report["trainable"]:
         raise typer.Exit(2)
 
 
-@app.command(context_settings={"show_default": True})
+@app.command(cls=_Command, context_settings={"show_default": True})
 def train(
     ctx: typer.Context,
     ddf: Annotated[
         Path | None,
         typer.Argument(
-            help="Dataset definition file (optional with --config).", show_default=False
+            help="Dataset definition file (optional with --config).",
+            show_default=False,
+            metavar="DDF",
         ),
     ] = None,
     config: Annotated[
@@ -147,11 +205,16 @@ def train(
     lr_decay_factor: Annotated[
         float, typer.Option(help="Cosine decay to lr / factor.")
     ] = TrainConfig.lr_decay_factor,
-    label_smoothing: Annotated[float, typer.Option()] = TrainConfig.label_smoothing,
+    label_smoothing: Annotated[
+        float, typer.Option(help="Label smoothing of the class term.")
+    ] = TrainConfig.label_smoothing,
     weight_decay: Annotated[
-        float, typer.Option("-wd", "--weight-decay")
+        float,
+        typer.Option("-wd", "--weight-decay", help="AdamW weight decay (not on biases or norms)."),
     ] = TrainConfig.weight_decay,
-    epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
+    epochs: Annotated[
+        int, typer.Option(help="Passes over the training split.")
+    ] = TrainConfig.epochs,
     no_obj_weight: Annotated[
         float, typer.Option(help="Objectness weight on empty cells.")
     ] = TrainConfig.no_obj_weight,
@@ -165,7 +228,8 @@ def train(
         bool, typer.Option(help="Divide pixels by 255 inside the model.")
     ] = TrainConfig.normalize_images,
     image_hw: Annotated[
-        tuple[int, int] | None, _unset("Model input H W (default: first training image).")
+        tuple[int, int] | None,
+        _unset("Model input size (default: first training image).", metavar="H W"),
     ] = None,
     anchor_w: Annotated[float | None, _unset("Anchor width (default: mean box width).")] = None,
     anchor_h: Annotated[float | None, _unset("Anchor height (default: mean box height).")] = None,
@@ -178,9 +242,13 @@ def train(
     device: Device = None,
     output_dir: Annotated[str, typer.Option(help="Run folders go here.")] = TrainConfig.output_dir,
     name: Annotated[str | None, _unset("Run name (default: time and DDF name).")] = None,
-    note: Annotated[str | None, _unset("W&B note.")] = None,
-    tags: Annotated[list[str] | None, _unset("W&B tags.")] = None,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
+    note: Annotated[str | None, _unset("A note for the W&B run.")] = None,
+    tags: Annotated[
+        list[str] | None, _unset("Tags for the W&B run (--tags a b c).", metavar="TAG...")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Random seed (weights, shuffling, augmentation).")
+    ] = TrainConfig.seed,
     num_workers: NumWorkers = None,
     ema: Annotated[bool, typer.Option(help="Keep an average of the weights.")] = TrainConfig.ema,
     dist_timeout: Annotated[
@@ -189,14 +257,19 @@ def train(
     val_every: Annotated[
         int, typer.Option(help="Validate every N epochs.")
     ] = TrainConfig.val_every,
-    patience: Annotated[int | None, _unset("Stop after N validations without improvement.")] = None,
+    patience: Annotated[
+        int | None,
+        _unset("Stop after N validations without a better val mAP@0.5 (default: off)."),
+    ] = None,
     obj_thresh: Annotated[
         float, typer.Option(help="Objectness threshold for validation P/R/F1.")
     ] = TrainConfig.obj_thresh,
     iou_thresh: Annotated[
         float, typer.Option(help="NMS IoU threshold in validation.")
     ] = TrainConfig.iou_thresh,
-    warmup_epochs: Annotated[float, typer.Option()] = TrainConfig.warmup_epochs,
+    warmup_epochs: Annotated[
+        float, typer.Option(help="Linear learning-rate warm-up from 0 over this many epochs.")
+    ] = TrainConfig.warmup_epochs,
     grad_clip: Annotated[float | None, _unset("Clip the gradient norm.")] = None,
     grad_accum: Annotated[
         int, typer.Option(help="Batches per optimizer step.")
@@ -212,8 +285,12 @@ def train(
     wandb: Annotated[
         bool | None, _unset("Log to W&B (default: on with credentials, else offline).")
     ] = None,
-    wandb_entity: Annotated[str | None, _unset()] = None,
-    wandb_project: Annotated[str | None, _unset()] = None,
+    wandb_entity: Annotated[
+        str | None, _unset("W&B team or user (default: $WANDB_ENTITY, else your default).")
+    ] = None,
+    wandb_project: Annotated[
+        str | None, _unset("W&B project (default: $WANDB_PROJECT, else yogo).")
+    ] = None,
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
     from yogo.dist import slurm_job_id
@@ -241,20 +318,26 @@ def train(
     run_training(TrainConfig.from_dict(values))
 
 
-@app.command(name="test")
+@app.command(name="test", cls=_Command)
 def test_command(
     ctx: typer.Context,
-    checkpoint: Annotated[str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
-    ddf: Annotated[str, typer.Argument(help="Dataset definition file.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).", metavar="CHECKPOINT")
+    ],
+    ddf: Annotated[str, typer.Argument(help="Dataset definition file.", metavar="DDF")],
     split: Annotated[str, typer.Option(help="test, val or train.")] = TestConfig.split,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+        Path | None,
+        typer.Option("--json", help="Also write the report as JSON to this file ('-': stdout)."),
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
     obj_thresh: Annotated[
         float, typer.Option(help="Objectness threshold for P/R/F1.")
     ] = TestConfig.obj_thresh,
     iou_thresh: Annotated[float, typer.Option(help="NMS IoU threshold.")] = TestConfig.iou_thresh,
-    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = TestConfig.batch_size,
+    batch_size: Annotated[
+        int, typer.Option("-bs", "--batch-size", help="Images per batch.")
+    ] = TestConfig.batch_size,
     device: Device = None,
     bad_labels: BadLabels = TestConfig.bad_labels,
     dataset_split_override: SplitOverride = None,
@@ -263,20 +346,20 @@ def test_command(
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.testing import format_test_report, test
 
-    cfg = TestConfig(**_given(ctx, "json_path"))
+    cfg = TestConfig(**_given(ctx, "json_path", "force"))
     cfg.require_valid()
-    if json_path is not None:
-        _require_writable(json_path)
+    _require_json_output(json_path, force, [Path(checkpoint), Path(ddf)])
     report = test(cfg)
-    typer.echo(format_test_report(report))
-    if json_path is not None:
-        _write_text(json_path, json.dumps(report, indent=2) + "\n")
+    typer.echo(format_test_report(report), err=_json_to_stdout(json_path))
+    _write_json(json_path, report)
 
 
-@app.command(context_settings={"show_default": True})
+@app.command(cls=_Command, context_settings={"show_default": True})
 def export(
     ctx: typer.Context,
-    checkpoint: Annotated[str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).", metavar="CHECKPOINT")
+    ],
     output_filename: Annotated[
         str | None,
         typer.Option(
@@ -307,10 +390,12 @@ def export(
     )
 
 
-@app.command(context_settings={"show_default": True})
+@app.command(cls=_Command, context_settings={"show_default": True})
 def infer(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="A .pth checkpoint or an exported .onnx.")],
+    model: Annotated[
+        str, typer.Argument(help="A .pth checkpoint or an exported .onnx.", metavar="MODEL")
+    ],
     path_to_images: Annotated[
         str, typer.Option(help="An image, or a folder of PNG/JPEG/TIFF/BMP images.")
     ],
@@ -334,12 +419,17 @@ def infer(
     min_class_confidence_threshold: Annotated[
         float, typer.Option(help="Minimum class probability.")
     ] = InferConfig.min_class_confidence_threshold,
-    batch_size: Annotated[int, typer.Option("-bs", "--batch-size")] = InferConfig.batch_size,
+    batch_size: Annotated[
+        int, typer.Option("-bs", "--batch-size", help="Images per batch.")
+    ] = InferConfig.batch_size,
     device: Device = None,
     class_names: Annotated[
-        list[str] | None, _unset("Names to print instead of the model's.")
+        list[str] | None, _unset("Names to print instead of the model's.", metavar="NAME...")
     ] = None,
     num_workers: NumWorkers = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace the files of an earlier run in --output-dir.")
+    ] = InferConfig.force,
 ) -> None:
     """Detect (and count) objects in images; predictions.json always, more on request."""
     from yogo.infer import format_counts
@@ -382,18 +472,27 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-@app.command()
+@app.command(cls=_Command)
 def synth(
     ctx: typer.Context,
-    out_dir: Annotated[str, typer.Argument(help="New (or empty) folder to write into.")],
+    out_dir: Annotated[
+        str, typer.Argument(help="New (or empty) folder to write into.", metavar="OUT_DIR")
+    ],
     num_images: Annotated[int, typer.Option(help="Number of frames.")] = SynthConfig.num_images,
     image_hw: Annotated[
-        tuple[int, int], typer.Option(help="Frame size H W.")
+        tuple[int, int],
+        typer.Option(
+            help="Frame size.", metavar="H W", show_default=_as_typed(SynthConfig.image_hw)
+        ),
     ] = SynthConfig.image_hw,
     class_names: Annotated[
         list[str],
         typer.Option(
-            "--class-names", "--classes", help="Class names; class 0 is common, later ones rarer."
+            "--class-names",
+            "--classes",
+            help="Class names; class 0 is common, later ones rarer.",
+            metavar="NAME...",
+            show_default=_as_typed(SynthConfig.class_names),
         ),
     ] = list(SynthConfig.class_names),  # noqa: B006 (typer reads it; never mutated)
     class_frequencies: Annotated[
@@ -404,7 +503,11 @@ def synth(
     ] = SynthConfig.seed,
     split_fractions: Annotated[
         tuple[float, float, float],
-        typer.Option(help="dataset_split_fractions TRAIN VAL TEST written into ddf.yml."),
+        typer.Option(
+            help="dataset_split_fractions written into ddf.yml.",
+            metavar="TRAIN VAL TEST",
+            show_default=_as_typed(SynthConfig.split_fractions),
+        ),
     ] = SynthConfig.split_fractions,
     image_format: Annotated[
         str, typer.Option(help="png, tif, jpg or bmp.")
@@ -433,19 +536,23 @@ def synth(
     typer.echo(f"wrote {cfg.num_images} frames and {ddf}")
 
 
-def _require_writable(path: Path) -> None:
-    """Refuse an output path before doing the work, not after."""
-    if path.is_dir():
-        raise UserError("is a folder; give a file name", path=path)
-    if not path.parent.is_dir():
-        raise UserError("the folder for this file does not exist", path=path)
+def _json_to_stdout(json_path: Path | None) -> bool:
+    """`--json -`: the JSON goes to stdout (for pipes), the readable report to stderr."""
+    return json_path is not None and str(json_path) == "-"
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a file, a failure leaves the old one."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+def _require_json_output(json_path: Path | None, force: bool, inputs: list[Path]) -> None:
+    """Refuse a --json file that cannot or must not be written, before the work."""
+    if json_path is not None and not _json_to_stdout(json_path):
+        require_output_file(json_path, force=force, inputs=inputs, option="--json")
+
+
+def _write_json(json_path: Path | None, report: dict[str, Any]) -> None:
+    text = json.dumps(report, indent=2) + "\n"
+    if _json_to_stdout(json_path):
+        sys.stdout.write(text)
+    elif json_path is not None:
+        write_atomic(json_path, text)
 
 
 def expand_variadic(args: Sequence[str]) -> list[str]:

@@ -276,6 +276,8 @@ class InferConfig:
     """Names to report instead of the model's (same number)."""
     num_workers: int | None = None
     """Image decoding processes; None: this process's CPU share."""
+    force: bool = False
+    """Replace the files of an earlier run in output_dir (never an input image)."""
 
     def require_valid(self) -> None:
         _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")

@@ -68,10 +68,12 @@ class FolderPair:
 
 @dataclass(frozen=True)
 class Sample:
-    """One label file and its image (None when no image has the label's stem)."""
+    """One label file and its image (None when no image in `image_folder` has the label's
+    stem)."""
 
     image: Path | None
     label: Path
+    image_folder: Path
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,10 @@ class _Loader:
         node = keys["class_names"]
         if not isinstance(node.value, list) or not node.value:
             raise UserError(
-                f"class_names must be a non-empty list, got {node.kind}", path=path, line=node.line
+                f"class_names must be a non-empty list, got {node.kind}",
+                path=path,
+                line=node.line,
+                fix="class_names: [name0, name1, ...] (index i is label id i)",
             )
         class_names: list[str] = []
         for item in node.value:
@@ -345,8 +350,9 @@ class _Loader:
             )
         self.files_seen[seen_key] = place
         if not child_path.is_file():
+            what = "is a folder, not a YAML file" if child_path.is_dir() else "does not exist"
             raise UserError(
-                f"defn_path '{text}' does not exist (looked for {display_path(child_path)})",
+                f"defn_path '{text}' {what} (looked for {display_path(child_path)})",
                 path=file.path,
                 line=node.line,
                 fix="paths are relative to the folder of the file that contains them",
@@ -405,9 +411,8 @@ class _Loader:
                 "to the DDF's folder or as an absolute path"
             )
             return given.resolve()
-        what = "is not a folder" if candidate.exists() else "does not exist"
         raise UserError(
-            f"{key} '{text}' {what} (looked for {display_path(candidate)})",
+            f"{key} '{text}' {_not_a_folder(candidate)} (looked for {display_path(candidate)})",
             path=file.path,
             line=node.line,
             fix="paths are relative to the folder of the file that contains them",
@@ -486,7 +491,7 @@ class _Loader:
                 folder = (top.path.parent / Path(text).expanduser()).resolve()
                 if not folder.is_dir():
                     raise UserError(
-                        f"thumbnail folder '{text}' does not exist "
+                        f"thumbnail folder '{text}' {_not_a_folder(folder)} "
                         f"(looked for {display_path(folder)})",
                         path=top.path,
                         line=item.line,
@@ -501,11 +506,17 @@ class _Loader:
     def list_samples(self, pairs: list[FolderPair]) -> list[Sample]:
         samples: list[Sample] = []
         for pair in pairs:
-            labels = sorted(
-                Path(e.path)
-                for e in os.scandir(pair.label_path)
-                if e.name.lower().endswith(".txt") and e.is_file()
-            )
+            with os.scandir(pair.label_path) as entries:
+                named = [
+                    (Path(e.path), e.is_file()) for e in entries if e.name.lower().endswith(".txt")
+                ]
+            labels = sorted(path for path, is_file in named if is_file)
+            for path in sorted(path for path, is_file in named if not is_file):
+                # Say which entry and why, rather than only counting its image as unlabelled.
+                what = "a folder" if path.is_dir() else "not a regular file"
+                self.warnings.append(
+                    f"{display_path(path)}: named like a label file but is {what}; not used"
+                )
             if not labels:
                 raise UserError(
                     f"label_path of {pair.name} ({display_path(pair.label_path)}) holds no "
@@ -520,8 +531,15 @@ class _Loader:
             for stem, paths in index.ambiguous.items():
                 if stem in stems:
                     self.ambiguous[index.by_stem[stem]] = paths
-            samples += [Sample(index.by_stem.get(p.stem), p) for p in labels]
+            samples += [Sample(index.by_stem.get(p.stem), p, pair.image_path) for p in labels]
         return samples
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why `path`, which is not a folder, cannot be used as one."""
+    if path.is_file():
+        return "is a file, not a folder"
+    return "is not a folder" if path.exists() else "does not exist"
 
 
 def _split(

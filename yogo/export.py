@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from yogo import __version__
 from yogo.checkpoint import Checkpoint, load_checkpoint
 from yogo.config import ExportConfig
 from yogo.errors import RunError, UserError, display_path
+from yogo.outputs import open_new, partial_path, require_output_file
 from yogo.predictor import Deployed, load_predictor
 
 log = logging.getLogger(__name__)
@@ -55,23 +55,17 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
     output = Path(cfg.output_filename or checkpoint_path.with_suffix(".onnx"))
-    if output.exists() and not cfg.force:
-        raise UserError(
-            "already exists", path=output, fix="give --output-filename, or --force to replace it"
-        )
-    if not output.parent.is_dir():
-        raise UserError("the folder for the ONNX file does not exist", path=output.parent)
+    require_output_file(
+        output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename"
+    )
     height = checkpoint.model_config.image_hw[0]
     if cfg.crop_height is not None and round(cfg.crop_height * height) < 8:
         raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")
     deployed = Deployed(checkpoint.build_model(), cfg.crop_height)
     images, source = verification_images(checkpoint)
 
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{output.stem}.", suffix=".onnx", dir=output.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
+    temp = partial_path(output)
+    os.close(open_new(temp))  # the umask's permissions; torch.onnx writes into it
     try:
         _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
         input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)

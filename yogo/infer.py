@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.errors import UserError, display_path
 from yogo.log import progress
+from yogo.outputs import require_output_folder, write_atomic
 from yogo.predictor import Predictor, load_predictor
 
 
@@ -87,6 +90,12 @@ def infer(cfg: InferConfig) -> InferSummary:
     """Run over every image under `cfg.path_to_images`; write the outputs; return the totals."""
     cfg.require_valid()
     predictor = load_predictor(Path(cfg.model), cfg.device)
+    root, paths = find_images(Path(cfg.path_to_images), cfg.recursive)
+    out = Path(cfg.output_dir)
+    if cfg.save_preds or cfg.draw_boxes:
+        _require_distinct_stems(paths, root)
+    require_output_folder(out, option="--output-dir")
+    _require_new_outputs(out, planned_outputs(out, paths, root, cfg), cfg, paths)
     if cfg.class_names:
         if len(cfg.class_names) != len(predictor.class_names):
             raise UserError(
@@ -94,16 +103,6 @@ def infer(cfg: InferConfig) -> InferSummary:
                 f"{len(predictor.class_names)} classes"
             )
         predictor = dataclasses.replace(predictor, class_names=tuple(cfg.class_names))
-    root, paths = find_images(Path(cfg.path_to_images), cfg.recursive)
-    out = Path(cfg.output_dir)
-    if (out / "predictions.json").exists():
-        raise UserError(
-            "already holds the results of an earlier `yogo infer`",
-            path=out,
-            fix="choose another --output-dir (results are never overwritten)",
-        )
-    if cfg.save_preds or cfg.draw_boxes:
-        _require_distinct_stems(paths, root)
     out.mkdir(parents=True, exist_ok=True)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     frames = _Frames(paths, predictor.image_hw, predictor.channels)
@@ -175,13 +174,53 @@ def _write_results(
         "images": records,
         "unreadable": [{"path": str(p), "reason": why} for p, why in summary.unreadable],
     }
-    with open(out / "predictions.json", "w") as f:
-        json.dump(document, f, separators=(",", ":"))
+    write_atomic(out / "predictions.json", json.dumps(document, separators=(",", ":")))
     if cfg.count:
-        with open(out / "counts.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "total", *names])
-            writer.writerows(count_rows)
+        table = io.StringIO(newline="")
+        writer = csv.writer(table)
+        writer.writerow(["image", "total", *names])
+        writer.writerows(count_rows)
+        write_atomic(out / "counts.csv", table.getvalue())
+
+
+def planned_outputs(out: Path, paths: Sequence[Path], root: Path, cfg: InferConfig) -> list[Path]:
+    """Every file this run will write under `out`."""
+    planned = [out / "predictions.json"]
+    if cfg.count:
+        planned.append(out / "counts.csv")
+    for path in paths:
+        relative = path.relative_to(root)
+        if cfg.save_preds:
+            planned.append(out / "labels" / relative.with_suffix(".txt"))
+        if cfg.draw_boxes:
+            planned.append(out / "boxes" / relative.with_suffix(".png"))
+    return planned
+
+
+def _require_new_outputs(
+    out: Path, planned: Sequence[Path], cfg: InferConfig, paths: Sequence[Path]
+) -> None:
+    """No file of `planned` exists (unless --force), and none is an input, ever."""
+    existing = [p for p in planned if p.exists()]
+    if not existing:
+        return
+    inputs = {os.path.realpath(p) for p in [*paths, Path(cfg.model)]}
+    for path in existing:
+        if os.path.realpath(path) in inputs:
+            raise UserError(
+                "--output-dir would write over an input of this command, even with --force",
+                path=path,
+                fix="choose another --output-dir",
+            )
+    if cfg.force:
+        return
+    shown = ", ".join(display_path(p) for p in existing[:3])
+    more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+    raise UserError(
+        f"--output-dir already holds {len(existing)} file(s) this run would write ({shown}{more})",
+        path=out,
+        fix="choose another --output-dir, or --force to replace them",
+    )
 
 
 def _require_distinct_stems(paths: Sequence[Path], root: Path) -> None:

@@ -94,13 +94,30 @@ class MetricsCSV:
         self.columns: list[str] | None = None
 
     def read(self) -> list[dict[str, Any]]:
-        """The rows already in the file (numbers as floats), continuing its columns."""
+        """The rows already in the file (numbers as floats), continuing its columns; none when
+        there is no file yet (a run stopped in its first epoch)."""
         import csv
 
+        if not self.path.exists():
+            return []
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
             self.columns = list(rows[0]) if rows else None
         return [{k: _number(v) for k, v in row.items()} for row in rows]
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the file with `rows` (atomically), keeping its columns."""
+        import csv
+        import io
+
+        from yogo.outputs import write_atomic
+
+        table = io.StringIO(newline="")
+        writer = csv.writer(table)
+        if self.columns is not None:
+            writer.writerow(self.columns)
+            writer.writerows([_cell(row.get(c)) for c in self.columns] for row in rows)
+        write_atomic(self.path, table.getvalue())
 
     def append(self, row: dict[str, Any]) -> None:
         import csv
@@ -126,31 +143,46 @@ def _cell(value: Any) -> str:
 
 
 def plot_training_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Losses, learning rate and validation mAP against epoch, as one PNG."""
+    """Losses, learning rate and validation mAP against epoch, as one PNG; a run without
+    validation values (no val split yet, or none at all) gets no validation panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key in ("loss", "objectness", "box", "class", "val_loss"):
-        points = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None]
-        if points:
-            axes[0].plot(*zip(*points, strict=True), label=key, marker=".")
+    losses = _series(rows, ("loss", "objectness", "box", "class", "val_loss"))
+    scores = _series(rows, ("val_mAP50", "val_mAP50_95"))
+    panels = 3 if scores else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    for key, points in losses.items():
+        axes[0].plot(*zip(*points, strict=True), label=key, marker=".")
     axes[0].set(title="loss per image", xlabel="epoch", yscale="log")
-    axes[0].legend()
-    axes[1].plot(epochs, [r["lr"] for r in rows], marker=".")
+    if losses:  # a legend without labelled lines is a matplotlib warning
+        axes[0].legend()
+    axes[1].plot([r["epoch"] for r in rows], [r["lr"] for r in rows], marker=".")
     axes[1].set(title="learning rate (end of epoch)", xlabel="epoch")
-    for key in ("val_mAP50", "val_mAP50_95"):
-        points = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if r.get(key) is not None]
-        if points:
+    if scores:
+        for key, points in scores.items():
             axes[2].plot(*zip(*points, strict=True), label=key, marker=".")
-    axes[2].set(title="validation", xlabel="epoch", ylim=(0, 1))
-    axes[2].legend()
+        axes[2].set(title="validation", xlabel="epoch", ylim=(0, 1))
+        axes[2].legend()
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 1.5
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _series(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[tuple[Any, Any]]]:
+    """(epoch, value) pairs per key, from the rows that have a value (validation runs every
+    `--val-every` epochs); keys without any value are left out."""
+    series = {}
+    for key in keys:
+        points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            series[key] = points
+    return series
 
 
 def plot_evaluation(report: dict[str, Any], curves: dict[str, Any], path_prefix: Path) -> None:

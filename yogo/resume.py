@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from yogo.checkpoint import Checkpoint, load_checkpoint
-from yogo.config import TrainConfig
+from yogo.config import TrainConfig, load_config
 from yogo.ema import WeightAverage
-from yogo.errors import UserError
+from yogo.errors import UserError, display_path
 from yogo.model import YOGO
+from yogo.outputs import same_file
 
 LOSS_PARTS = ("loss", "objectness", "box", "class")
 
@@ -115,32 +116,109 @@ log = logging.getLogger(__name__)
 
 
 def find_resume(cfg: TrainConfig) -> Checkpoint | None:
-    """The checkpoint `--resume` names: a path, or with "auto" OUTPUT_DIR/NAME/last.pth when
-    that run is unfinished (else None: a new run)."""
+    """The checkpoint `--resume` names: a last.pth or its run folder, or with "auto" the
+    unfinished run OUTPUT_DIR/NAME (without --name: the newest unfinished run of the DDF
+    under OUTPUT_DIR). None: start a new run."""
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
-        if cfg.name is None:
-            log.info("--resume auto without --name: starting a new run")
+        found = _auto_resume_path(cfg)
+        if found is None:
             return None
-        last = Path(cfg.output_dir) / cfg.name / "last.pth"
-        if not last.is_file():
-            return None
-        path = last
+        path = found
     else:
         path = Path(cfg.resume)
+        if path.is_dir() and (path / "last.pth").is_file():
+            path = path / "last.pth"
     checkpoint = load_checkpoint(path)
     if "resume" not in checkpoint.payload:
-        raise UserError("has no resume state (written by another tool or version)", path=path)
+        raise UserError(
+            "has no resume state (not a last.pth, or written by another tool or version)",
+            path=path,
+            fix="give the run's last.pth; to start from these weights use --from-pretrained",
+        )
     if checkpoint.payload.get("finished"):
-        if cfg.resume == "auto":
-            raise UserError(
-                f"the run '{cfg.name}' is finished",
-                path=path,
-                fix="choose another --name for a new run",
-            )
-        raise UserError("is from a finished run; nothing to resume", path=path)
+        ddf = checkpoint.payload.get("config", {}).get("ddf") or "DDF"
+        best = path.with_name("best.pth") if path.with_name("best.pth").is_file() else path
+        run = (
+            f"the run '{cfg.name}' is finished"
+            if cfg.resume == "auto"
+            else "is from a finished run"
+        )
+        raise UserError(
+            f"{run}: its learning-rate schedule has ended, so it is not continued or extended",
+            path=path,
+            fix=f"train further in a new run from its weights: yogo train {display_path(ddf)} "
+            f"--from-pretrained {display_path(best)} --epochs N"
+            + (" (or choose another --name for a new run)" if cfg.resume == "auto" else ""),
+        )
     return checkpoint
+
+
+def _auto_resume_path(cfg: TrainConfig) -> Path | None:
+    output = Path(cfg.output_dir)
+    if cfg.name is not None:
+        last = output / cfg.name / "last.pth"
+        return last if last.is_file() else None
+    if not cfg.ddf:
+        raise UserError(
+            "--resume auto needs --name, or a dataset definition to find its newest unfinished run",
+            fix="yogo train DDF --resume auto [--name NAME]",
+        )
+    for last in _runs_of(Path(cfg.ddf), output):
+        if not load_checkpoint(last).payload.get("finished"):
+            log.info(
+                f"--resume auto: continuing {display_path(last.parent)}, the newest unfinished "
+                f"run of {display_path(cfg.ddf)} (--name chooses another)"
+            )
+            return last
+    log.info(
+        f"--resume auto without --name: no unfinished run of {display_path(cfg.ddf)} in "
+        f"{display_path(output)}; starting a new run"
+    )
+    return None
+
+
+def _runs_of(ddf: Path, output: Path) -> list[Path]:
+    """last.pth of the runs under `output` trained on `ddf`, newest first."""
+    found = []
+    for last in output.glob("*/last.pth"):
+        try:
+            run_ddf = load_config(last.parent / "config.yaml").ddf
+        except UserError:
+            continue  # not a yogo run folder
+        if same_file(Path(run_ddf), ddf):
+            found.append(last)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def resumed_config(cfg: TrainConfig, checkpoint: Checkpoint) -> TrainConfig:
+    """The resumed run's own settings, with this machine's device, workers and timeout when
+    given; other settings given with --resume are reported as ignored."""
+    saved = TrainConfig.from_dict(checkpoint.payload["config"])
+    runtime = {"device", "num_workers", "dist_timeout"}
+    ignored, overrides = [], {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name in ("ddf", "resume", "name", "output_dir") or value == _default(f):
+            continue
+        if f.name in runtime:
+            overrides[f.name] = value
+        elif value != getattr(saved, f.name):
+            ignored.append(f"--{f.name.replace('_', '-')} {value}")
+    longer = any(flag.startswith("--epochs ") for flag in ignored)
+    if ignored:
+        log.warning(
+            f"ignored with --resume (a run continues with its own settings): {', '.join(ignored)}"
+            + ("; to train longer, start a new run with --from-pretrained" if longer else "")
+        )
+    return dataclasses.replace(saved, resume=None, **overrides)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,20 +1,45 @@
-"""Run folders: OUTPUT_DIR/NAME, never overwritten, and the dataset record in config.yaml.
+"""Run folders: OUTPUT_DIR/NAME, never overwritten, held by one job at a time, and the
+dataset record in config.yaml.
 
-require_new_run_name(cfg)                  # UserError when OUTPUT_DIR/NAME holds a run
-run_dir = create_run_dir(cfg, ddf.path)    # new; a generated name when cfg.name is None
-record = dataset_record(ddf.path, splits)  # DDF, split sizes, SHA-256 of the sample list
+    with RunFolder.claim(cfg, ddf.path, resume_path) as folder:   # new, reused or resumed
+        ... folder.path is this job's until the block ends (or the process dies)
+    record = dataset_record(ddf.path, splits)   # DDF, split sizes, SHA-256 of the sample list
+
+A folder that holds no checkpoint and only files yogo wrote (a run stopped before its first
+save) is not a run yet: the same --name (or --resume auto) starts it again in place.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import logging
+import os
+import socket
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from yogo.config import TrainConfig
 from yogo.data.scan import LabelledSample
-from yogo.errors import UserError
+from yogo.errors import UserError, display_path
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+# What a run writes before its first checkpoint; a folder holding only these is restartable.
+# A restart rewrites config.yaml, removes the rows and the plot, and starts a new W&B run.
+STALE_FILES = ("metrics.csv", "training_curves.png")
+EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, *STALE_FILES)
+
+
+def restartable(run_dir: Path) -> bool:
+    """`run_dir` holds no checkpoint and nothing but files yogo writes before the first one."""
+    return all(
+        entry.name in EARLY_FILES or entry.name.endswith(".partial") for entry in run_dir.iterdir()
+    )
 
 
 def require_new_run_name(cfg: TrainConfig) -> None:
@@ -22,28 +47,120 @@ def require_new_run_name(cfg: TrainConfig) -> None:
     if cfg.name is None:
         return
     run_dir = Path(cfg.output_dir) / cfg.name
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError("is a file, not a run folder", path=run_dir, fix="choose another --name")
+    if not restartable(run_dir):
+        resumable = (run_dir / "last.pth").is_file() and cfg.resume is None
         raise UserError(
             f"a run named '{cfg.name}' already exists",
             path=run_dir,
-            fix="choose another --name (runs are never overwritten)",
+            fix="choose another --name (runs are never overwritten)"
+            + ("; --resume auto continues it if it is unfinished" if resumable else ""),
         )
 
 
-def create_run_dir(cfg: TrainConfig, ddf_path: Path) -> Path:
-    """OUTPUT_DIR/NAME (or a generated name), new."""
-    output = Path(cfg.output_dir)
-    if cfg.name is not None:
-        require_new_run_name(cfg)
-        run_dir = output / cfg.name
-    else:
-        stem = f"{datetime.now():%Y-%m-%d_%H%M%S}_{ddf_path.stem}"
-        run_dir, n = output / stem, 1
-        while run_dir.exists():
+class RunFolder:
+    """A run folder held by this process: an exclusive `flock` on RUN/.lock, which the kernel
+    releases when the process ends in any way, so a dead job never leaves it held."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path, self._fd = path, fd
+        self.created = False  # this job made the folder
+
+    @classmethod
+    def claim(cls, cfg: TrainConfig, ddf_path: Path, resume_path: Path | None) -> RunFolder:
+        """The resumed run's folder, or a new one (OUTPUT_DIR/NAME, or a generated name),
+        or a restartable one of that name; held until `release`."""
+        if resume_path is not None:
+            return cls.hold(resume_path.parent)
+        if cfg.name is None:
+            folder = cls.hold(_new_generated_dir(Path(cfg.output_dir), ddf_path))
+            folder.created = True
+            return folder
+        require_new_run_name(cfg)  # before the lock, and again under it
+        run_dir = Path(cfg.output_dir) / cfg.name
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        folder = cls.hold(run_dir)
+        folder.created = created
+        try:
+            require_new_run_name(cfg)  # another job may have started it meanwhile
+        except UserError:
+            folder.release()
+            raise
+        if (run_dir / "config.yaml").exists():
+            log.info(
+                f"{display_path(run_dir)} holds a run stopped before its first checkpoint: "
+                "starting it again there"
+            )
+        for name in STALE_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        return folder
+
+    @classmethod
+    def hold(cls, run_dir: Path) -> RunFolder:
+        """Lock `run_dir` for this process, or say which job holds it."""
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"this run folder is in use by another job ({holder})",
+                path=run_dir,
+                fix="wait for that job to end or stop it; one job at a time trains a run",
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            log.warning(
+                f"{display_path(run_dir)}: this file system has no locks ({e.strerror}); "
+                "make sure one job at a time trains this run"
+            )
+            return cls(run_dir, None)
+        os.ftruncate(fd, 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%c}"
+        os.write(fd, holder.encode())
+        return cls(run_dir, fd)
+
+    def release(self, failed: bool = False) -> None:
+        """Let the folder go; after a failure, a folder this job made and left empty goes
+        too (a refused run leaves nothing behind)."""
+        if failed and self.created and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:
+            (self.path / LOCK_NAME).unlink()
+            self.path.rmdir()
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release(failed=error is not None)
+
+
+def _new_generated_dir(output: Path, ddf_path: Path) -> Path:
+    """OUTPUT_DIR/<time>_<ddf name>, made new (exist_ok=False: two jobs never share one)."""
+    stem = f"{datetime.now():%Y-%m-%d_%H%M%S}_{ddf_path.stem}"
+    output.mkdir(parents=True, exist_ok=True)
+    run_dir, n = output / stem, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
             n += 1
             run_dir = output / f"{stem}-{n}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def dataset_record(ddf_path: Path, splits: dict[str, tuple[LabelledSample, ...]]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Stopping cleanly: SIGTERM and SIGUSR1 only set a flag; ranks agree on it at step boundaries.
+"""Stopping cleanly: SIGTERM, SIGUSR1 and Ctrl-C (SIGINT) only set a flag; ranks agree on it at
+step boundaries.
 
-    stop = StopRequest.install()
+    with StopRequest.install() as stop:
     ...before an optimizer step:
     signum, bad_rank = stop.agree(ctx, nonfinite)   # every rank gets the same answers
     if bad_rank: raise RunError(...)                # no rank steps with a NaN loss
@@ -19,27 +20,48 @@ import signal
 import subprocess
 import threading
 from types import FrameType
+from typing import Any
 
 import torch
 
 from yogo.dist import DistContext
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class StopRequest:
+    """The stop signals' handler while a `with StopRequest.install() as stop:` block runs;
+    the previous handlers are back after it (`yogo.train` called from Python leaves Ctrl-C
+    as it found it)."""
+
     def __init__(self) -> None:
         self.signum = 0
+        self._previous: dict[int, Any] = {}
 
     @classmethod
     def install(cls) -> StopRequest:
         request = cls()
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
-                signal.signal(sig, request._handle)
+                request._previous[sig] = signal.signal(sig, request._handle)
         return request
 
+    def __enter__(self) -> StopRequest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            if self.signum:  # Ctrl-C again: the user will not wait for the save
+                raise KeyboardInterrupt
+            logging.getLogger("yogo").warning(
+                "Ctrl-C: saving at the next optimizer step, then stopping (Ctrl-C again: "
+                "stop now, losing the steps since the last save)"
+            )
         self.signum = signum
 
     def agree(self, ctx: DistContext, nonfinite: torch.Tensor) -> tuple[int, int]:

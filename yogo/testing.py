@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yogo.checkpoint import load_checkpoint
+from yogo.checkpoint import is_torch_file, load_checkpoint
 from yogo.config import TestConfig
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import Loaders, default_num_workers
@@ -26,6 +26,12 @@ from yogo.evaluate import evaluate_model
 def test(cfg: TestConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes."""
     cfg.require_valid()
+    if is_torch_file(Path(cfg.ddf)) and not is_torch_file(Path(cfg.checkpoint)):
+        raise UserError(
+            "the checkpoint and the dataset definition are swapped",
+            path=cfg.ddf,
+            fix=f"yogo test {cfg.ddf} {cfg.checkpoint} (the checkpoint comes first)",
+        )
     checkpoint = load_checkpoint(Path(cfg.checkpoint))
     model_config = checkpoint.model_config
     ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
@@ -38,13 +44,19 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         )
     split = cfg.split
     if not ddf.splits[split]:
+        # Suggest only splits that hold samples, never the one just asked for.
+        others = [f"use --split {s}" for s in ("val", "test") if s != split and ddf.splits[s]]
+        add = (
+            "add test_paths or a test fraction to dataset_split_fractions"
+            if split == "test"
+            else f"give {split} a fraction in dataset_split_fractions"
+        )
         raise UserError(
             f"the DDF has no {split} split (no test_paths and no {split} fraction)"
             if split == "test"
             else f"the {split} split of the DDF is empty",
             path=ddf.path,
-            fix="add test_paths or a test fraction to dataset_split_fractions, or use "
-            "--split val, or --dataset-split-override",
+            fix=", or ".join([add, *others, "re-split with --dataset-split-override"]),
         )
     scan = scan_dataset(ddf, cfg.bad_labels)
     _require_usable(scan, split)

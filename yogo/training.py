@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -65,9 +66,17 @@ from yogo.log import (
 from yogo.loss import LossSettings, YOGOLoss
 from yogo.model import YOGO
 from yogo.optim import lr_factor, make_optimizer, precision_context
+from yogo.outputs import require_output_folder
 from yogo.priors import class_weights, make_model
-from yogo.resume import LOSS_PARTS, TrainState, find_resume, restore_state, save_state
-from yogo.run_folder import create_run_dir, dataset_record, require_new_run_name
+from yogo.resume import (
+    LOSS_PARTS,
+    TrainState,
+    find_resume,
+    restore_state,
+    resumed_config,
+    save_state,
+)
+from yogo.run_folder import RunFolder, dataset_record, require_new_run_name
 from yogo.signals import StopRequest, requeue_slurm_job
 
 log = logging.getLogger(__name__)
@@ -77,32 +86,45 @@ def train(cfg: TrainConfig) -> Path:
     """Train a detector as `cfg` says; returns the run folder. Under torchrun or srun every
     rank calls this; rank 0 writes the run folder."""
     cfg.require_valid()
+    with StopRequest.install() as stop:  # from the start: a stop during set-up is one too
+        cfg, resume = start_or_resume(cfg)
+        ctx = setup_process(cfg.device, cfg.dist_timeout)
+        set_console_rank(ctx.rank)
+        try:
+            with Loaders() as loaders, claim_run_folder(cfg, ctx, resume) as run_dir:
+                run = setup(cfg, ctx, resume, loaders, run_dir)
+                state = start_state(run, resume)
+                no_loss = torch.zeros((), dtype=torch.bool, device=ctx.device)
+                stop_signal, _ = stop.agree(ctx, no_loss)
+                if stop_signal:
+                    interrupt(run, state, stop_signal, "during set-up", saved=resume is not None)
+                for epoch in range(state.epoch, run.cfg.epochs + 1):
+                    row = train_one_epoch(run, state, stop)
+                    report = validate(run, row) if run.validation_due(epoch) else None
+                    if end_epoch(run, state, stop, row, report):
+                        break
+                finish(run, state, loaders)
+                return run.dir
+        except RuntimeError as e:
+            failure = lost_contact(ctx, e, cfg.dist_timeout)
+            if failure is None:
+                raise
+            raise failure from e
+        finally:
+            teardown(ctx)
+
+
+def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
+    """The settings and checkpoint to continue (--resume), or `cfg` for a new run whose
+    output folder and name are usable: refused now, before the slow set-up."""
     resume = find_resume(cfg)
     if resume is not None:
-        cfg = dataclasses.replace(TrainConfig.from_dict(resume.payload["config"]), resume=None)
-    elif not cfg.ddf:
+        return resumed_config(cfg, resume), resume
+    if not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
-    ctx = setup_process(cfg.device, cfg.dist_timeout)
-    set_console_rank(ctx.rank)
-    try:
-        with Loaders() as loaders:
-            run = setup(cfg, ctx, resume, loaders)
-            state = start_state(run, resume)
-            stop = StopRequest.install()
-            for epoch in range(state.epoch, run.cfg.epochs + 1):
-                row = train_one_epoch(run, state, stop)
-                report = validate(run, row) if run.validation_due(epoch) else None
-                if end_epoch(run, state, stop, row, report):
-                    break
-            finish(run, state, loaders)
-            return run.dir
-    except RuntimeError as e:
-        failure = lost_contact(ctx, e, cfg.dist_timeout)
-        if failure is None:
-            raise
-        raise failure from e
-    finally:
-        teardown(ctx)
+    require_output_folder(Path(cfg.output_dir), option="--output-dir")
+    require_new_run_name(cfg)
+    return cfg, None
 
 
 @dataclass
@@ -148,10 +170,43 @@ class Run:
 # --- set-up --------------------------------------------------------------------------------
 
 
-def setup(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None, loaders: Loaders) -> Run:
+@contextlib.contextmanager
+def claim_run_folder(
+    cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None
+) -> Iterator[Path]:
+    """The run folder, held by this job while the block runs (yogo.run_folder.RunFolder):
+    rank 0 claims it and every rank gets its path, or rank 0's reason for refusing it."""
+    folder, refusal = None, None
+    if ctx.is_main:
+        try:
+            folder = RunFolder.claim(cfg, Path(cfg.ddf), resume.path if resume else None)
+        except UserError as e:
+            refusal = e
+    path, reason = ctx.broadcast(
+        (str(folder.path), None) if folder else (None, str(refusal) if refusal else None)
+    )
+    if refusal is not None:
+        raise refusal
+    if path is None:
+        raise UserError(f"rank 0 could not use the run folder: {reason}")
+    try:
+        yield Path(path)
+    except BaseException:
+        if folder is not None:
+            folder.release(failed=True)
+        raise
+    if folder is not None:
+        folder.release()
+
+
+def setup(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    resume: Checkpoint | None,
+    loaders: Loaders,
+    run_dir: Path,
+) -> Run:
     """Data, model, run folder, loaders, loss, optimiser, schedule, precision, EMA, DDP, W&B."""
-    if resume is None:
-        require_new_run_name(cfg)  # before the slow part: a taken name fails at once
     seed_everything(cfg.seed)
     ddf, splits = load_splits(cfg)
     pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
@@ -162,8 +217,8 @@ def setup(cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None, loaders
         model = make_model(cfg, ddf.class_names, splits["train"], pretrained, weights)
     model.to(ctx.device)
     cfg = resolved_config(cfg, ddf, model, pretrained, len(splits["train"]) // ctx.world_size)
-    run_dir = prepare_run_dir(cfg, ctx, resume, ddf, splits)
     cfg = dataclasses.replace(cfg, name=run_dir.name)
+    prepare_run_dir(cfg, ctx, run_dir, resume, ddf, splits)
 
     assert cfg.batch_size is not None  # resolved above
     # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
@@ -276,28 +331,26 @@ def resolved_config(
 def prepare_run_dir(
     cfg: TrainConfig,
     ctx: DistContext,
+    run_dir: Path,
     resume: Checkpoint | None,
     ddf: DatasetDefinition,
     splits: dict[str, tuple[LabelledSample, ...]],
-) -> Path:
-    """The resumed run's folder (stale partial files removed), or a new one with config.yaml;
-    rank 0 decides, every rank gets the path."""
+) -> None:
+    """Rank 0: a resumed run's folder loses the partial files of a crash; a new run's gets
+    config.yaml."""
+    if not ctx.is_main:
+        return
     if resume is not None:
-        run_dir = resume.path.parent
-        if ctx.is_main:
-            for path in remove_partial_files(run_dir):
-                log.info(f"removed {display_path(path)} (a write interrupted by a crash)")
-        return run_dir
-    run_dir = Path(ctx.broadcast(str(create_run_dir(cfg, ddf.path)) if ctx.is_main else None))
-    if ctx.is_main:
-        record = {
-            "command": " ".join(sys.argv),
-            "world_size": ctx.world_size,
-            "dataset": dataset_record(ddf.path, splits),
-        }
-        save_config(run_dir / "config.yaml", dataclasses.replace(cfg, name=run_dir.name), record)
-        log.info(f"run folder: {display_path(run_dir)}")
-    return run_dir
+        for path in remove_partial_files(run_dir):
+            log.info(f"removed {display_path(path)} (a write interrupted by a crash)")
+        return
+    record = {
+        "command": " ".join(sys.argv),
+        "world_size": ctx.world_size,
+        "dataset": dataset_record(ddf.path, splits),
+    }
+    save_config(run_dir / "config.yaml", cfg, record)
+    log.info(f"run folder: {display_path(run_dir)}")
 
 
 def start_state(run: Run, resume: Checkpoint | None) -> TrainState:
@@ -305,10 +358,20 @@ def start_state(run: Run, resume: Checkpoint | None) -> TrainState:
     if resume is None:
         state = TrainState(sums=torch.zeros(len(LOSS_PARTS), device=run.ctx.device))
     else:
-        run.rows = run.csv.read()
         state = restore_state(
             resume.payload["resume"], run.optimizer, run.schedule, run.scaler, run.model, run.ema
         )
+        # Rows of epochs that last.pth does not hold (a crash between the row and the save)
+        # are trained again: the file keeps what last.pth holds, so no row appears twice.
+        run.rows = run.csv.read()
+        kept = [row for row in run.rows if row["epoch"] < state.epoch]
+        if len(kept) < len(run.rows) and run.ctx.is_main:
+            run.csv.rewrite(kept)
+            log.info(
+                f"metrics.csv: removed {len(run.rows) - len(kept)} row(s) after the epoch "
+                "last.pth holds (they are trained again)"
+            )
+        run.rows = kept
         log.info(
             f"resuming {display_path(run.dir)} at optimizer step {state.step} (epoch "
             f"{state.epoch}, batch {state.batch})"
@@ -501,12 +564,24 @@ def payload(
     )
 
 
-def interrupt(run: Run, state: TrainState, signum: int, position: str) -> NoReturn:
-    """Stop after last.pth is saved: requeue the SLURM job on SIGUSR1 and say so at once.
-    A requeue ends the job step within seconds, and srun stops forwarding output when it
-    does, so the message cannot wait for the loaders and the process group to close."""
+def interrupt(
+    run: Run, state: TrainState, signum: int, position: str, saved: bool = True
+) -> NoReturn:
+    """Stop after last.pth is saved (or before any training, `saved=False`: nothing to
+    save): requeue the SLURM job on SIGUSR1 and say so at once. A requeue ends the job step
+    within seconds, and srun stops forwarding output when it does, so the message cannot
+    wait for the loaders and the process group to close."""
     requeued = run.ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
-    stopped = Interrupted(signum, requeued, f"after optimizer step {state.step} ({position})")
+    if saved:
+        where = f"after optimizer step {state.step} ({position})"
+        continued = "last.pth holds the exact position"
+    else:
+        where = position
+        continued = (
+            f"nothing was trained yet; `--resume auto --name {run.dir.name}` "
+            f"(--output-dir {display_path(run.dir.parent)}) starts it again"
+        )
+    stopped = Interrupted(signum, requeued, where, continued)
     log.info(str(stopped))  # rank 0 speaks
     sys.stderr.flush()
     raise stopped

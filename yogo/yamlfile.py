@@ -33,11 +33,12 @@ class Node:
 
     @property
     def kind(self) -> str:
+        """What the value is, for messages: "a list", "an empty list", "text", ..."""
         if isinstance(self.value, dict):
-            return "mapping"
+            return "a mapping" if self.value else "an empty mapping"
         if isinstance(self.value, list):
-            return "list"
-        return "empty value" if self.value is None else "text"
+            return "a list" if self.value else "an empty list"
+        return "an empty value" if self.value is None else "text"
 
     def mapping(self, path: Path, what: str) -> dict[str, Node]:
         if not isinstance(self.value, dict):

@@ -9,6 +9,7 @@ Pillow is imported inside the functions that need it so `yogo --help` stays inst
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from yogo.errors import display_path
+
 if TYPE_CHECKING:
     from PIL import Image
+
+log = logging.getLogger(__name__)
 
 # Lookup order when one stem has several images: the first listed wins (and a warning says so).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -25,6 +30,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _COLOR_MODES = {"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+# Multi-page files already warned about in this process. Loader workers fork after the dataset
+# scan has read every header, so a run warns once per file, not once per worker or epoch.
+_warned_multi_page: set[Path] = set()
 
 
 class ImageError(ValueError):
@@ -45,6 +53,7 @@ class ImageHeader:
     width: int
     channels: int  # 1 (gray) or 3 (colour) as stored in the file
     bit_depth: int  # 8 or 16
+    pages: int = 1  # pages (frames) in the file; only the first is used
 
 
 def index_images(folder: Path) -> ImageIndex:
@@ -74,6 +83,7 @@ def read_header(path: Path) -> ImageHeader:
         with Image.open(path) as image:
             width, height = image.size
             mode = image.mode
+            pages = _pages(path, image)
     except FileNotFoundError:
         raise ImageError("image file does not exist") from None
     except UnidentifiedImageError:
@@ -82,13 +92,15 @@ def read_header(path: Path) -> ImageHeader:
         raise ImageError(reason) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"image header cannot be read: {e}") from None
-    return ImageHeader(height, width, _channels_of(mode), 16 if mode in _SIXTEEN_BIT_MODES else 8)
+    depth = 16 if mode in _SIXTEEN_BIT_MODES else 8
+    return ImageHeader(height, width, _channels_of(mode), depth, pages)
 
 
 def decode_image(path: Path, channels: int) -> np.ndarray:
     """The whole image as uint8 `(channels, H, W)`; 16-bit values are scaled to 0..255.
 
     Gray to RGB repeats the plane; RGB to gray uses Pillow's ITU-R 601 luma (`convert("L")`).
+    Of a multi-page file (TIFF stack), the first page; a warning says so once per file.
     Raises ImageError for unreadable, truncated or corrupt files.
     """
     from PIL import Image, UnidentifiedImageError
@@ -97,11 +109,27 @@ def decode_image(path: Path, channels: int) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             pixels = _to_uint8(image, channels)
+            _pages(path, image)  # after decoding: counting pages moves through the file
     except UnidentifiedImageError:
         raise ImageError("not a readable image (PNG, JPEG, TIFF, BMP)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"image cannot be decoded: {e}") from None
     return pixels
+
+
+def _pages(path: Path, image: Image.Image) -> int:
+    """The number of pages (frames) of an open image; warns once per file when it is more
+    than one, since only the first is used."""
+    try:
+        pages = int(getattr(image, "n_frames", 1))
+        count = f"{pages} pages"
+    except (EOFError, OSError, SyntaxError, TypeError, ValueError):
+        # Pillow counts pages by reading the header of each; a damaged later page stops it.
+        pages, count = 2, "more than one page (a later one is damaged)"
+    if pages > 1 and path not in _warned_multi_page:
+        _warned_multi_page.add(path)
+        log.warning(f"{display_path(path)}: has {count}; only page 1 is used")
+    return pages
 
 
 def _channels_of(mode: str) -> int:

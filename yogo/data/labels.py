@@ -43,6 +43,8 @@ ERROR_KINDS = {
 }
 WARNING_KINDS = {
     "collision": "objects sharing a grid cell (the grid keeps one)",
+    "collision-loss": "a class losing over 5% of its objects to shared grid cells",
+    "multi-page-image": "multi-page files (only page 1 is used)",
     "unlabelled-images": "images without label files (ignored)",
     "ambiguous-image": "several images with the same stem",
     "mixed-sizes": "images of different sizes (resized to --image-hw)",

@@ -51,18 +51,19 @@ def collate(items: Sequence[Item]) -> Batch:
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM/SIGUSR1 to the main process, which stops at a step
-    boundary and shuts them down; SLURM signals every process of a job step."""
+    """Loader workers leave SIGTERM/SIGUSR1/SIGINT to the main process, which stops at a
+    step boundary and shuts them down; SLURM signals every process of a job step, a terminal
+    sends Ctrl-C to every process of the foreground group."""
     import signal
 
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
 
 class Loaders:
     """The loaders of one command; leaving the `with` block stops their worker processes.
 
-    Workers are persistent (kept between epochs) and ignore SIGTERM (`_ignore_stop_signals`),
+    Workers are persistent (kept between epochs) and ignore stop signals (`_ignore_stop_signals`),
     so the terminate-then-join that multiprocessing applies to live workers at interpreter exit
     would wait forever; shut down here, after the loop or on any exception, they exit normally.
     """

@@ -15,12 +15,22 @@ import numpy as np
 
 from yogo.config import CheckConfig
 from yogo.data.labels import ERROR_KINDS, WARNING_KINDS, Problem
-from yogo.data.scan import DatasetScan, LabelledSample, scan_dataset
+from yogo.data.scan import (
+    UNNAMED_CLASSES,
+    UNNAMED_CLASSES_FIX,
+    DatasetScan,
+    LabelledSample,
+    capped,
+    class_diagnoses,
+    no_objects_left,
+    scan_dataset,
+)
 from yogo.ddf import SPLITS, DatasetDefinition
-from yogo.errors import display_path, where
-from yogo.grid import STRIDE, assign_cells, grid_shape
+from yogo.errors import UserError, display_path, where
+from yogo.grid import STRIDE, assign_cells, grid_shape, require_usable_image_hw
 
-SHOWN_PER_KIND = 10  # warnings of one kind printed in the table; --json has every one
+# A class losing more than this share of its objects to shared grid cells gets a warning.
+COLLISION_LOSS_SHARE = 0.05
 
 
 def check(cfg: CheckConfig) -> dict[str, Any]:
@@ -47,24 +57,51 @@ def check_report(
         message = f"{len(sizes)} image sizes: {listing}; a run resizes them to --image-hw"
         problems.append(Problem(ddf.path, None, "mixed-sizes", message))
     problems += [Problem(ddf.path, None, "dataset-definition", w) for w in ddf.warnings]
+    diagnoses = class_diagnoses(scan.problems)
+    nothing_left = no_objects_left(scan) if train else None
+    reasons = []  # why a run could not train on it (the checks of require_trainable, and more)
+    if not train:
+        reasons.append("the train split is empty")
+    if any(p.severity == "error" and p.action is None for p in problems):
+        reasons.append(
+            f"fix the errors above ({UNNAMED_CLASSES}: see the fix above)"
+            if diagnoses
+            else "fix the errors above, or use --bad-labels drop (or clip) to skip (or repair) them"
+        )
+    elif nothing_left is not None:
+        reasons.append(nothing_left)
     grid: dict[str, Any] | None = None
     if image_hw is not None:
-        collisions, lost = _collisions(usable, grid_shape(image_hw))
+        try:
+            require_usable_image_hw(image_hw)
+        except UserError as e:
+            reasons.append(f"{e.message}; fix: {e.fix}")
+        cells = grid_shape(image_hw)
+        collisions, lost, total = _collisions(usable, cells, len(ddf.class_names))
         problems += collisions
+        for name, n, of in zip(ddf.class_names, lost, total, strict=True):
+            if n > COLLISION_LOSS_SHARE * of:
+                message = (
+                    f"the {cells[0]}x{cells[1]} grid at --image-hw {image_hw[0]} {image_hw[1]} "
+                    f"keeps one object per cell: class '{name}' loses {n} of its {of} objects "
+                    f"({n / of:.0%}) to shared cells; a larger --image-hw gives more, smaller "
+                    f"cells ({STRIDE} px each)"
+                )
+                problems.append(Problem(ddf.path, None, "collision-loss", message))
         grid = {
             "image_hw": list(image_hw),
             "stride": STRIDE,
-            "cells": list(grid_shape(image_hw)),
-            "objects_lost": lost,
+            "cells": list(cells),
+            "objects_lost": int(lost.sum()),
             "images_with_collisions": len({p.path for p in collisions}),
         }
-    has_errors = any(p.severity == "error" and p.action is None for p in problems)
-    trainable = bool(train) and not has_errors
     return {
         "ddf": str(ddf.path),
         "class_names": list(ddf.class_names),
         "bad_labels": scan.policy,
-        "trainable": trainable,
+        "trainable": not reasons,
+        "not_trainable_because": reasons,
+        "class_diagnoses": diagnoses,
         "split_fractions": ddf.split_fractions.as_dict(),
         "splits": {name: _split_stats(scan.splits[name], ddf.class_names) for name in SPLITS},
         "image_sizes": [{"height": h, "width": w, "count": n} for (h, w), n in sizes.items()],
@@ -119,12 +156,15 @@ def _anchor(train: tuple[LabelledSample, ...]) -> dict[str, float] | None:
     return {"w": round(float(w), 6), "h": round(float(h), 6)}
 
 
-def _collisions(samples: list[LabelledSample], cells: tuple[int, int]) -> tuple[list[Problem], int]:
-    """One warning per grid cell holding more than one object centre, and how many objects
-    the grid loses: training's own rule (`assign_cells`) decides which one stays."""
+def _collisions(
+    samples: list[LabelledSample], cells: tuple[int, int], num_classes: int
+) -> tuple[list[Problem], np.ndarray, np.ndarray]:
+    """One warning per grid cell holding more than one object centre, and per class how many
+    objects the grid loses and how many there are: training's own rule (`assign_cells`)
+    decides which one stays."""
     counts = [len(s.boxes) for s in samples]
     if not sum(counts):
-        return [], 0
+        return [], np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
     boxes = np.concatenate([s.boxes for s in samples])
     lines = np.concatenate([s.lines for s in samples])
     owner = np.repeat(np.arange(len(samples)), counts)
@@ -144,7 +184,9 @@ def _collisions(samples: list[LabelledSample], cells: tuple[int, int]) -> tuple[
         )
         label = samples[owner[kept]].label
         problems.append(Problem(label, int(lines[members[0]]), "collision", message))
-    return problems, int((~keep).sum())
+    classes = boxes[:, 0].astype(np.int64)
+    lost = np.bincount(classes[~keep], minlength=num_classes)
+    return problems, lost, np.bincount(classes, minlength=num_classes)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -181,15 +223,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"{grid['images_with_collisions']} image(s)"
         )
     out += _format_problems(report["problems"])
+    if report["class_diagnoses"]:
+        out.append(f"{UNNAMED_CLASSES}:")
+        out += [f"  {d}" for d in report["class_diagnoses"]]
+        policy = report["bad_labels"]
+        dropped = f" (--bad-labels {policy} drops these rows: those classes are not trained)"
+        out.append(f"  fix: {UNNAMED_CLASSES_FIX}{dropped if policy != 'error' else ''}")
     if report["trainable"]:
         out.append(f"trainable: yes (--bad-labels {report['bad_labels']})")
-    elif not report["splits"]["train"]["images"]:
-        out.append("trainable: no: the train split is empty")
     else:
-        out.append(
-            "trainable: no: fix the errors above, or use --bad-labels drop (or clip) to skip "
-            "(or repair) them"
-        )
+        out += [f"trainable: no: {reason}" for reason in report["not_trainable_because"]]
     return "\n".join(out)
 
 
@@ -201,17 +244,8 @@ def _format_problems(problems: list[dict[str, Any]]) -> list[str]:
     for (severity, kind), n in sorted(counts.items()):
         meaning = ERROR_KINDS.get(kind) or WARNING_KINDS.get(kind, "")
         out.append(f"  {severity:7s} {kind:18s} {n:6d}  {meaning}")
-    shown: Counter[str] = Counter()
+    lines = []
     for p in problems:
-        shown[p["kind"]] += 1
-        # Every error is listed (each must be fixed); warnings only a few per kind.
-        if p["severity"] == "warning" and shown[p["kind"]] > SHOWN_PER_KIND:
-            continue
         text = f"{where(p['path'], p['line'])}: {p['severity']}: {p['message']}"
-        out.append(f"{text} ({p['action']})" if p["action"] else text)
-    hidden = {k: n - SHOWN_PER_KIND for (s, k), n in counts.items() if s == "warning"}
-    hidden = {k: n for k, n in hidden.items() if n > 0}
-    if hidden:
-        more = ", ".join(f"{n} more {k}" for k, n in sorted(hidden.items()))
-        out.append(f"... {more} (all of them are in --json)")
-    return out
+        lines.append((p["kind"], f"{text} ({p['action']})" if p["action"] else text))
+    return out + capped(lines)

@@ -3,7 +3,7 @@ policy: what a run would use, split by split, and every problem found.
 
     ddf = DatasetDefinition.from_yaml("ddf.yml")
     scan = scan_dataset(ddf, policy="error")
-    require_trainable(scan)                       # UserError listing every error
+    require_trainable(scan)                       # UserError naming the errors
     scan.splits["train"][0].boxes                 # (N, 5) class, xc, yc, w, h
 
 Training, `yogo test` and `yogo check` (yogo.data.report) all start here, so they never
@@ -12,8 +12,10 @@ disagree about what is usable.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +32,20 @@ from yogo.data.labels import (
     load_label_studio_ids,
     parse_label_file,
 )
-from yogo.ddf import SPLITS, DatasetDefinition
-from yogo.errors import UserError
+from yogo.ddf import SPLITS, DatasetDefinition, Sample
+from yogo.errors import UserError, display_path, where
+
+log = logging.getLogger(__name__)
+
+SHOWN_PER_KIND = 10  # problems of one kind printed; `yogo check --json` lists every one
+# A class problem in this many rows or more is a class the labels use and class_names lacks,
+# not a typo: dropping its rows would silently remove that class from training.
+SYSTEMATIC_ROWS = 2
+UNNAMED_CLASSES = "the labels use classes that class_names does not have"
+UNNAMED_CLASSES_FIX = (
+    "add the missing class names to class_names (label id i is class_names[i]), or correct "
+    "the label files"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ def scan_dataset(
             folder = sample.label.parent
             if folder not in lookups:
                 lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(folder))
-            usable, found = _scan_sample(sample.image, sample.label, lookups[folder], policy)
+            usable, found = _scan_sample(sample, lookups[folder], policy)
             if usable is not None:
                 kept.append(usable)
             problems += found
@@ -87,34 +101,106 @@ def scan_dataset(
 
 
 def require_trainable(scan: DatasetScan) -> None:
-    """Raise a UserError listing every error when the scan's policy is `error`, or when
-    nothing is left to train on."""
+    """Raise a UserError naming the errors (the first SHOWN_PER_KIND of each kind) when the
+    scan's policy is `error`, or when nothing is left to train on."""
+    diagnoses = class_diagnoses(scan.problems)
     if scan.policy == "error" and scan.errors:
+        details = capped((p.kind, str(p)) for p in scan.errors)
+        if diagnoses:
+            # Never suggest --bad-labels drop here: it would drop a whole class.
+            raise UserError(
+                f"{len(scan.errors)} problem(s) in the labels and images; {UNNAMED_CLASSES}",
+                details=[*diagnoses, *details],
+                fix=UNNAMED_CLASSES_FIX,
+            )
         raise UserError(
             f"{len(scan.errors)} problem(s) in the labels and images",
-            details=[str(p) for p in scan.errors],
+            details=details,
             fix="correct the files above, or use --bad-labels drop (or clip) to skip "
             "(or repair) them",
         )
+    for diagnosis in diagnoses:
+        log.warning(
+            f"--bad-labels {scan.policy} drops every row of a class that class_names does not "
+            f"have ({diagnosis}); to train on it, {UNNAMED_CLASSES_FIX}"
+        )
     if not scan.splits["train"]:
         raise UserError("the train split is empty: there is nothing to train on")
+    nothing_left = no_objects_left(scan)
+    if nothing_left is not None:
+        fix = "correct the label files (yogo check lists every problem)"
+        raise UserError(nothing_left, fix=UNNAMED_CLASSES_FIX if diagnoses else fix)
+
+
+def no_objects_left(scan: DatasetScan) -> str | None:
+    """Why the train split is not trainable when the policy has dropped every object in it
+    (None when some object is left, or when the policy dropped nothing)."""
+    if any(len(s.boxes) for s in scan.splits["train"]):
+        return None
+    handled = Counter(p.action.split(":")[0] for p in scan.problems if p.action is not None)
+    if not handled:
+        return None
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(handled.items()))
+    return f"no objects are left in the train split after --bad-labels {scan.policy} ({summary})"
+
+
+def class_diagnoses(problems: Sequence[Problem]) -> list[str]:
+    """One line for each class problem found in SYSTEMATIC_ROWS rows or more, such as
+    "class 2 out of range 0..1: 340 rows in 120 label file(s), first labels/a.txt:2"."""
+    rows: Counter[str] = Counter()
+    first: dict[str, Problem] = {}
+    files: dict[str, set[Path]] = {}
+    for p in problems:
+        if p.kind == "class":
+            rows[p.message] += 1
+            first.setdefault(p.message, p)
+            files.setdefault(p.message, set()).add(p.path)
+    return [
+        f"{message}: {n} rows in {len(files[message])} label file(s), first "
+        f"{where(first[message].path, first[message].line)}"
+        for message, n in rows.items()
+        if n >= SYSTEMATIC_ROWS
+    ]
+
+
+def capped(lines: Iterable[tuple[str, str]], limit: int = SHOWN_PER_KIND) -> list[str]:
+    """`(kind, line)` pairs as lines grouped by kind (in order of first appearance): the first
+    `limit` of each kind, then one line saying how many more there are."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, line in lines:
+        by_kind.setdefault(kind, []).append(line)
+    out: list[str] = []
+    for group in by_kind.values():
+        out += group[:limit]
+        if len(group) > limit:
+            out.append(f"... and {len(group) - limit} more like this (yogo check --json lists all)")
+    return out
 
 
 def _scan_sample(
-    image: Path | None, label: Path, lookup: ClassLookup, policy: BadLabelsPolicy
+    sample: Sample, lookup: ClassLookup, policy: BadLabelsPolicy
 ) -> tuple[LabelledSample | None, list[Problem]]:
     """The usable sample (None when the whole sample is unusable) and every problem in it."""
+    image, label = sample.image, sample.label
     parsed = parse_label_file(label, lookup)
     result = apply_policy(parsed, policy)
     unusable = [p for p in parsed.problems if p.kind in SAMPLE_KINDS]
+    notes: list[Problem] = []
     if image is None:
-        message = f"no image named {label.stem}.* (png, jpg, jpeg, tif, tiff, bmp) beside it"
+        message = (
+            f"no image named {label.stem}.* (png, jpg, jpeg, tif, tiff, bmp) in "
+            f"{display_path(sample.image_folder)}"
+        )
         unusable.insert(0, Problem(label, None, "no-image", message))
     else:
         try:
             header = read_header(image)
         except ImageError as e:
             unusable.insert(0, Problem(image, None, "unreadable-image", str(e)))
+        else:
+            if header.pages > 1:
+                message = "a multi-page file (a stack); only page 1 is used"
+                notes.append(Problem(image, None, "multi-page-image", message))
     if image is not None and not unusable:
         usable = LabelledSample(
             image,
@@ -125,7 +211,7 @@ def _scan_sample(
             header.width,
             header.channels,
         )
-        return usable, list(result.problems)
+        return usable, [*result.problems, *notes]
     # The whole sample goes; its row problems are still listed so one pass fixes everything.
     action = "dropped sample" if policy != "error" else None
     found = unusable + [p for p in parsed.problems if p.kind not in SAMPLE_KINDS]

@@ -1,0 +1,44 @@
+"""The sbatch scripts outside SLURM: a plain `bash scripts/submit_1gpu.sh ...` says how to
+submit them (the scripts under a real SLURM: tests/slurm)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("submit_*.sh"))
+
+
+def test_there_are_four_scripts() -> None:
+    assert SCRIPTS == [
+        "submit_1gpu.sh",
+        "submit_2gpu.sh",
+        "submit_4gpu.sh",
+        "submit_multinode.sh",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("args", [["yogo", "train", "ddf.yml", "--epochs", "1"], []])
+def test_run_without_sbatch_says_how_to_submit(script: str, args: list[str]) -> None:
+    """They stopped on `SLURM_JOB_ID: unbound variable` (`set -u`), which says nothing about
+    what to do instead."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    done = subprocess.run(
+        ["bash", f"scripts/{script}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert f"sbatch scripts/{script} yogo train DDF" in done.stderr
+    assert "unbound variable" not in done.stderr
+    assert done.stdout == ""  # nothing started
