@@ -214,7 +214,7 @@ def test_boxes_are_float32_and_inside_the_image(tmp_path: Path) -> None:
 
 
 def test_a_class_missing_from_class_names_is_one_diagnosis_never_drop_advice(
-    tmp_path: Path, run_cli
+    tmp_path: Path, run_cli, capsys: pytest.CaptureFixture[str]
 ) -> None:
     labels = {f"s{i:02d}": "0 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.1 0.1\n" for i in range(25)}
     ddf = dataset(tmp_path, labels)
@@ -234,10 +234,11 @@ def test_a_class_missing_from_class_names_is_one_diagnosis_never_drop_advice(
     assert "--bad-labels drop" not in message and "add the missing class names" in message
     assert message.count("class 2 out of range") == 11  # the diagnosis and the first 10 rows
     # An explicit drop trains without class 2 and says so.
-    assert (
-        "(--bad-labels drop drops these rows"
-        in run_cli("check", ddf.path, "--bad-labels", "drop").out
-    )
+    drop = run_cli("check", ddf.path, "--bad-labels", "drop")
+    assert drop.code == 0 and "(--bad-labels drop drops these rows" in drop.out
+    require_trainable(scan_dataset(ddf, "drop"))  # as `yogo train` does, after the CLI's set-up
+    warning = "warning: --bad-labels drop drops every row of a class that class_names"
+    assert warning in capsys.readouterr().err
 
 
 def test_a_policy_that_leaves_no_objects_is_not_trainable(tmp_path: Path, run_cli) -> None:

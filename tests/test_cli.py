@@ -104,7 +104,7 @@ def test_bad_flags_exit_2(tmp_path: Path, run_cli) -> None:
     result = run_cli("check", ddf, "--dataset-split-override", "0.5", "0.5", "0.5")
     assert result.code == 2 and "--dataset-split-override: fractions must sum to 1" in result.err
     result = run_cli("check", ddf, "--json", tmp_path / "no" / "dir" / "r.json")
-    assert result.code == 2 and "folder for this file does not exist" in result.err
+    assert result.code == 2 and "--json: the folder does not exist" in result.err
 
 
 def test_warnings_reach_stderr(tmp_path: Path, run_cli, monkeypatch) -> None:

@@ -57,7 +57,11 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT:
             if self.signum:  # Ctrl-C again: the user will not wait for the save
-                raise KeyboardInterrupt
+                logging.getLogger("yogo").warning(
+                    "stopped by Ctrl-C again, without saving; --resume auto continues from "
+                    "the last save"
+                )
+                raise KeyboardInterrupt  # typer exits 130
             logging.getLogger("yogo").warning(
                 "Ctrl-C: saving at the next optimizer step, then stopping (Ctrl-C again: "
                 "stop now, losing the steps since the last save)"
