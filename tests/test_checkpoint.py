@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import model_config
+from conftest import model_config, simple_ddf
 
 from yogo.checkpoint import (
     checkpoint_payload,
@@ -104,3 +104,60 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         save_checkpoint(path, {"bad": (x for x in [])})  # not serialisable
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("class_names: [a, b]\ndataset_paths: {}\n", "it is a dataset definition (YAML)"),
+        ("yogo_version: 1\nconfig:\n  ddf: d.yml\n", "it is a run's config.yaml"),
+        ("some notes\n", "it is a text file"),
+        (bytes(range(7, 250)) * 4, "not a file PyTorch writes"),
+        (b"", "the file is empty"),
+    ],
+    ids=["ddf", "config", "text", "random-bytes", "empty"],
+)
+def test_what_is_not_a_checkpoint_is_said_before_loading(
+    tmp_path: Path, run_cli, content: str | bytes, message: str
+) -> None:
+    path = tmp_path / "model.pth"
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(content)
+    ddf = simple_ddf(tmp_path / "data")
+    for command in (
+        ["test", path, ddf],
+        ["export", path],
+        ["infer", path, "--path-to-images", tmp_path],
+        ["train", ddf, "--from-pretrained", path, "--output-dir", tmp_path / "runs"],
+    ):
+        result = run_cli(*command)
+        assert result.code == 2, (command, result.err)
+        assert f"is not a checkpoint: {message}" in result.err and "Traceback" not in result.err
+
+
+def test_folders_and_onnx_files_given_as_checkpoints(tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    empty = run_cli("export", run)
+    assert empty.code == 2 and "is a folder, not a checkpoint" in empty.err
+    path, _ = saved(run)
+    path.rename(run / "best.pth")
+    (run / "onnx.onnx").write_bytes(b"\x08\x07")
+    folder = run_cli("export", run)
+    assert folder.code == 2 and "is a run folder, not a checkpoint" in folder.err
+    assert "best.pth (best.pth: the best validation" in folder.err
+    onnx = run_cli("export", run / "onnx.onnx")
+    assert onnx.code == 2 and "it is an ONNX model" in onnx.err
+
+
+def test_swapped_test_arguments_are_named(tmp_path: Path, run_cli) -> None:
+    path, _ = saved(tmp_path)
+    ddf = tmp_path / "ddf.yml"
+    ddf.write_text("class_names: [a, b]\n")
+    result = run_cli("test", ddf, path)
+    assert (
+        result.code == 2 and "the checkpoint and the dataset definition are swapped" in result.err
+    )
+    assert f"fix: yogo test {path} {ddf}" in result.err

@@ -148,6 +148,38 @@ def test_from_pretrained_yogo_v1(smear: Path, tmp_path: Path, run_cli) -> None:
     assert result.code == 0, result.err
     info = load_checkpoint(tmp_path / "v1" / "last.pth").model_config
     assert info.normalize_images is False and info.anchor_w == pytest.approx(0.0425, abs=1e-4)
+    # The size change is said, not silent (mAP fell from 0.53 to 0.03 in a trial).
+    assert "--image-hw 64 96 differs from the checkpoint's 772 1032" in result.err
+
+
+def test_from_pretrained_says_which_model_flags_it_overrides(
+    smear: Path, trained: Path, tmp_path: Path, run_cli
+) -> None:
+    result = run_cli(
+        "train",
+        smear,
+        *FAST,
+        "--from-pretrained",
+        trained / "best.pth",
+        "--model",
+        "double_filters",
+        "--anchor-w",
+        "0.3",
+        "--output-dir",
+        tmp_path,
+    )
+    assert result.code == 0, result.err
+    assert "keeps the checkpoint's model settings; ignored: --model double_filters" in result.err
+    assert "--anchor-w 0.3" in result.err and "differs from the checkpoint's" not in result.err
+
+
+def test_frames_too_small_for_the_grid_are_refused(tmp_path: Path, run_cli) -> None:
+    from yogo.data.synth import write_dataset
+
+    ddf = write_dataset(tmp_path / "data", 8, (64, 96), seed=1)
+    result = run_cli("train", ddf, *FAST, "--image-hw", "12", "12", "--output-dir", tmp_path / "o")
+    assert result.code == 2 and "at least 16 px" in result.err, result.err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_yogo_test_report_and_json(trained: Path, smear: Path, tmp_path: Path, run_cli) -> None:

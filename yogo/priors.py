@@ -65,6 +65,13 @@ def _from_pretrained(
 ) -> YOGO:
     old = pretrained.model_config
     image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
+    if tuple(image_hw) != old.image_hw:
+        log.warning(
+            f"--from-pretrained: --image-hw {image_hw[0]} {image_hw[1]} differs from the "
+            f"checkpoint's {old.image_hw[0]} {old.image_hw[1]}: its weights learned objects "
+            "at another scale and start far from right (leave --image-hw out to keep its size)"
+        )
+    _warn_ignored(cfg, old)
     config = dataclasses.replace(
         old, class_names=class_names, image_hw=(int(image_hw[0]), int(image_hw[1]))
     )
@@ -93,6 +100,28 @@ def _from_pretrained(
         f"{config.anchor_w:.4f} x {config.anchor_h:.4f}"
     )
     return model
+
+
+def _warn_ignored(cfg: TrainConfig, old: ModelConfig) -> None:
+    """Model settings travel with a checkpoint; say which flags given here it overrides."""
+    kept = {
+        "model": (cfg.model, old.model_name),
+        "rgb_images": (cfg.rgb_images, old.channels == 3),
+        "normalize_images": (cfg.normalize_images, old.normalize_images),
+        "anchor_w": (cfg.anchor_w, old.anchor_w),
+        "anchor_h": (cfg.anchor_h, old.anchor_h),
+    }
+    defaults = TrainConfig(ddf="")
+    ignored = [
+        f"--{name.replace('_', '-')} {given}"
+        for name, (given, checkpoint) in kept.items()
+        if given != getattr(defaults, name) and given != checkpoint
+    ]
+    if ignored:
+        log.warning(
+            "--from-pretrained keeps the checkpoint's model settings; ignored: "
+            + ", ".join(ignored)
+        )
 
 
 def _init_priors(

@@ -38,6 +38,7 @@ from yogo.checkpoint import (
     checkpoint_payload,
     load_checkpoint,
     remove_partial_files,
+    require_checkpoint_file,
     save_checkpoint,
 )
 from yogo.config import (
@@ -55,6 +56,7 @@ from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.ema import WeightAverage
 from yogo.errors import Interrupted, RunError, UserError, display_path
 from yogo.evaluate import evaluate_model, evaluate_sharded
+from yogo.grid import require_usable_image_hw
 from yogo.log import (
     MetricsCSV,
     plot_evaluation,
@@ -124,6 +126,8 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
     require_output_folder(Path(cfg.output_dir), option="--output-dir")
     require_new_run_name(cfg)
+    if cfg.from_pretrained:
+        require_checkpoint_file(Path(cfg.from_pretrained))
     return cfg, None
 
 
@@ -215,6 +219,7 @@ def setup(
         model = resume.build_model()
     else:
         model = make_model(cfg, ddf.class_names, splits["train"], pretrained, weights)
+        require_usable_image_hw(model.config.image_hw)
     model.to(ctx.device)
     cfg = resolved_config(cfg, ddf, model, pretrained, len(splits["train"]) // ctx.world_size)
     cfg = dataclasses.replace(cfg, name=run_dir.name)

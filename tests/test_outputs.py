@@ -1,0 +1,192 @@
+"""What yogo writes: never over an existing file without --force, never over one of the
+command's own inputs, refused before any work when the place cannot be written, and with the
+permissions the umask gives (yogo.outputs, docs/outputs.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import simple_ddf, write_image
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def checkpoint(trained_run, tmp_path: Path) -> Path:
+    """A copy of a trained run's best.pth, with its DDF (the user's files in this test)."""
+    target = tmp_path / "model.pth"
+    shutil.copy(trained_run.run / "best.pth", target)
+    return target
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody can write in: mode 0555, or for root (which ignores modes) the
+    immutable attribute."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("root here, and chattr +i is not available: no read-only folder")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_json_never_replaces_an_input_even_with_force(
+    trained_run, checkpoint: Path, tmp_path: Path, run_cli
+) -> None:
+    ddf = simple_ddf(tmp_path / "set")
+    before = snapshot(tmp_path)
+    for force in ([], ["--force"]):
+        own_ddf = run_cli("check", ddf, "--json", ddf, *force)
+        assert own_ddf.code == 2 and "is an input of this command" in own_ddf.err
+        model = run_cli("test", checkpoint, trained_run.ddf, "--json", checkpoint, *force)
+        assert model.code == 2 and "not even with --force" in model.err
+    assert snapshot(tmp_path) == before
+
+
+def test_json_replaces_an_existing_file_only_with_force(tmp_path: Path, run_cli) -> None:
+    ddf = simple_ddf(tmp_path)
+    report = tmp_path / "report.json"
+    report.write_text("my notes")
+    refused = run_cli("check", ddf, "--json", report)
+    assert refused.code == 2 and "already exists" in refused.err and "--force" in refused.err
+    assert report.read_text() == "my notes"
+    assert run_cli("check", ddf, "--json", report, "--force").code == 0
+    assert json.loads(report.read_text())["trainable"] is True
+
+
+def test_json_dash_is_standard_output(tmp_path: Path, run_cli, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("check", simple_ddf(tmp_path), "--json", "-")
+    assert result.code == 0
+    assert json.loads(result.out)["trainable"] is True  # stdout is the JSON alone
+    assert "trainable" in result.err  # the readable report went to stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_infer_never_writes_over_ground_truth_labels(checkpoint: Path, tmp_path: Path, run_cli):
+    data = tmp_path / "d"
+    for name in ("a", "b"):
+        write_image(data / "images" / f"{name}.png", (96, 128))
+        (data / "labels").mkdir(parents=True, exist_ok=True)
+        (data / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    before = snapshot(data)
+    args = ["infer", checkpoint, "--path-to-images", data / "images", "--output-dir", data]
+    refused = run_cli(*args, "--save-preds")
+    assert refused.code == 2
+    assert "already holds 2 file(s) this run would write" in refused.err
+    assert "labels/a.txt" in refused.err and "--force" in refused.err
+    assert snapshot(data) == before
+    # Outputs it would not write are no obstacle; with --force the user chose to replace.
+    assert run_cli(*args, "--count").code == 0
+    assert run_cli(*args, "--save-preds", "--force").code == 0
+
+
+def test_infer_never_writes_over_its_input_images_even_with_force(
+    checkpoint: Path, tmp_path: Path, run_cli
+) -> None:
+    images = tmp_path / "out" / "boxes"
+    write_image(images / "frame.png", (96, 128))
+    before = snapshot(tmp_path)
+    result = run_cli(
+        "infer",
+        checkpoint,
+        "--path-to-images",
+        images,
+        "--output-dir",
+        tmp_path / "out",
+        "--draw-boxes",
+        "--force",
+    )
+    assert result.code == 2 and "would write over an input" in result.err
+    assert snapshot(tmp_path) == before
+
+
+def test_export_never_writes_over_its_checkpoint(checkpoint: Path, run_cli) -> None:
+    before = checkpoint.read_bytes()
+    result = run_cli("export", checkpoint, "--output-filename", checkpoint, "--force")
+    assert result.code == 2 and "is an input of this command" in result.err
+    assert checkpoint.read_bytes() == before
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pth"]
+
+
+def test_every_file_follows_the_umask(
+    trained_run, checkpoint: Path, tmp_path: Path, run_cli
+) -> None:
+    for path in trained_run.run.rglob("*"):  # written under the default umask 022
+        if path.is_file() and path.name != ".lock":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    old = os.umask(0o002)  # a lab group sharing its models
+    try:
+        assert run_cli("export", checkpoint).code == 0
+        write_image(tmp_path / "images" / "a.png", (96, 128))
+        out = tmp_path / "out"
+        flags = ["--save-preds", "--draw-boxes", "--count"]
+        infer = ["infer", checkpoint, "--path-to-images", tmp_path / "images", "--output-dir", out]
+        assert run_cli(*infer, *flags).code == 0
+        assert run_cli("check", trained_run.ddf, "--json", tmp_path / "r.json").code == 0
+    finally:
+        os.umask(old)
+    written = [checkpoint.with_suffix(".onnx"), tmp_path / "r.json"]
+    written += [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) == 6
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+def test_unwritable_places_are_refused_before_any_work(
+    trained_run, checkpoint: Path, read_only: Path, tmp_path: Path, run_cli
+) -> None:
+    images = write_image(tmp_path / "images" / "a.png", (96, 128)).parent
+    attempts = {
+        "check": ["check", trained_run.ddf, "--json", read_only / "r.json"],
+        "train": ["train", trained_run.ddf, "--output-dir", read_only / "runs", "--no-wandb"],
+        "infer": ["infer", checkpoint, "--path-to-images", images, "--output-dir", read_only],
+        "export": ["export", checkpoint, "--output-filename", read_only / "m.onnx"],
+    }
+    for command, args in attempts.items():
+        result = run_cli(*args)
+        assert result.code == 2, (command, result.err)
+        assert "cannot write here" in result.err and "Traceback" not in result.err, command
+        assert str(read_only) in result.err and "fix: choose a folder" in result.err
+    assert list(read_only.iterdir()) == []
+
+
+def test_output_paths_of_the_wrong_kind_are_named(
+    trained_run, checkpoint: Path, tmp_path: Path, run_cli
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    write_image(tmp_path / "images" / "a.png", (96, 128))
+    cases = [
+        (["train", trained_run.ddf, "--output-dir", a_file], "is a file, not a folder"),
+        (["train", trained_run.ddf, "--output-dir", a_file / "runs"], "is a file, not a folder"),
+        (
+            ["infer", checkpoint, "--path-to-images", tmp_path / "images", "--output-dir", a_file],
+            "is a file, not a folder",
+        ),
+        (["check", trained_run.ddf, "--json", tmp_path], "is a folder; give a file name"),
+        (["export", checkpoint, "--output-filename", tmp_path], "is a folder; give a file name"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args)
+        assert result.code == 2 and message in result.err, (args, result.err)
+        assert "Traceback" not in result.err
+    assert a_file.read_text() == "mine"
