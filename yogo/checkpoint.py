@@ -106,7 +106,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
         raise UserError(
-            f"is not a readable checkpoint (truncated or not a .pth file: {e})", path=path
+            f"is not a readable checkpoint (truncated or damaged: {e})",
+            path=path,
+            fix="copy the file again; a run folder also keeps last.pth and best.pth",
         ) from None
     if not isinstance(payload, dict):
         raise UserError("is not a yogo or YOGO checkpoint (not a dictionary)", path=path)

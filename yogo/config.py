@@ -382,9 +382,15 @@ def load_config(path: Path) -> TrainConfig:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    if not path.is_file():
+        raise UserError(
+            "is a folder, not a config.yaml" if path.is_dir() else "does not exist",
+            path=path,
+            fix="give a run's config.yaml (RUN/config.yaml)",
+        )
     try:
         document = YAML(typ="safe", pure=True).load(path.read_text())
-    except (OSError, YAMLError) as e:
+    except (OSError, YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read the run configuration: {e}", path=path) from None
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise UserError("is not a yogo config.yaml (no 'config:' section)", path=path)

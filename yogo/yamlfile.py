@@ -69,6 +69,13 @@ def load_yaml(path: Path) -> Node:
     except IsADirectoryError:
         raise UserError("is a folder, expected a YAML file", path=path) from None
     except UnicodeDecodeError as e:
+        if path.read_bytes().startswith(b"PK\x03\x04"):  # torch.save's zip format
+            raise UserError(
+                "is a checkpoint (or another zip archive), not a YAML file",
+                path=path,
+                fix="give the dataset definition (.yml) here; a checkpoint goes elsewhere "
+                "(see the command's --help)",
+            ) from None
         raise UserError(f"is not UTF-8 text ({e.reason})", path=path) from None
     except OSError as e:
         raise UserError(f"cannot be read: {e.strerror}", path=path) from None
