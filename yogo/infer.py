@@ -288,13 +288,13 @@ def _cxcywh(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, f
 
 def _write_yolo(path: Path, rows: np.ndarray) -> None:
     """YOLO label format plus a confidence column: class xc yc w h confidence."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj * prob:.6f}"
         for x0, y0, x1, y1, obj, prob, cls in rows
         for xc, yc, w, h in [_cxcywh(x0, y0, x1, y1)]
     ]
-    path.write_text("".join(line + "\n" for line in lines))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, "".join(line + "\n" for line in lines))
 
 
 # One colour per class (Okabe-Ito, readable for colour-blind users), cycling.
@@ -314,8 +314,10 @@ def _draw(image_path: Path, target: Path, rows: np.ndarray, names: Sequence[str]
         box = (x0 * width, y0 * height, x1 * width, y1 * height)
         draw.rectangle(box, outline=colour, width=max(1, round(min(width, height) / 400)))
         draw.text((box[0] + 2, box[1] + 1), f"{names[int(cls)]} {obj * prob:.2f}", fill=colour)
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
     target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target)
+    write_atomic(target, encoded.getvalue())
 
 
 def _progress(loader: Any, total: int) -> Iterator[Any]:

@@ -73,6 +73,13 @@ def signal_on_call(
     monkeypatch.setattr(yogo.training, name, wrapped)
 
 
+def stop_at_step_2(run_cli, monkeypatch: pytest.MonkeyPatch, args: list[object]) -> None:
+    """Run `yogo ARGS` and stop it with SIGTERM at its second optimizer step."""
+    with monkeypatch.context() as patch:
+        signal_on_call(patch, "optimizer_step", 2, (signal.SIGTERM,))
+        assert run_cli(*args).code == 143
+
+
 # (where, function wrapped, its call that signals): 4 optimizer steps per epoch here.
 MOMENTS = [
     ("set-up", "start_state", 1),
@@ -184,9 +191,7 @@ def test_one_job_at_a_time_per_run_folder_and_a_dead_job_holds_nothing(
     data: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = ["train", data, *TRAIN, "--output-dir", tmp_path, "--name", "r"]
-    with monkeypatch.context() as patch:
-        signal_on_call(patch, "optimizer_step", 2, (signal.SIGTERM,))
-        assert run_cli(*args).code == 143
+    stop_at_step_2(run_cli, monkeypatch, args)
     run = tmp_path / "r"
     before = (run / "last.pth").read_bytes()
     holder = subprocess.Popen(
@@ -215,9 +220,7 @@ def test_resume_auto_without_name_continues_the_newest_unfinished_run_of_the_ddf
     nothing = run_cli("train", data, *TRAIN, *out, "--resume", "auto", "--epochs", "1")
     assert nothing.code == 0
     assert "no unfinished run of" in nothing.err and "starting a new run" in nothing.err
-    with monkeypatch.context() as patch:
-        signal_on_call(patch, "optimizer_step", 2, (signal.SIGTERM,))
-        assert run_cli("train", data, *TRAIN, *out, "--name", "later").code == 143
+    stop_at_step_2(run_cli, monkeypatch, ["train", data, *TRAIN, *out, "--name", "later"])
     resumed = run_cli("train", data, *TRAIN, *out, "--resume", "auto")
     assert resumed.code == 0, resumed.err
     assert "continuing" in resumed.err and "later, the newest unfinished run" in resumed.err
@@ -228,9 +231,7 @@ def test_flags_given_with_resume_are_reported_and_a_finished_run_points_to_from_
     data: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = ["train", data, *TRAIN, "--output-dir", tmp_path, "--name", "r"]
-    with monkeypatch.context() as patch:
-        signal_on_call(patch, "optimizer_step", 2, (signal.SIGTERM,))
-        assert run_cli(*args).code == 143
+    stop_at_step_2(run_cli, monkeypatch, args)
     last = tmp_path / "r" / "last.pth"
     resumed = run_cli("train", "--resume", last, "--epochs", "5", "--lr", "0.5")
     assert resumed.code == 0, resumed.err
