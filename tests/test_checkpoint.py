@@ -161,3 +161,15 @@ def test_swapped_test_arguments_are_named(tmp_path: Path, run_cli) -> None:
         result.code == 2 and "the checkpoint and the dataset definition are swapped" in result.err
     )
     assert f"fix: yogo test {path} {ddf}" in result.err
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_garbage_in_torch_s_legacy_format_is_damaged_not_an_attack(tmp_path: Path, seed: int):
+    """Bytes that start like a legacy torch file (a pickle) but are noise: torch.load raises
+    IndexError, KeyError, UnicodeDecodeError or an UnpicklingError; each is a damaged file."""
+    noise = torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(seed))
+    path = tmp_path / "m.pth"
+    path.write_bytes(b"\x80\x02" + bytes(noise.to(torch.uint8).tolist()))
+    with pytest.raises(UserError, match="is not a readable checkpoint") as refused:
+        load_checkpoint(path)
+    assert "could run code" not in str(refused.value)

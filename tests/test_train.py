@@ -173,6 +173,13 @@ def test_from_pretrained_says_which_model_flags_it_overrides(
     assert "--anchor-w 0.3" in result.err and "differs from the checkpoint's" not in result.err
 
 
+def test_a_grid_that_loses_many_objects_of_a_class_is_said(smear: Path, tmp_path: Path, run_cli):
+    result = run_cli("train", smear, *FAST, "--image-hw", "16", "24", "--output-dir", tmp_path)
+    assert result.code == 0, result.err
+    assert "warning: the 2x3 grid at --image-hw 16 24 keeps one object per cell" in result.err
+    assert "class 'healthy' loses" in result.err
+
+
 def test_frames_too_small_for_the_grid_are_refused(tmp_path: Path, run_cli) -> None:
     from yogo.data.synth import write_dataset
 

@@ -97,19 +97,20 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # The weights-only unpickler refuses objects it would have to import ("GLOBAL"): the
+        # file names code to run. Any other refusal is a damaged file, not an attack.
+        named = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line.upper()]
+        if not named:
+            raise _damaged(path, e) from None
         raise UserError(
-            "refused: the file contains objects that could run code when loaded "
-            f"({str(e).splitlines()[0][:200]})",
+            f"refused: the file contains objects that could run code when loaded ({named[0]})",
             path=path,
             fix="load only checkpoints written by yogo or YOGO; re-save trusted files as plain "
             "tensors and numbers",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
-        raise UserError(
-            f"is not a readable checkpoint (truncated or damaged: {e})",
-            path=path,
-            fix="copy the file again; a run folder also keeps last.pth and best.pth",
-        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, LookupError, ValueError) as e:
+        # What torch.load raises on a truncated or damaged file varies with the damage.
+        raise _damaged(path, e) from None
     if not isinstance(payload, dict):
         raise UserError("is not a yogo or YOGO checkpoint (not a dictionary)", path=path)
     if payload.get("format") == FORMAT:
@@ -117,6 +118,15 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if "model_state_dict" in payload and "model_version" in payload:
         return _from_yogo_v1(path, payload)
     raise UserError("is not a yogo or YOGO checkpoint (unknown layout)", path=path)
+
+
+def _damaged(path: Path, error: Exception) -> UserError:
+    cause = str(error).splitlines()[-1].strip() if str(error).strip() else type(error).__name__
+    return UserError(
+        f"is not a readable checkpoint (truncated or damaged: {cause[:200]})",
+        path=path,
+        fix="copy the file again; a run folder also keeps last.pth and best.pth",
+    )
 
 
 def is_torch_file(path: Path) -> bool:

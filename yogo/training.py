@@ -50,6 +50,7 @@ from yogo.config import (
 )
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers
+from yogo.data.report import collision_losses, grid_collisions
 from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext, lost_contact, setup_process, teardown
@@ -66,7 +67,7 @@ from yogo.log import (
     start_wandb,
 )
 from yogo.loss import LossSettings, YOGOLoss
-from yogo.model import YOGO
+from yogo.model import YOGO, ModelConfig
 from yogo.optim import lr_factor, make_optimizer, precision_context
 from yogo.outputs import require_output_folder
 from yogo.priors import class_weights, make_model
@@ -220,6 +221,8 @@ def setup(
     else:
         model = make_model(cfg, ddf.class_names, splits["train"], pretrained, weights)
         require_usable_image_hw(model.config.image_hw)
+        if ctx.is_main:
+            warn_collision_losses(splits["train"], model.config)
     model.to(ctx.device)
     cfg = resolved_config(cfg, ddf, model, pretrained, len(splits["train"]) // ctx.world_size)
     cfg = dataclasses.replace(cfg, name=run_dir.name)
@@ -617,6 +620,13 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def warn_collision_losses(train: tuple[LabelledSample, ...], config: ModelConfig) -> None:
+    """Say when the grid keeps too few objects of a class (one object per cell)."""
+    _, lost, total = grid_collisions(train, config.grid, config.num_classes)
+    for message in collision_losses(lost, total, config.class_names, config.image_hw):
+        log.warning(message)
 
 
 def seed_everything(seed: int) -> None:

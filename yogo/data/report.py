@@ -9,6 +9,7 @@ every problem of a dataset scan, as JSON-ready data and as the table the command
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -77,17 +78,10 @@ def check_report(
         except UserError as e:
             reasons.append(f"{e.message}; fix: {e.fix}")
         cells = grid_shape(image_hw)
-        collisions, lost, total = _collisions(usable, cells, len(ddf.class_names))
+        collisions, lost, total = grid_collisions(usable, cells, len(ddf.class_names))
         problems += collisions
-        for name, n, of in zip(ddf.class_names, lost, total, strict=True):
-            if n > COLLISION_LOSS_SHARE * of:
-                message = (
-                    f"the {cells[0]}x{cells[1]} grid at --image-hw {image_hw[0]} {image_hw[1]} "
-                    f"keeps one object per cell: class '{name}' loses {n} of its {of} objects "
-                    f"({n / of:.0%}) to shared cells; a larger --image-hw gives more, smaller "
-                    f"cells ({STRIDE} px each)"
-                )
-                problems.append(Problem(ddf.path, None, "collision-loss", message))
+        for message in collision_losses(lost, total, ddf.class_names, image_hw):
+            problems.append(Problem(ddf.path, None, "collision-loss", message))
         grid = {
             "image_hw": list(image_hw),
             "stride": STRIDE,
@@ -156,8 +150,23 @@ def _anchor(train: tuple[LabelledSample, ...]) -> dict[str, float] | None:
     return {"w": round(float(w), 6), "h": round(float(h), 6)}
 
 
-def _collisions(
-    samples: list[LabelledSample], cells: tuple[int, int], num_classes: int
+def collision_losses(
+    lost: np.ndarray, total: np.ndarray, class_names: Sequence[str], image_hw: Sequence[int]
+) -> list[str]:
+    """A sentence for each class that loses more than COLLISION_LOSS_SHARE of its objects to
+    shared grid cells (`lost`, `total`: per class, from `grid_collisions`)."""
+    cells = grid_shape((int(image_hw[0]), int(image_hw[1])))
+    return [
+        f"the {cells[0]}x{cells[1]} grid at --image-hw {image_hw[0]} {image_hw[1]} keeps one "
+        f"object per cell: class '{name}' loses {n} of its {of} objects ({n / of:.0%}) to "
+        f"shared cells; a larger --image-hw gives more, smaller cells ({STRIDE} px each)"
+        for name, n, of in zip(class_names, lost, total, strict=True)
+        if n > COLLISION_LOSS_SHARE * of
+    ]
+
+
+def grid_collisions(
+    samples: Sequence[LabelledSample], cells: tuple[int, int], num_classes: int
 ) -> tuple[list[Problem], np.ndarray, np.ndarray]:
     """One warning per grid cell holding more than one object centre, and per class how many
     objects the grid loses and how many there are: training's own rule (`assign_cells`)
