@@ -34,7 +34,7 @@ def read_only(tmp_path: Path) -> Iterator[Path]:
     """A folder nobody can write in: mode 0555, or for root (which ignores modes) the
     immutable attribute."""
     folder = tmp_path / "read-only"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)  # unfinished_run may have filled it first
     if os.geteuid() != 0:
         folder.chmod(0o555)
         yield folder
@@ -149,6 +149,26 @@ def test_every_file_follows_the_umask(
     assert len(written) == 6
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+@pytest.fixture
+def unfinished_run(trained_run, tmp_path: Path) -> Path:
+    """A run folder whose last.pth is unfinished (a copy of a trained run's, marked so)."""
+    import torch
+
+    run = tmp_path / "read-only"  # what the read_only fixture then locks
+    run.mkdir()
+    payload = torch.load(trained_run.run / "last.pth", weights_only=True)
+    torch.save({**payload, "finished": False}, run / "last.pth")
+    return run
+
+
+def test_a_run_in_a_folder_that_cannot_be_written_is_not_resumed(
+    unfinished_run: Path, read_only: Path, run_cli
+) -> None:
+    result = run_cli("train", "--resume", read_only / "last.pth")
+    assert result.code == 2 and "--resume: cannot write here" in result.err, result.err
+    assert sorted(p.name for p in read_only.iterdir()) == ["last.pth"]
 
 
 def test_unwritable_places_are_refused_before_any_work(

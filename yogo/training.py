@@ -122,6 +122,7 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
     output folder and name are usable: refused now, before the slow set-up."""
     resume = find_resume(cfg)
     if resume is not None:
+        require_output_folder(resume.path.parent, option="--resume", create=False)
         return resumed_config(cfg, resume), resume
     if not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
