@@ -74,10 +74,10 @@ class RunError(Exception):
 class Interrupted(Exception):
     """Training stopped on a signal after saving last.pth; `exit_code` is 128 + signal."""
 
-    def __init__(self, signum: int, requeued: bool, position: str, continued: str) -> None:
+    def __init__(self, signum: int, requeue: bool, position: str, continued: str) -> None:
         name = signal.Signals(signum).name
         super().__init__(
             f"stopped by {name} {position}; {continued}"
-            + ("; the job was requeued" if requeued else "")
+            + ("; requeueing the SLURM job" if requeue else "")
         )
         self.exit_code = 128 + signum

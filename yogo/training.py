@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -577,10 +578,9 @@ def interrupt(
     run: Run, state: TrainState, signum: int, position: str, saved: bool = True
 ) -> NoReturn:
     """Stop after last.pth is saved (or before any training, `saved=False`: nothing to
-    save): requeue the SLURM job on SIGUSR1 and say so at once. A requeue ends the job step
-    within seconds, and srun stops forwarding output when it does, so the message cannot
-    wait for the loaders and the process group to close."""
-    requeued = run.ctx.is_main and signum == signal.SIGUSR1 and requeue_slurm_job()
+    save); on SIGUSR1 inside SLURM, rank 0 requeues the job. The message comes first: a
+    requeue ends the job step within seconds, and srun stops forwarding output when it does."""
+    requeue = run.ctx.is_main and signum == signal.SIGUSR1 and "SLURM_JOB_ID" in os.environ
     if saved:
         where = f"after optimizer step {state.step} ({position})"
         continued = "last.pth holds the exact position"
@@ -590,9 +590,12 @@ def interrupt(
             f"nothing was trained yet; `--resume auto --name {run.dir.name}` "
             f"(--output-dir {display_path(run.dir.parent)}) starts it again"
         )
-    stopped = Interrupted(signum, requeued, where, continued)
+    stopped = Interrupted(signum, requeue, where, continued)
     log.info(str(stopped))  # rank 0 speaks
+    sys.stdout.flush()
     sys.stderr.flush()
+    if requeue:
+        requeue_slurm_job()  # says so itself when it fails
     raise stopped
 
 

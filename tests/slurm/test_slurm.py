@@ -151,7 +151,7 @@ def test_usr1_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data, tmp_p
     finished(reference, tmp_path / f"yogo-{reference}.out")
 
     text = log.read_text()
-    assert "stopped by SIGUSR1" in text and "the job was requeued" in text
+    assert "stopped by SIGUSR1" in text and "requeueing the SLURM job" in text
     assert "(restart 1)" in text  # the same command ran again and resumed by itself
     stop_step, resume_step = steps_at_stop_and_resume(text)
     assert resume_step == stop_step  # no optimizer step lost
