@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from yogo.config import TrainConfig
+from yogo.data.index import INDEX_NAME
 from yogo.data.scan import LabelledSample
 from yogo.errors import UserError, display_path
 
@@ -32,7 +33,8 @@ LOCK_NAME = ".lock"
 # What a run writes before its first checkpoint; a folder holding only these is restartable.
 # A restart rewrites config.yaml, removes the rows and the plot, and starts a new W&B run.
 STALE_FILES = ("metrics.csv", "training_curves.png")
-EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, *STALE_FILES)
+# The label index is kept: it checks itself against the files (yogo.data.index).
+EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, INDEX_NAME, *STALE_FILES)
 
 
 def restartable(run_dir: Path) -> bool:
@@ -130,7 +132,16 @@ class RunFolder:
     def release(self, failed: bool = False) -> None:
         """Let the folder go; after a failure, a folder this job made and left empty goes
         too (a refused run leaves nothing behind)."""
-        if failed and self.created and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:
+        if (
+            failed
+            and self.created
+            and {p.name for p in self.path.iterdir()}
+            <= {
+                LOCK_NAME,
+                INDEX_NAME,
+            }
+        ):
+            (self.path / INDEX_NAME).unlink(missing_ok=True)
             (self.path / LOCK_NAME).unlink()
             self.path.rmdir()
         if self._fd is not None:

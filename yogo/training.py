@@ -50,6 +50,7 @@ from yogo.config import (
     save_config,
 )
 from yogo.data.dataset import DetectionDataset
+from yogo.data.index import INDEX_NAME
 from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers
 from yogo.data.report import collision_losses, grid_collisions
 from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
@@ -215,7 +216,7 @@ def setup(
 ) -> Run:
     """Data, model, run folder, loaders, loss, optimiser, schedule, precision, EMA, DDP, W&B."""
     seed_everything(cfg.seed)
-    ddf, splits = load_splits(cfg)
+    ddf, splits = load_splits(cfg, ctx, run_dir / INDEX_NAME)
     pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
     weights = class_weights(cfg.class_weights, splits["train"], len(ddf.class_names))
     if resume is not None:
@@ -288,11 +289,23 @@ def setup(
 
 
 def load_splits(
-    cfg: TrainConfig,
+    cfg: TrainConfig, ctx: DistContext, index: Path
 ) -> tuple[DatasetDefinition, dict[str, tuple[LabelledSample, ...]]]:
-    """The DDF and the samples of each split, scanned under --bad-labels and subsampled."""
+    """The DDF and the samples of each split, scanned under --bad-labels and subsampled.
+
+    Rank 0 scans and brings the run's label index up to date; the other ranks then read the
+    index instead of every label file (on a shared file system, once per job, not per rank)."""
+    started = time.perf_counter()
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
-    scan = scan_dataset(ddf, cfg.bad_labels)
+    scan = None
+    try:
+        if ctx.is_main:
+            scan = scan_dataset(ddf, cfg.bad_labels, index=index)
+    finally:
+        ctx.broadcast(None)  # the index is written (or rank 0 failed; the others will too)
+    if scan is None:
+        scan = scan_dataset(ddf, cfg.bad_labels, index=index)
+    log.info(f"{len(ddf.samples):,} label files ready in {time.perf_counter() - started:.1f} s")
     require_trainable(scan)
     handled = Counter(p.action.split(":")[0] for p in scan.problems if p.action is not None)
     if handled:

@@ -24,6 +24,7 @@ import numpy as np
 
 from yogo.config import BadLabelsPolicy
 from yogo.data.images import ImageError, decode_image, read_header
+from yogo.data.index import LabelIndex, ScanResult, signature
 from yogo.data.labels import (
     SAMPLE_KINDS,
     ClassLookup,
@@ -75,23 +76,57 @@ class DatasetScan:
 
 
 def scan_dataset(
-    ddf: DatasetDefinition, policy: BadLabelsPolicy = "error", decode: bool = False
+    ddf: DatasetDefinition,
+    policy: BadLabelsPolicy = "error",
+    decode: bool = False,
+    index: Path | None = None,
 ) -> DatasetScan:
     """Parse every label file and read every image header once (`decode`: every image fully,
-    on all cores); apply `policy` to bad rows and samples."""
+    on all cores); apply `policy` to bad rows and samples.
+
+    With `index` (yogo.data.index), samples whose files have not changed since the index was
+    written come from it, the rest are scanned, and the index is brought up to date."""
     lookups: dict[Path, ClassLookup] = {}
+    for sample in ddf.samples:
+        folder = sample.label.parent
+        if folder not in lookups:
+            lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(folder))
+    identity = {
+        "class_names": list(ddf.class_names),
+        "policy": policy,
+        "notes": {str(k): sorted((v.label_studio_ids or {}).items()) for k, v in lookups.items()},
+    }
+    known = LabelIndex.load(index, identity) if index is not None else None
+    ordered = [sample for name in SPLITS for sample in ddf.splits[name]]
+    signatures = [signature(s) for s in ordered] if index is not None else []
+    results: list[ScanResult | None] = [None] * len(ordered)
+    if known is not None:
+        results = [known.lookup(s, sig) for s, sig in zip(ordered, signatures, strict=True)]
+    missing = [i for i, r in enumerate(results) if r is None]
+    scanned = _scan_samples([ordered[i] for i in missing], lookups, policy)
+    for i, result in zip(missing, scanned, strict=True):
+        results[i] = result
+    done = [r for r in results if r is not None]
+    if index is not None and (known is None or missing):
+        LabelIndex.save(index, identity, list(zip(ordered, signatures, done, strict=True)))
+        if known is not None:
+            log.info(f"label index: {len(missing)} of {len(ordered)} sample(s) scanned again")
+
     problems: list[Problem] = []
     splits: dict[str, tuple[LabelledSample, ...]] = {}
+    position = 0
     for name in SPLITS:
         kept: list[LabelledSample] = []
         for sample in ddf.splits[name]:
-            folder = sample.label.parent
-            if folder not in lookups:
-                lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(folder))
-            usable, found = _scan_sample(sample, lookups[folder], policy)
-            if usable is not None:
-                kept.append(usable)
-            problems += found
+            result = done[position]
+            position += 1
+            problems += result.problems
+            if result.usable:
+                assert sample.image is not None
+                h, w, c = result.hwc
+                kept.append(
+                    LabelledSample(sample.image, sample.label, result.boxes, result.lines, h, w, c)
+                )
         splits[name] = tuple(kept)
     if decode:
         splits, decode_problems = _decode_all(splits, policy)
@@ -177,10 +212,38 @@ def capped(lines: Iterable[tuple[str, str]], limit: int = SHOWN_PER_KIND) -> lis
     return out
 
 
-def _scan_sample(
-    sample: Sample, lookup: ClassLookup, policy: BadLabelsPolicy
-) -> tuple[LabelledSample | None, list[Problem]]:
-    """The usable sample (None when the whole sample is unusable) and every problem in it."""
+# Below this many samples a pool of processes costs more than it saves.
+PARALLEL_SCAN_MIN = 2000
+
+
+def _scan_samples(
+    samples: Sequence[Sample], lookups: dict[Path, ClassLookup], policy: BadLabelsPolicy
+) -> list[ScanResult]:
+    """`_scan_sample` of each sample, in order; on all usable cores when there are many."""
+    workers = min(usable_cores(), len(samples) // PARALLEL_SCAN_MIN)
+    if workers <= 1:
+        return [_scan_sample(s, lookups[s.label.parent], policy) for s in samples]
+    size = max(1, len(samples) // (workers * 8))
+    chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        parts = pool.map(_scan_chunk, chunks, [lookups] * len(chunks), [policy] * len(chunks))
+        return [result for part in parts for result in part]
+
+
+def _scan_chunk(
+    samples: Sequence[Sample], lookups: dict[Path, ClassLookup], policy: BadLabelsPolicy
+) -> list[ScanResult]:
+    return [_scan_sample(s, lookups[s.label.parent], policy) for s in samples]
+
+
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _scan_sample(sample: Sample, lookup: ClassLookup, policy: BadLabelsPolicy) -> ScanResult:
+    """Whether the sample is usable, its boxes after the policy, and every problem in it."""
     image, label = sample.image, sample.label
     parsed = parse_label_file(label, lookup)
     result = apply_policy(parsed, policy)
@@ -202,20 +265,16 @@ def _scan_sample(
                 message = "a multi-page file (a stack); only page 1 is used"
                 notes.append(Problem(image, None, "multi-page-image", message))
     if image is not None and not unusable:
-        usable = LabelledSample(
-            image,
-            label,
-            result.boxes,
-            result.lines,
-            header.height,
-            header.width,
-            header.channels,
-        )
-        return usable, [*result.problems, *notes]
+        hwc = (header.height, header.width, header.channels)
+        found = (*result.problems, *notes)
+        return ScanResult(True, result.boxes, result.lines, hwc, found)
     # The whole sample goes; its row problems are still listed so one pass fixes everything.
     action = "dropped sample" if policy != "error" else None
-    found = unusable + [p for p in parsed.problems if p.kind not in SAMPLE_KINDS]
-    return None, [Problem(p.path, p.line, p.kind, p.message, action) for p in found]
+    every = unusable + [p for p in parsed.problems if p.kind not in SAMPLE_KINDS]
+    problems = tuple(Problem(p.path, p.line, p.kind, p.message, action) for p in every)
+    return ScanResult(
+        False, np.zeros((0, 5), np.float32), np.zeros(0, np.int32), (0, 0, 0), problems
+    )
 
 
 def _decode_one(path: str) -> str | None:
@@ -232,8 +291,7 @@ def _decode_all(
     """Decode every image on all cores; corrupt ones become problems (and are dropped unless
     the policy is `error`)."""
     images = [str(s.image) for name in SPLITS for s in splits[name]]
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, workers or 1)
+    workers = usable_cores()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         chunk = max(1, len(images) // (workers * 8))
         reasons = list(pool.map(_decode_one, images, chunksize=chunk))
