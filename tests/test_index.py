@@ -94,7 +94,7 @@ def test_only_changed_files_are_read_again(
     assert same(scan, scan_dataset(ddf, "drop"))
     (b,) = [s for s in scan.splits["train"] if s.label == label]
     np.testing.assert_allclose(b.boxes, [[1, 0.5, 0.5, 0.2, 0.2]])
-    assert any(p.kind == "no-image" for p in scan.problems)
+    assert any(p.kind == "unreadable-image" for p in scan.problems)  # the DDF listed it
 
 
 def test_a_file_rewritten_with_the_same_size_and_time_is_read_again(
