@@ -250,6 +250,13 @@ def train(
         int, typer.Option(help="Random seed (weights, shuffling, augmentation).")
     ] = TrainConfig.seed,
     num_workers: NumWorkers = None,
+    cache: Annotated[
+        str,
+        typer.Option(
+            help="Keep decoded frames for later epochs: auto (RAM if they fit half the free "
+            "memory, else disk), ram, disk or none."
+        ),
+    ] = TrainConfig.cache,
     ema: Annotated[bool, typer.Option(help="Keep an average of the weights.")] = TrainConfig.ema,
     dist_timeout: Annotated[
         float, typer.Option(help="Seconds a process waits for the others (dead/hung rank).")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from yogo.errors import UserError
 
 PRECISIONS = ("32", "bf16", "fp16")
+CACHE_MODES = ("auto", "ram", "disk", "none")
 BadLabelsPolicy = Literal["error", "drop", "clip"]
 BAD_LABELS_POLICIES: tuple[BadLabelsPolicy, ...] = ("error", "drop", "clip")
 
@@ -84,6 +85,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int | None = None
     """Data loader processes; None: min(8, CPUs of this process - 1) (yogo.data.loader)."""
+    cache: str = "auto"
+    """Decoded frames kept for the next epochs: auto, ram, disk or none (yogo.data.cache)."""
     ema: bool = False
     """Validate, save and export an exponential moving average of the weights (yogo.ema)."""
     dist_timeout: float = 600.0
@@ -140,6 +143,8 @@ class TrainConfig:
                 _require(0 < value <= 1, name, "in (0, 1]")
         _require(math.isfinite(self.dist_timeout) and self.dist_timeout > 0, "dist_timeout", "> 0")
         _require_workers(self.num_workers)
+        if self.cache not in CACHE_MODES:
+            raise UserError(f"--cache must be auto, ram, disk or none, got '{self.cache}'")
         if self.class_weights not in ("none", "auto"):
             try:
                 weights = [float(w) for w in self.class_weights.split(",")]

@@ -193,10 +193,10 @@ def _runs_of(ddf: Path, output: Path) -> list[Path]:
 
 
 def resumed_config(cfg: TrainConfig, checkpoint: Checkpoint) -> TrainConfig:
-    """The resumed run's own settings, with this machine's device, workers and timeout when
-    given; other settings given with --resume are reported as ignored."""
+    """The resumed run's own settings, with this machine's device, workers, cache and
+    timeout when given; other settings given with --resume are reported as ignored."""
     saved = TrainConfig.from_dict(checkpoint.payload["config"])
-    runtime = {"device", "num_workers", "dist_timeout"}
+    runtime = {"device", "num_workers", "cache", "dist_timeout"}
     ignored, overrides = [], {}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(cfg, f.name)

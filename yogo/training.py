@@ -21,6 +21,7 @@ import math
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ from yogo.config import (
     default_batch_size,
     save_config,
 )
+from yogo.data.cache import FrameCache, plan_cache, size_text
 from yogo.data.dataset import DetectionDataset
 from yogo.data.index import INDEX_NAME
 from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers
@@ -240,6 +242,7 @@ def setup(
     # One code path for every world size: each rank draws its share of a seeded permutation.
     train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
     val_set = DetectionDataset(splits["val"], image_hw, channels)
+    attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
     val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
     loss_fn = YOGOLoss(
         LossSettings(
@@ -286,6 +289,46 @@ def setup(
         csv=MetricsCSV(run_dir / "metrics.csv"),
         num_workers=workers,
     )
+
+
+def attach_frame_cache(
+    mode: str, ctx: DistContext, run_dir: Path, *datasets: DetectionDataset
+) -> None:
+    """One frame cache (yogo.data.cache) for `datasets`, made by the first process of each
+    node and opened by the others; rank 0 decides where it lives and says so in one line."""
+    sizes = [len(d) for d in datasets]
+    shape = (datasets[0].channels, *datasets[0].image_hw)
+    count = sum(sizes)
+    plan, refusal = None, None
+    if ctx.is_main:
+        try:
+            plan = plan_cache(mode, count * int(np.prod(shape)), run_dir)
+        except UserError as e:
+            refusal = str(e)
+    plan, refusal = ctx.broadcast((plan, refusal))
+    if refusal is not None:
+        raise UserError(refusal)
+    if plan.mode == "none" or count == 0:
+        if ctx.is_main and plan.mode == "none":
+            log.info(f"frame cache: none ({plan.reason}); every epoch decodes every frame")
+        return
+    host = socket.gethostname()
+    cache = FrameCache.create(plan, count, shape) if ctx.local_rank == 0 else None
+    handles = ctx.gather((host, cache.handle() if cache else None))
+    if cache is None:
+        handle = next(h for name, h in handles if name == host and h is not None)
+        cache = FrameCache.open(handle, count, shape)
+    start = 0
+    for dataset, size in zip(datasets, sizes, strict=True):
+        dataset.use_cache(cache, start)
+        start += size
+    if ctx.is_main:
+        where = "memory" if plan.mode == "ram" else f"a deleted file in {plan.folder}"
+        log.info(
+            f"frame cache: {plan.mode}, {count:,} frames of {'x'.join(map(str, shape))} = "
+            f"{size_text(cache.frames.nbytes)} in {where} ({plan.reason}), shared by this "
+            "node's loaders, filled during the first epoch"
+        )
 
 
 def load_splits(

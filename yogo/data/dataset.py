@@ -4,8 +4,10 @@
                                augment=True)
     image, boxes = dataset[0]      # (C, H, W) uint8, (N, 5) float32 class, xc, yc, w, h
 
-Labels were parsed once by `scan_dataset`; only pixels are read here. An image that turns out
-to be corrupt when fully decoded yields its path instead, so the loader can skip and report it.
+Labels were parsed once by `scan_dataset`; only pixels are read here, and with a frame cache
+(yogo.data.cache) only once: the decoded, resized frame is kept before augmentation. An image
+that turns out to be corrupt when fully decoded yields its path instead, so the loader can skip
+and report it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from yogo.data.cache import FrameCache
 from yogo.data.images import ImageError, decode_image
 from yogo.data.scan import LabelledSample
 from yogo.data.transforms import random_flips, resize
@@ -36,6 +39,11 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         self.channels = channels
         self.augment = augment
         self.seed = seed
+        self.cache: FrameCache | None = None
+        self.cache_start = 0  # this split's first slot in the cache
+
+    def use_cache(self, cache: FrameCache, start: int) -> None:
+        self.cache, self.cache_start = cache, start
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -44,11 +52,17 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         """`token` is `epoch * len(self) + index` (see loader.EpochSampler), or a plain index."""
         epoch, index = divmod(token, len(self.samples))
         sample = self.samples[index]
-        try:
-            pixels = decode_image(sample.image, self.channels)
-        except ImageError:
-            return sample.image
-        image = resize(torch.from_numpy(pixels), self.image_hw)
+        cached = self.cache.get(self.cache_start + index) if self.cache else None
+        if cached is not None:
+            image = torch.from_numpy(cached)  # a view: augmentation and collate copy it
+        else:
+            try:
+                pixels = decode_image(sample.image, self.channels)
+            except ImageError:
+                return sample.image
+            image = resize(torch.from_numpy(pixels), self.image_hw)
+            if self.cache is not None:
+                self.cache.put(self.cache_start + index, image.numpy())
         boxes = torch.from_numpy(sample.boxes)
         if self.augment:
             # One generator per (seed, epoch, sample): independent of workers and of where a
