@@ -238,7 +238,18 @@ def train(
     ] = TrainConfig.rgb_images,
     model: Annotated[str, typer.Option(help="Network from the registry.")] = TrainConfig.model,
     half: Annotated[bool, typer.Option(help="Same as --precision fp16.")] = False,
-    precision: Annotated[str, typer.Option(help="32, bf16 or fp16.")] = TrainConfig.precision,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 where the GPU/CPU has native bf16, else 32), 32, bf16, fp16."
+        ),
+    ] = TrainConfig.precision,
+    channels_last: Annotated[
+        bool, typer.Option(help="Channels-last memory order (faster convolutions).")
+    ] = TrainConfig.channels_last,
+    compile: Annotated[
+        bool, typer.Option(help="torch.compile the network (compile time not in images/s).")
+    ] = TrainConfig.compile,
     device: Device = None,
     output_dir: Annotated[str, typer.Option(help="Run folders go here.")] = TrainConfig.output_dir,
     name: Annotated[str | None, _unset("Run name (default: time and DDF name).")] = None,

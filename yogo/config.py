@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from yogo.errors import UserError
 
-PRECISIONS = ("32", "bf16", "fp16")
+PRECISIONS = ("auto", "32", "bf16", "fp16")
 CACHE_MODES = ("auto", "ram", "disk", "none")
 BadLabelsPolicy = Literal["error", "drop", "clip"]
 BAD_LABELS_POLICIES: tuple[BadLabelsPolicy, ...] = ("error", "drop", "clip")
@@ -76,8 +76,13 @@ class TrainConfig:
     """Clip the gradient norm to this value."""
     grad_accum: int = 1
     """Accumulate gradients over this many batches per optimizer step."""
-    precision: str = "32"
-    """32, bf16 or fp16 (fp16 uses a gradient scaler)."""
+    precision: str = "auto"
+    """auto (bf16 autocast where the GPU or CPU computes bf16 natively, else 32), 32, bf16 or
+    fp16 (fp16 uses a gradient scaler); config.yaml records what auto chose."""
+    channels_last: bool = True
+    """Weights and activations in channels-last memory order (faster convolutions)."""
+    compile: bool = False
+    """torch.compile the network (the compile time is reported, not counted in images/s)."""
     augment: bool = True
     """Flips (and 90-degree rotations on square inputs) on the train split."""
     device: str | None = None
@@ -133,7 +138,7 @@ class TrainConfig:
             _require(0 < self.subsample <= 1, "subsample", "in (0, 1]")
         _require_fractions(self, "obj_thresh", "iou_thresh")
         if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be 32, bf16 or fp16, got '{self.precision}'")
+            raise UserError(f"--precision must be auto, 32, bf16 or fp16, got '{self.precision}'")
         _require_policy(self.bad_labels)
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 8):
             raise UserError(f"--image-hw must be two sizes >= 8, got {self.image_hw}")

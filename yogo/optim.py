@@ -43,6 +43,24 @@ def lr_factor(step: int, total: int, warmup: int, decay_factor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (a CUDA GPU from Ampere on; a CPU with
+    AVX-512 BF16 or AMX), where bf16 autocast is much faster than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`--precision auto` made concrete for `device`: bf16 where native, else 32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "32"
+
+
 def precision_context(precision: str, device: torch.device) -> tuple[Any, Any]:
     """An autocast context factory and a gradient scaler (a no-op unless fp16)."""
     if precision == "32":

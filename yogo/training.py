@@ -72,7 +72,7 @@ from yogo.log import (
 )
 from yogo.loss import LossSettings, YOGOLoss
 from yogo.model import YOGO, ModelConfig
-from yogo.optim import lr_factor, make_optimizer, precision_context
+from yogo.optim import lr_factor, make_optimizer, precision_context, resolve_precision
 from yogo.outputs import require_output_folder
 from yogo.priors import class_weights, make_model
 from yogo.resume import (
@@ -166,6 +166,7 @@ class Run:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: set[Path] = field(default_factory=set)
     started: float = 0.0  # perf_counter() at which the run's elapsed time would be 0
+    compiled: bool = False  # torch.compile has compiled the network (its first pass ran)
 
     @property
     def evaluated_model(self) -> YOGO:
@@ -230,6 +231,9 @@ def setup(
             warn_collision_losses(splits["train"], model.config)
     model.to(ctx.device)
     cfg = resolved_config(cfg, ddf, model, pretrained, len(splits["train"]) // ctx.world_size)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     cfg = dataclasses.replace(cfg, name=run_dir.name)
     prepare_run_dir(cfg, ctx, run_dir, resume, ddf, splits)
 
@@ -266,6 +270,14 @@ def setup(
     if ctx.distributed:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=device_ids)
+    if cfg.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    if ctx.is_main:
+        log.info(
+            f"precision {cfg.precision}, "
+            f"{'channels-last' if cfg.channels_last else 'contiguous'} memory order, "
+            f"torch.compile {'on' if cfg.compile else 'off'}, {workers} loader worker(s)"
+        )
     wandb_id = resume.payload["resume"].get("wandb_id") if resume is not None else None
     return Run(
         cfg=cfg,
@@ -471,14 +483,23 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         for path in batch.skipped:
             log.warning(f"{display_path(path)}: image fails to decode; skipped")
         images = batch.images.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = build_targets(batch.labels, len(images), grid, device)
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
+        compiling = cfg.compile and not run.compiled
+        step_start = time.perf_counter()
         with gradient_sync(run.net, stepping):
             with run.autocast():
                 raw = run.net(images)
             parts = run.loss_fn(raw, targets, run.model.anchors)
             nonfinite |= ~torch.isfinite(parts["loss"].detach())
             run.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
+        if compiling:  # the first pass compiles: reported, and left out of images/s
+            run.compiled = True
+            compile_s = time.perf_counter() - step_start
+            epoch_start += compile_s
+            log.info(f"torch.compile: {compile_s:.1f} s (not counted in images/s)")
         stop_signal = optimizer_step(run, state, stop, nonfinite, i) if stepping else 0
         state.sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
         state.images_seen += len(images)
