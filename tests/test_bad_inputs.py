@@ -99,7 +99,7 @@ def train(ws: Workspace, *flags: object) -> list[object]:
     ]
 
 
-def test(ws: Workspace, *flags: object) -> list[object]:
+def yogo_test(ws: Workspace, *flags: object) -> list[object]:
     return ["test", ws.model, ws.ddf, *flags]
 
 
@@ -279,10 +279,10 @@ CASES: list[tuple[str, Args, list[str]]] = [
         lambda w: check(w, "--dataset-split-override", "0.5", "0.5", "0.5"),
         ["--dataset-split-override"],
     ),
-    ("flag-obj-thresh", lambda w: test(w, "--obj-thresh", "2"), ["--obj-thresh"]),
-    ("flag-split-name", lambda w: test(w, "--split", "holdout"), ["--split"]),
+    ("flag-obj-thresh", lambda w: yogo_test(w, "--obj-thresh", "2"), ["--obj-thresh"]),
+    ("flag-split-name", lambda w: yogo_test(w, "--split", "holdout"), ["--split"]),
     ("flag-batch-size-zero", lambda w: infer(w, "--batch-size", "0"), ["--batch-size"]),
-    ("flag-num-workers", lambda w: test(w, "--num-workers", "-1"), ["--num-workers"]),
+    ("flag-num-workers", lambda w: yogo_test(w, "--num-workers", "-1"), ["--num-workers"]),
     ("flag-opset", lambda w: ["export", w.model, "--opset", "3"], ["--opset"]),
     (
         "flag-crop-height",
@@ -351,7 +351,7 @@ CASES: list[tuple[str, Args, list[str]]] = [
     ),
     (
         "ckpt-other-classes",
-        lambda w: test(w.edit_ddf('"trophozoite"', '"other"')),
+        lambda w: yogo_test(w.edit_ddf('"trophozoite"', '"other"')),
         ["ddf.yml", "classes"],
     ),
     (
@@ -382,7 +382,7 @@ CASES: list[tuple[str, Args, list[str]]] = [
     ),
     (
         "out-json-over-checkpoint",
-        lambda w: test(w, "--json", w.model, "--force"),
+        lambda w: yogo_test(w, "--json", w.model, "--force"),
         ["model.pth", "input"],
     ),
     (

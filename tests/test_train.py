@@ -232,7 +232,7 @@ def test_yogo_test_user_mistakes(trained: Path, smear: Path, tmp_path: Path, run
     [
         (["--lr", "-1"], "--learning-rate must be > 0"),
         (["--epochs", "0"], "--epochs must be >= 1"),
-        (["--precision", "fp8"], "--precision must be 32, bf16 or fp16"),
+        (["--precision", "fp8"], "--precision must be auto, 32, bf16 or fp16"),
         (["--model", "huge"], "--model 'huge' is not a known model"),
         (["--class-weights", "1,x"], "--class-weights must be none, auto"),
         (["--device", "tpu"], "--device"),

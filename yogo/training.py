@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 def train(cfg: TrainConfig) -> Path:
     """Train a detector as `cfg` says; returns the run folder. Under torchrun or srun every
     rank calls this; rank 0 writes the run folder."""
+    launched = time.perf_counter()
     cfg.require_valid()
     with StopRequest.install() as stop:  # from the start: a stop during set-up is one too
         cfg, resume = start_or_resume(cfg)
@@ -100,6 +101,7 @@ def train(cfg: TrainConfig) -> Path:
         try:
             with Loaders() as loaders, claim_run_folder(cfg, ctx, resume) as run_dir:
                 run = setup(cfg, ctx, resume, loaders, run_dir)
+                run.launched = launched
                 state = start_state(run, resume)
                 no_loss = torch.zeros((), dtype=torch.bool, device=ctx.device)
                 stop_signal, _ = stop.agree(ctx, no_loss)
@@ -167,6 +169,7 @@ class Run:
     skipped: set[Path] = field(default_factory=set)
     started: float = 0.0  # perf_counter() at which the run's elapsed time would be 0
     compiled: bool = False  # torch.compile has compiled the network (its first pass ran)
+    launched: float | None = None  # perf_counter() when train() was called, until the 1st step
 
     @property
     def evaluated_model(self) -> YOGO:
@@ -238,16 +241,7 @@ def setup(
     prepare_run_dir(cfg, ctx, run_dir, resume, ddf, splits)
 
     assert cfg.batch_size is not None  # resolved above
-    # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
-    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
-    pin = ctx.device.type == "cuda"
-    image_hw, channels = model.config.image_hw, model.config.channels
-    train_set = DetectionDataset(splits["train"], image_hw, channels, cfg.augment, cfg.seed)
-    # One code path for every world size: each rank draws its share of a seeded permutation.
-    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
-    val_set = DetectionDataset(splits["val"], image_hw, channels)
-    attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
-    val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
+    data = make_data(cfg, ctx, run_dir, splits, model.config, loaders)
     loss_fn = YOGOLoss(
         LossSettings(
             no_obj_weight=cfg.no_obj_weight,
@@ -257,9 +251,8 @@ def setup(
             class_weights=weights,
         )
     )
-    train_loader = loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    steps_per_epoch = math.ceil(len(data.train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -276,7 +269,8 @@ def setup(
         log.info(
             f"precision {cfg.precision}, "
             f"{'channels-last' if cfg.channels_last else 'contiguous'} memory order, "
-            f"torch.compile {'on' if cfg.compile else 'off'}, {workers} loader worker(s)"
+            f"torch.compile {'on' if cfg.compile else 'off'}, {data.num_workers} loader "
+            "worker(s)"
         )
     wandb_id = resume.payload["resume"].get("wandb_id") if resume is not None else None
     return Run(
@@ -292,14 +286,57 @@ def setup(
         schedule=schedule,
         autocast=autocast,
         scaler=scaler,
-        train_loader=train_loader,
-        train_sampler=train_sampler,
-        val_set=val_set,
-        val_loader=loaders.make(val_set, cfg.batch_size, workers, cfg.seed, pin, val_shard),
-        val_shard=val_shard,
+        train_loader=data.train_loader,
+        train_sampler=data.train_sampler,
+        val_set=data.val_set,
+        val_loader=data.val_loader,
+        val_shard=data.val_shard,
         wandb_run=start_wandb(cfg, run_dir, wandb_id) if ctx.is_main else None,
         csv=MetricsCSV(run_dir / "metrics.csv"),
-        num_workers=workers,
+        num_workers=data.num_workers,
+    )
+
+
+@dataclass
+class Data:
+    """The datasets, samplers and loaders of a run."""
+
+    train_loader: torch.utils.data.DataLoader[Any]
+    train_sampler: EpochSampler
+    val_set: DetectionDataset
+    val_loader: torch.utils.data.DataLoader[Any]
+    val_shard: ShardSampler
+    num_workers: int
+
+
+def make_data(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    run_dir: Path,
+    splits: dict[str, tuple[LabelledSample, ...]],
+    model: ModelConfig,
+    loaders: Loaders,
+) -> Data:
+    """The loaders `yogo train` reads (benchmarks/bench_loader.py times exactly these)."""
+    assert cfg.batch_size is not None
+    # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    pin = ctx.device.type == "cuda"
+    train_set = DetectionDataset(
+        splits["train"], model.image_hw, model.channels, cfg.augment, cfg.seed
+    )
+    # One code path for every world size: each rank draws its share of a seeded permutation.
+    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
+    val_set = DetectionDataset(splits["val"], model.image_hw, model.channels)
+    attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
+    val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
+    return Data(
+        loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler),
+        train_sampler,
+        val_set,
+        loaders.make(val_set, cfg.batch_size, workers, cfg.seed, pin, val_shard),
+        val_shard,
+        workers,
     )
 
 
@@ -561,6 +598,9 @@ def optimizer_step(
     run.schedule.step()
     state.step += 1
     nonfinite.zero_()
+    if run.launched is not None:
+        log.info(f"first optimizer step {time.perf_counter() - run.launched:.1f} s after start")
+        run.launched = None
     if run.ema is not None:
         run.ema.update()
     return stop_signal
