@@ -33,7 +33,9 @@ def train_rates(tree: Path, ddf: str, out: Path, flags: list[str]) -> list[float
     """Run `python -m yogo train` of the checkout `tree`; images/s of each epoch."""
     command = [sys.executable, "-m", "yogo", "train", str(Path(ddf).resolve()), *flags]
     command += ["--no-wandb", "--output-dir", str(out), "--name", "bench"]
-    subprocess.run(command, cwd=tree, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     with (out / "bench" / "metrics.csv").open() as f:
         return [float(row["images_per_s"]) for row in csv.DictReader(f)]
 
@@ -44,14 +46,15 @@ def steady(rates: list[float]) -> float:
 
 def model_only(run: Path, seconds: float) -> float:
     """Training steps of the run's model, optimiser, precision and memory order on one fixed
-    batch already on the device (real labels of the run's first frames)."""
+    batch already on the device (the run's first training frames and their labels)."""
     from yogo.boxes import build_targets
     from yogo.config import load_config
+    from yogo.data.dataset import DetectionDataset
     from yogo.data.loader import collate
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
     from yogo.loss import LossSettings, YOGOLoss
-    from yogo.model import YOGO, ModelConfig
+    from yogo.model import ModelConfig, build_model
     from yogo.optim import make_optimizer, precision_context
 
     cfg = load_config(run / "config.yaml")
@@ -60,19 +63,20 @@ def model_only(run: Path, seconds: float) -> float:
     ddf = DatasetDefinition.from_yaml(cfg.ddf)
     samples = scan_dataset(ddf).splits["train"][: cfg.batch_size]
     hw = (cfg.image_hw[0], cfg.image_hw[1])
-    channels = 3 if cfg.rgb_images else 1
-    batch = collate(
-        [
-            (torch.zeros(channels, *hw, dtype=torch.uint8), torch.from_numpy(s.boxes))
-            for s in samples
-        ]
-    )
+    dataset = DetectionDataset(samples, hw, 3 if cfg.rgb_images else 1)
+    batch = collate([dataset[i] for i in range(len(samples))])
     assert cfg.anchor_w is not None and cfg.anchor_h is not None
     config = ModelConfig(
-        cfg.model, ddf.class_names, channels, cfg.normalize_images, hw, cfg.anchor_w, cfg.anchor_h
+        cfg.model,
+        ddf.class_names,
+        dataset.channels,
+        cfg.normalize_images,
+        hw,
+        cfg.anchor_w,
+        cfg.anchor_h,
     )
-    model = YOGO(config).to(device)
-    images = torch.randint(0, 256, (len(samples), channels, *hw), dtype=torch.uint8, device=device)
+    model = build_model(config).to(device)
+    images = batch.images.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
