@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from yogo.boxes import build_targets, cxcywh_to_xyxy, decode, postprocess
+from yogo.boxes import build_targets, complete_iou_loss, cxcywh_to_xyxy, decode, postprocess
 
 
 def test_decode_hand_case() -> None:
@@ -72,3 +72,31 @@ def test_cxcywh_to_xyxy() -> None:
     torch.testing.assert_close(
         cxcywh_to_xyxy(torch.tensor([[0.5, 0.5, 0.2, 0.4]])), torch.tensor([[0.4, 0.3, 0.6, 0.7]])
     )
+
+
+def test_complete_iou_loss_matches_torchvision_in_value_and_gradient() -> None:
+    """yogo's own CIoU (written in cxcywh so training needs no torchvision import) against
+    torchvision's, on overlapping, touching, disjoint, nested and identical boxes."""
+    import torchvision
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.rand(200, 2, generator=generator)
+    sizes = 0.01 + 0.3 * torch.rand(200, 2, generator=generator)
+    pred = torch.cat([centres, sizes], 1)
+    target = pred + 0.1 * torch.randn(200, 4, generator=generator)
+    target[:, 2:] = target[:, 2:].abs() + 0.01
+    target[:10] = pred[:10]  # identical
+    target[10:20, :2] = pred[10:20, :2] + 5  # far apart
+    target[20:30, 2:] = pred[20:30, 2:] / 3  # nested
+    target[20:30, :2] = pred[20:30, :2]
+    mine_pred = pred.clone().double().requires_grad_()
+    theirs_pred = pred.clone().double().requires_grad_()
+    mine = complete_iou_loss(mine_pred, target.double())
+    theirs = torchvision.ops.complete_box_iou_loss(
+        cxcywh_to_xyxy(theirs_pred), cxcywh_to_xyxy(target.double()), reduction="none"
+    )
+    torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6)
+    mine.sum().backward()
+    theirs.sum().backward()
+    assert mine_pred.grad is not None and theirs_pred.grad is not None
+    torch.testing.assert_close(mine_pred.grad, theirs_pred.grad, rtol=1e-5, atol=1e-6)

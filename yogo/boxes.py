@@ -1,5 +1,6 @@
 """Box arithmetic shared by train, test, export and infer: decoding, formats, grid targets,
-NMS. Pure tensor functions (torch and torchvision.ops only).
+NMS. Pure tensor functions (torch; torchvision's NMS, imported when first used: importing
+torchvision costs ~1.7 s of start-up).
 
     decoded = decode(raw, anchor_w, anchor_h)          # (B, 5 + C, Sy, Sx)
     targets = build_targets(labels, batch_size, (Sy, Sx))  # (B, Sy, Sx, 6)
@@ -11,8 +12,9 @@ Coordinates are normalised to the image (0..1). `cxcywh` is centre x, centre y, 
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torchvision
 
 from yogo.grid import assign_cells
 
@@ -65,12 +67,26 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], dim=-1)
 
 
-def complete_iou_loss(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) -> torch.Tensor:
-    """Complete-IoU loss (N,) between matching rows of two (N, 4) box sets."""
-    loss: torch.Tensor = torchvision.ops.complete_box_iou_loss(
-        cxcywh_to_xyxy(pred_cxcywh), cxcywh_to_xyxy(target_cxcywh), reduction="none"
-    )
-    return loss
+def complete_iou_loss(
+    pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor, eps: float = 1e-7
+) -> torch.Tensor:
+    """Complete-IoU loss (N,) between matching rows of two (N, 4) box sets (Zheng et al.,
+    2020): 1 - IoU, plus the squared centre distance over the squared diagonal of the
+    enclosing box, plus alpha * v, where v measures the difference in aspect ratio and
+    alpha = v / (1 - IoU + v) is held constant in the gradient (as torchvision does)."""
+    px, py, pw, ph = pred_cxcywh.unbind(-1)
+    tx, ty, tw, th = target_cxcywh.unbind(-1)
+    left, right = torch.max(px - pw / 2, tx - tw / 2), torch.min(px + pw / 2, tx + tw / 2)
+    top, bottom = torch.max(py - ph / 2, ty - th / 2), torch.min(py + ph / 2, ty + th / 2)
+    inter = (right - left).clamp(min=0) * (bottom - top).clamp(min=0)
+    iou = inter / (pw * ph + tw * th - inter + eps)
+    enclosing_w = torch.max(px + pw / 2, tx + tw / 2) - torch.min(px - pw / 2, tx - tw / 2)
+    enclosing_h = torch.max(py + ph / 2, ty + th / 2) - torch.min(py - ph / 2, ty - th / 2)
+    distance = ((px - tx) ** 2 + (py - ty) ** 2) / (enclosing_w**2 + enclosing_h**2 + eps)
+    v = (4 / math.pi**2) * (torch.atan(tw / th) - torch.atan(pw / ph)) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return 1 - iou + distance + alpha * v
 
 
 def build_targets(
@@ -116,7 +132,9 @@ def postprocess(
     image, cell = keep.nonzero(as_tuple=True)
     boxes = cxcywh_to_xyxy(flat[image, cell, :4])
     objectness = flat[image, cell, 4]
-    kept = torchvision.ops.batched_nms(boxes, objectness, image, iou_thresh)
+    from torchvision.ops import batched_nms
+
+    kept = batched_nms(boxes, objectness, image, iou_thresh)
     rows = torch.cat(
         [
             boxes[kept],

@@ -507,11 +507,11 @@ class _Loader:
         samples: list[Sample] = []
         for pair in pairs:
             with os.scandir(pair.label_path) as entries:
-                named = [
-                    (Path(e.path), e.is_file()) for e in entries if e.name.lower().endswith(".txt")
-                ]
-            labels = sorted(path for path, is_file in named if is_file)
-            for path in sorted(path for path, is_file in named if not is_file):
+                named = [(e.name, e.is_file()) for e in entries if e.name.lower().endswith(".txt")]
+            folder = pair.label_path
+            names = sorted(name for name, is_file in named if is_file)
+            labels = [folder / name for name in names]
+            for path in sorted(folder / name for name, is_file in named if not is_file):
                 # Say which entry and why, rather than only counting its image as unlabelled.
                 what = "a folder" if path.is_dir() else "not a regular file"
                 self.warnings.append(
@@ -526,12 +526,18 @@ class _Loader:
                     fix="point label_path at the folder of YOLO .txt label files",
                 )
             index = index_images(pair.image_path)
-            stems = {p.stem for p in labels}
-            self.unlabelled += sorted(p for s, p in index.by_stem.items() if s not in stems)
+            label_stems = [name[: -len(".txt")] for name in names]
+            stems = set(label_stems)
+            unlabelled = (p for s, p in index.by_stem.items() if s not in stems)
+            self.unlabelled += sorted(unlabelled, key=str)
             for stem, paths in index.ambiguous.items():
                 if stem in stems:
                     self.ambiguous[index.by_stem[stem]] = paths
-            samples += [Sample(index.by_stem.get(p.stem), p, pair.image_path) for p in labels]
+            images = index.by_stem
+            samples += [
+                Sample(images.get(stem), path, pair.image_path)
+                for stem, path in zip(label_stems, labels, strict=True)
+            ]
         return samples
 
 
@@ -548,8 +554,15 @@ def _split(
     """Deterministic split: order samples by a hash of their label path relative to the
     top-level DDF's folder, cut by `split_counts`, return each split sorted by label path."""
 
+    folders: dict[str, str] = {}
+
     def rank(sample: Sample) -> tuple[bytes, str]:
-        key = Path(os.path.relpath(sample.label, top_folder)).as_posix()
+        # The label path relative to top_folder, as posix: its folder's part computed once.
+        folder, name = os.path.split(str(sample.label))
+        if folder not in folders:
+            relative = Path(os.path.relpath(folder, top_folder)).as_posix()
+            folders[folder] = "" if relative == "." else relative + "/"
+        key = folders[folder] + name
         return hashlib.blake2b(key.encode(), digest_size=8, person=b"yogo-split").digest(), key
 
     ordered = sorted(samples, key=rank)

@@ -139,10 +139,9 @@ def _init_priors(
 
 
 def class_counts(train: tuple[LabelledSample, ...], num_classes: int) -> np.ndarray:
-    counts = np.zeros(num_classes)
-    for s in train:
-        counts += np.bincount(s.boxes[:, 0].astype(np.int64), minlength=num_classes)
-    return counts
+    classes = [s.boxes[:, 0] for s in train]
+    every = np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64)
+    return np.bincount(every, minlength=num_classes).astype(np.float64)
 
 
 def class_weights(

@@ -397,7 +397,8 @@ def load_splits(
         ctx.broadcast(None)  # the index is written (or rank 0 failed; the others will too)
     if scan is None:
         scan = scan_dataset(ddf, cfg.bad_labels, index=index)
-    log.info(f"{len(ddf.samples):,} label files ready in {time.perf_counter() - started:.1f} s")
+    count = sum(map(len, ddf.splits.values()))
+    log.info(f"{count:,} label files ready in {time.perf_counter() - started:.1f} s")
     require_trainable(scan)
     handled = Counter(p.action.split(":")[0] for p in scan.problems if p.action is not None)
     if handled:

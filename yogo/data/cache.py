@@ -11,8 +11,8 @@ nothing.
 `--cache`: `ram` is an anonymous memory file (memfd), `disk` a file created already deleted
 in $TMPDIR or the run folder, mapped into memory (the page cache keeps the hot part in RAM).
 Neither has a name, so no stop, not even `kill -9`, leaves one behind; other processes of the
-node open it through /proc/PID/fd of its owner. Space is reserved when the buffer is made, so
-a full disk or memory shows at start as a message, never as a crash in a worker. `auto` picks
+node open it through /proc/PID/fd of its owner. Disk space is reserved when the file is made,
+so a full disk shows at start as a message, never as a crash in a worker. `auto` picks
 RAM when the frames fit RAM_SHARE of the memory this job may still use (its cgroup's limit
 included), else disk when they fit the free space, else none.
 
@@ -153,16 +153,18 @@ class FrameCache:
         _, size = _layout(count, shape)
         if plan.mode == "ram":
             fd = os.memfd_create("yogo-frames")
-        else:
-            assert plan.folder is not None
-            fd = _deleted_file(plan.folder)
+            os.ftruncate(fd, size)  # memory is taken as frames arrive (the plan checked it)
+            return cls(fd, count, shape, os.getpid())
+        assert plan.folder is not None
+        fd = _deleted_file(plan.folder)
         try:
             os.posix_fallocate(fd, 0, size)  # space reserved now: no SIGBUS in a worker later
         except OSError as e:
             os.close(fd)
             raise UserError(
-                f"--cache {plan.mode}: could not reserve {size_text(size)} ({e.strerror})",
-                fix="use --cache none, or --cache disk with TMPDIR on a larger disk",
+                f"--cache disk: could not reserve {size_text(size)} in "
+                f"{display_path(plan.folder)} ({e.strerror})",
+                fix="use --cache none, or set TMPDIR to a larger disk",
             ) from None
         return cls(fd, count, shape, os.getpid())
 

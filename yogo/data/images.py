@@ -58,20 +58,20 @@ class ImageHeader:
 
 def index_images(folder: Path) -> ImageIndex:
     """Every image file directly in `folder` (extensions of IMAGE_EXTENSIONS, any case)."""
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[str]] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             stem, ext = os.path.splitext(entry.name)
             if ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                found.setdefault(stem, []).append(Path(entry.path))
+                found.setdefault(stem, []).append(entry.name)
     rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
     by_stem: dict[str, Path] = {}
     ambiguous: dict[str, tuple[Path, ...]] = {}
-    for stem, paths in found.items():
-        paths.sort(key=lambda p: (rank[p.suffix.lower()], p.name))
-        by_stem[stem] = paths[0]
-        if len(paths) > 1:
-            ambiguous[stem] = tuple(paths)
+    for stem, names in found.items():
+        if len(names) > 1:
+            names.sort(key=lambda name: (rank[os.path.splitext(name)[1].lower()], name))
+            ambiguous[stem] = tuple(folder / name for name in names)
+        by_stem[stem] = folder / names[0]
     return ImageIndex(by_stem, ambiguous)
 
 

@@ -1,9 +1,10 @@
 """The label index: what a dataset scan found per sample, saved so that the next start of a run
 (resume, requeue, preemption) reads one file instead of every label file and image header.
 
-    index = LabelIndex.load(run_dir / "label_index.npz", class_names, policy, notes)
-    known = index.lookup(sample, signature(sample))   # the cached result, or None: scan it
-    LabelIndex.save(path, class_names, policy, notes, results)
+    index = LabelIndex.load(run_dir / "label_index.npz", identity)  # identity: class names, ...
+    current = signatures(samples)                # (N, 6) sizes and times of each file pair
+    cached = index.results(samples, current)     # per sample: the result, or None: scan it
+    LabelIndex.save(path, identity, samples, current, results)
 
 Never trusted blindly: a sample's cached result is used only when its label file and image
 have the size, modification time and change time they had when it was scanned, and the whole
@@ -34,22 +35,24 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 INDEX_NAME = "label_index.npz"  # in the run folder
-# Per sample: label size, mtime_ns, ctime_ns, then the same for the image (-1: no image).
-Signature = tuple[int, int, int, int, int, int]
 
 
-def _stat(path: Path | None) -> tuple[int, int, int]:
-    if path is None:
-        return (-1, -1, -1)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (-2, -2, -2)  # gone or unreadable: never matches a file that was scanned
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def signature(sample: Sample) -> Signature:
-    return (*_stat(sample.label), *_stat(sample.image))
+def signatures(samples: Sequence[Sample]) -> np.ndarray:
+    """(N, 6) int64: each sample's label file and image size, mtime_ns and ctime_ns (-1: no
+    image; -2: the file is gone or unreadable, which matches nothing that was scanned)."""
+    values: list[int] = []
+    for sample in samples:
+        for path in (sample.label, sample.image):
+            if path is None:
+                values += (-1, -1, -1)
+                continue
+            try:
+                st = os.stat(str(path))  # str: Path's cached string, cheaper than __fspath__
+            except OSError:
+                values += (-2, -2, -2)
+                continue
+            values += (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return np.array(values, dtype=np.int64).reshape(-1, 6)
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,46 @@ class ScanResult:
 
 @dataclass(frozen=True)
 class LabelIndex:
-    path: Path
-    entries: dict[tuple[str, str], tuple[Signature, ScanResult]]
+    arrays: dict[str, np.ndarray]
+    labels: list[str]
+    images: list[str]
+    problems: dict[int, list[Problem]]  # by position in the index
 
-    def lookup(self, sample: Sample, sig: Signature) -> ScanResult | None:
-        entry = self.entries.get((str(sample.label), str(sample.image or "")))
-        if entry is None or entry[0] != sig:
-            return None
-        return entry[1]
+    def results(self, samples: Sequence[Sample], current: np.ndarray) -> list[ScanResult | None]:
+        """Per sample, the cached result when its files' signature (`current`, from
+        `signatures`) is the one recorded; None where it must be scanned."""
+        labels = [str(s.label) for s in samples]
+        images = [str(s.image or "") for s in samples]
+        if labels == self.labels and images == self.images:
+            positions = list(range(len(samples)))  # the usual case: the same sample list
+        else:
+            where = {key: i for i, key in enumerate(zip(self.labels, self.images, strict=True))}
+            positions = [where.get(key, -1) for key in zip(labels, images, strict=True)]
+        recorded = self.arrays["signatures"]
+        if not len(recorded):
+            return [None] * len(samples)
+        found = np.array(positions, dtype=np.int64).reshape(-1)
+        same = (found >= 0) & (recorded[found.clip(min=0)] == current).all(axis=1)
+        usable, hwc, offsets = self.arrays["usable"], self.arrays["hwc"], self.arrays["offsets"]
+        boxes, lines = self.arrays["boxes"], self.arrays["lines"]
+        usable_list, hwc_list, offset_list = usable.tolist(), hwc.tolist(), offsets.tolist()
+        out: list[ScanResult | None] = []
+        for position, keep in zip(positions, same.tolist(), strict=True):
+            if not keep:
+                out.append(None)
+                continue
+            start, end = offset_list[position], offset_list[position + 1]
+            h, w, c = hwc_list[position]
+            out.append(
+                ScanResult(
+                    usable_list[position],
+                    boxes[start:end],
+                    lines[start:end],
+                    (h, w, c),
+                    tuple(self.problems.get(position, ())),
+                )
+            )
+        return out
 
     @staticmethod
     def load(path: Path, identity: dict[str, Any]) -> LabelIndex | None:
@@ -87,7 +122,7 @@ class LabelIndex:
             if meta != {"version": VERSION, **identity}:
                 log.info(f"{display_path(path)} was made for other settings; scanning again")
                 return None
-            return LabelIndex(path, _entries(arrays))
+            return LabelIndex(arrays, *_checked(arrays))
         except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as e:
             log.warning(f"{display_path(path)} is damaged ({e}); scanning the labels again")
             return None
@@ -96,10 +131,11 @@ class LabelIndex:
     def save(
         path: Path,
         identity: dict[str, Any],
-        samples: Sequence[tuple[Sample, Signature, ScanResult]],
+        samples: Sequence[Sample],
+        current: np.ndarray,
+        results: Sequence[ScanResult],
     ) -> None:
         """Write the index atomically; a failure to write is logged, never fatal."""
-        results = [r for _, _, r in samples]
         boxes = [r.boxes.reshape(-1, 5) for r in results]
         offsets = np.cumsum([0, *(len(b) for b in boxes)], dtype=np.int64)
         problems = [
@@ -109,9 +145,9 @@ class LabelIndex:
         ]
         arrays: dict[str, Any] = {
             "meta": _text(json.dumps({"version": VERSION, **identity})),
-            "labels": _text("\n".join(str(s.label) for s, _, _ in samples)),
-            "images": _text("\n".join(str(s.image or "") for s, _, _ in samples)),
-            "signatures": np.array([sig for _, sig, _ in samples], dtype=np.int64).reshape(-1, 6),
+            "labels": _text("\n".join(str(s.label) for s in samples)),
+            "images": _text("\n".join(str(s.image or "") for s in samples)),
+            "signatures": current,
             "usable": np.array([r.usable for r in results], dtype=bool),
             "hwc": np.array([r.hwc for r in results], dtype=np.int32).reshape(-1, 3),
             "offsets": offsets,
@@ -136,29 +172,26 @@ def _text(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
-def _entries(arrays: dict[str, np.ndarray]) -> dict[tuple[str, str], tuple[Signature, ScanResult]]:
+def _checked(
+    arrays: dict[str, np.ndarray],
+) -> tuple[list[str], list[str], dict[int, list[Problem]]]:
+    """The label and image paths and the problems by position of an index whose arrays agree
+    with each other (ValueError otherwise)."""
     labels = arrays["labels"].tobytes().decode().split("\n")
     images = arrays["images"].tobytes().decode().split("\n")
-    signatures = arrays["signatures"].tolist()
-    usable, hwc, offsets = arrays["usable"], arrays["hwc"].tolist(), arrays["offsets"]
-    boxes, lines = arrays["boxes"].astype(np.float32), arrays["lines"].astype(np.int32)
-    n = len(usable)
-    if not (len(labels) == len(images) == len(signatures) == len(hwc) == n == len(offsets) - 1):
+    n = len(arrays["usable"])
+    boxes, offsets = arrays["boxes"], arrays["offsets"]
+    if not (len(labels) == len(images) == n == len(offsets) - 1 == len(arrays["hwc"])):
         raise ValueError("arrays of different lengths")
-    if n and (offsets[-1] != len(boxes) or len(lines) != len(boxes) or boxes.shape[1:] != (5,)):
+    if arrays["signatures"].shape != (n, 6) or boxes.dtype != np.float32:
+        raise ValueError("signatures or boxes of the wrong shape or type")
+    if offsets[-1] != len(boxes) or len(arrays["lines"]) != len(boxes) or boxes.shape[1:] != (5,):
         raise ValueError("box arrays do not match their offsets")
-    found: list[list[Problem]] = [[] for _ in range(n)]
+    if n and (np.diff(offsets).min() < 0 or offsets[0] != 0):
+        raise ValueError("offsets out of order")
+    problems: dict[int, list[Problem]] = {}
     for i, path, line, kind, message, action in json.loads(arrays["problems"].tobytes()):
-        found[i].append(Problem(Path(path), line, kind, message, action))
-    entries = {}
-    for i in range(n):
-        start, end = int(offsets[i]), int(offsets[i + 1])
-        result = ScanResult(
-            bool(usable[i]),
-            boxes[start:end],
-            lines[start:end],
-            (hwc[i][0], hwc[i][1], hwc[i][2]),
-            tuple(found[i]),
-        )
-        entries[(labels[i], images[i])] = (tuple(signatures[i]), result)
-    return entries
+        if not 0 <= i < n:
+            raise ValueError("a problem of a sample that is not there")
+        problems.setdefault(i, []).append(Problem(Path(path), line, kind, message, action))
+    return labels, images, problems

@@ -24,7 +24,7 @@ import numpy as np
 
 from yogo.config import BadLabelsPolicy
 from yogo.data.images import ImageError, decode_image, read_header
-from yogo.data.index import LabelIndex, ScanResult, signature
+from yogo.data.index import LabelIndex, ScanResult, signatures
 from yogo.data.labels import (
     SAMPLE_KINDS,
     ClassLookup,
@@ -86,29 +86,27 @@ def scan_dataset(
 
     With `index` (yogo.data.index), samples whose files have not changed since the index was
     written come from it, the rest are scanned, and the index is brought up to date."""
-    lookups: dict[Path, ClassLookup] = {}
-    for sample in ddf.samples:
-        folder = sample.label.parent
-        if folder not in lookups:
-            lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(folder))
+    ordered = [sample for name in SPLITS for sample in ddf.splits[name]]
+    lookups: dict[str, ClassLookup] = {}  # by label folder
+    for folder in sorted({os.path.dirname(str(sample.label)) for sample in ordered}):
+        lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(Path(folder)))
     identity = {
         "class_names": list(ddf.class_names),
         "policy": policy,
         "notes": {str(k): sorted((v.label_studio_ids or {}).items()) for k, v in lookups.items()},
     }
     known = LabelIndex.load(index, identity) if index is not None else None
-    ordered = [sample for name in SPLITS for sample in ddf.splits[name]]
-    signatures = [signature(s) for s in ordered] if index is not None else []
+    current = signatures(ordered) if index is not None else np.zeros((0, 6), np.int64)
     results: list[ScanResult | None] = [None] * len(ordered)
     if known is not None:
-        results = [known.lookup(s, sig) for s, sig in zip(ordered, signatures, strict=True)]
+        results = known.results(ordered, current)
     missing = [i for i, r in enumerate(results) if r is None]
     scanned = _scan_samples([ordered[i] for i in missing], lookups, policy)
     for i, result in zip(missing, scanned, strict=True):
         results[i] = result
     done = [r for r in results if r is not None]
     if index is not None and (known is None or missing):
-        LabelIndex.save(index, identity, list(zip(ordered, signatures, done, strict=True)))
+        LabelIndex.save(index, identity, ordered, current, done)
         if known is not None:
             log.info(f"label index: {len(missing)} of {len(ordered)} sample(s) scanned again")
 
@@ -217,12 +215,12 @@ PARALLEL_SCAN_MIN = 2000
 
 
 def _scan_samples(
-    samples: Sequence[Sample], lookups: dict[Path, ClassLookup], policy: BadLabelsPolicy
+    samples: Sequence[Sample], lookups: dict[str, ClassLookup], policy: BadLabelsPolicy
 ) -> list[ScanResult]:
     """`_scan_sample` of each sample, in order; on all usable cores when there are many."""
     workers = min(usable_cores(), len(samples) // PARALLEL_SCAN_MIN)
     if workers <= 1:
-        return [_scan_sample(s, lookups[s.label.parent], policy) for s in samples]
+        return _scan_chunk(samples, lookups, policy)
     size = max(1, len(samples) // (workers * 8))
     chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -231,9 +229,9 @@ def _scan_samples(
 
 
 def _scan_chunk(
-    samples: Sequence[Sample], lookups: dict[Path, ClassLookup], policy: BadLabelsPolicy
+    samples: Sequence[Sample], lookups: dict[str, ClassLookup], policy: BadLabelsPolicy
 ) -> list[ScanResult]:
-    return [_scan_sample(s, lookups[s.label.parent], policy) for s in samples]
+    return [_scan_sample(s, lookups[os.path.dirname(str(s.label))], policy) for s in samples]
 
 
 def usable_cores() -> int:
