@@ -319,7 +319,7 @@ CASES: list[tuple[str, Args, list[str]]] = [
     (
         "resume-not-a-last-pth",
         lambda w: ["train", "--resume", w.model],
-        ["model.pth", "finished run"],
+        ["model.pth", "not a last.pth", "--from-pretrained"],
     ),
     (
         "resume-auto-nothing",

@@ -394,6 +394,16 @@ def test_resume_auto(smear: Path, trained: Path, tmp_path: Path, run_cli) -> Non
     assert nothing.code == 2 and "finished run" in nothing.err
 
 
+def test_best_pth_is_never_resumed(trained: Path, run_cli) -> None:
+    """best.pth holds an earlier epoch than last.pth (or the same): resuming it would train
+    over the later epochs and replace last.pth."""
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    refused = run_cli("train", "--resume", trained / "best.pth")
+    assert refused.code == 2 and "not a last.pth" in refused.err, refused.err
+    assert "--from-pretrained" in refused.err
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()} == before
+
+
 def test_inside_slurm_runs_are_named_by_job_and_resume_by_default(
     smear: Path, tmp_path: Path, run_cli, monkeypatch
 ) -> None:

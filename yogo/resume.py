@@ -131,6 +131,16 @@ def find_resume(cfg: TrainConfig) -> Checkpoint | None:
         if path.is_dir() and (path / "last.pth").is_file():
             path = path / "last.pth"
     checkpoint = load_checkpoint(path)
+    if path.name != "last.pth" and cfg.resume != "auto":
+        # best.pth (or a copy) holds an earlier epoch: continuing it would train over the
+        # epochs after it and replace the run's last.pth.
+        raise UserError(
+            "is not a last.pth: --resume continues a run from where it stopped, which only its "
+            "last.pth records",
+            path=path,
+            fix="give the run's last.pth or its folder; to start a new run from these weights, "
+            f"--from-pretrained {display_path(path)}",
+        )
     if "resume" not in checkpoint.payload:
         raise UserError(
             "has no resume state (not a last.pth, or written by another tool or version)",
