@@ -140,10 +140,22 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
 
 
 @dataclass
+class Data:
+    """The datasets, samplers and loaders of a run."""
+
+    train_loader: torch.utils.data.DataLoader[Any]
+    train_sampler: EpochSampler
+    val_set: DetectionDataset
+    val_loader: torch.utils.data.DataLoader[Any]
+    val_shard: ShardSampler
+    num_workers: int
+
+
+@dataclass
 class Run:
     """What `setup` builds and the loop uses. Where the run is lives in `TrainState`; here only
     the objects' own state (weights, optimizer, ...) changes, and the bookkeeping fields below
-    `num_workers`."""
+    `csv`."""
 
     cfg: TrainConfig  # resolved: every None the run decided is filled in
     ctx: DistContext
@@ -157,14 +169,9 @@ class Run:
     schedule: torch.optim.lr_scheduler.LambdaLR
     autocast: Any
     scaler: Any
-    train_loader: torch.utils.data.DataLoader[Any]
-    train_sampler: EpochSampler
-    val_set: DetectionDataset
-    val_loader: torch.utils.data.DataLoader[Any]
-    val_shard: ShardSampler
+    data: Data
     wandb_run: Any
     csv: MetricsCSV
-    num_workers: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: set[Path] = field(default_factory=set)
     started: float = 0.0  # perf_counter() at which the run's elapsed time would be 0
@@ -178,7 +185,7 @@ class Run:
 
     def validation_due(self, epoch: int) -> bool:
         due = epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs
-        return due and len(self.val_set) > 0
+        return due and len(self.data.val_set) > 0
 
 
 # --- set-up --------------------------------------------------------------------------------
@@ -286,27 +293,10 @@ def setup(
         schedule=schedule,
         autocast=autocast,
         scaler=scaler,
-        train_loader=data.train_loader,
-        train_sampler=data.train_sampler,
-        val_set=data.val_set,
-        val_loader=data.val_loader,
-        val_shard=data.val_shard,
+        data=data,
         wandb_run=start_wandb(cfg, run_dir, wandb_id) if ctx.is_main else None,
         csv=MetricsCSV(run_dir / "metrics.csv"),
-        num_workers=data.num_workers,
     )
-
-
-@dataclass
-class Data:
-    """The datasets, samplers and loaders of a run."""
-
-    train_loader: torch.utils.data.DataLoader[Any]
-    train_sampler: EpochSampler
-    val_set: DetectionDataset
-    val_loader: torch.utils.data.DataLoader[Any]
-    val_shard: ShardSampler
-    num_workers: int
 
 
 def make_data(
@@ -508,13 +498,13 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
     epoch, first = state.epoch, state.batch
     run.model.train()
     assert cfg.batch_size is not None
-    run.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
-    batches_per_epoch = len(run.train_loader) + first
+    run.data.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
+    batches_per_epoch = len(run.data.train_loader) + first
     grid = run.model.config.grid
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     data_wait, epoch_start = 0.0, time.perf_counter()
     wait_start = time.perf_counter()
-    batches = progress(run.train_loader, f"epoch {epoch}/{cfg.epochs}")
+    batches = progress(run.data.train_loader, f"epoch {epoch}/{cfg.epochs}")
     for i, batch in enumerate(batches, start=first):
         data_wait += time.perf_counter() - wait_start
         run.skipped.update(batch.skipped)
@@ -613,8 +603,8 @@ def validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:
     metrics, val_loss = evaluate_sharded(
         run.ctx,
         run.evaluated_model,
-        run.val_loader,
-        run.val_shard,
+        run.data.val_loader,
+        run.data.val_shard,
         run.class_names,
         run.cfg.obj_thresh,
         run.cfg.iou_thresh,
@@ -720,11 +710,13 @@ def interrupt(
 def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
     """best.pth's PR curves and confusion matrix on the whole val split; the summary."""
     cfg, device = run.cfg, run.ctx.device
-    if len(run.val_set) and run.ctx.is_main:
+    if len(run.data.val_set) and run.ctx.is_main:
         assert cfg.batch_size is not None
         best = load_checkpoint(run.dir / "best.pth").build_model().to(device)
         pin = device.type == "cuda"
-        whole_val = loaders.make(run.val_set, cfg.batch_size, run.num_workers, cfg.seed, pin)
+        whole_val = loaders.make(
+            run.data.val_set, cfg.batch_size, run.data.num_workers, cfg.seed, pin
+        )
         metrics, _ = evaluate_model(
             best, whole_val, device, run.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
