@@ -4,7 +4,7 @@ and optionally against another checkout of yogo (the figure before a change), in
 
     yogo synth /tmp/smear --num-images 240 --image-hw 192 256
     python benchmarks/bench_train.py /tmp/smear/ddf.yml [--batch-size 16] [--epochs 4]
-        [--model base_model] [--before OTHER_CHECKOUT] [-- more yogo train flags]
+        [--model base_model] [--before OTHER_CHECKOUT] [other yogo train flags]
 
 Prints `name: value` lines: `epoch N train images/s` (from the run's metrics.csv, which
 times the training loop only), `train images/s` (epochs after the first: the frame cache is
@@ -114,12 +114,11 @@ def main() -> None:
     parser.add_argument("--model", default="base_model")
     parser.add_argument("--seconds", type=float, default=20.0, help="model-only timing")
     parser.add_argument("--before", type=Path, help="another yogo checkout to compare with")
-    parser.add_argument("flags", nargs="*", help="more yogo train flags (after --)")
-    args = parser.parse_args()
+    args, more = parser.parse_known_args()  # the rest: yogo train flags
     flags = ["--epochs", str(args.epochs), "-bs", str(args.batch_size), "--model", args.model]
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        rates = train_rates(REPO, args.ddf, Path(tmp) / "now", [*flags, *args.flags])
+        rates = train_rates(REPO, args.ddf, Path(tmp) / "now", [*flags, *more])
         for epoch, rate in enumerate(rates, start=1):
             print(f"epoch {epoch} train images/s: {rate:.1f}")
         fast = steady(rates)

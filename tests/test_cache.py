@@ -111,3 +111,15 @@ def test_a_bad_cache_flag_exits_2(tmp_path: Path, run_cli) -> None:
     ddf = write_dataset(tmp_path / "d", 4, (64, 96), seed=2)
     result = run_cli("train", ddf, "--cache", "gpu", "--output-dir", tmp_path / "o")
     assert result.code == 2 and "--cache must be auto, ram, disk or none" in result.err
+
+
+def test_a_pickled_cache_maps_the_same_buffer(tmp_path: Path) -> None:
+    """What a loader worker started by spawn or forkserver receives."""
+    import pickle
+
+    cache = FrameCache.create(plan_cache("ram", 0, tmp_path), 2, SHAPE)
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.fd != cache.fd and copy.get(1) is None
+    cache.put(1, np.full(SHAPE, 9, np.uint8))
+    seen = copy.get(1)
+    assert seen is not None and (seen == 9).all()

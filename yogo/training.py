@@ -351,12 +351,23 @@ def attach_frame_cache(
         if ctx.is_main and plan.mode == "none":
             log.info(f"frame cache: none ({plan.reason}); every epoch decodes every frame")
         return
-    host = socket.gethostname()
-    cache = FrameCache.create(plan, count, shape) if ctx.local_rank == 0 else None
-    handles = ctx.gather((host, cache.handle() if cache else None))
+    host, cache, failure = socket.gethostname(), None, None
+    if ctx.local_rank == 0:
+        try:
+            cache = FrameCache.create(plan, count, shape)
+        except UserError as e:
+            failure = str(e)
+    shared = ctx.gather((host, cache.handle() if cache else None, failure))
+    failures = [reason for _, _, reason in shared if reason is not None]
+    if failures:
+        raise UserError(failures[0])
     if cache is None:
-        handle = next(h for name, h in handles if name == host and h is not None)
-        cache = FrameCache.open(handle, count, shape)
+        handle = next(h for name, h, _ in shared if name == host and h is not None)
+        try:
+            cache = FrameCache.open(handle, count, shape)
+        except OSError as e:  # /proc of another process hidden (hardened kernels)
+            log.warning(f"rank {ctx.rank}: cannot share the node's frame cache ({e}); own copy")
+            cache = FrameCache.create(plan, count, shape)
     start = 0
     for dataset, size in zip(datasets, sizes, strict=True):
         dataset.use_cache(cache, start)

@@ -139,8 +139,9 @@ def _layout(count: int, shape: tuple[int, int, int]) -> tuple[int, int]:
 class FrameCache:
     """`count` frames of `shape` (C, H, W) uint8 in a shared file mapping."""
 
-    def __init__(self, fd: int, count: int, shape: tuple[int, int, int], owner: int) -> None:
-        self.fd, self.count, self.shape, self.owner = fd, count, shape, owner
+    def __init__(self, fd: int, count: int, shape: tuple[int, int, int]) -> None:
+        """Map the buffer open as `fd` in this process (which then owns and closes `fd`)."""
+        self.fd, self.count, self.shape, self.owner = fd, count, shape, os.getpid()
         start, size = _layout(count, shape)
         self._map = mmap.mmap(fd, size)
         weakref.finalize(self, os.close, fd)  # the mapping goes with the arrays that use it
@@ -154,7 +155,7 @@ class FrameCache:
         if plan.mode == "ram":
             fd = os.memfd_create("yogo-frames")
             os.ftruncate(fd, size)  # memory is taken as frames arrive (the plan checked it)
-            return cls(fd, count, shape, os.getpid())
+            return cls(fd, count, shape)
         assert plan.folder is not None
         fd = _deleted_file(plan.folder)
         try:
@@ -166,7 +167,7 @@ class FrameCache:
                 f"{display_path(plan.folder)} ({e.strerror})",
                 fix="use --cache none, or set TMPDIR to a larger disk",
             ) from None
-        return cls(fd, count, shape, os.getpid())
+        return cls(fd, count, shape)
 
     def handle(self) -> tuple[int, int]:
         """What another process of this node needs to open the same buffer."""
@@ -175,8 +176,7 @@ class FrameCache:
     @classmethod
     def open(cls, handle: tuple[int, int], count: int, shape: tuple[int, int, int]) -> FrameCache:
         owner, fd = handle
-        mine = os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR)
-        return cls(mine, count, shape, owner)
+        return cls(os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR), count, shape)
 
     def get(self, i: int) -> np.ndarray | None:
         return self.frames[i] if self.flags[i] else None
@@ -194,8 +194,9 @@ class FrameCache:
         return {"handle": (self.owner, self.fd), "count": self.count, "shape": self.shape}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        other = FrameCache.open(state["handle"], state["count"], state["shape"])
-        self.__dict__.update(other.__dict__)
+        owner, fd = state["handle"]
+        mine = os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR)
+        self.__init__(mine, state["count"], state["shape"])  # type: ignore[misc]
 
 
 def _deleted_file(folder: Path) -> int:
