@@ -421,3 +421,23 @@ def test_inside_slurm_runs_are_named_by_job_and_resume_by_default(
     repeat = run_cli("train", "--config", tmp_path / "mine" / "config.yaml")
     assert repeat.code == 0, repeat.err
     assert (tmp_path / "slurm-778" / "last.pth").is_file()
+
+
+def test_precision_auto_is_resolved_and_recorded(trained: Path) -> None:
+    """config.yaml records what `--precision auto` chose on this machine, so a resume on other
+    hardware keeps it; channels-last and the label index are in place."""
+    from yogo.config import load_config
+    from yogo.optim import resolve_precision
+
+    cfg = load_config(trained / "config.yaml")
+    assert cfg.precision == resolve_precision("auto", torch.device("cpu"))
+    assert cfg.precision in ("bf16", "32") and cfg.channels_last and cfg.cache == "auto"
+    assert (trained / "label_index.npz").is_file()
+
+
+@pytest.mark.slow
+def test_compile_trains_and_reports_its_time(smear: Path, tmp_path: Path, run_cli) -> None:
+    result = run_cli("train", smear, *FAST, "--compile", "--output-dir", tmp_path, "--name", "c")
+    assert result.code == 0, result.err
+    assert "torch.compile: " in result.err and "not counted in images/s" in result.err
+    assert "compile: true" in (tmp_path / "c" / "config.yaml").read_text()

@@ -118,6 +118,8 @@ def test_torchrun_two_processes_train_one_run(data: Path, tmp_path: Path) -> Non
     assert payload["step"] == 4 and payload["finished"] is True
     assert "world_size: 2" in (run / "config.yaml").read_text()
     assert done.stdout.count("epoch 1:") + done.stderr.count("epoch 1:") == 1  # rank 0 speaks
+    # one frame cache for the node: rank 1 opened rank 0's (a failure would say "own copy")
+    assert "frame cache: ram" in done.stderr and "own copy" not in done.stderr
 
 
 def test_processes_with_loader_workers_exit(data: Path, tmp_path: Path) -> None:
