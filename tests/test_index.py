@@ -175,3 +175,21 @@ def test_many_samples_are_scanned_in_parallel_in_order(
     monkeypatch.setattr(scan_module, "PARALLEL_SCAN_MIN", 10)
     monkeypatch.setattr(scan_module, "usable_cores", lambda: 3)
     assert same(scan_dataset(ddf), serial)
+
+
+def test_label_studio_folders_are_indexed_and_a_changed_notes_file_is_noticed(
+    tmp_path: Path, parsed: list[Path]
+) -> None:
+    make_folder_pair(tmp_path / "set", {"a": "0 0.5 0.5 0.1 0.1\n", "b": "1 0.5 0.5 0.2 0.2\n"})
+    notes = tmp_path / "set" / "notes.json"
+    notes.write_text('{"categories": [{"id": 0, "name": "b"}, {"id": 1, "name": "a"}]}')
+    path = write_yaml(tmp_path / "d.yml", f"class_names: [a, b]\ndataset_paths: {{x: {PAIR}}}\n")
+    ddf = DatasetDefinition.from_yaml(path)
+    index = tmp_path / "label_index.npz"
+    first = scan_dataset(ddf, index=index)
+    assert [s.boxes[0, 0] for s in first.splits["train"]] == [1, 0]  # ids mapped by name
+    parsed.clear()
+    assert same(scan_dataset(ddf, index=index), first) and parsed == []
+    notes.write_text('{"categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]}')
+    again = scan_dataset(ddf, index=index)
+    assert len(parsed) == 2 and [s.boxes[0, 0] for s in again.splits["train"]] == [0, 1]

@@ -119,7 +119,7 @@ class LabelIndex:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name] for name in f.files}
             meta = json.loads(arrays["meta"].tobytes().decode())
-            if meta != {"version": VERSION, **identity}:
+            if meta != json.loads(json.dumps({"version": VERSION, **identity})):  # as saved
                 log.info(f"{display_path(path)} was made for other settings; scanning again")
                 return None
             return LabelIndex(arrays, *_checked(arrays))
