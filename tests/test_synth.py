@@ -92,3 +92,50 @@ def test_cell_diameter_option(tmp_path: Path, run_cli) -> None:
     assert 17 <= report["object_size_px"]["median_w"] <= 21
     bad = run_cli("synth", tmp_path / "bad", "--num-images", "2", "--cell-diameter", "200")
     assert bad.code == 2 and "--cell-diameter must be between 4 and half" in bad.err
+
+
+def test_classes_of_other_sizes_and_looks(tmp_path: Path, run_cli) -> None:
+    """A small dark class at 0.35x and a large pale one at 2x a cell's diameter: the boxes have
+    those sizes, the small class is darker than a cell, the large one paler."""
+    flags = ["--num-images", "6", "--class-names", "cell", "ring", "small", "large"]
+    flags += ["--class-frequencies", "1,0.1,0.3,0.2", "--class-sizes", "1,1,0.35,2"]
+    flags += ["--class-looks", "plain,ring,dark,pale", "--seed", "3"]
+    result = run_cli("synth", tmp_path / "d", *flags)
+    assert result.code == 0, result.err
+    ddf = DatasetDefinition.from_yaml(tmp_path / "d" / "ddf.yml")
+    samples = [s for split in scan_dataset(ddf).splits.values() for s in split]
+    widths: dict[int, list[float]] = {0: [], 2: [], 3: []}
+    means: dict[int, list[float]] = {0: [], 2: [], 3: []}
+    for sample in samples:
+        pixels = np.asarray(Image.open(sample.image), dtype=np.float64)
+        h, w = pixels.shape
+        for c, xc, yc, bw, bh in sample.boxes:
+            if int(c) not in widths or not (0.1 < xc < 0.9 and 0.1 < yc < 0.9):
+                continue  # away from the edges: whole boxes
+            widths[int(c)].append(max(bw * w, bh * h))
+            y, x = int(yc * h), int(xc * w)
+            means[int(c)].append(pixels[y - 1 : y + 2, x - 1 : x + 2].mean())
+    cell, small, large = (float(np.median(widths[c])) for c in (0, 2, 3))
+    assert 0.3 < small / cell < 0.42 and 1.8 < large / cell < 2.2
+    assert np.median(means[2]) < np.median(means[0]) < np.median(means[3])
+
+
+def test_explicit_default_sizes_and_looks_give_the_same_frames() -> None:
+    """The per-class settings leave the default data as it was (same draws, same pixels)."""
+    frequencies = default_class_frequencies(3)
+    plain = make_frame(np.random.default_rng(5), SmearSettings(), frequencies)
+    explicit = SmearSettings(class_sizes=(1, 1, 1), class_looks=("plain", "ring", "blob"))
+    same = make_frame(np.random.default_rng(5), explicit, frequencies)
+    assert np.array_equal(plain[0], same[0]) and np.array_equal(plain[1], same[1])
+
+
+def test_bad_per_class_settings_exit_2(tmp_path: Path, run_cli) -> None:
+    for flag, value, message in [
+        ("--class-sizes", "1,1", "--class-sizes needs 3 numbers"),
+        ("--class-sizes", "1,x,1", "--class-sizes must be comma-separated numbers"),
+        ("--class-sizes", "1,1,9", "between 0.2 and 3"),
+        ("--class-looks", "plain,ring,sparkly", "--class-looks needs 3 names"),
+    ]:
+        result = run_cli("synth", tmp_path / flag / value, "--num-images", "1", flag, value)
+        assert result.code == 2 and message in result.err, (flag, value, result.err)
+        assert not (tmp_path / flag / value).exists()

@@ -533,6 +533,17 @@ def synth(
     cell_diameter: Annotated[
         float | None, _unset("Cell diameter in pixels (default: 6% of the shorter side, >= 12).")
     ] = None,
+    class_sizes: Annotated[
+        str | None,
+        _unset("Comma-separated diameters relative to a cell's, one per class (e.g. 1,1,0.35,2)."),
+    ] = None,
+    class_looks: Annotated[
+        str | None,
+        _unset(
+            "Comma-separated looks, one per class: plain, ring, blob, dots, crescent, nucleus, "
+            "speck, dark, pale."
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic blood-smear-like frames, YOLO labels and a ddf.yml."""
     import dataclasses
@@ -547,6 +558,15 @@ def synth(
             raise UserError(
                 f"--class-frequencies must be comma-separated numbers, got '{class_frequencies}'"
             ) from None
+    if class_sizes is not None:
+        try:
+            values["class_sizes"] = [float(v) for v in class_sizes.split(",")]
+        except ValueError:
+            raise UserError(
+                f"--class-sizes must be comma-separated numbers, got '{class_sizes}'"
+            ) from None
+    if class_looks is not None:
+        values["class_looks"] = [v.strip() for v in class_looks.split(",")]
     if "class_names" in values:
         values["class_names"] = tuple(class_names)
     cfg = SynthConfig(**values)

@@ -338,6 +338,10 @@ class SynthConfig:
     """png, tif, jpg or bmp."""
     cell_diameter: float | None = None
     """Cell diameter in pixels; None: 6% of the shorter side, at least 12."""
+    class_sizes: list[float] | None = None
+    """Diameter of each class relative to a cell's; None: 1 (1.5 for the nucleus look)."""
+    class_looks: list[str] | None = None
+    """Look of each class (yogo.data.synth.LOOKS); None: plain, ring, blob, ... cycling."""
 
 
 def _flag(name: str) -> str:

@@ -8,6 +8,13 @@ near-uniform size (slightly elliptical, some cut by the frame edge). Class 0 is 
 with a pale centre; the others carry a dark inclusion whose shape tells the class apart (ring,
 blob, several dots, crescent, a large nucleated cell, a small free speck), cycling for more
 classes. Classes are imbalanced as in real smears: class 0 makes up ~90% of objects.
+
+`class_sizes` and `class_looks` give each class its own diameter (relative to a cell's) and
+look (LOOKS), e.g. a small dark class at 0.35x and a large pale one at 2x, as platelets and
+white cells are beside red cells:
+
+    write_dataset(out, class_names=("cell", "ring", "small", "large"),
+                  class_sizes=(1, 1, 0.35, 2), class_looks=("plain", "ring", "dark", "pale"))
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from yogo.config import SynthConfig
 from yogo.ddf import parse_split_override
 from yogo.errors import UserError
 
-NUM_STYLES = 7
+NUM_STYLES = 7  # the looks classes cycle through by default
+# Every look by name, in style order: the first NUM_STYLES cycle, the rest are chosen by name.
+LOOKS = ("plain", "ring", "blob", "dots", "crescent", "nucleus", "speck", "dark", "pale")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,18 @@ class SmearSettings:
     size_jitter: float = 0.06  # relative standard deviation of cell radii
     coverage: float = 0.3
     noise: float = 0.012  # standard deviation, intensity in [0, 1]
+    class_sizes: tuple[float, ...] | None = None  # diameter per class, relative to a cell's
+    class_looks: tuple[str, ...] | None = None  # LOOKS name per class
+
+    def style(self, class_index: int) -> int:
+        if self.class_looks is None:
+            return class_index % NUM_STYLES
+        return LOOKS.index(self.class_looks[class_index])
+
+    def scale(self, class_index: int) -> float:
+        if self.class_sizes is None:
+            return 1.5 if self.style(class_index) == 5 else 1.0  # white cells are larger
+        return self.class_sizes[class_index]
 
     @property
     def diameter(self) -> float:
@@ -57,7 +78,7 @@ def make_frame(
     image = _background(rng, height, width)
     boxes = []
     for cy, cx, ry, rx, class_index in _place_cells(rng, settings, class_frequencies):
-        _draw_cell(image, rng, cy, cx, ry, rx, class_index % NUM_STYLES)
+        _draw_cell(image, rng, cy, cx, ry, rx, settings.style(class_index))
         boxes.append([float(class_index), *_clipped_box(cy, cx, ry, rx, height, width)])
     blurred = _blur(image)
     noisy = blurred + rng.normal(0, settings.noise, blurred.shape)
@@ -87,6 +108,8 @@ def write_dataset(
     class_frequencies: Sequence[float] | None = None,
     image_format: str = SynthConfig.image_format,
     cell_diameter: float | None = None,
+    class_sizes: Sequence[float] | None = None,
+    class_looks: Sequence[str] | None = None,
 ) -> Path:
     """Write `images/`, `labels/` and `ddf.yml` into `out_dir` (new or empty); return the DDF.
     The arguments are `yogo.config.SynthConfig`'s fields (`write_dataset(**asdict(cfg))`)."""
@@ -104,7 +127,13 @@ def write_dataset(
         raise UserError(
             f"--cell-diameter must be between 4 and half the shorter side, got {cell_diameter:g}"
         )
-    settings = SmearSettings(image_hw=image_hw, cell_diameter=cell_diameter)
+    _validate_per_class(class_names, class_sizes, class_looks)
+    settings = SmearSettings(
+        image_hw=image_hw,
+        cell_diameter=cell_diameter,
+        class_sizes=tuple(class_sizes) if class_sizes is not None else None,
+        class_looks=tuple(class_looks) if class_looks is not None else None,
+    )
     rng = np.random.default_rng(seed)
     images, labels = out_dir / "images", out_dir / "labels"
     images.mkdir(parents=True, exist_ok=True)
@@ -161,6 +190,27 @@ def _validate(
         raise UserError(f"--image-format must be png, tif, jpg or bmp, got {image_format}")
 
 
+def _validate_per_class(
+    class_names: Sequence[str],
+    class_sizes: Sequence[float] | None,
+    class_looks: Sequence[str] | None,
+) -> None:
+    if class_sizes is not None and (
+        len(class_sizes) != len(class_names) or not all(0.2 <= v <= 3 for v in class_sizes)
+    ):
+        raise UserError(
+            f"--class-sizes needs {len(class_names)} numbers between 0.2 and 3, one per class "
+            "(diameter relative to a cell's)"
+        )
+    if class_looks is not None and (
+        len(class_looks) != len(class_names) or not set(class_looks) <= set(LOOKS)
+    ):
+        raise UserError(
+            f"--class-looks needs {len(class_names)} names, one per class, from: "
+            + ", ".join(LOOKS)
+        )
+
+
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Bright field with uneven illumination (a tilted, off-centre vignette)."""
     ys = np.linspace(-1, 1, height)[:, None]
@@ -188,8 +238,11 @@ def _place_cells(
         if len(cells) >= target:
             break
         class_index = int(rng.choice(len(class_frequencies), p=class_frequencies))
-        scale = 1.5 if class_index % NUM_STYLES == 5 else 1.0  # white cells are larger
-        r = scale * radius * float(np.clip(1 + settings.size_jitter * rng.normal(), 0.8, 1.2))
+        r = (
+            settings.scale(class_index)
+            * radius
+            * float(np.clip(1 + settings.size_jitter * rng.normal(), 0.8, 1.2))
+        )
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
         if len(centres) and (np.hypot(*(centres - [cy, cx]).T) - radii - r).min() < 1.0:
             continue
@@ -223,6 +276,13 @@ def _draw_cell(
     if style == 6:  # a free speck (platelet-like): small and dark, no cell body
         speck = np.clip((0.45 - rho) * min(ry, rx) + 0.5, 0, 1)
         patch -= 0.45 * speck
+        return
+    if style == 7:  # dark: a small solid dark body filling its box (platelet, free parasite)
+        patch -= inside * (0.38 + 0.08 * rho**2) * rng.uniform(0.9, 1.1)
+        return
+    if style == 8:  # pale: a large faint cell with a granular texture (a white cell's cytoplasm)
+        grain = rng.normal(0, 0.02, patch.shape)
+        patch -= inside * (0.07 + 0.05 * rho**2 + grain)
         return
     body = 0.16 + 0.08 * rho**2  # darker rim, paler centre
     patch -= inside * body * rng.uniform(0.9, 1.1)
