@@ -441,3 +441,19 @@ def test_compile_trains_and_reports_its_time(smear: Path, tmp_path: Path, run_cl
     assert result.code == 0, result.err
     assert "torch.compile: " in result.err and "not counted in images/s" in result.err
     assert "compile: true" in (tmp_path / "c" / "config.yaml").read_text()
+
+
+def test_a_dead_class_is_named_when_the_mean_looks_fine() -> None:
+    from yogo.training import dead_classes
+
+    def report(mean: float, small: float | None) -> dict[str, object]:
+        per_class = {
+            "cell": {"AP50": 0.99, "num_true": 900},
+            "small": {"AP50": small, "num_true": 81},
+        }
+        return {"mAP50": mean, "per_class": per_class}
+
+    (line,) = dead_classes(report(0.66, 0.004))
+    assert "class 'small': val AP@0.5 0.004 while mAP@0.5 is 0.660" in line and "81" in line
+    assert dead_classes(report(0.3, 0.004)) == []  # early epochs: nothing looks fine yet
+    assert dead_classes(report(0.9, 0.8)) == [] and dead_classes(report(0.9, None)) == []

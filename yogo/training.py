@@ -782,3 +782,24 @@ def print_epoch(row: dict[str, Any], report: dict[str, Any] | None) -> None:
         )
         text += f"; val mAP@0.5 {report['mAP50']:.4f} ({per_class})"
     log.info(text)
+    if report is not None:
+        for line in dead_classes(report):
+            log.warning(line)
+
+
+# A class below DEAD_AP while the mean is at least LOOKS_FINE is a class the mean hides.
+DEAD_AP, LOOKS_FINE = 0.1, 0.5
+
+
+def dead_classes(report: dict[str, Any]) -> list[str]:
+    """One line per class (with val labels) that the model does not find although the
+    validation mAP@0.5 looks fine."""
+    mean = report["mAP50"]
+    if mean is None or mean < LOOKS_FINE:
+        return []
+    return [
+        f"class '{name}': val AP@0.5 {c['AP50']:.3f} while mAP@0.5 is {mean:.3f}; the mean "
+        f"hides a class the model does not find ({c['num_true']} labelled in val)"
+        for name, c in report["per_class"].items()
+        if c["AP50"] is not None and c["AP50"] < DEAD_AP
+    ]
