@@ -32,13 +32,29 @@ def test_perfect_prediction_costs_almost_nothing() -> None:
     assert parts["loss"] == parts["objectness"] + parts["box"] + parts["class"]
 
 
-def test_objectness_weights() -> None:
+@pytest.mark.parametrize(("obj_loss", "per_cell"), [("bce", math.log(2)), ("mse", 0.25)])
+def test_objectness_weights(obj_loss: str, per_cell: float) -> None:
     raw, targets = case()
-    raw[0, 4] = 0.0  # objectness 0.5 everywhere: error 0.25 in each of 4 cells
-    half = YOGOLoss(LossSettings(no_obj_weight=0.5))(raw, targets, ANCHORS)["objectness"]
-    assert half == pytest.approx(0.25 + 3 * 0.5 * 0.25)
-    zero = YOGOLoss(LossSettings(no_obj_weight=0.0))(raw, targets, ANCHORS)["objectness"]
-    assert zero == pytest.approx(0.25)
+    raw[0, 4] = 0.0  # objectness 0.5 everywhere: the same loss in each of the 4 cells
+    settings = LossSettings(no_obj_weight=0.5, obj_loss=obj_loss)
+    half = YOGOLoss(settings)(raw, targets, ANCHORS)["objectness"]
+    assert half == pytest.approx(per_cell + 3 * 0.5 * per_cell)
+    settings = LossSettings(no_obj_weight=0.0, obj_loss=obj_loss)
+    assert YOGOLoss(settings)(raw, targets, ANCHORS)["objectness"] == pytest.approx(per_cell)
+
+
+def test_bce_objectness_pulls_a_missed_object_back_where_mse_gives_up() -> None:
+    """An object cell whose objectness was pushed to ~0.0025: the squared error's gradient has
+    all but vanished (YOGO 1.0.1's objects stuck there for good), cross-entropy's is ~1."""
+    pulls = {}
+    for obj_loss in ("bce", "mse"):
+        raw, targets = case()
+        raw[0, 4, 0, 1] = -6.0
+        raw.requires_grad_()
+        YOGOLoss(LossSettings(obj_loss=obj_loss))(raw, targets, ANCHORS)["objectness"].backward()
+        assert raw.grad is not None
+        pulls[obj_loss] = -float(raw.grad[0, 4, 0, 1])
+    assert pulls["bce"] == pytest.approx(1.0, abs=0.01) and pulls["mse"] < 0.01
 
 
 def test_box_term_and_its_weight() -> None:

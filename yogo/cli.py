@@ -296,6 +296,9 @@ def train(
     class_weights: Annotated[
         str, typer.Option(help="auto (balanced), none, or w0,w1,... for the class term.")
     ] = TrainConfig.class_weights,
+    obj_loss: Annotated[
+        str, typer.Option(help="Objectness loss: bce, or mse (YOGO 1.0.1's).")
+    ] = TrainConfig.obj_loss,
     bad_labels: BadLabels = TrainConfig.bad_labels,
     augment: Annotated[
         bool, typer.Option(help="Flips and rotations on train.")

@@ -70,6 +70,9 @@ class TrainConfig:
     no_obj_weight: float = 0.5
     iou_weight: float = 5.0
     classify_weight: float = 1.0
+    obj_loss: str = "bce"
+    """Objectness loss: bce (binary cross-entropy on the logit) or mse (YOGO 1.0.1's squared
+    error on the sigmoid, whose gradient vanishes near 0; see yogo.loss)."""
     class_weights: str = "auto"
     """auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
     grad_clip: float | None = None
@@ -148,6 +151,8 @@ class TrainConfig:
                 _require(0 < value <= 1, name, "in (0, 1]")
         _require(math.isfinite(self.dist_timeout) and self.dist_timeout > 0, "dist_timeout", "> 0")
         _require_workers(self.num_workers)
+        if self.obj_loss not in ("bce", "mse"):
+            raise UserError(f"--obj-loss must be bce or mse, got '{self.obj_loss}'")
         if self.cache not in CACHE_MODES:
             raise UserError(f"--cache must be auto, ram, disk or none, got '{self.cache}'")
         if self.class_weights not in ("none", "auto"):

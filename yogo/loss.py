@@ -3,8 +3,12 @@
     loss_fn = YOGOLoss(LossSettings(no_obj_weight=0.5, iou_weight=5.0, classify_weight=1.0))
     parts = loss_fn(raw, targets, anchors)   # {"loss", "objectness", "box", "class"}
 
-Objectness: squared error of sigmoid(to) against the cell mask, weight 1 on object cells and
-`no_obj_weight` elsewhere. Box: `iou_weight` x complete-IoU loss on object cells. Class:
+Objectness: binary cross-entropy of the logit `to` against the cell mask (`obj_loss="bce"`,
+the default), or YOGO 1.0.1's squared error of sigmoid(to) (`"mse"`), weight 1 on object cells
+and `no_obj_weight` elsewhere. The squared error's gradient vanishes once sigmoid(to) is near 0:
+a class whose object cells were pushed there early (a large object's centre among its own
+negative neighbour cells) never gets objectness back, while its class head is sure of it.
+Box: `iou_weight` x complete-IoU loss on object cells. Class:
 `classify_weight` x cross-entropy with label smoothing (and class weights) on object cells.
 Each term is summed and divided by the batch size.
 """
@@ -26,6 +30,7 @@ class LossSettings:
     classify_weight: float = 1.0
     label_smoothing: float = 0.01
     class_weights: torch.Tensor | None = None  # (C,), or None for equal weights
+    obj_loss: str = "bce"  # bce, or mse (YOGO 1.0.1)
 
 
 class YOGOLoss(torch.nn.Module):
@@ -43,7 +48,15 @@ class YOGOLoss(torch.nn.Module):
         pred = raw.float().permute(0, 2, 3, 1)  # (B, Sy, Sx, 5 + C)
         mask = targets[..., 0]
         weight = mask + s.no_obj_weight * (1 - mask)
-        objectness = (weight * (torch.sigmoid(pred[..., 4]) - mask) ** 2).sum() / batch
+        if s.obj_loss == "mse":
+            objectness = (weight * (torch.sigmoid(pred[..., 4]) - mask) ** 2).sum() / batch
+        else:
+            objectness = (
+                F.binary_cross_entropy_with_logits(
+                    pred[..., 4], mask, weight=weight, reduction="sum"
+                )
+                / batch
+            )
 
         image, row, col = mask.nonzero(as_tuple=True)
         cells = pred[image, row, col]  # (M, 5 + C)

@@ -256,6 +256,7 @@ def setup(
             classify_weight=cfg.classify_weight,
             label_smoothing=cfg.label_smoothing,
             class_weights=weights,
+            obj_loss=cfg.obj_loss,
         )
     )
     optimizer = make_optimizer(model, cfg)
