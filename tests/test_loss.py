@@ -94,3 +94,12 @@ def test_loss_is_per_image_and_empty_batches_work() -> None:
     )
     empty["loss"].backward()
     assert empty["box"] == 0 and empty["class"] == 0
+
+
+def test_object_cells_weigh_their_class_weight_in_objectness() -> None:
+    raw, targets = case()  # the object is of class 1
+    raw[0, 4] = 0.0
+    weighted = LossSettings(no_obj_weight=0.0, class_weights=torch.tensor([0.5, 2.0]))
+    assert YOGOLoss(weighted)(raw, targets, ANCHORS)["objectness"] == pytest.approx(
+        2.0 * math.log(2)
+    )

@@ -4,13 +4,14 @@
     parts = loss_fn(raw, targets, anchors)   # {"loss", "objectness", "box", "class"}
 
 Objectness: binary cross-entropy of the logit `to` against the cell mask (`obj_loss="bce"`,
-the default), or YOGO 1.0.1's squared error of sigmoid(to) (`"mse"`), weight 1 on object cells
-and `no_obj_weight` elsewhere. The squared error's gradient vanishes once sigmoid(to) is near 0:
-a class whose object cells were pushed there early (a large object's centre among its own
-negative neighbour cells) never gets objectness back, while its class head is sure of it.
-Box: `iou_weight` x complete-IoU loss on object cells. Class:
-`classify_weight` x cross-entropy with label smoothing (and class weights) on object cells.
-Each term is summed and divided by the batch size.
+the default), or YOGO 1.0.1's squared error of sigmoid(to) (`"mse"`); object cells weigh their
+class weight (1 without class weights: a rare class's objects then count as much in total as a
+common one's, as in the class term), empty cells `no_obj_weight`. The squared error's gradient
+vanishes once sigmoid(to) is near 0: a class whose object cells were pushed there early (a
+large object's centre among its own negative neighbour cells) never gets objectness back,
+while its class head is sure of it. Box: `iou_weight` x complete-IoU loss on object cells.
+Class: `classify_weight` x cross-entropy with label smoothing (and class weights) on object
+cells. Each term is summed and divided by the batch size.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class YOGOLoss(torch.nn.Module):
         batch, _, rows, cols = raw.shape
         pred = raw.float().permute(0, 2, 3, 1)  # (B, Sy, Sx, 5 + C)
         mask = targets[..., 0]
-        weight = mask + s.no_obj_weight * (1 - mask)
+        positive = mask  # the object cells' weight: their class's, as in the class term
+        if s.class_weights is not None:
+            positive = mask * s.class_weights.to(raw.device)[targets[..., 5].long()]
+        weight = positive + s.no_obj_weight * (1 - mask)
         if s.obj_loss == "mse":
             objectness = (weight * (torch.sigmoid(pred[..., 4]) - mask) ** 2).sum() / batch
         else:
