@@ -96,10 +96,12 @@ def test_loss_is_per_image_and_empty_batches_work() -> None:
     assert empty["box"] == 0 and empty["class"] == 0
 
 
-def test_object_cells_weigh_their_class_weight_in_objectness() -> None:
+@pytest.mark.parametrize(("weights", "factor"), [((0.5, 4.0), 2.0), ((2.0, 0.5), 1.0)])
+def test_object_cells_weigh_the_root_of_their_class_weight_at_least_1(
+    weights: tuple[float, float], factor: float
+) -> None:
     raw, targets = case()  # the object is of class 1
-    raw[0, 4] = 0.0
-    weighted = LossSettings(no_obj_weight=0.0, class_weights=torch.tensor([0.5, 2.0]))
-    assert YOGOLoss(weighted)(raw, targets, ANCHORS)["objectness"] == pytest.approx(
-        2.0 * math.log(2)
-    )
+    raw[0, 4] = 0.0  # objectness 0.5: squared error 0.25
+    weighted = LossSettings(no_obj_weight=0.0, class_weights=torch.tensor(weights))
+    objectness = YOGOLoss(weighted)(raw, targets, ANCHORS)["objectness"]
+    assert objectness == pytest.approx(factor * 0.25)

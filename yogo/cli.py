@@ -297,7 +297,7 @@ def train(
         str, typer.Option(help="auto (balanced), none, or w0,w1,... for the class term.")
     ] = TrainConfig.class_weights,
     obj_loss: Annotated[
-        str, typer.Option(help="Objectness loss: bce, or mse (YOGO 1.0.1's).")
+        str, typer.Option(help="Objectness loss: mse (YOGO 1.0.1's) or bce.")
     ] = TrainConfig.obj_loss,
     bad_labels: BadLabels = TrainConfig.bad_labels,
     augment: Annotated[

@@ -70,9 +70,9 @@ class TrainConfig:
     no_obj_weight: float = 0.5
     iou_weight: float = 5.0
     classify_weight: float = 1.0
-    obj_loss: str = "bce"
-    """Objectness loss: bce (binary cross-entropy on the logit) or mse (YOGO 1.0.1's squared
-    error on the sigmoid, whose gradient vanishes near 0; see yogo.loss)."""
+    obj_loss: str = "mse"
+    """Objectness loss: mse (squared error on the sigmoid, YOGO 1.0.1's) or bce (binary
+    cross-entropy on the logit); see yogo.loss and docs/benchmarks.md."""
     class_weights: str = "auto"
     """auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
     grad_clip: float | None = None

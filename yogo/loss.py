@@ -3,13 +3,15 @@
     loss_fn = YOGOLoss(LossSettings(no_obj_weight=0.5, iou_weight=5.0, classify_weight=1.0))
     parts = loss_fn(raw, targets, anchors)   # {"loss", "objectness", "box", "class"}
 
-Objectness: binary cross-entropy of the logit `to` against the cell mask (`obj_loss="bce"`,
-the default), or YOGO 1.0.1's squared error of sigmoid(to) (`"mse"`); object cells weigh their
-class weight (1 without class weights: a rare class's objects then count as much in total as a
-common one's, as in the class term), empty cells `no_obj_weight`. The squared error's gradient
-vanishes once sigmoid(to) is near 0: a class whose object cells were pushed there early (a
-large object's centre among its own negative neighbour cells) never gets objectness back,
-while its class head is sure of it. Box: `iou_weight` x complete-IoU loss on object cells.
+Objectness: squared error of sigmoid(to) against the cell mask (YOGO 1.0.1's, the default), or
+binary cross-entropy on the logit (`obj_loss="bce"`). Empty cells weigh `no_obj_weight`;
+object cells weigh the square root of their class weight when it is above 1 (else 1): the full
+weight over-called the rare class and cost the smear set's rare classes. Without it, a rare class
+whose objects span several grid cells (a white cell at twice a red cell's diameter) was never
+found: its centre cells sat among their own neighbour cells, all negatives with the same look,
+objectness was pushed to ~0 early, and the squared error's gradient, 2(s-1)s(1-s) with
+s = sigmoid(to), vanishes there, while the class head was sure of the class (docs/design.md).
+Box: `iou_weight` x complete-IoU loss on object cells.
 Class: `classify_weight` x cross-entropy with label smoothing (and class weights) on object
 cells. Each term is summed and divided by the batch size.
 """
@@ -31,7 +33,7 @@ class LossSettings:
     classify_weight: float = 1.0
     label_smoothing: float = 0.01
     class_weights: torch.Tensor | None = None  # (C,), or None for equal weights
-    obj_loss: str = "bce"  # bce, or mse (YOGO 1.0.1)
+    obj_loss: str = "mse"  # mse (YOGO 1.0.1's), or bce
 
 
 class YOGOLoss(torch.nn.Module):
@@ -48,9 +50,10 @@ class YOGOLoss(torch.nn.Module):
         batch, _, rows, cols = raw.shape
         pred = raw.float().permute(0, 2, 3, 1)  # (B, Sy, Sx, 5 + C)
         mask = targets[..., 0]
-        positive = mask  # the object cells' weight: their class's, as in the class term
+        positive = mask  # object cells weigh sqrt(their class weight), at least 1
         if s.class_weights is not None:
-            positive = mask * s.class_weights.to(raw.device)[targets[..., 5].long()]
+            boost = s.class_weights.to(raw.device).clamp(min=1.0).sqrt()
+            positive = mask * boost[targets[..., 5].long()]
         weight = positive + s.no_obj_weight * (1 - mask)
         if s.obj_loss == "mse":
             objectness = (weight * (torch.sigmoid(pred[..., 4]) - mask) ** 2).sum() / batch
