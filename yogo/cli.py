@@ -554,20 +554,9 @@ def synth(
     from yogo.data.synth import write_dataset
 
     values = _given(ctx)
-    if class_frequencies is not None:
-        try:
-            values["class_frequencies"] = [float(v) for v in class_frequencies.split(",")]
-        except ValueError:
-            raise UserError(
-                f"--class-frequencies must be comma-separated numbers, got '{class_frequencies}'"
-            ) from None
-    if class_sizes is not None:
-        try:
-            values["class_sizes"] = [float(v) for v in class_sizes.split(",")]
-        except ValueError:
-            raise UserError(
-                f"--class-sizes must be comma-separated numbers, got '{class_sizes}'"
-            ) from None
+    for name, text in (("class_frequencies", class_frequencies), ("class_sizes", class_sizes)):
+        if text is not None:
+            values[name] = _numbers(text, "--" + name.replace("_", "-"))
     if class_looks is not None:
         values["class_looks"] = [v.strip() for v in class_looks.split(",")]
     if "class_names" in values:
@@ -575,6 +564,13 @@ def synth(
     cfg = SynthConfig(**values)
     ddf = write_dataset(**dataclasses.asdict(cfg))
     typer.echo(f"wrote {cfg.num_images} frames and {ddf}")
+
+
+def _numbers(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated numbers, got '{text}'") from None
 
 
 def _json_to_stdout(json_path: Path | None) -> bool:
