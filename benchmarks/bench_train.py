@@ -45,43 +45,32 @@ def steady(rates: list[float]) -> float:
 
 
 def model_only(run: Path, seconds: float) -> float:
-    """Training steps of the run's model, optimiser, precision and memory order on one fixed
-    batch already on the device (the run's first training frames and their labels)."""
+    """Training steps of the run's model (from its last.pth), optimiser, precision and memory
+    order on one fixed batch already on the device (its first training frames and labels)."""
     from yogo.boxes import build_targets
+    from yogo.checkpoint import load_checkpoint
     from yogo.config import load_config
     from yogo.data.dataset import DetectionDataset
     from yogo.data.loader import collate
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
     from yogo.loss import LossSettings, YOGOLoss
-    from yogo.model import ModelConfig, build_model
     from yogo.optim import make_optimizer, precision_context
 
     cfg = load_config(run / "config.yaml")
-    assert cfg.batch_size is not None and cfg.image_hw is not None and cfg.model is not None
+    assert cfg.batch_size is not None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ddf = DatasetDefinition.from_yaml(cfg.ddf)
-    samples = scan_dataset(ddf).splits["train"][: cfg.batch_size]
-    hw = (cfg.image_hw[0], cfg.image_hw[1])
-    dataset = DetectionDataset(samples, hw, 3 if cfg.rgb_images else 1)
-    batch = collate([dataset[i] for i in range(len(samples))])
-    assert cfg.anchor_w is not None and cfg.anchor_h is not None
-    config = ModelConfig(
-        cfg.model,
-        ddf.class_names,
-        dataset.channels,
-        cfg.normalize_images,
-        hw,
-        cfg.anchor_w,
-        cfg.anchor_h,
-    )
-    model = build_model(config).to(device)
+    model = load_checkpoint(run / "last.pth").build_model().to(device)
+    config = model.config
+    samples = scan_dataset(DatasetDefinition.from_yaml(cfg.ddf)).splits["train"]
+    dataset = DetectionDataset(samples[: cfg.batch_size], config.image_hw, config.channels)
+    batch = collate([dataset[i] for i in range(len(dataset))])
     images = batch.images.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     net: torch.nn.Module = torch.compile(model) if cfg.compile else model  # type: ignore[assignment]
-    targets = build_targets(batch.labels, len(samples), config.grid, device)
+    targets = build_targets(batch.labels, len(dataset), config.grid, device)
     loss_fn = YOGOLoss(LossSettings())
     optimizer = make_optimizer(model, cfg)
     autocast, scaler = precision_context(cfg.precision, device)
@@ -103,7 +92,7 @@ def model_only(run: Path, seconds: float) -> float:
         steps += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * len(samples) / (time.perf_counter() - start)
+    return steps * len(dataset) / (time.perf_counter() - start)
 
 
 def main() -> None:

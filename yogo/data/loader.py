@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from yogo.data.dataset import Item
+from yogo.data.scan import usable_cores
 
 
 @dataclass
@@ -127,8 +128,7 @@ def default_num_workers() -> int:
     if "SLURM_CPUS_PER_TASK" in env:
         cores = int(env["SLURM_CPUS_PER_TASK"])
     else:
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        cores = (usable or os.cpu_count() or 1) // int(env.get("LOCAL_WORLD_SIZE", "1"))
+        cores = usable_cores() // int(env.get("LOCAL_WORLD_SIZE", "1"))
     return max(0, min(8, cores - 1))
 
 

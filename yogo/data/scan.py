@@ -235,6 +235,7 @@ def _scan_chunk(
 
 
 def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity: what SLURM or taskset granted)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
