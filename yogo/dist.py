@@ -13,9 +13,12 @@ backend is nccl on GPUs and gloo on CPU, so the same code runs in CPU tests.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
+import sys
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -144,8 +147,23 @@ def lost_contact(ctx: DistContext, error: BaseException, timeout_s: float) -> Ru
 
 
 def teardown(ctx: DistContext) -> None:
-    if ctx.distributed and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    """End the process group for good: its worker threads finish and are joined here.
+
+    destroy_process_group only drops the group's name; the group itself lives on while a DDP
+    model (or a traceback's frames holding one) refers to it, and a gloo worker thread still
+    releasing a finished collective's tensors then needs the GIL while the interpreter shuts
+    down, which aborts the process (SIGABRT, "terminate called without an active exception").
+    So the frames of an exception in flight let go of their objects first, then the group's
+    last reference goes, and its destructor waits for its threads."""
+    if not (ctx.distributed and torch_dist.is_initialized()):
+        return
+    error = sys.exc_info()[1]
+    while error is not None:  # the error, and the one it was raised from or during
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()
+    torch_dist.destroy_process_group()
+    gc.collect()
 
 
 def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:

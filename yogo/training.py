@@ -100,20 +100,7 @@ def train(cfg: TrainConfig) -> Path:
         set_console_rank(ctx.rank)
         try:
             with Loaders() as loaders, claim_run_folder(cfg, ctx, resume) as run_dir:
-                run = setup(cfg, ctx, resume, loaders, run_dir)
-                run.launched = launched
-                state = start_state(run, resume)
-                no_loss = torch.zeros((), dtype=torch.bool, device=ctx.device)
-                stop_signal, _ = stop.agree(ctx, no_loss)
-                if stop_signal:
-                    interrupt(run, state, stop_signal, "during set-up", saved=resume is not None)
-                for epoch in range(state.epoch, run.cfg.epochs + 1):
-                    row = train_one_epoch(run, state, stop)
-                    report = validate(run, row) if run.validation_due(epoch) else None
-                    if end_epoch(run, state, stop, row, report):
-                        break
-                finish(run, state, loaders)
-                return run.dir
+                return run_training(cfg, ctx, resume, stop, loaders, run_dir, launched)
         except RuntimeError as e:
             failure = lost_contact(ctx, e, cfg.dist_timeout)
             if failure is None:
@@ -121,6 +108,33 @@ def train(cfg: TrainConfig) -> Path:
             raise failure from e
         finally:
             teardown(ctx)
+
+
+def run_training(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    resume: Checkpoint | None,
+    stop: StopRequest,
+    loaders: Loaders,
+    run_dir: Path,
+    launched: float,
+) -> Path:
+    """Set up, train every epoch, finish. Its own function so that the model (DDP, holding
+    the process group) lives only in frames that `teardown` can clear."""
+    run = setup(cfg, ctx, resume, loaders, run_dir)
+    run.launched = launched
+    state = start_state(run, resume)
+    no_loss = torch.zeros((), dtype=torch.bool, device=ctx.device)
+    stop_signal, _ = stop.agree(ctx, no_loss)
+    if stop_signal:
+        interrupt(run, state, stop_signal, "during set-up", saved=resume is not None)
+    for epoch in range(state.epoch, run.cfg.epochs + 1):
+        row = train_one_epoch(run, state, stop)
+        report = validate(run, row) if run.validation_due(epoch) else None
+        if end_epoch(run, state, stop, row, report):
+            break
+    finish(run, state, loaders)
+    return run.dir
 
 
 def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
