@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from yogo.grid import assign_cells
+from yogo.grid import assign_cells, neighbour_cells
 
 # exp() input limit when decoding widths and heights (YOGO 1.0.1 used the same).
 EXP_CLAMP = 80.0
 
 
 def decode(
-    raw: torch.Tensor, anchor_w: torch.Tensor | float, anchor_h: torch.Tensor | float
+    raw: torch.Tensor,
+    anchor_w: torch.Tensor | float,
+    anchor_h: torch.Tensor | float,
+    centre_range: float = 1.0,
 ) -> torch.Tensor:
     """Raw network output (B, 5 + C, Sy, Sx) -> decoded (B, 5 + C, Sy, Sx).
 
-    Channels out: xc = i/Sx + sigmoid(tx)/Sx, yc = j/Sy + sigmoid(ty)/Sy,
+    Channels out: xc = (i + r * sigmoid(tx) - (r - 1) / 2) / Sx, yc likewise with j and Sy,
+    where r is `centre_range` (1: the centre lies in the cell, YOGO 1.0.1's decoding; 2: up
+    to half a cell beyond it, so neighbour cells can predict an object too),
     w = anchor_w * exp(tw), h = anchor_h * exp(th) (exp input clamped at 80),
     objectness = sigmoid(to), class probabilities = softmax over the C class channels.
     """
@@ -36,7 +42,7 @@ def decode(
     col = torch.arange(cols, device=raw.device, dtype=raw.dtype).view(1, 1, cols)
     row = torch.arange(rows, device=raw.device, dtype=raw.dtype).view(1, rows, 1)
     xc, yc, w, h = decode_boxes(
-        raw[:, :4].movedim(1, -1), col, row, (rows, cols), anchor_w, anchor_h
+        raw[:, :4].movedim(1, -1), col, row, (rows, cols), anchor_w, anchor_h, centre_range
     ).unbind(-1)
     objectness = torch.sigmoid(raw[:, 4])
     classes = torch.softmax(raw[:, 5:], dim=1)
@@ -50,12 +56,14 @@ def decode_boxes(
     grid: tuple[int, int],
     anchor_w: torch.Tensor | float,
     anchor_h: torch.Tensor | float,
+    centre_range: float = 1.0,
 ) -> torch.Tensor:
     """Raw (..., 4) tx, ty, tw, th at cells (row, col) of a (rows, cols) grid -> (..., 4)
-    xc, yc, w, h. `col` and `row` broadcast against raw_box[..., 0]."""
+    xc, yc, w, h (see `decode`). `col` and `row` broadcast against raw_box[..., 0]."""
     rows, cols = grid
-    xc = col / cols + torch.sigmoid(raw_box[..., 0]) / cols
-    yc = row / rows + torch.sigmoid(raw_box[..., 1]) / rows
+    start = (centre_range - 1) / 2
+    xc = (col + centre_range * torch.sigmoid(raw_box[..., 0]) - start) / cols
+    yc = (row + centre_range * torch.sigmoid(raw_box[..., 1]) - start) / rows
     w = anchor_w * torch.exp(raw_box[..., 2].clamp(max=EXP_CLAMP))
     h = anchor_h * torch.exp(raw_box[..., 3].clamp(max=EXP_CLAMP))
     return torch.stack([xc, yc, w, h], dim=-1)
@@ -94,22 +102,30 @@ def build_targets(
     batch_size: int,
     grid: tuple[int, int],
     device: torch.device | str | None = None,
+    neighbours: bool = False,
 ) -> torch.Tensor:
     """Grid targets for a batch, vectorised, on `device` (default: the labels' device).
 
     `labels` (N, 6): image index in the batch, class, xc, yc, w, h; pass them on the CPU (as
     the loader gives them): the cell assignment runs there. Returns (B, Sy, Sx, 6): has-object
     mask, xc, yc, w, h, class; one object per cell (`yogo.grid.assign_cells`, the rule `yogo
-    check` reports collisions with).
+    check` reports collisions with). With `neighbours` (a model decoding with centre_range 2)
+    each object also claims the two free cells next to its centre (`grid.neighbour_cells`).
     """
     rows, cols = grid
     device = labels.device if device is None else device
     target = torch.zeros(batch_size * rows * cols, 6, device=device)
     if len(labels):
-        image, xc, yc = labels[:, [0, 2, 3]].cpu().numpy().T
+        image, xc, yc, w, h = labels[:, [0, 2, 3, 4, 5]].cpu().numpy().T
         cell, keep = assign_cells(image, xc, yc, grid)
-        kept = labels[torch.from_numpy(keep).to(labels.device)].to(device)
-        cells = torch.from_numpy(cell[keep]).to(device)
+        owner = np.flatnonzero(keep)
+        cell = cell[keep]
+        if neighbours:
+            extra_cell, extra_owner = neighbour_cells(image, xc, yc, w, h, grid, taken=cell)
+            cell = np.concatenate([cell, extra_cell])
+            owner = np.concatenate([owner, extra_owner])
+        kept = labels[torch.from_numpy(owner).to(labels.device)].to(device)
+        cells = torch.from_numpy(cell).to(device)
         target[cells, 0] = 1.0
         target[cells, 1:5] = kept[:, 2:6]
         target[cells, 5] = kept[:, 1]

@@ -200,8 +200,14 @@ def train(
         ),
     ] = None,
     learning_rate: Annotated[
-        float, typer.Option("-lr", "--learning-rate", "--lr", help="Peak learning rate.")
-    ] = TrainConfig.learning_rate,
+        float | None,
+        _unset(
+            "Peak learning rate (default: 1e-3 for runs up to 1,000 steps, 3e-4 from 10,000).",
+            "-lr",
+            "--learning-rate",
+            "--lr",
+        ),
+    ] = None,
     lr_decay_factor: Annotated[
         float, typer.Option(help="Cosine decay to lr / factor.")
     ] = TrainConfig.lr_decay_factor,
@@ -233,6 +239,10 @@ def train(
     ] = None,
     anchor_w: Annotated[float | None, _unset("Anchor width (default: mean box width).")] = None,
     anchor_h: Annotated[float | None, _unset("Anchor height (default: mean box height).")] = None,
+    neighbour_cells: Annotated[
+        bool,
+        typer.Option(help="Assign objects to the 2 cells next to their centre cell too."),
+    ] = TrainConfig.neighbour_cells,
     rgb_images: Annotated[
         bool, typer.Option(help="Three input channels.")
     ] = TrainConfig.rgb_images,

@@ -56,11 +56,16 @@ class TrainConfig:
     """Anchor width, normalised; None: mean box width of the training labels."""
     anchor_h: float | None = None
     """Anchor height, normalised; None: mean box height of the training labels."""
+    neighbour_cells: bool = True
+    """A new model's objects are also assigned to the two cells next to their centre (its
+    centres decode up to half a cell beyond their cell, yogo.boxes.decode); off: the centre
+    cell only, as YOGO 1.0.1. A --from-pretrained model keeps its own decoding."""
     epochs: int = 64
     batch_size: int | None = None
     """Images per step and process; None: 64, or fewer (not below 8) when 64 would leave an
     epoch with fewer than 16 optimizer steps (see `default_batch_size`)."""
-    learning_rate: float = 3e-4
+    learning_rate: float | None = None
+    """Peak learning rate; None: by the run's length (`default_learning_rate`)."""
     lr_decay_factor: float = 10.0
     """Cosine decay from the learning rate to learning_rate / lr_decay_factor, per batch."""
     warmup_epochs: float = 0.0
@@ -123,7 +128,8 @@ class TrainConfig:
         """Raise a UserError naming the flag of the first invalid value."""
         _require_positive(self, "epochs", "batch_size", "grad_accum", "val_every")
         for name in ("learning_rate", "lr_decay_factor"):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "> 0")
+            value = getattr(self, name)
+            _require(value is None or (math.isfinite(value) and value > 0), name, "> 0")
         for name in (
             "weight_decay",
             "no_obj_weight",
@@ -188,6 +194,25 @@ class TrainConfig:
 DEFAULT_BATCH_SIZE = 64
 MIN_AUTO_BATCH_SIZE = 8
 MIN_STEPS_PER_EPOCH = 16
+
+
+# The learning rate unset: YOGO 1.0.1's 3e-4 for long runs (it was tuned on large sets), 1e-3
+# for short ones, log-linear between (docs/design.md: a 240-step run at 3e-4 is undertrained).
+LONG_RUN_STEPS, LONG_RUN_LR = 10_000, 3e-4
+SHORT_RUN_STEPS, SHORT_RUN_LR = 1_000, 1e-3
+
+
+def default_learning_rate(total_steps: int) -> float:
+    """The peak learning rate used when none is given, for a run of `total_steps` optimizer
+    steps: 1e-3 up to 1,000 steps, 3e-4 from 10,000, log-linear in between. AdamW moves a
+    weight by about the learning rate per step, so a short run needs larger steps to get
+    anywhere (Ultralytics' auto optimiser makes the same call below 10,000 iterations)."""
+    if total_steps <= SHORT_RUN_STEPS:
+        return SHORT_RUN_LR
+    if total_steps >= LONG_RUN_STEPS:
+        return LONG_RUN_LR
+    position = math.log(total_steps / SHORT_RUN_STEPS) / math.log(LONG_RUN_STEPS / SHORT_RUN_STEPS)
+    return float(SHORT_RUN_LR * (LONG_RUN_LR / SHORT_RUN_LR) ** position)
 
 
 def default_batch_size(num_train_images: int, grad_accum: int = 1) -> int:

@@ -39,7 +39,7 @@ def evaluate_model(
     """Run `model` over `loader`; the metrics, and the mean loss per image when `loss_fn`."""
     model.eval()
     metrics = DetectionMetrics(class_names, obj_thresh)
-    anchors = model.anchors
+    anchors, centre_range = model.anchors, model.config.centre_range
     total_loss, images_seen = 0.0, 0
     with torch.no_grad():
         for batch in loader:
@@ -50,9 +50,12 @@ def evaluate_model(
             raw = model(images)
             if loss_fn is not None:
                 grid = (raw.shape[2], raw.shape[3])
-                targets = build_targets(batch.labels, len(images), grid, device)
-                total_loss += float(loss_fn(raw, targets, anchors)["loss"]) * len(images)
-            decoded = decode(raw, anchors[0], anchors[1])
+                targets = build_targets(
+                    batch.labels, len(images), grid, device, neighbours=centre_range > 1
+                )
+                loss = loss_fn(raw, targets, anchors, centre_range)["loss"]
+                total_loss += float(loss) * len(images)
+            decoded = decode(raw, anchors[0], anchors[1], centre_range)
             detections = postprocess(decoded, AP_OBJECTNESS_FLOOR, iou_thresh)
             metrics.update(detections, _truths(labels, len(images)))
             images_seen += len(images)

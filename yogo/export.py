@@ -161,6 +161,7 @@ def _add_metadata(
         "normalize_images": json.dumps(model_config.normalize_images),
         "crop_height": json.dumps(crop_height),
         "anchors": json.dumps([model_config.anchor_w, model_config.anchor_h]),
+        "centre_range": json.dumps(model_config.centre_range),
         "model_name": model_config.model_name,
         "yogo_version": __version__,
         "source_checkpoint": checkpoint.path.name,

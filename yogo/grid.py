@@ -66,3 +66,48 @@ def assign_cells(
     keep = np.empty_like(first)
     keep[order] = first
     return cell, keep
+
+
+def neighbour_cells(
+    image: np.ndarray,
+    xc: np.ndarray,
+    yc: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
+    grid: tuple[int, int],
+    taken: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The extra cells objects claim besides their centre cell (YOLOv5's assignment): the
+    horizontal and the vertical neighbour nearest to the centre, when inside the grid and not
+    in `taken` (the centre cells). A cell claimed by several objects goes to the one whose
+    centre is nearest to the cell's. Returns flat cell indices and the objects' row indices.
+
+    More cells per object give a large object's cells, which all look alike, one consistent
+    target instead of one positive among negatives, and three box-regression examples per
+    object instead of one; the model must decode centres up to half a cell beyond its cell.
+    """
+    rows, cols = grid
+    gx, gy = xc * cols, yc * rows
+    col = np.clip(gx.astype(np.int64), 0, cols - 1)
+    row = np.clip(gy.astype(np.int64), 0, rows - 1)
+    step_x = np.where(gx - col < 0.5, -1, 1)
+    step_y = np.where(gy - row < 0.5, -1, 1)
+    objects = np.arange(len(xc))
+    cand_row = np.concatenate([row, row + step_y])
+    cand_col = np.concatenate([col + step_x, col])
+    owner = np.concatenate([objects, objects])
+    inside = (cand_row >= 0) & (cand_row < rows) & (cand_col >= 0) & (cand_col < cols)
+    # ... and the cell's centre lies inside the object's box
+    inside &= np.abs(cand_col + 0.5 - gx[owner]) + 0.5 <= w[owner] * cols / 2
+    inside &= np.abs(cand_row + 0.5 - gy[owner]) + 0.5 <= h[owner] * rows / 2
+    cand_row, cand_col, owner = cand_row[inside], cand_col[inside], owner[inside]
+    cell = (image[owner].astype(np.int64) * rows + cand_row) * cols + cand_col
+    free = ~np.isin(cell, taken)
+    cell, owner = cell[free], owner[free]
+    cand_row, cand_col = cand_row[free], cand_col[free]
+    distance = (gx[owner] - cand_col - 0.5) ** 2 + (gy[owner] - cand_row - 0.5) ** 2
+    order = np.lexsort((distance, cell))  # by cell, nearest centre first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    chosen = order[first]
+    return cell[chosen], owner[chosen]

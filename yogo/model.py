@@ -42,6 +42,10 @@ class ModelConfig:
     anchor_w: float
     """Anchor width and height, normalised to the image."""
     anchor_h: float
+    centre_range: float = 1.0
+    """How far from its cell a cell's predicted centre may lie, in cells (yogo.boxes.decode):
+    1 (YOGO 1.0.1, and yogo models trained with --no-neighbour-cells) or 2 (neighbour cells
+    predict objects too)."""
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +65,7 @@ class ModelConfig:
             "image_hw": list(self.image_hw),
             "anchor_w": self.anchor_w,
             "anchor_h": self.anchor_h,
+            "centre_range": self.centre_range,
         }
 
     @classmethod
@@ -73,6 +78,7 @@ class ModelConfig:
             (int(d["image_hw"][0]), int(d["image_hw"][1])),
             float(d["anchor_w"]),
             float(d["anchor_h"]),
+            float(d.get("centre_range", 1.0)),  # absent before neighbour cells: 1
         )
 
 
@@ -163,7 +169,7 @@ class YOGO(nn.Module):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded output (B, 5 + C, Sy, Sx): xc, yc, w, h (normalised), objectness, classes."""
-        return decode(self(images), self.anchors[0], self.anchors[1])
+        return decode(self(images), self.anchors[0], self.anchors[1], self.config.centre_range)
 
     def init_output_priors(self, object_fraction: float, class_frequencies: torch.Tensor) -> None:
         """Start the output layer at the data's priors: objectness at the fraction of cells

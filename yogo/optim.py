@@ -24,6 +24,7 @@ def make_optimizer(model: YOGO, cfg: TrainConfig) -> torch.optim.AdamW:
     no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
+    assert cfg.learning_rate is not None  # resolved by training.resolved_config
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},

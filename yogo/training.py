@@ -48,6 +48,7 @@ from yogo.config import (
     MIN_STEPS_PER_EPOCH,
     TrainConfig,
     default_batch_size,
+    default_learning_rate,
     save_config,
 )
 from yogo.data.cache import FrameCache, plan_cache, size_text
@@ -446,6 +447,14 @@ def resolved_config(
             f"{DEFAULT_BATCH_SIZE} would give fewer than {MIN_STEPS_PER_EPOCH} optimizer steps "
             "per epoch (--batch-size sets it)"
         )
+    learning_rate = cfg.learning_rate
+    if learning_rate is None:
+        total_steps = math.ceil(train_per_rank / (batch_size * cfg.grad_accum)) * cfg.epochs
+        learning_rate = default_learning_rate(total_steps)
+        log.info(
+            f"learning rate {learning_rate:.2g} for a run of about {total_steps} optimizer "
+            "steps (--learning-rate sets it)"
+        )
     return dataclasses.replace(
         cfg,
         ddf=str(ddf.path),
@@ -456,7 +465,9 @@ def resolved_config(
         normalize_images=m.normalize_images,
         anchor_w=m.anchor_w,
         anchor_h=m.anchor_h,
+        neighbour_cells=m.centre_range > 1,
         batch_size=batch_size,
+        learning_rate=learning_rate,
     )
 
 
@@ -526,7 +537,7 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
     assert cfg.batch_size is not None
     run.data.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
     batches_per_epoch = len(run.data.train_loader) + first
-    grid = run.model.config.grid
+    grid, reach = run.model.config.grid, run.model.config.centre_range
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     data_wait, epoch_start = 0.0, time.perf_counter()
     wait_start = time.perf_counter()
@@ -539,14 +550,14 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         images = batch.images.to(device, non_blocking=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = build_targets(batch.labels, len(images), grid, device)
+        targets = build_targets(batch.labels, len(images), grid, device, neighbours=reach > 1)
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
         compiling = cfg.compile and not run.compiled
         step_start = time.perf_counter()
         with gradient_sync(run.net, stepping):
             with run.autocast():
                 raw = run.net(images)
-            parts = run.loss_fn(raw, targets, run.model.anchors)
+            parts = run.loss_fn(raw, targets, run.model.anchors, reach)
             nonfinite |= ~torch.isfinite(parts["loss"].detach())
             run.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
         if compiling:  # the first pass compiles: reported, and left out of images/s
