@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from yogo.boxes import build_targets, complete_iou_loss, cxcywh_to_xyxy, decode, postprocess
@@ -100,3 +101,45 @@ def test_complete_iou_loss_matches_torchvision_in_value_and_gradient() -> None:
     theirs.sum().backward()
     assert mine_pred.grad is not None and theirs_pred.grad is not None
     torch.testing.assert_close(mine_pred.grad, theirs_pred.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_centre_range_two_reaches_half_a_cell_beyond_the_cell() -> None:
+    raw = torch.zeros(1, 6, 2, 4)
+    raw[0, 0, 1, 2], raw[0, 0, 1, 3] = -100.0, 100.0
+    one, two = decode(raw, 0.1, 0.1)[0], decode(raw, 0.1, 0.1, centre_range=2.0)[0]
+    assert one[0, 0, 0] == two[0, 0, 0] == 0.5 / 4  # sigmoid(0): the cell's centre either way
+    assert one[0, 1, 2] == 2 / 4 and two[0, 1, 2] == 1.5 / 4  # half a cell before column 2
+    assert one[0, 1, 3] == 4 / 4 and two[0, 1, 3] == 4.5 / 4  # half a cell past column 3
+
+
+def test_neighbour_cells_go_to_objects_covering_them() -> None:
+    grid = (8, 8)
+    #          centre cell (row, col), fraction in it: the nearer neighbours are taken
+    labels = torch.tensor(
+        [
+            [0, 3, 0.53, 0.53, 0.40, 0.40],  # 3.2 cells wide at cell (4, 4), frac (0.24, 0.24)
+            [0, 0, 0.20, 0.80, 0.18, 0.18],  # 1.4 cells wide: its neighbours are not covered
+            [0, 0, 0.5625, 0.4375, 0.10, 0.10],  # its centre cell (3, 4) is the first's too
+            [1, 3, 0.99, 0.99, 0.40, 0.40],  # corner: neighbours outside the grid are skipped
+        ]
+    )
+    t = build_targets(labels, 2, grid, neighbours=True)
+    mask = t[..., 0]
+    assert [tuple(c) for c in mask[0].nonzero().tolist()] == [(3, 4), (4, 3), (4, 4), (6, 1)]
+    assert [tuple(c) for c in mask[1].nonzero().tolist()] == [(7, 7)]
+    # A neighbour cell carries its object's box and class; a centre keeps its own object.
+    torch.testing.assert_close(t[0, 4, 3], t[0, 4, 4])
+    assert t[0, 3, 4, 5] == 0 and float(t[0, 3, 4, 1]) == pytest.approx(0.5625)
+    assert build_targets(labels, 2, grid)[..., 0].sum() == 4  # without: centre cells only
+
+
+def test_a_cell_two_objects_claim_goes_to_the_nearer_centre() -> None:
+    labels = torch.tensor(
+        [
+            [0, 0, 0.30, 0.50, 0.40, 0.40],  # centre (2.4, 4.0) in cells: claims (4, 1)...
+            [0, 1, 0.10, 0.52, 0.40, 0.40],  # ...as does this one, centre (0.8, 4.16)
+        ]
+    )
+    t = build_targets(labels, 1, (8, 8), neighbours=True)
+    # Cell (4, 1)'s centre (1.5, 4.5): squared distances 1.06 and 0.61; the second wins.
+    assert t[0, 4, 1, 0] == 1 and t[0, 4, 1, 5] == 1

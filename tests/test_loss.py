@@ -105,3 +105,30 @@ def test_object_cells_weigh_the_root_of_their_class_weight_at_least_1(
     weighted = LossSettings(no_obj_weight=0.0, class_weights=torch.tensor(weights))
     objectness = YOGOLoss(weighted)(raw, targets, ANCHORS)["objectness"]
     assert objectness == pytest.approx(factor * 0.25)
+
+
+def test_box_term_weighs_like_objectness() -> None:
+    raw, targets = case()  # the object is of class 1
+    raw[0, 2, 0, 1] = math.log(2)
+    plain = YOGOLoss(LossSettings())(raw, targets, ANCHORS)["box"]
+    rare = LossSettings(class_weights=torch.tensor([0.5, 4.0]))  # boost sqrt(4) = 2
+    assert YOGOLoss(rare)(raw, targets, ANCHORS)["box"] == pytest.approx(2 * plain)
+
+
+def test_centre_range_decodes_the_box_the_targets_were_built_for() -> None:
+    """Neighbour cells' target centres lie outside the cells: reachable with range 2."""
+    labels = torch.tensor([[0, 1, 0.5, 0.5, 0.75, 0.75]])  # 3 cells wide in a 4 x 4 grid
+    targets = build_targets(labels, 1, (4, 4), neighbours=True)
+    cells = [tuple(c) for c in targets[0, :, :, 0].nonzero().tolist()]
+    assert sorted(cells) == [(1, 2), (2, 1), (2, 2)]  # the centre cell and two neighbours
+    raw = torch.zeros(1, 7, 4, 4)
+    raw[0, 2:4] = math.log(3.0)  # 3 cells wide with an anchor of one cell
+    # Centre (2, 2) in cell units: (col + 2 sigmoid(t) - 0.5) = 2.
+    third = math.log(3.0)  # sigmoid = 3/4
+    raw[0, 0:2, 2, 2] = -third
+    raw[0, 0:2, 2, 1] = torch.tensor([third, -third])
+    raw[0, 0:2, 1, 2] = torch.tensor([-third, third])
+    anchors = torch.tensor([0.25, 0.25])
+    exact = YOGOLoss(LossSettings())(raw, targets, anchors, 2.0)["box"]
+    assert float(exact) == pytest.approx(0.0, abs=1e-4)
+    assert YOGOLoss(LossSettings())(raw, targets, anchors, 1.0)["box"] > 0.5

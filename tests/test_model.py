@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from conftest import make_model
 
 from yogo.checkpoint import load_checkpoint, load_model
-from yogo.model import MODELS, grid_shape
+from yogo.model import MODELS, ModelConfig, grid_shape
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 
@@ -93,6 +94,14 @@ def test_yogo_v1_checkpoint_metadata() -> None:
     assert checkpoint.source == "yogo-1.0.1"
     assert checkpoint.model_config.model_name == "base_model"
     assert checkpoint.model_config.anchor_w == pytest.approx(0.0425, abs=1e-4)
+    assert checkpoint.model_config.centre_range == 1.0  # YOGO's decoding
+
+
+def test_model_settings_round_trip_and_older_files_decode_as_before() -> None:
+    config = dataclasses.replace(make_model("base_model", 2).config, centre_range=2.0)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    older = {k: v for k, v in config.to_dict().items() if k != "centre_range"}
+    assert ModelConfig.from_dict(older).centre_range == 1.0
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -148,6 +148,8 @@ def test_from_pretrained_yogo_v1(smear: Path, tmp_path: Path, run_cli) -> None:
     assert result.code == 0, result.err
     info = load_checkpoint(tmp_path / "v1" / "last.pth").model_config
     assert info.normalize_images is False and info.anchor_w == pytest.approx(0.0425, abs=1e-4)
+    # YOGO's decoding travels with its weights: centres stay in their cell, one cell per object.
+    assert info.centre_range == 1.0 and "centre cell only" in result.err
     # The size change is said, not silent (mAP fell from 0.53 to 0.03 in a trial).
     assert "--image-hw 64 96 differs from the checkpoint's 772 1032" in result.err
 
@@ -170,6 +172,7 @@ def test_from_pretrained_says_which_model_flags_it_overrides(
     )
     assert result.code == 0, result.err
     assert "keeps the checkpoint's model settings; ignored: --model double_filters" in result.err
+    assert load_checkpoint(trained / "best.pth").model_config.centre_range == 2.0
     assert "--anchor-w 0.3" in result.err and "differs from the checkpoint's" not in result.err
 
 
@@ -375,9 +378,19 @@ def test_default_batch_size_is_reported_and_saved(smear: Path, tmp_path: Path, r
     )
     assert result.code == 0, result.err
     assert "batch size 8: with 6 training images" in result.err
-    assert (
-        torch.load(tmp_path / "auto" / "last.pth", weights_only=True)["config"]["batch_size"] == 8
-    )
+    assert "learning rate 0.001 for a run of about 1 optimizer steps" in result.err
+    config = torch.load(tmp_path / "auto" / "last.pth", weights_only=True)["config"]
+    assert config["batch_size"] == 8 and config["learning_rate"] == 1e-3
+
+
+def test_default_learning_rate_follows_the_run_length() -> None:
+    from yogo.config import default_learning_rate
+
+    assert default_learning_rate(240) == default_learning_rate(1000) == 1e-3
+    assert default_learning_rate(10_000) == default_learning_rate(10**6) == 3e-4  # YOGO's
+    between = [default_learning_rate(n) for n in (1001, 2000, 5000, 9999)]
+    assert between == sorted(between, reverse=True) and 3e-4 < min(between) < max(between) < 1e-3
+    assert default_learning_rate(3162) == pytest.approx(1e-3 * 0.3**0.5, rel=1e-3)
 
 
 def test_resume_auto(smear: Path, trained: Path, tmp_path: Path, run_cli) -> None:
