@@ -311,8 +311,29 @@ def train(
     ] = TrainConfig.obj_loss,
     bad_labels: BadLabels = TrainConfig.bad_labels,
     augment: Annotated[
-        bool, typer.Option(help="Flips and rotations on train.")
+        bool, typer.Option(help="Augment train: flips, rotations, the strengths below.")
     ] = TrainConfig.augment,
+    augment_translate: Annotated[
+        float, typer.Option(help="Largest shift, fraction of the frame's sides (0: off).")
+    ] = TrainConfig.augment_translate,
+    augment_scale: Annotated[
+        float, typer.Option(help="Largest zoom: 0.1 draws a factor in [0.9, 1.1] (0: off).")
+    ] = TrainConfig.augment_scale,
+    augment_brightness: Annotated[
+        float, typer.Option(help="Largest brightness change, fraction of the grey range.")
+    ] = TrainConfig.augment_brightness,
+    augment_contrast: Annotated[
+        float, typer.Option(help="Largest contrast change: 0.2 draws a factor in [0.8, 1.2].")
+    ] = TrainConfig.augment_contrast,
+    augment_gamma: Annotated[
+        float, typer.Option(help="Largest gamma change: 0.2 draws gamma in [exp(-0.2), exp(0.2)].")
+    ] = TrainConfig.augment_gamma,
+    augment_blur: Annotated[
+        float, typer.Option(help="Largest Gaussian blur sigma, in model-input pixels.")
+    ] = TrainConfig.augment_blur,
+    augment_noise: Annotated[
+        float, typer.Option(help="Largest Gaussian noise std, in grey levels.")
+    ] = TrainConfig.augment_noise,
     wandb: Annotated[
         bool | None, _unset("Log to W&B (default: on with credentials, else offline).")
     ] = None,

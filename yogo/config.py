@@ -17,9 +17,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from yogo.errors import UserError
+
+if TYPE_CHECKING:
+    from yogo.data.transforms import AugmentSettings
 
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 CACHE_MODES = ("auto", "ram", "disk", "none")
@@ -92,7 +95,22 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the network (the compile time is reported, not counted in images/s)."""
     augment: bool = True
-    """Flips (and 90-degree rotations on square inputs) on the train split."""
+    """Augment the train split: flips (and 90-degree rotations on square inputs), and those of
+    the strengths below that are above 0; off: none of them."""
+    augment_translate: float = 0.0
+    """Largest shift, as a fraction of the frame's sides."""
+    augment_scale: float = 0.0
+    """Largest zoom: 0.1 draws a factor in [0.9, 1.1]."""
+    augment_brightness: float = 0.0
+    """Largest brightness change, as a fraction of the grey range."""
+    augment_contrast: float = 0.0
+    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2]."""
+    augment_gamma: float = 0.0
+    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)]."""
+    augment_blur: float = 0.0
+    """Largest Gaussian blur sigma, in model-input pixels."""
+    augment_noise: float = 0.0
+    """Largest Gaussian noise standard deviation, in grey levels."""
     device: str | None = None
     """cpu, cuda or cuda:N; None: cuda when available, else cpu."""
     seed: int = 0
@@ -136,6 +154,7 @@ class TrainConfig:
             "iou_weight",
             "classify_weight",
             "warmup_epochs",
+            *AUGMENT_STRENGTHS,
         ):
             _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
@@ -189,6 +208,23 @@ class TrainConfig:
         if "ddf" not in values:
             raise UserError("the setting 'ddf' is required", path=source)
         return cls(**values)
+
+
+# The TrainConfig fields of yogo.data.transforms.AugmentSettings (named here: importing it
+# imports torch, which `yogo check` and `--help` do without).
+AUGMENT_STRENGTHS = tuple(
+    f"augment_{name}"
+    for name in ("translate", "scale", "brightness", "contrast", "gamma", "blur", "noise")
+)
+
+
+def augment_settings(cfg: TrainConfig) -> AugmentSettings:
+    """The strengths of `cfg`'s augmentations (all 0 with --no-augment)."""
+    from yogo.data.transforms import AugmentSettings
+
+    if not cfg.augment:
+        return AugmentSettings()
+    return AugmentSettings(**{name[8:]: getattr(cfg, name) for name in AUGMENT_STRENGTHS})
 
 
 DEFAULT_BATCH_SIZE = 64

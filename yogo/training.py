@@ -47,6 +47,7 @@ from yogo.config import (
     DEFAULT_BATCH_SIZE,
     MIN_STEPS_PER_EPOCH,
     TrainConfig,
+    augment_settings,
     default_batch_size,
     default_learning_rate,
     save_config,
@@ -329,7 +330,12 @@ def make_data(
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = ctx.device.type == "cuda"
     train_set = DetectionDataset(
-        splits["train"], model.image_hw, model.channels, cfg.augment, cfg.seed
+        splits["train"],
+        model.image_hw,
+        model.channels,
+        cfg.augment,
+        cfg.seed,
+        augment_settings(cfg),
     )
     # One code path for every world size: each rank draws its share of a seeded permutation.
     train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)

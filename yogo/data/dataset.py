@@ -1,7 +1,7 @@
 """A split as a torch Dataset: decoded uint8 image and its boxes, per sample.
 
     dataset = DetectionDataset(scan.splits["train"], image_hw=(192, 256), channels=1,
-                               augment=True)
+                               augment=True, settings=AugmentSettings(scale=0.1))
     image, boxes = dataset[0]      # (C, H, W) uint8, (N, 5) float32 class, xc, yc, w, h
 
 Labels were parsed once by `scan_dataset`; only pixels are read here, and with a frame cache
@@ -20,7 +20,7 @@ import torch
 from yogo.data.cache import FrameCache
 from yogo.data.images import ImageError, decode_image
 from yogo.data.scan import LabelledSample
-from yogo.data.transforms import random_flips, resize
+from yogo.data.transforms import AugmentSettings, augment, random_flips, resize
 
 Item = tuple[torch.Tensor, torch.Tensor] | Path
 
@@ -33,11 +33,13 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         channels: int,
         augment: bool = False,
         seed: int = 0,
+        settings: AugmentSettings | None = None,
     ) -> None:
         self.samples = tuple(samples)
         self.image_hw = image_hw
         self.channels = channels
         self.augment = augment
+        self.settings = settings or AugmentSettings()
         self.seed = seed
         self.cache: FrameCache | None = None
         self.cache_start = 0  # this split's first slot in the cache
@@ -71,4 +73,5 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
                 (self.seed * 1_000_003 + epoch) * len(self.samples) + index
             )
             image, boxes = random_flips(image, boxes, generator)
+            image, boxes = augment(image, boxes, self.settings, generator)
         return image, boxes

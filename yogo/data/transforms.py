@@ -1,17 +1,146 @@
-"""Augmentations that move boxes with pixels, and resizing. Per sample, uint8 in, uint8 out.
+"""Augmentations and resizing. Per sample, uint8 in, uint8 out.
 
     image, boxes = random_flips(image, boxes)       # image (C, H, W) uint8, boxes (N, 5)
+    image, boxes = augment(image, boxes, AugmentSettings(scale=0.1), generator)
     image = resize(image, (772, 1032))
 
 Boxes are (N, 5) class, xc, yc, w, h, normalised, so resizing leaves them unchanged.
 Randomness comes from the generator passed in (the dataset seeds one per sample and epoch, so
-a resumed run draws exactly what an uninterrupted one would).
+a resumed run draws exactly what an uninterrupted one would). Every strength 0 is off.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+# A box cut by the frame edge is kept when at least this share of its area stays inside.
+MIN_VISIBLE = 0.4
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Strengths of the augmentations beyond flips and rotations (SPEC §4); 0 turns one off.
+    Each draws its amount uniformly up to its strength, per sample."""
+
+    translate: float = 0.0
+    """Largest shift, as a fraction of the frame's height and width."""
+    scale: float = 0.0
+    """Largest zoom in or out: 0.1 draws a factor in [0.9, 1.1]."""
+    brightness: float = 0.0
+    """Largest brightness change, as a fraction of the full grey range."""
+    contrast: float = 0.0
+    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2] around the frame's mean."""
+    gamma: float = 0.0
+    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)]."""
+    blur: float = 0.0
+    """Largest Gaussian blur sigma, in pixels of the model input."""
+    noise: float = 0.0
+    """Largest Gaussian noise standard deviation, in grey levels (0-255)."""
+
+    @property
+    def geometric(self) -> bool:
+        return self.translate > 0 or self.scale > 0
+
+    @property
+    def photometric(self) -> bool:
+        return any(
+            v > 0 for v in (self.brightness, self.contrast, self.gamma, self.blur, self.noise)
+        )
+
+
+def augment(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    settings: AugmentSettings,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zoom and shift (boxes move with the pixels), then brightness, contrast, gamma, blur and
+    noise, on a uint8 (C, H, W) image; the same number of random draws whatever is on, so
+    switching one augmentation leaves the others' draws unchanged."""
+    draws = torch.rand(8, generator=generator).tolist()
+    if settings.geometric:
+        image, boxes = _zoom_and_shift(image, boxes, settings, draws[:3])
+    if not settings.photometric:
+        return image, boxes
+    pixels = image.float()
+    if settings.brightness > 0:
+        pixels += (2 * draws[3] - 1) * settings.brightness * 255
+    if settings.contrast > 0:
+        mean = pixels.mean()
+        pixels = (pixels - mean) * (1 + (2 * draws[4] - 1) * settings.contrast) + mean
+    if settings.gamma > 0:
+        gamma = math.exp((2 * draws[5] - 1) * settings.gamma)
+        pixels = (pixels.clamp(0, 255) / 255) ** gamma * 255
+    if settings.blur > 0:
+        pixels = _gaussian_blur(pixels, draws[6] * settings.blur)
+    if settings.noise > 0:
+        std = draws[7] * settings.noise
+        pixels += torch.randn(pixels.shape, generator=generator) * std
+    return pixels.round_().clamp_(0, 255).to(torch.uint8), boxes
+
+
+def _zoom_and_shift(
+    image: torch.Tensor, boxes: torch.Tensor, settings: AugmentSettings, draws: list[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale by a factor in [1 - scale, 1 + scale], then shift by up to `translate` of each
+    side; uncovered pixels take the frame's mean grey. Boxes cut by the edge are clipped, and
+    dropped when less than MIN_VISIBLE of them stays in the frame."""
+    _, height, width = image.shape
+    factor = 1 + (2 * draws[0] - 1) * settings.scale
+    new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+    scaled = resize(image, (new_h, new_w))
+    # Top-left corner of the scaled image in the output: centred, then shifted.
+    top = (height - new_h) // 2 + round((2 * draws[1] - 1) * settings.translate * height)
+    left = (width - new_w) // 2 + round((2 * draws[2] - 1) * settings.translate * width)
+    fill = int(image.float().mean().round())
+    out = torch.full_like(image, fill)
+    src_top, src_left = max(0, -top), max(0, -left)
+    dst_top, dst_left = max(0, top), max(0, left)
+    rows = min(new_h - src_top, height - dst_top)
+    cols = min(new_w - src_left, width - dst_left)
+    if rows > 0 and cols > 0:
+        out[:, dst_top : dst_top + rows, dst_left : dst_left + cols] = scaled[
+            :, src_top : src_top + rows, src_left : src_left + cols
+        ]
+    if not len(boxes):
+        return out, boxes
+    # Corners in output pixels, then clipped to the frame.
+    xc = boxes[:, 1] * new_w + left
+    yc = boxes[:, 2] * new_h + top
+    half_w, half_h = boxes[:, 3] * new_w / 2, boxes[:, 4] * new_h / 2
+    x0, x1 = (xc - half_w).clamp(0, width), (xc + half_w).clamp(0, width)
+    y0, y1 = (yc - half_h).clamp(0, height), (yc + half_h).clamp(0, height)
+    visible = (x1 - x0) * (y1 - y0) >= MIN_VISIBLE * (4 * half_w * half_h)
+    moved = torch.stack(
+        [
+            boxes[:, 0],
+            (x0 + x1) / 2 / width,
+            (y0 + y1) / 2 / height,
+            (x1 - x0) / width,
+            (y1 - y0) / height,
+        ],
+        dim=1,
+    )
+    return out, moved[visible & (x1 > x0) & (y1 > y0)]
+
+
+def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a float (C, H, W) image, reflecting at the edges."""
+    if sigma < 0.3:  # a kernel narrower than a pixel changes nothing visible
+        return pixels
+    radius = min(max(1, math.ceil(2.5 * sigma)), min(pixels.shape[1:]) - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    channels = pixels.shape[0]
+    x = F.pad(pixels[:, None], (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x[:, 0].reshape(channels, *pixels.shape[1:])
 
 
 def resize(image: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
