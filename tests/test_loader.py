@@ -41,3 +41,33 @@ def test_shards_cover_every_sample_once_and_epochs_resume_where_they_stopped() -
     sampler.set_epoch(2, skip=4)
     assert list(sampler) == whole[4:] and len(sampler) == 6
     assert all(token // 10 == 2 for token in whole)  # the dataset reads the epoch from it
+
+
+def test_balanced_sampler_draws_rare_frames_more_often_and_resumes_exactly() -> None:
+    import numpy as np
+    import torch
+
+    from yogo.data.scan import LabelledSample
+    from yogo.priors import frame_weights
+
+    def frame(*classes: int) -> LabelledSample:
+        boxes = np.array([[c, 0.5, 0.5, 0.1, 0.1] for c in classes], dtype=np.float32)
+        boxes = boxes.reshape(-1, 5)
+        return LabelledSample(Path("x.png"), Path("x.txt"), boxes, np.arange(len(boxes)), 8, 8, 1)
+
+    # 20 common objects per frame in 9 frames; one frame also holds the rare class's 2 objects.
+    train = tuple([frame(*[0] * 20) for _ in range(9)] + [frame(*[0] * 20, 1, 1)])
+    weights = frame_weights(train, 2)
+    # balanced weight of class 1: 202 / (2 * 2) = 50.5; its frames weigh its square root
+    assert weights[:9].tolist() == [1.0] * 9 and float(weights[9]) == pytest.approx(50.5**0.5)
+    sampler = EpochSampler(10, 0, 1, seed=1, weights=weights)
+    drawn = []
+    for epoch in range(50):
+        sampler.set_epoch(epoch)
+        drawn += [token % 10 for token in sampler]
+    assert len(drawn) == 500 and drawn.count(9) > 4 * 500 / 10  # ~43% of draws, not 10%
+    sampler.set_epoch(3)
+    whole = list(sampler)
+    sampler.set_epoch(3, skip=4)
+    assert list(sampler) == whole[4:]
+    assert torch.equal(frame_weights((), 2), torch.ones(0))

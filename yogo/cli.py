@@ -310,6 +310,9 @@ def train(
         str, typer.Option(help="Objectness loss: mse (YOGO 1.0.1's) or bce.")
     ] = TrainConfig.obj_loss,
     bad_labels: BadLabels = TrainConfig.bad_labels,
+    sampler: Annotated[
+        str, typer.Option(help="random, or balanced (frames with rare classes more often).")
+    ] = TrainConfig.sampler,
     augment: Annotated[
         bool, typer.Option(help="Augment train: flips, rotations, the strengths below.")
     ] = TrainConfig.augment,

@@ -94,6 +94,9 @@ class TrainConfig:
     """Weights and activations in channels-last memory order (faster convolutions)."""
     compile: bool = False
     """torch.compile the network (the compile time is reported, not counted in images/s)."""
+    sampler: str = "random"
+    """random (every frame once per epoch) or balanced (frames holding rare classes drawn
+    more often, yogo.priors.frame_weights)."""
     augment: bool = True
     """Augment the train split: flips (and 90-degree rotations on square inputs), and those of
     the strengths below that are above 0; off: none of them."""
@@ -176,6 +179,8 @@ class TrainConfig:
                 _require(0 < value <= 1, name, "in (0, 1]")
         _require(math.isfinite(self.dist_timeout) and self.dist_timeout > 0, "dist_timeout", "> 0")
         _require_workers(self.num_workers)
+        if self.sampler not in ("random", "balanced"):
+            raise UserError(f"--sampler must be random or balanced, got '{self.sampler}'")
         if self.obj_loss not in ("bce", "mse"):
             raise UserError(f"--obj-loss must be bce or mse, got '{self.obj_loss}'")
         if self.cache not in CACHE_MODES:

@@ -164,3 +164,17 @@ def class_weights(
     if len(values) != num_classes:
         raise UserError(f"--class-weights has {len(values)} values for {num_classes} classes")
     return torch.tensor(values, dtype=torch.float32)
+
+
+def frame_weights(train: tuple[LabelledSample, ...], num_classes: int) -> torch.Tensor:
+    """`--sampler balanced`: how often each training frame is drawn, relative to the others:
+    the largest among its objects' classes of sqrt(max(1, balanced class weight)), the boost
+    the loss gives their object cells (1 for a frame of common classes or of none)."""
+    balanced = class_weights("auto", train, num_classes)
+    assert balanced is not None
+    boost = balanced.clamp(min=1.0).sqrt()
+    weights = torch.ones(len(train))
+    for i, sample in enumerate(train):
+        if len(sample.boxes):
+            weights[i] = boost[torch.from_numpy(sample.boxes[:, 0]).long()].max()
+    return weights

@@ -76,7 +76,7 @@ from yogo.loss import LossSettings, YOGOLoss
 from yogo.model import YOGO, ModelConfig
 from yogo.optim import lr_factor, make_optimizer, precision_context, resolve_precision
 from yogo.outputs import require_output_folder
-from yogo.priors import class_weights, make_model
+from yogo.priors import class_weights, frame_weights, make_model
 from yogo.resume import (
     LOSS_PARTS,
     TrainState,
@@ -338,7 +338,14 @@ def make_data(
         augment_settings(cfg),
     )
     # One code path for every world size: each rank draws its share of a seeded permutation.
-    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed)
+    weights = None
+    if cfg.sampler == "balanced":
+        weights = frame_weights(splits["train"], model.num_classes)
+        log.info(
+            f"sampler balanced: frames holding rare classes drawn up to "
+            f"{float(weights.max() / weights.min()):.1f}x as often as the others"
+        )
+    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed, weights)
     val_set = DetectionDataset(splits["val"], model.image_hw, model.channels)
     attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
     val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)

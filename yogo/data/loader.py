@@ -148,13 +148,23 @@ class ShardSampler(torch.utils.data.Sampler[int]):
 
 class EpochSampler(torch.utils.data.Sampler[int]):
     """This rank's share of a seeded permutation per epoch, as tokens `epoch * n + index` (so
-    the dataset knows the epoch), optionally starting `skip` samples in (resuming).
+    the dataset knows the epoch), optionally starting `skip` samples in (resuming). With
+    `weights` (one per sample, `--sampler balanced`), an epoch is n draws with replacement in
+    proportion to them instead.
 
     Like DistributedSampler, the permutation is padded to a multiple of the world size so every
     rank runs the same number of steps."""
 
-    def __init__(self, length: int, rank: int, world_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        length: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        weights: torch.Tensor | None = None,
+    ) -> None:
         self.length, self.rank, self.world_size, self.seed = length, rank, world_size, seed
+        self.weights = weights
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -162,7 +172,12 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def _indices(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.length, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.length, generator=generator).tolist()
+        else:
+            order = torch.multinomial(
+                self.weights, self.length, replacement=True, generator=generator
+            ).tolist()
         padding = (-len(order)) % self.world_size
         order += order[:padding]
         return order[self.rank :: self.world_size]
