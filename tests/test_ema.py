@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from conftest import make_model
 
@@ -34,3 +35,11 @@ def test_integer_buffers_are_copied() -> None:
     ):
         if not mine.is_floating_point():
             assert torch.equal(mine, theirs), name
+
+
+def test_a_run_averages_over_about_its_last_tenth() -> None:
+    model = make_model("base_model", 2, 1, True, 0.1, 0.1)
+    short = WeightAverage.for_run(model, 240)
+    assert 1 / (1 - short.decay) == pytest.approx(24) and short.ramp == pytest.approx(48)
+    long = WeightAverage.for_run(model, 10**7)
+    assert long.decay == pytest.approx(0.9999) and long.ramp == 2000

@@ -6,8 +6,10 @@ place of the raw weights.
     ema.update()
     evaluate(ema.model)
 
-The decay ramps up, decay * (1 - exp(-updates / 2000)), so early weights (far from the
-optimum) fade fast and short runs get almost the raw weights.
+The decay ramps up, decay * (1 - exp(-updates / ramp)), so early weights (far from the
+optimum) fade fast. `for_run` sizes both to the run: YOLOv5's 0.9999 and 2000 steps average
+over ~10,000 steps, longer than a whole short run (240 steps: the average was the raw weights);
+a run of T steps averages over about its last T/10 steps.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ class WeightAverage:
         self._averaged = [mine for mine, _ in pairs if mine.is_floating_point()]
         self._current = [theirs for mine, theirs in pairs if mine.is_floating_point()]
         self._counters = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
+
+    @classmethod
+    def for_run(cls, model: YOGO, total_steps: int) -> WeightAverage:
+        """An average over about the last tenth of a run of `total_steps` optimizer steps
+        (at most YOLOv5's 10,000), its ramp a fifth of the run (at most 2000 steps)."""
+        horizon = min(10_000.0, max(1.0, total_steps / 10))
+        return cls(model, decay=1 - 1 / horizon, ramp=min(2000.0, max(1.0, total_steps / 5)))
 
     @torch.no_grad()
     def update(self) -> None:

@@ -304,7 +304,7 @@ def setup(
         class_names=ddf.class_names,
         model=model,
         net=net,
-        ema=WeightAverage(model) if cfg.ema else None,
+        ema=WeightAverage.for_run(model, total_steps) if cfg.ema else None,
         loss_fn=loss_fn,
         optimizer=optimizer,
         schedule=schedule,
