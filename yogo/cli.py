@@ -310,6 +310,10 @@ def train(
         str, typer.Option(help="Objectness loss: mse (YOGO 1.0.1's) or bce.")
     ] = TrainConfig.obj_loss,
     bad_labels: BadLabels = TrainConfig.bad_labels,
+    copy_paste: Annotated[
+        float,
+        typer.Option(help="Chance a train frame gets pasted objects (thumbnails, else rare ones)."),
+    ] = TrainConfig.copy_paste,
     sampler: Annotated[
         str, typer.Option(help="random, or balanced (frames with rare classes more often).")
     ] = TrainConfig.sampler,

@@ -94,6 +94,10 @@ class TrainConfig:
     """Weights and activations in channels-last memory order (faster convolutions)."""
     compile: bool = False
     """torch.compile the network (the compile time is reported, not counted in images/s)."""
+    copy_paste: float = 0.0
+    """Probability that a training frame gets 1 to 3 objects pasted where they cover no other:
+    the DDF's thumbnails when it has thumbnail_augmentation, else objects of the rare classes
+    cut from other training frames (yogo.data.paste)."""
     sampler: str = "random"
     """random (every frame once per epoch) or balanced (frames holding rare classes drawn
     more often, yogo.priors.frame_weights)."""
@@ -161,6 +165,7 @@ class TrainConfig:
         ):
             _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+        _require(0 <= self.copy_paste <= 1, "copy_paste", "in [0, 1]")
         if self.grad_clip is not None:
             _require(self.grad_clip > 0, "grad_clip", "> 0")
         if self.patience is not None:

@@ -56,6 +56,7 @@ from yogo.data.cache import FrameCache, plan_cache, size_text
 from yogo.data.dataset import DetectionDataset
 from yogo.data.index import INDEX_NAME
 from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers
+from yogo.data.paste import PastePool
 from yogo.data.report import collision_losses, grid_collisions
 from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
@@ -264,7 +265,7 @@ def setup(
     prepare_run_dir(cfg, ctx, run_dir, resume, ddf, splits)
 
     assert cfg.batch_size is not None  # resolved above
-    data = make_data(cfg, ctx, run_dir, splits, model.config, loaders)
+    data = make_data(cfg, ctx, run_dir, splits, model.config, loaders, ddf.thumbnail_augmentation)
     loss_fn = YOGOLoss(
         LossSettings(
             no_obj_weight=cfg.no_obj_weight,
@@ -323,12 +324,23 @@ def make_data(
     splits: dict[str, tuple[LabelledSample, ...]],
     model: ModelConfig,
     loaders: Loaders,
+    thumbnails: dict[str, tuple[Path, ...]] | None = None,
 ) -> Data:
     """The loaders `yogo train` reads (benchmarks/bench_loader.py times exactly these)."""
     assert cfg.batch_size is not None
     # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = ctx.device.type == "cuda"
+    paste = None
+    if cfg.augment and cfg.copy_paste > 0:
+        if thumbnails:
+            pool = PastePool.from_thumbnails(thumbnails, model.class_names, model.channels)
+            source = "thumbnail(s) of the DDF's thumbnail_augmentation"
+        else:
+            pool = PastePool.from_frames(splits["train"], model.num_classes)
+            source = "object(s) of the rare classes from the training frames"
+        paste = (pool, cfg.copy_paste)
+        log.info(f"copy-paste {cfg.copy_paste:g}: from {len(pool)} {source}")
     train_set = DetectionDataset(
         splits["train"],
         model.image_hw,
@@ -336,6 +348,7 @@ def make_data(
         cfg.augment,
         cfg.seed,
         augment_settings(cfg),
+        paste,
     )
     # One code path for every world size: each rank draws its share of a seeded permutation.
     weights = None

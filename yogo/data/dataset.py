@@ -15,14 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from yogo.data.cache import FrameCache
 from yogo.data.images import ImageError, decode_image
+from yogo.data.paste import PastePool, paste_objects
 from yogo.data.scan import LabelledSample
 from yogo.data.transforms import AugmentSettings, augment, random_flips, resize
 
 Item = tuple[torch.Tensor, torch.Tensor] | Path
+# Offset of the paste generator's seed from the sample's (any constant apart from 0 will do).
+PASTE_SEED = 0x9E3779B9
 
 
 class DetectionDataset(torch.utils.data.Dataset[Item]):
@@ -34,12 +38,14 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         augment: bool = False,
         seed: int = 0,
         settings: AugmentSettings | None = None,
+        paste: tuple[PastePool, float] | None = None,
     ) -> None:
         self.samples = tuple(samples)
         self.image_hw = image_hw
         self.channels = channels
         self.augment = augment
         self.settings = settings or AugmentSettings()
+        self.paste_pool, self.paste_prob = paste or (PastePool(np.zeros((0, 5))), 0.0)
         self.seed = seed
         self.cache: FrameCache | None = None
         self.cache_start = 0  # this split's first slot in the cache
@@ -50,28 +56,45 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def frame(self, index: int) -> torch.Tensor:
+        """Sample `index`'s decoded frame at the model's input size (a read-only view when
+        cached: copy before writing). Raises ImageError for a file that fails to decode."""
+        cached = self.cache.get(self.cache_start + index) if self.cache else None
+        if cached is not None:
+            return torch.from_numpy(cached)
+        pixels = decode_image(self.samples[index].image, self.channels)
+        image = resize(torch.from_numpy(pixels), self.image_hw)
+        if self.cache is not None:
+            self.cache.put(self.cache_start + index, image.numpy())
+        return image
+
     def __getitem__(self, token: int) -> Item:
         """`token` is `epoch * len(self) + index` (see loader.EpochSampler), or a plain index."""
         epoch, index = divmod(token, len(self.samples))
         sample = self.samples[index]
-        cached = self.cache.get(self.cache_start + index) if self.cache else None
-        if cached is not None:
-            image = torch.from_numpy(cached)  # a view: augmentation and collate copy it
-        else:
-            try:
-                pixels = decode_image(sample.image, self.channels)
-            except ImageError:
-                return sample.image
-            image = resize(torch.from_numpy(pixels), self.image_hw)
-            if self.cache is not None:
-                self.cache.put(self.cache_start + index, image.numpy())
+        try:
+            image = self.frame(index)  # augmentation and collate copy it
+        except ImageError:
+            return sample.image
         boxes = torch.from_numpy(sample.boxes)
         if self.augment:
             # One generator per (seed, epoch, sample): independent of workers and of where a
             # resumed run restarts.
-            generator = torch.Generator().manual_seed(
-                (self.seed * 1_000_003 + epoch) * len(self.samples) + index
-            )
+            seed = (self.seed * 1_000_003 + epoch) * len(self.samples) + index
+            if self.paste_prob > 0 and len(self.paste_pool):
+                image, boxes = self._paste(image, boxes, sample, seed)
+            generator = torch.Generator().manual_seed(seed)
             image, boxes = random_flips(image, boxes, generator)
             image, boxes = augment(image, boxes, self.settings, generator)
         return image, boxes
+
+    def _paste(
+        self, image: torch.Tensor, boxes: torch.Tensor, sample: LabelledSample, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With probability `paste_prob`, objects from the pool pasted into a copy of `image`
+        (their own generator: pasting on or off leaves the other augmentations' draws)."""
+        generator = torch.Generator().manual_seed(seed + PASTE_SEED)
+        if float(torch.rand(1, generator=generator)) >= self.paste_prob:
+            return image, boxes
+        scale = (self.image_hw[0] / sample.height, self.image_hw[1] / sample.width)
+        return paste_objects(image.clone(), boxes, self.paste_pool, self.frame, scale, generator)
