@@ -83,6 +83,8 @@ def test_thumbnails_are_scaled_like_the_frames(tmp_path: Path) -> None:
     )
     assert len(labelled) > 5
     assert labelled[5, 3] * 80 == pytest.approx(10) and labelled[5, 4] * 60 == pytest.approx(5)
+    x0, y0, x1, y1 = (round(float(v)) for v in _pixel_boxes(labelled[5:6], 60, 80)[0])
+    assert (out[0, y0:y1, x0:x1] == 200).all()
 
 
 def test_a_dataset_pastes_reproducibly_and_leaves_the_frame_untouched(tmp_path: Path) -> None:
