@@ -129,12 +129,41 @@ def test_explicit_default_sizes_and_looks_give_the_same_frames() -> None:
     assert np.array_equal(plain[0], same[0]) and np.array_equal(plain[1], same[1])
 
 
+def test_crowded_objects_of_varied_size_and_brightness(tmp_path: Path, run_cli) -> None:
+    """A nuclei-like set: one class, crowded, sizes and darkness spread wide."""
+    common = ("--num-images", "4", "--classes", "nucleus", "--seed", "2")
+    run_cli("synth", tmp_path / "plain", *common)
+    result = run_cli(
+        "synth",
+        tmp_path / "crowd",
+        *common,
+        "--size-jitter",
+        "0.25",
+        "--coverage",
+        "0.5",
+        "--brightness-jitter",
+        "0.4",
+    )
+    assert result.code == 0, result.err
+
+    def boxes(name: str) -> np.ndarray:
+        files = sorted((tmp_path / name / "labels").glob("*.txt"))
+        return np.concatenate([np.loadtxt(f, ndmin=2) for f in files])
+
+    plain, crowd = boxes("plain"), boxes("crowd")
+    assert len(crowd) > 1.3 * len(plain)
+    assert crowd[:, 3].std() / crowd[:, 3].mean() > 2 * plain[:, 3].std() / plain[:, 3].mean()
+
+
 def test_bad_per_class_settings_exit_2(tmp_path: Path, run_cli) -> None:
     for flag, value, message in [
         ("--class-sizes", "1,1", "--class-sizes needs 3 numbers"),
         ("--class-sizes", "1,x,1", "--class-sizes must be comma-separated numbers"),
         ("--class-sizes", "1,1,9", "between 0.2 and 3"),
         ("--class-looks", "plain,ring,sparkly", "--class-looks needs 3 names"),
+        ("--coverage", "0.9", "--coverage must be between 0 and 0.6"),
+        ("--size-jitter", "-1", "--size-jitter must be between 0 and 0.3"),
+        ("--brightness-jitter", "2", "--brightness-jitter must be between 0 and 0.5"),
     ]:
         result = run_cli("synth", tmp_path / flag / value, "--num-images", "1", flag, value)
         assert result.code == 2 and message in result.err, (flag, value, result.err)

@@ -585,6 +585,15 @@ def synth(
             "speck, dark, pale."
         ),
     ] = None,
+    size_jitter: Annotated[
+        float, typer.Option(help="Relative standard deviation of object diameters.")
+    ] = SynthConfig.size_jitter,
+    coverage: Annotated[
+        float, typer.Option(help="Fraction of the frame under objects (~0.5: touching).")
+    ] = SynthConfig.coverage,
+    brightness_jitter: Annotated[
+        float, typer.Option(help="Each object's darkness varies by up to this fraction.")
+    ] = SynthConfig.brightness_jitter,
 ) -> None:
     """Write synthetic blood-smear-like frames, YOLO labels and a ddf.yml."""
     import dataclasses

@@ -418,6 +418,12 @@ class SynthConfig:
     """Diameter of each class relative to a cell's; None: 1 (1.5 for the nucleus look)."""
     class_looks: list[str] | None = None
     """Look of each class (yogo.data.synth.LOOKS); None: plain, ring, blob, ... cycling."""
+    size_jitter: float = 0.06
+    """Relative standard deviation of object diameters (clipped at +-20% or 3 deviations)."""
+    coverage: float = 0.3
+    """Fraction of the frame under objects (about 0.5 makes them crowd and touch)."""
+    brightness_jitter: float = 0.1
+    """Each object's darkness varies by up to this fraction."""
 
 
 def _flag(name: str) -> str:

@@ -45,6 +45,7 @@ class SmearSettings:
     noise: float = 0.012  # standard deviation, intensity in [0, 1]
     class_sizes: tuple[float, ...] | None = None  # diameter per class, relative to a cell's
     class_looks: tuple[str, ...] | None = None  # LOOKS name per class
+    brightness_jitter: float = 0.1  # an object's darkness varies by up to this fraction
 
     def style(self, class_index: int) -> int:
         if self.class_looks is None:
@@ -78,7 +79,9 @@ def make_frame(
     image = _background(rng, height, width)
     boxes = []
     for cy, cx, ry, rx, class_index in _place_cells(rng, settings, class_frequencies):
-        _draw_cell(image, rng, cy, cx, ry, rx, settings.style(class_index))
+        _draw_cell(
+            image, rng, cy, cx, ry, rx, settings.style(class_index), settings.brightness_jitter
+        )
         boxes.append([float(class_index), *_clipped_box(cy, cx, ry, rx, height, width)])
     blurred = _blur(image)
     noisy = blurred + rng.normal(0, settings.noise, blurred.shape)
@@ -110,6 +113,9 @@ def write_dataset(
     cell_diameter: float | None = None,
     class_sizes: Sequence[float] | None = None,
     class_looks: Sequence[str] | None = None,
+    size_jitter: float = SynthConfig.size_jitter,
+    coverage: float = SynthConfig.coverage,
+    brightness_jitter: float = SynthConfig.brightness_jitter,
 ) -> Path:
     """Write `images/`, `labels/` and `ddf.yml` into `out_dir` (new or empty); return the DDF.
     The arguments are `yogo.config.SynthConfig`'s fields (`write_dataset(**asdict(cfg))`)."""
@@ -128,9 +134,19 @@ def write_dataset(
             f"--cell-diameter must be between 4 and half the shorter side, got {cell_diameter:g}"
         )
     _validate_per_class(class_names, class_sizes, class_looks)
+    for name, value, high in (
+        ("size-jitter", size_jitter, 0.3),
+        ("coverage", coverage, 0.6),
+        ("brightness-jitter", brightness_jitter, 0.5),
+    ):
+        if not 0 <= value <= high:
+            raise UserError(f"--{name} must be between 0 and {high:g}, got {value:g}")
     settings = SmearSettings(
         image_hw=image_hw,
         cell_diameter=cell_diameter,
+        size_jitter=size_jitter,
+        coverage=coverage,
+        brightness_jitter=brightness_jitter,
         class_sizes=tuple(class_sizes) if class_sizes is not None else None,
         class_looks=tuple(class_looks) if class_looks is not None else None,
     )
@@ -230,6 +246,7 @@ def _place_cells(
     """Non-overlapping cells (cy, cx, ry, rx, class) by dart throwing, centres in the frame."""
     height, width = settings.image_hw
     radius = settings.diameter / 2
+    spread = max(0.2, 3 * settings.size_jitter)  # sizes clipped at +-20% or 3 deviations
     target = int(settings.coverage * height * width / (np.pi * radius**2))
     centres = np.zeros((0, 2))
     radii = np.zeros(0)
@@ -241,7 +258,7 @@ def _place_cells(
         r = (
             settings.scale(class_index)
             * radius
-            * float(np.clip(1 + settings.size_jitter * rng.normal(), 0.8, 1.2))
+            * float(np.clip(1 + settings.size_jitter * rng.normal(), 1 - spread, 1 + spread))
         )
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
         if len(centres) and (np.hypot(*(centres - [cy, cx]).T) - radii - r).min() < 1.0:
@@ -262,8 +279,10 @@ def _draw_cell(
     ry: float,
     rx: float,
     style: int,
+    jitter: float = 0.1,
 ) -> None:
-    """Darken `image` in place with one cell of the given style."""
+    """Darken `image` in place with one cell of the given style, its darkness varied by up to
+    `jitter`."""
     height, width = image.shape
     y0, y1 = max(0, int(cy - ry - 2)), min(height, int(cy + ry + 3))
     x0, x1 = max(0, int(cx - rx - 2)), min(width, int(cx + rx + 3))
@@ -278,14 +297,14 @@ def _draw_cell(
         patch -= 0.45 * speck
         return
     if style == 7:  # dark: a small solid dark body filling its box (platelet, free parasite)
-        patch -= inside * (0.38 + 0.08 * rho**2) * rng.uniform(0.9, 1.1)
+        patch -= inside * (0.38 + 0.08 * rho**2) * rng.uniform(1 - jitter, 1 + jitter)
         return
     if style == 8:  # pale: a large faint cell with a granular texture (a white cell's cytoplasm)
         grain = rng.normal(0, 0.02, patch.shape)
         patch -= inside * (0.07 + 0.05 * rho**2 + grain)
         return
     body = 0.16 + 0.08 * rho**2  # darker rim, paler centre
-    patch -= inside * body * rng.uniform(0.9, 1.1)
+    patch -= inside * body * rng.uniform(1 - jitter, 1 + jitter)
     if style == 0:
         return
     oy, ox = rng.uniform(-0.3, 0.3, 2)
