@@ -43,3 +43,17 @@ def test_a_run_averages_over_about_its_last_tenth() -> None:
     assert 1 / (1 - short.decay) == pytest.approx(24) and short.ramp == pytest.approx(48)
     long = WeightAverage.for_run(model, 10**7)
     assert long.decay == pytest.approx(0.9999) and long.ramp == 2000
+
+
+def test_swa_is_the_mean_of_its_updates() -> None:
+    model = make_model("base_model", 2, 1, True, 0.1, 0.1)
+    swa = WeightAverage(model, uniform=True)
+    weight = next(iter(model.parameters()))
+    seen = []
+    for shift in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            weight.add_(shift)
+        seen.append(weight.detach().clone())
+        swa.update()
+    averaged = next(iter(swa.model.parameters()))
+    torch.testing.assert_close(averaged, torch.stack(seen).mean(0))

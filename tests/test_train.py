@@ -240,6 +240,11 @@ def test_yogo_test_user_mistakes(trained: Path, smear: Path, tmp_path: Path, run
         (["--class-weights", "1,x"], "--class-weights must be none, auto"),
         (["--device", "tpu"], "--device"),
         (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+        (["--ema", "--swa-epochs", "2"], "--ema and --swa-epochs both average the weights"),
+        (["--swa-epochs", "-1"], "--swa-epochs must be >= 0"),
+        (["--copy-paste", "2"], "--copy-paste must be in [0, 1]"),
+        (["--sampler", "fair"], "--sampler must be random or balanced"),
+        (["--augment-noise", "-3"], "--augment-noise must be >= 0"),
     ],
 )
 def test_bad_training_flags_exit_2(

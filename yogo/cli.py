@@ -279,6 +279,9 @@ def train(
         ),
     ] = TrainConfig.cache,
     ema: Annotated[bool, typer.Option(help="Keep an average of the weights.")] = TrainConfig.ema,
+    swa_epochs: Annotated[
+        int, typer.Option(help="Average the weights of the last N epochs (0: off).")
+    ] = TrainConfig.swa_epochs,
     dist_timeout: Annotated[
         float, typer.Option(help="Seconds a process waits for the others (dead/hung rank).")
     ] = TrainConfig.dist_timeout,

@@ -127,6 +127,9 @@ class TrainConfig:
     """Decoded frames kept for the next epochs: auto, ram, disk or none (yogo.data.cache)."""
     ema: bool = False
     """Validate, save and export an exponential moving average of the weights (yogo.ema)."""
+    swa_epochs: int = 0
+    """Validate, save and export the mean of the weights at the end of each of the last N
+    epochs (stochastic weight averaging, yogo.ema); 0: off."""
     dist_timeout: float = 600.0
     """Seconds a collective waits for the other processes: a dead or hung rank ends the job
     after at most this long."""
@@ -166,6 +169,12 @@ class TrainConfig:
             _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         _require(0 <= self.copy_paste <= 1, "copy_paste", "in [0, 1]")
+        _require(self.swa_epochs >= 0, "swa_epochs", ">= 0")
+        if self.ema and self.swa_epochs:
+            raise UserError(
+                "--ema and --swa-epochs both average the weights; choose one",
+                fix="leave out --ema, or --swa-epochs",
+            )
         if self.grad_clip is not None:
             _require(self.grad_clip > 0, "grad_clip", "> 0")
         if self.patience is not None:

@@ -1,10 +1,15 @@
-"""An exponential moving average of the weights (`--ema`): validated, saved and exported in
-place of the raw weights.
+"""Averaged weights, validated, saved and exported in place of the raw weights: an
+exponential moving average (`--ema`, updated after every optimizer step) or a uniform average
+of the weights at the end of each of the last N epochs (`--swa-epochs N`, SWA).
 
     ema = WeightAverage(model)
     ...after every optimizer step:
     ema.update()
     evaluate(ema.model)
+
+Batch-norm running statistics are averaged like the weights (as YOLOv5's EMA does), not
+recomputed with a pass over the data: the averaged models are close to each other, so the
+average of their statistics stays close to the statistics of their average.
 
 The decay ramps up, decay * (1 - exp(-updates / ramp)), so early weights (far from the
 optimum) fade fast. `for_run` sizes both to the run: YOLOv5's 0.9999 and 2000 steps average
@@ -23,11 +28,14 @@ from yogo.model import YOGO
 
 
 class WeightAverage:
-    def __init__(self, model: YOGO, decay: float = 0.9999, ramp: float = 2000.0) -> None:
+    def __init__(
+        self, model: YOGO, decay: float = 0.9999, ramp: float = 2000.0, uniform: bool = False
+    ) -> None:
+        """`uniform`: every update weighs the same (SWA); else the ramped exponential decay."""
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.decay, self.ramp, self.updates = decay, ramp, 0
+        self.decay, self.ramp, self.uniform, self.updates = decay, ramp, uniform, 0
         # State tensors share storage with the modules (loading a state dict copies in place),
         # so the pairs are listed once, not at every optimizer step.
         pairs = list(
@@ -46,9 +54,12 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self) -> None:
-        """After each optimizer step of the model this average was made from."""
+        """After each optimizer step (EMA) or epoch (SWA) of the model it was made from."""
         self.updates += 1
-        weight = 1 - self.decay * (1 - math.exp(-self.updates / self.ramp))
+        if self.uniform:  # the mean of all updates so far
+            weight = 1 / self.updates
+        else:
+            weight = 1 - self.decay * (1 - math.exp(-self.updates / self.ramp))
         torch._foreach_lerp_(self._averaged, self._current, weight)
         for mine, theirs in self._counters:  # batch-norm counters follow the model
             mine.copy_(theirs)

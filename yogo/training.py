@@ -197,8 +197,13 @@ class Run:
 
     @property
     def evaluated_model(self) -> YOGO:
-        """What validation, best.pth and export see: the EMA when there is one."""
-        return self.ema.model if self.ema is not None else self.model
+        """What validation, best.pth and export see: the average when there is one (SWA's
+        from the first epoch it averages)."""
+        return self.ema.model if self.ema is not None and self.ema.updates else self.model
+
+    def swa_due(self, epoch: int) -> bool:
+        """Whether epoch `epoch`'s final weights go into the SWA average."""
+        return self.cfg.swa_epochs > 0 and epoch > self.cfg.epochs - self.cfg.swa_epochs
 
     def validation_due(self, epoch: int) -> bool:
         due = epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs
@@ -305,7 +310,7 @@ def setup(
         class_names=ddf.class_names,
         model=model,
         net=net,
-        ema=WeightAverage.for_run(model, total_steps) if cfg.ema else None,
+        ema=weight_average(cfg, model, total_steps),
         loss_fn=loss_fn,
         optimizer=optimizer,
         schedule=schedule,
@@ -315,6 +320,15 @@ def setup(
         wandb_run=start_wandb(cfg, run_dir, wandb_id) if ctx.is_main else None,
         csv=MetricsCSV(run_dir / "metrics.csv"),
     )
+
+
+def weight_average(cfg: TrainConfig, model: YOGO, total_steps: int) -> WeightAverage | None:
+    """The EMA (--ema) or the SWA mean (--swa-epochs), or None."""
+    if cfg.ema:
+        return WeightAverage.for_run(model, total_steps)
+    if cfg.swa_epochs:
+        return WeightAverage(model, uniform=True)
+    return None
 
 
 def make_data(
@@ -605,6 +619,9 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
                 save_checkpoint(run.dir / "last.pth", payload(run, state, epoch, finished=False))
             interrupt(run, state, stop_signal, f"epoch {epoch}, batch {i + 1}")
         wait_start = time.perf_counter()
+    if run.swa_due(epoch):
+        assert run.ema is not None
+        run.ema.update()  # this epoch's final weights join the SWA mean
     elapsed = time.perf_counter() - epoch_start
     # One collective per epoch: every rank then reports the same means.
     images_seen = torch.tensor([float(state.images_seen)], device=device)
@@ -655,7 +672,7 @@ def optimizer_step(
     if run.launched is not None:
         log.info(f"first optimizer step {time.perf_counter() - run.launched:.1f} s after start")
         run.launched = None
-    if run.ema is not None:
+    if run.ema is not None and not run.ema.uniform:
         run.ema.update()
     return stop_signal
 

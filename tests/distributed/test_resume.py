@@ -63,8 +63,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
         ([sys.executable], ["--no-wandb"]),
         (TORCHRUN, ["--no-wandb"]),
         ([sys.executable], ["--ema", "--wandb"]),  # EMA and the W&B run continue too
+        ([sys.executable], ["--no-wandb", "--swa-epochs", "4"]),  # stopped mid-average
     ],
-    ids=["1-process", "2-processes", "1-process-ema-wandb"],
+    ids=["1-process", "2-processes", "1-process-ema-wandb", "1-process-swa"],
 )
 def test_sigterm_mid_epoch_then_resume_is_exact(
     data: Path, tmp_path: Path, launcher, extra
@@ -124,6 +125,11 @@ def test_sigterm_mid_epoch_then_resume_is_exact(
         final = torch.load(run / "last.pth", weights_only=True)["resume"]
         assert final["wandb_id"] == position["wandb_id"]
         assert final["ema_updates"] == final["step"] > position["ema_updates"] > 0
+    if "--swa-epochs" in extra:  # one update per epoch, the first before the stop
+        assert (
+            position["ema_updates"] == 1
+            and torch.load(run / "last.pth")["resume"]["ema_updates"] == 4
+        )
     a, b = weights(tmp_path / "plain"), weights(run)
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
