@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yogo.data.transforms import AugmentSettings, _zoom_and_shift, augment, random_flips
+from yogo.config import AugmentSettings
+from yogo.data.transforms import _zoom_and_shift, augment, random_flips
 
 GREY = 100
 

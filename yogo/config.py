@@ -17,12 +17,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from yogo.errors import UserError
-
-if TYPE_CHECKING:
-    from yogo.data.transforms import AugmentSettings
 
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 CACHE_MODES = ("auto", "ram", "disk", "none")
@@ -229,18 +226,43 @@ class TrainConfig:
         return cls(**values)
 
 
-# The TrainConfig fields of yogo.data.transforms.AugmentSettings (named here: importing it
-# imports torch, which `yogo check` and `--help` do without).
-AUGMENT_STRENGTHS = tuple(
-    f"augment_{name}"
-    for name in ("translate", "scale", "brightness", "contrast", "gamma", "blur", "noise")
-)
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Strengths of the augmentations beyond flips and rotations (SPEC §4); 0 turns one off.
+    Each draws its amount uniformly up to its strength, per sample."""
+
+    translate: float = 0.0
+    """Largest shift, as a fraction of the frame's height and width."""
+    scale: float = 0.0
+    """Largest zoom in or out: 0.1 draws a factor in [0.9, 1.1]."""
+    brightness: float = 0.0
+    """Largest brightness change, as a fraction of the full grey range."""
+    contrast: float = 0.0
+    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2] around the frame's mean."""
+    gamma: float = 0.0
+    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)]."""
+    blur: float = 0.0
+    """Largest Gaussian blur sigma, in pixels of the model input."""
+    noise: float = 0.0
+    """Largest Gaussian noise standard deviation, in grey levels (0-255)."""
+
+    @property
+    def geometric(self) -> bool:
+        return self.translate > 0 or self.scale > 0
+
+    @property
+    def photometric(self) -> bool:
+        return any(
+            v > 0 for v in (self.brightness, self.contrast, self.gamma, self.blur, self.noise)
+        )
+
+
+# The TrainConfig fields that set AugmentSettings: `augment_` and its field's name.
+AUGMENT_STRENGTHS = tuple(f"augment_{f.name}" for f in dataclasses.fields(AugmentSettings))
 
 
 def augment_settings(cfg: TrainConfig) -> AugmentSettings:
     """The strengths of `cfg`'s augmentations (all 0 with --no-augment)."""
-    from yogo.data.transforms import AugmentSettings
-
     if not cfg.augment:
         return AugmentSettings()
     return AugmentSettings(**{name[8:]: getattr(cfg, name) for name in AUGMENT_STRENGTHS})

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yogo.config import AugmentSettings
 from yogo.data.cache import FrameCache
 from yogo.data.images import ImageError, decode_image
 from yogo.data.paste import PastePool, paste_objects
 from yogo.data.scan import LabelledSample
-from yogo.data.transforms import AugmentSettings, augment, random_flips, resize
+from yogo.data.transforms import augment, random_flips, resize
 
 Item = tuple[torch.Tensor, torch.Tensor] | Path
 # Offset of the paste generator's seed from the sample's (any constant apart from 0 will do).

@@ -12,44 +12,14 @@ a resumed run draws exactly what an uninterrupted one would). Every strength 0 i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from yogo.config import AugmentSettings
+
 # A box cut by the frame edge is kept when at least this share of its area stays inside.
 MIN_VISIBLE = 0.4
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Strengths of the augmentations beyond flips and rotations (SPEC §4); 0 turns one off.
-    Each draws its amount uniformly up to its strength, per sample."""
-
-    translate: float = 0.0
-    """Largest shift, as a fraction of the frame's height and width."""
-    scale: float = 0.0
-    """Largest zoom in or out: 0.1 draws a factor in [0.9, 1.1]."""
-    brightness: float = 0.0
-    """Largest brightness change, as a fraction of the full grey range."""
-    contrast: float = 0.0
-    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2] around the frame's mean."""
-    gamma: float = 0.0
-    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)]."""
-    blur: float = 0.0
-    """Largest Gaussian blur sigma, in pixels of the model input."""
-    noise: float = 0.0
-    """Largest Gaussian noise standard deviation, in grey levels (0-255)."""
-
-    @property
-    def geometric(self) -> bool:
-        return self.translate > 0 or self.scale > 0
-
-    @property
-    def photometric(self) -> bool:
-        return any(
-            v > 0 for v in (self.brightness, self.contrast, self.gamma, self.blur, self.noise)
-        )
 
 
 def augment(
