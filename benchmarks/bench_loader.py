@@ -5,6 +5,7 @@ one run on the same files.
     yogo synth /tmp/big --num-images 200 --image-hw 772 1032
     python benchmarks/bench_loader.py /tmp/big/ddf.yml --epochs 3 [--batch-size 16]
         [--image-hw H W] [--cache auto|ram|disk|none] [--num-workers N] [--no-augment]
+        [--augment-scale F ... --augment-noise F] [--copy-paste P]
 
 Prints `name: value` lines: `epoch N images/s`, `images/s` (epochs after the first: a warm
 cache), `naive images/s` and `speedup`. Loading only: no model, the batches are consumed as
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yogo.config import TrainConfig
+from yogo.config import AUGMENT_STRENGTHS, TrainConfig
 from yogo.data.loader import Loaders
 from yogo.data.scan import LabelledSample
 from yogo.data.transforms import resize
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--cache", default=TrainConfig.cache)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    for name in (*AUGMENT_STRENGTHS, "copy_paste"):  # strengths as `yogo train` takes them
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=0.0)
     args = parser.parse_args()
     cfg = TrainConfig(
         ddf=args.ddf,
@@ -72,14 +75,22 @@ def main() -> None:
         cache=args.cache,
         num_workers=args.num_workers,
         augment=args.augment,
+        copy_paste=args.copy_paste,
+        **{name: getattr(args, name) for name in AUGMENT_STRENGTHS},
     )
     ctx = DistContext(0, 0, 1, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as run_dir:
-        _, splits = load_splits(cfg, ctx, Path(run_dir) / "label_index.npz")
+        ddf, splits = load_splits(cfg, ctx, Path(run_dir) / "label_index.npz")
         first = splits["train"][0]
         image_hw = tuple(args.image_hw) if args.image_hw else (first.height, first.width)
         model = ModelConfig(
-            "base_model", ("a",), first.channels, True, (image_hw[0], image_hw[1]), 0.05, 0.05
+            "base_model",
+            ddf.class_names,
+            first.channels,
+            True,
+            (image_hw[0], image_hw[1]),
+            0.05,
+            0.05,
         )
         with Loaders() as loaders:
             data = make_data(cfg, ctx, Path(run_dir), splits, model, loaders)
