@@ -101,20 +101,14 @@ class TrainConfig:
     augment: bool = True
     """Augment the train split: flips (and 90-degree rotations on square inputs), and those of
     the strengths below that are above 0; off: none of them."""
+    # The strengths of the augmentations beyond flips, AugmentSettings' fields (0: off).
     augment_translate: float = 0.0
-    """Largest shift, as a fraction of the frame's sides."""
     augment_scale: float = 0.0
-    """Largest zoom: 0.1 draws a factor in [0.9, 1.1]."""
     augment_brightness: float = 0.0
-    """Largest brightness change, as a fraction of the grey range."""
     augment_contrast: float = 0.0
-    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2]."""
     augment_gamma: float = 0.0
-    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)]."""
     augment_blur: float = 0.0
-    """Largest Gaussian blur sigma, in model-input pixels."""
     augment_noise: float = 0.0
-    """Largest Gaussian noise standard deviation, in grey levels."""
     device: str | None = None
     """cpu, cuda or cuda:N; None: cuda when available, else cpu."""
     seed: int = 0
