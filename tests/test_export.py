@@ -53,6 +53,7 @@ def test_yogo_v1_checkpoint_exports_and_matches_its_reference(run_cli, tmp_path)
     )
     assert json.loads(meta["image_hw"]) == [772, 1032] and meta["channels"] == "1"
     assert meta["yogo_version"] and meta["source_format"] == "yogo-1.0.1"
+    assert json.loads(meta["centre_range"]) == 1.0
 
 
 def test_trained_checkpoint_is_verified_on_its_validation_images(
@@ -67,6 +68,8 @@ def test_trained_checkpoint_is_verified_on_its_validation_images(
     session = ort.InferenceSession(str(path))
     assert session.get_inputs()[0].type == "tensor(uint8)"
     assert session.get_inputs()[0].shape == ["batch", 1, 96, 128]
+    # A model trained with neighbour cells: its wider centre decoding is in the graph.
+    assert json.loads(metadata(path)["centre_range"]) == 2.0
     model = Deployed(load_checkpoint(checkpoint).build_model())
     for batch in (1, 3):  # dynamic batch
         images = np.random.default_rng(batch).integers(0, 256, (batch, 1, 96, 128), np.uint8)
