@@ -132,3 +132,13 @@ def test_centre_range_decodes_the_box_the_targets_were_built_for() -> None:
     exact = YOGOLoss(LossSettings())(raw, targets, anchors, 2.0)["box"]
     assert float(exact) == pytest.approx(0.0, abs=1e-4)
     assert YOGOLoss(LossSettings())(raw, targets, anchors, 1.0)["box"] > 0.5
+
+
+def test_an_iou_objectness_target_is_the_boxes_fit() -> None:
+    raw, targets = case()
+    raw[0, 2, 0, 1] = math.log(2)  # twice too wide: IoU 1/2
+    raw[0, 4, 0, 1] = 0.0  # objectness 0.5
+    settings = LossSettings(no_obj_weight=0.0, obj_target="iou")
+    assert float(YOGOLoss(settings)(raw, targets, ANCHORS)["objectness"]) == pytest.approx(0.0)
+    one = LossSettings(no_obj_weight=0.0)
+    assert float(YOGOLoss(one)(raw, targets, ANCHORS)["objectness"]) == pytest.approx(0.25)

@@ -244,6 +244,7 @@ def test_yogo_test_user_mistakes(trained: Path, smear: Path, tmp_path: Path, run
         (["--swa-epochs", "-1"], "--swa-epochs must be >= 0"),
         (["--copy-paste", "2"], "--copy-paste must be in [0, 1]"),
         (["--sampler", "fair"], "--sampler must be random or balanced"),
+        (["--obj-target", "two"], "--obj-target must be one or iou"),
         (["--augment-noise", "-3"], "--augment-noise must be >= 0"),
     ],
 )

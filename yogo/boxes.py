@@ -75,6 +75,18 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], dim=-1)
 
 
+def paired_iou(
+    pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor, eps: float = 1e-7
+) -> torch.Tensor:
+    """IoU (N,) between matching rows of two (N, 4) centre/size box sets."""
+    px, py, pw, ph = pred_cxcywh.unbind(-1)
+    tx, ty, tw, th = target_cxcywh.unbind(-1)
+    left, right = torch.max(px - pw / 2, tx - tw / 2), torch.min(px + pw / 2, tx + tw / 2)
+    top, bottom = torch.max(py - ph / 2, ty - th / 2), torch.min(py + ph / 2, ty + th / 2)
+    inter = (right - left).clamp(min=0) * (bottom - top).clamp(min=0)
+    return inter / (pw * ph + tw * th - inter + eps)
+
+
 def complete_iou_loss(
     pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor, eps: float = 1e-7
 ) -> torch.Tensor:
@@ -84,10 +96,7 @@ def complete_iou_loss(
     alpha = v / (1 - IoU + v) is held constant in the gradient (as torchvision does)."""
     px, py, pw, ph = pred_cxcywh.unbind(-1)
     tx, ty, tw, th = target_cxcywh.unbind(-1)
-    left, right = torch.max(px - pw / 2, tx - tw / 2), torch.min(px + pw / 2, tx + tw / 2)
-    top, bottom = torch.max(py - ph / 2, ty - th / 2), torch.min(py + ph / 2, ty + th / 2)
-    inter = (right - left).clamp(min=0) * (bottom - top).clamp(min=0)
-    iou = inter / (pw * ph + tw * th - inter + eps)
+    iou = paired_iou(pred_cxcywh, target_cxcywh, eps)
     enclosing_w = torch.max(px + pw / 2, tx + tw / 2) - torch.min(px - pw / 2, tx - tw / 2)
     enclosing_h = torch.max(py + ph / 2, ty + th / 2) - torch.min(py - ph / 2, ty - th / 2)
     distance = ((px - tx) ** 2 + (py - ty) ** 2) / (enclosing_w**2 + enclosing_h**2 + eps)

@@ -312,6 +312,9 @@ def train(
     obj_loss: Annotated[
         str, typer.Option(help="Objectness loss: mse (YOGO 1.0.1's) or bce.")
     ] = TrainConfig.obj_loss,
+    obj_target: Annotated[
+        str, typer.Option(help="Objectness target of object cells: one, or iou (box fit).")
+    ] = TrainConfig.obj_target,
     bad_labels: BadLabels = TrainConfig.bad_labels,
     copy_paste: Annotated[
         float,

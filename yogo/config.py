@@ -78,6 +78,9 @@ class TrainConfig:
     obj_loss: str = "mse"
     """Objectness loss: mse (squared error on the sigmoid, YOGO 1.0.1's) or bce (binary
     cross-entropy on the logit); see yogo.loss and docs/benchmarks.md."""
+    obj_target: str = "one"
+    """An object cell's objectness target: one (YOGO 1.0.1's) or iou (the IoU of its box with
+    the label's, so objectness ranks well-placed boxes first; yogo.loss)."""
     class_weights: str = "auto"
     """auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
     grad_clip: float | None = None
@@ -186,6 +189,8 @@ class TrainConfig:
         _require_workers(self.num_workers)
         if self.sampler not in ("random", "balanced"):
             raise UserError(f"--sampler must be random or balanced, got '{self.sampler}'")
+        if self.obj_target not in ("one", "iou"):
+            raise UserError(f"--obj-target must be one or iou, got '{self.obj_target}'")
         if self.obj_loss not in ("bce", "mse"):
             raise UserError(f"--obj-loss must be bce or mse, got '{self.obj_loss}'")
         if self.cache not in CACHE_MODES:

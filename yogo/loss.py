@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from yogo.boxes import complete_iou_loss, decode_boxes
+from yogo.boxes import complete_iou_loss, decode_boxes, paired_iou
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class LossSettings:
     label_smoothing: float = 0.01
     class_weights: torch.Tensor | None = None  # (C,), or None for equal weights
     obj_loss: str = "mse"  # mse (YOGO 1.0.1's), or bce
+    obj_target: str = "one"  # an object cell's objectness target: 1 (YOGO's), or its box's IoU
 
 
 class YOGOLoss(torch.nn.Module):
@@ -61,23 +62,26 @@ class YOGOLoss(torch.nn.Module):
             boost = s.class_weights.to(raw.device).clamp(min=1.0).sqrt()
             positive = mask * boost[targets[..., 5].long()]
         weight = positive + s.no_obj_weight * (1 - mask)
-        if s.obj_loss == "mse":
-            objectness = (weight * (torch.sigmoid(pred[..., 4]) - mask) ** 2).sum() / batch
-        else:
-            objectness = (
-                F.binary_cross_entropy_with_logits(
-                    pred[..., 4], mask, weight=weight, reduction="sum"
-                )
-                / batch
-            )
-
         image, row, col = mask.nonzero(as_tuple=True)
         cells = pred[image, row, col]  # (M, 5 + C)
         truth = targets[image, row, col]  # (M, 6)
-        if len(cells):
-            boxes = decode_boxes(
-                cells[:, :4], col, row, (rows, cols), anchors[0], anchors[1], centre_range
+        boxes = decode_boxes(
+            cells[:, :4], col, row, (rows, cols), anchors[0], anchors[1], centre_range
+        )
+        target = mask
+        if s.obj_target == "iou":  # an object cell's target: how well its box fits
+            target = mask.clone()
+            target[image, row, col] = paired_iou(boxes.detach(), truth[:, 1:5]).clamp(0, 1)
+        if s.obj_loss == "mse":
+            objectness = (weight * (torch.sigmoid(pred[..., 4]) - target) ** 2).sum() / batch
+        else:
+            objectness = (
+                F.binary_cross_entropy_with_logits(
+                    pred[..., 4], target, weight=weight, reduction="sum"
+                )
+                / batch
             )
+        if len(cells):
             box_loss = complete_iou_loss(boxes, truth[:, 1:5]) * positive[image, row, col]
             box = s.iou_weight * box_loss.sum() / batch
             weights = s.class_weights.to(raw.device) if s.class_weights is not None else None

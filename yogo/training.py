@@ -279,6 +279,7 @@ def setup(
             label_smoothing=cfg.label_smoothing,
             class_weights=weights,
             obj_loss=cfg.obj_loss,
+            obj_target=cfg.obj_target,
         )
     )
     optimizer = make_optimizer(model, cfg)
