@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 import torch
 from conftest import make_model
 
-from yogo.checkpoint import load_checkpoint
+from yogo.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from yogo.export import compare
 from yogo.grid import grid_shape
+from yogo.model import build_model
 from yogo.predictor import Deployed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
@@ -68,8 +70,7 @@ def test_trained_checkpoint_is_verified_on_its_validation_images(
     session = ort.InferenceSession(str(path))
     assert session.get_inputs()[0].type == "tensor(uint8)"
     assert session.get_inputs()[0].shape == ["batch", 1, 96, 128]
-    # A model trained with neighbour cells: its wider centre decoding is in the graph.
-    assert json.loads(metadata(path)["centre_range"]) == 2.0
+    assert json.loads(metadata(path)["centre_range"]) == 1.0
     model = Deployed(load_checkpoint(checkpoint).build_model())
     for batch in (1, 3):  # dynamic batch
         images = np.random.default_rng(batch).integers(0, 256, (batch, 1, 96, 128), np.uint8)
@@ -210,3 +211,28 @@ def test_yogo_v1_layouts_export_rgb_normalised_and_cropped(
         )
         assert error < 1e-4 and wh_error < 1e-3
         assert metadata(out)["normalize_images"] == json.dumps(normalize)
+
+
+def test_the_wider_centre_decoding_of_neighbour_cell_models_is_in_the_graph(
+    run_cli, tmp_path
+) -> None:
+    model = make_model("base_model", 2)
+    model = build_model(dataclasses.replace(model.config, centre_range=2.0)).eval()
+    with torch.no_grad():  # centres far from the cell's middle, where the ranges differ
+        model.output_layer.bias[:2] = 3.0
+    path = tmp_path / "wide.pth"
+    save_checkpoint(path, checkpoint_payload(model))
+    out = tmp_path / "wide.onnx"
+    result = run_cli("export", path, "--output-filename", out)
+    assert result.code == 0, result.err
+    assert json.loads(metadata(out)["centre_range"]) == 2.0
+    images = np.random.default_rng(2).integers(0, 256, (2, 1, 64, 96), np.uint8)
+    got = run_onnx(out, images)
+    error, wh_error = compare(got, Deployed(model)(torch.from_numpy(images)).detach().numpy())
+    assert error < 1e-4 and wh_error < 1e-4
+    narrow = build_model(dataclasses.replace(model.config, centre_range=1.0)).eval()
+    narrow.load_state_dict(model.state_dict())
+    assert (
+        np.abs(got[:, 0] - Deployed(narrow)(torch.from_numpy(images)).detach().numpy()[:, 0]).max()
+        > 0.01
+    )

@@ -172,7 +172,7 @@ def test_from_pretrained_says_which_model_flags_it_overrides(
     )
     assert result.code == 0, result.err
     assert "keeps the checkpoint's model settings; ignored: --model double_filters" in result.err
-    assert load_checkpoint(trained / "best.pth").model_config.centre_range == 2.0
+    assert load_checkpoint(trained / "best.pth").model_config.centre_range == 1.0  # default
     assert "--anchor-w 0.3" in result.err and "differs from the checkpoint's" not in result.err
 
 
@@ -476,3 +476,14 @@ def test_a_dead_class_is_named_when_the_mean_looks_fine() -> None:
     assert "class 'small': val AP@0.5 0.004 while mAP@0.5 is 0.660" in line and "81" in line
     assert dead_classes(report(0.3, 0.004)) == []  # early epochs: nothing looks fine yet
     assert dead_classes(report(0.9, 0.8)) == [] and dead_classes(report(0.9, None)) == []
+
+
+def test_neighbour_cells_give_the_model_the_wider_centre_decoding(
+    smear: Path, tmp_path: Path, run_cli
+) -> None:
+    result = run_cli(
+        "train", smear, *FAST, "--neighbour-cells", "--output-dir", tmp_path, "--name", "nb"
+    )
+    assert result.code == 0, result.err
+    payload = torch.load(tmp_path / "nb" / "last.pth", weights_only=True)
+    assert payload["model"]["centre_range"] == 2.0 and payload["config"]["neighbour_cells"]

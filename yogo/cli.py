@@ -241,7 +241,7 @@ def train(
     anchor_h: Annotated[float | None, _unset("Anchor height (default: mean box height).")] = None,
     neighbour_cells: Annotated[
         bool,
-        typer.Option(help="Assign objects to the 2 cells next to their centre cell too."),
+        typer.Option(help="Objects >= 2 cells wide also train the neighbour cells they cover."),
     ] = TrainConfig.neighbour_cells,
     rgb_images: Annotated[
         bool, typer.Option(help="Three input channels.")

@@ -56,10 +56,10 @@ class TrainConfig:
     """Anchor width, normalised; None: mean box width of the training labels."""
     anchor_h: float | None = None
     """Anchor height, normalised; None: mean box height of the training labels."""
-    neighbour_cells: bool = True
-    """A new model's objects are also assigned to the two cells next to their centre (its
-    centres decode up to half a cell beyond their cell, yogo.boxes.decode); off: the centre
-    cell only, as YOGO 1.0.1. A --from-pretrained model keeps its own decoding."""
+    neighbour_cells: bool = False
+    """A new model's objects two or more cells wide also train the neighbour cells their box
+    covers (its centres then decode up to half a cell beyond their cell, yogo.boxes.decode);
+    off: the centre cell only, as YOGO 1.0.1. A --from-pretrained model keeps its decoding."""
     epochs: int = 64
     batch_size: int | None = None
     """Images per step and process; None: 64, or fewer (not below 8) when 64 would leave an
