@@ -36,21 +36,34 @@ def augment(
         image, boxes = _zoom_and_shift(image, boxes, settings, draws[:3])
     if not settings.photometric:
         return image, boxes
+    if settings.brightness > 0 or settings.contrast > 0 or settings.gamma > 0:
+        image = _intensity_map(image, settings, draws[3:6])[image.long()]
+    if settings.blur <= 0 and settings.noise <= 0:
+        return image, boxes
     pixels = image.float()
-    if settings.brightness > 0:
-        pixels += (2 * draws[3] - 1) * settings.brightness * 255
-    if settings.contrast > 0:
-        mean = pixels.mean()
-        pixels = (pixels - mean) * (1 + (2 * draws[4] - 1) * settings.contrast) + mean
-    if settings.gamma > 0:
-        gamma = math.exp((2 * draws[5] - 1) * settings.gamma)
-        pixels = (pixels.clamp(0, 255) / 255) ** gamma * 255
     if settings.blur > 0:
         pixels = _gaussian_blur(pixels, draws[6] * settings.blur)
     if settings.noise > 0:
         std = draws[7] * settings.noise
         pixels += torch.randn(pixels.shape, generator=generator) * std
     return pixels.round_().clamp_(0, 255).to(torch.uint8), boxes
+
+
+def _intensity_map(
+    image: torch.Tensor, settings: AugmentSettings, draws: list[float]
+) -> torch.Tensor:
+    """Brightness, contrast (around the frame's mean) and gamma as one table from each of the
+    256 grey levels to its new uint8 value: one lookup per pixel instead of three passes."""
+    levels = torch.arange(256, dtype=torch.float32)
+    shift = (2 * draws[0] - 1) * settings.brightness * 255
+    levels += shift
+    if settings.contrast > 0:  # around the mean after the shift (nothing is clipped before)
+        mean = float(image.float().mean()) + shift
+        levels = (levels - mean) * (1 + (2 * draws[1] - 1) * settings.contrast) + mean
+    if settings.gamma > 0:
+        gamma = math.exp((2 * draws[2] - 1) * settings.gamma)
+        levels = (levels.clamp(0, 255) / 255) ** gamma * 255
+    return levels.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _zoom_and_shift(
@@ -99,18 +112,23 @@ def _zoom_and_shift(
 
 
 def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a float (C, H, W) image, reflecting at the edges."""
+    """Separable Gaussian blur of a float (C, H, W) image, reflecting at the edges; each pass
+    a weighted sum of shifted views (a 1-D conv2d over a whole frame is ~7x slower on CPU)."""
     if sigma < 0.3:  # a kernel narrower than a pixel changes nothing visible
         return pixels
-    radius = min(max(1, math.ceil(2.5 * sigma)), min(pixels.shape[1:]) - 1)
+    _, height, width = pixels.shape
+    radius = min(max(1, math.ceil(2.5 * sigma)), min(height, width) - 1)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel /= kernel.sum()
-    channels = pixels.shape[0]
-    x = F.pad(pixels[:, None], (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x[:, 0].reshape(channels, *pixels.shape[1:])
+    bell = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel: list[float] = (bell / bell.sum()).tolist()
+    padded = F.pad(pixels[None], (radius, radius, radius, radius), mode="reflect")[0]
+    rows: torch.Tensor = padded[:, :, :width] * kernel[0]
+    for k in range(1, len(kernel)):
+        rows += padded[:, :, k : k + width] * kernel[k]
+    out: torch.Tensor = rows[:, :height] * kernel[0]
+    for k in range(1, len(kernel)):
+        out += rows[:, k : k + height] * kernel[k]
+    return out
 
 
 def resize(image: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
