@@ -180,7 +180,7 @@ class Run:
     class_names: tuple[str, ...]
     model: YOGO
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
-    ema: WeightAverage | None
+    ema: WeightAverage | None  # the EMA (--ema) or the SWA mean (--swa-epochs)
     loss_fn: YOGOLoss
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
