@@ -52,7 +52,7 @@ def test_pasted_objects_cover_nothing_and_are_labelled(tmp_path: Path, seed: int
         image, boxes, pool, dataset.frame, (1.0, 1.0), torch.Generator().manual_seed(seed)
     )
     assert 6 <= len(labelled) <= 8 and torch.equal(labelled[:5], boxes)
-    corners = _pixel_boxes(labelled, 60, 80)
+    corners = _pixel_boxes(labelled.numpy(), 60, 80)
     for i in range(len(corners)):  # no two boxes overlap
         for j in range(i):
             a, b = corners[i], corners[j]
@@ -83,7 +83,7 @@ def test_thumbnails_are_scaled_like_the_frames(tmp_path: Path) -> None:
     )
     assert len(labelled) > 5
     assert labelled[5, 3] * 80 == pytest.approx(10) and labelled[5, 4] * 60 == pytest.approx(5)
-    x0, y0, x1, y1 = (round(float(v)) for v in _pixel_boxes(labelled[5:6], 60, 80)[0])
+    x0, y0, x1, y1 = (round(float(v)) for v in _pixel_boxes(labelled[5:6].numpy(), 60, 80)[0])
     assert (out[0, y0:y1, x0:x1] == 200).all()
 
 

@@ -119,7 +119,8 @@ def build_targets(
     the loader gives them): the cell assignment runs there. Returns (B, Sy, Sx, 6): has-object
     mask, xc, yc, w, h, class; one object per cell (`yogo.grid.assign_cells`, the rule `yogo
     check` reports collisions with). With `neighbours` (a model decoding with centre_range 2)
-    each object also claims the two free cells next to its centre (`grid.neighbour_cells`).
+    objects two or more cells wide also claim the free neighbour cells their box covers
+    (`grid.neighbour_cells`).
     """
     rows, cols = grid
     device = labels.device if device is None else device

@@ -264,7 +264,9 @@ def augment_settings(cfg: TrainConfig) -> AugmentSettings:
     """The strengths of `cfg`'s augmentations (all 0 with --no-augment)."""
     if not cfg.augment:
         return AugmentSettings()
-    return AugmentSettings(**{name[8:]: getattr(cfg, name) for name in AUGMENT_STRENGTHS})
+    return AugmentSettings(
+        **{name.removeprefix("augment_"): getattr(cfg, name) for name in AUGMENT_STRENGTHS}
+    )
 
 
 DEFAULT_BATCH_SIZE = 64

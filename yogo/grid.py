@@ -77,14 +77,16 @@ def neighbour_cells(
     grid: tuple[int, int],
     taken: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The extra cells objects claim besides their centre cell (YOLOv5's assignment): the
-    horizontal and the vertical neighbour nearest to the centre, when inside the grid and not
-    in `taken` (the centre cells). A cell claimed by several objects goes to the one whose
-    centre is nearest to the cell's. Returns flat cell indices and the objects' row indices.
+    """The extra cells objects claim besides their centre cell (`--neighbour-cells`): of the
+    horizontal and the vertical neighbour nearest to the centre (YOLOv5's candidates), those
+    inside the grid, lying wholly inside the object's box (`w`, `h`: so only objects two or
+    more cells wide get any) and not in `taken` (the centre cells). A cell claimed by several
+    objects goes to the one whose centre is nearest to the cell's. Returns flat cell indices
+    and the objects' row indices.
 
-    More cells per object give a large object's cells, which all look alike, one consistent
-    target instead of one positive among negatives, and three box-regression examples per
-    object instead of one; the model must decode centres up to half a cell beyond its cell.
+    A large object's cells all look alike; more of them as positives give one consistent
+    target instead of one positive among negatives. The model must decode centres up to half
+    a cell beyond its cell (centre_range 2).
     """
     rows, cols = grid
     gx, gy = xc * cols, yc * rows
@@ -97,7 +99,7 @@ def neighbour_cells(
     cand_col = np.concatenate([col + step_x, col])
     owner = np.concatenate([objects, objects])
     inside = (cand_row >= 0) & (cand_row < rows) & (cand_col >= 0) & (cand_col < cols)
-    # ... and the cell's centre lies inside the object's box
+    # ... and the whole cell lies inside the object's box
     inside &= np.abs(cand_col + 0.5 - gx[owner]) + 0.5 <= w[owner] * cols / 2
     inside &= np.abs(cand_row + 0.5 - gy[owner]) + 0.5 <= h[owner] * rows / 2
     cand_row, cand_col, owner = cand_row[inside], cand_col[inside], owner[inside]

@@ -84,7 +84,7 @@ def paste_objects(
     one; returns the image and the boxes with the pasted objects appended. `load_frame(i)`
     gives training frame i at the model's input size; `scale` (y, x) resizes a thumbnail."""
     _, height, width = image.shape
-    taken = _pixel_boxes(boxes, height, width)
+    taken = _pixel_boxes(boxes.numpy(), height, width)
     added = []
     count = int(torch.randint(1, MAX_PASTED + 1, (1,), generator=generator))
     for pick in torch.randint(len(pool), (count,), generator=generator).tolist():
@@ -98,10 +98,10 @@ def paste_objects(
         for y_share, x_share in corners.tolist():
             top, left = int(y_share * (height - h)), int(x_share * (width - w))
             box = np.array([left, top, left + w, top + h], dtype=np.float32)
-            if len(taken) and _overlaps(box, taken):
+            if _overlaps(box, taken):
                 continue
             image[:, top : top + h, left : left + w] = crop
-            taken = np.vstack([taken, box[None]]) if len(taken) else box[None]
+            taken = np.vstack([taken, box[None]])
             added.append(
                 [
                     pool.boxes[pick, 0],
@@ -135,7 +135,7 @@ def _crop(
         source = load_frame(int(pool.frame[pick]))
     except ImageError:  # the frame's own loading reports it
         return None
-    x0, y0, x1, y1 = _pixel_boxes(torch.from_numpy(pool.boxes[pick : pick + 1]), height, width)[0]
+    x0, y0, x1, y1 = _pixel_boxes(pool.boxes[pick : pick + 1], height, width)[0]
     x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
     x1, y1 = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
     if x1 <= x0 or y1 <= y0:
@@ -143,9 +143,9 @@ def _crop(
     return source[:, y0:y1, x0:x1]
 
 
-def _pixel_boxes(boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
+def _pixel_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """(N, 5) class, xc, yc, w, h normalised -> (N, 4) x0, y0, x1, y1 in pixels."""
-    b = boxes.numpy().astype(np.float32) if len(boxes) else np.zeros((0, 5), np.float32)
+    b = boxes.astype(np.float32).reshape(-1, 5)
     xc, yc, w, h = b[:, 1] * width, b[:, 2] * height, b[:, 3] * width, b[:, 4] * height
     return np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
 

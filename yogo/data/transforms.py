@@ -31,11 +31,11 @@ def augment(
     """Zoom and shift (boxes move with the pixels), then brightness, contrast, gamma, blur and
     noise, on a uint8 (C, H, W) image; the same number of random draws whatever is on, so
     switching one augmentation leaves the others' draws unchanged."""
+    if not (settings.geometric or settings.photometric):
+        return image, boxes
     draws = torch.rand(8, generator=generator).tolist()
     if settings.geometric:
         image, boxes = _zoom_and_shift(image, boxes, settings, draws[:3])
-    if not settings.photometric:
-        return image, boxes
     if settings.brightness > 0 or settings.contrast > 0 or settings.gamma > 0:
         image = _intensity_map(image, settings, draws[3:6])[image.long()]
     if settings.blur <= 0 and settings.noise <= 0:
