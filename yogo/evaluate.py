@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from yogo.boxes import build_targets, cxcywh_to_xyxy, decode, postprocess
+from yogo.boxes import build_targets, cxcywh_to_xyxy, postprocess
 from yogo.data.loader import ShardSampler
 from yogo.dist import DistContext
 from yogo.loss import YOGOLoss
@@ -55,7 +55,7 @@ def evaluate_model(
                 )
                 loss = loss_fn(raw, targets, anchors, centre_range)["loss"]
                 total_loss += float(loss) * len(images)
-            decoded = decode(raw, anchors[0], anchors[1], centre_range)
+            decoded = model.decode(raw)
             detections = postprocess(decoded, AP_OBJECTNESS_FLOOR, iou_thresh)
             metrics.update(detections, _truths(labels, len(images)))
             images_seen += len(images)

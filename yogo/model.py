@@ -44,7 +44,7 @@ class ModelConfig:
     anchor_h: float
     centre_range: float = 1.0
     """How far from its cell a cell's predicted centre may lie, in cells (yogo.boxes.decode):
-    1 (YOGO 1.0.1, and yogo models trained with --no-neighbour-cells) or 2 (neighbour cells
+    1 (SPEC §5.2 and YOGO 1.0.1; the default) or 2 (--neighbour-cells: neighbour cells
     predict objects too)."""
 
     @property
@@ -169,7 +169,11 @@ class YOGO(nn.Module):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Decoded output (B, 5 + C, Sy, Sx): xc, yc, w, h (normalised), objectness, classes."""
-        return decode(self(images), self.anchors[0], self.anchors[1], self.config.centre_range)
+        return self.decode(self(images))
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        """This model's raw output decoded (its anchor and centre range; yogo.boxes.decode)."""
+        return decode(raw, self.anchors[0], self.anchors[1], self.config.centre_range)
 
     def init_output_priors(self, object_fraction: float, class_frequencies: torch.Tensor) -> None:
         """Start the output layer at the data's priors: objectness at the fraction of cells
