@@ -340,3 +340,45 @@ def test_multi_page_images_are_a_warning(tmp_path: Path) -> None:
         ("multi-page-image", "warning", "b.tif")
     ]
     assert "only page 1 is used" in format_report(report)
+
+
+MACHINE = {
+    "m0": "0 0.25 0.25 0.2 0.1 0.95\n1 0.75 0.75 0.4 0.3 0.35\n",
+    "m1": "1 0.5 0.5 0.1 0.1 0.62\n0 0.2 0.2 0.1 0.1\n",  # the second row a person's
+    "m2": "",
+}
+
+
+def test_machine_labels_train_and_min_label_confidence_filters_them(tmp_path: Path) -> None:
+    """Label files with a confidence column (`yogo infer --save-preds`) are valid; rows below
+    --min-label-confidence are left out, rows without a confidence are always kept; `yogo
+    check` shows the distribution and what the threshold leaves out."""
+    ddf = dataset(tmp_path, MACHINE)
+    every = scan_dataset(ddf)
+    require_trainable(every)
+    assert every.problems == () and every.below_confidence == 0
+    assert [len(s.boxes) for s in every.splits["train"]] == [2, 2, 0]
+    np.testing.assert_allclose(sorted(every.confidence), [0.35, 0.62, 0.95], atol=1e-6)
+    sure = scan_dataset(ddf, min_confidence=0.6)
+    assert sure.below_confidence == 1
+    assert [s.lines.tolist() for s in sure.splits["train"]] == [[1], [1, 2], []]
+    report = check_report(ddf, sure)
+    stats = report["label_confidence"]
+    assert stats["rows"] == 3 and stats["left_out"] == 1 and stats["median"] == 0.62
+    assert stats["histogram"]["0.3-0.4"] == 1 and stats["histogram"]["0.9-1.0"] == 1
+    assert report["splits"]["train"]["objects"] == 3
+    text = format_report(report)
+    assert "label confidence (3 machine-labelled rows)" in text
+    assert "--min-label-confidence 0.6 leaves out 1 row(s)" in text
+    hand = dataset(tmp_path / "hand", GOOD)
+    assert check_report(hand, scan_dataset(hand))["label_confidence"] is None
+
+
+def test_a_threshold_that_leaves_nothing_is_not_trainable(tmp_path: Path) -> None:
+    ddf = dataset(tmp_path, {"m0": "0 0.5 0.5 0.2 0.2 0.3\n", "m1": "1 0.5 0.5 0.2 0.2 0.2\n"})
+    scan = scan_dataset(ddf, min_confidence=0.5)
+    with pytest.raises(UserError, match=r"after --min-label-confidence 0\.5") as e:
+        require_trainable(scan)
+    assert "lower --min-label-confidence" in str(e.value)
+    report = check_report(ddf, scan)
+    assert not report["trainable"] and "2 row(s) below it" in report["not_trainable_because"][0]

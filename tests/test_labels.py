@@ -45,6 +45,24 @@ def test_accepted_row_forms_give_one_box(text: str) -> None:
     np.testing.assert_allclose(parsed.boxes, [[1, 0.5, 0.5, 0.1, 0.2]])
 
 
+@pytest.mark.parametrize("separator", [" ", ","])
+def test_a_confidence_column_is_read_and_kept_with_its_row(separator: str) -> None:
+    """What `yogo infer --save-preds` writes (class xc yc w h confidence) parses, mixed with
+    rows a person wrote (no confidence: NaN), and the policy keeps rows and scores aligned."""
+    text = "0 0.5 0.5 0.1 0.1 0.87\n1 0.2 0.2 0.1 0.1\n2 0.98 0.5 0.1 0.1 0.4\n"
+    parsed = parse(text.replace(" ", separator))
+    np.testing.assert_array_equal(parsed.confidence, [0.87, np.nan, 0.4])
+    assert [p.kind for p in parsed.problems] == ["outside"]
+    clipped = apply_policy(parsed, "clip")
+    np.testing.assert_allclose(clipped.confidence, [0.87, np.nan, 0.4])
+    dropped = apply_policy(parsed, "drop")
+    assert dropped.lines.tolist() == [1, 2]
+    np.testing.assert_allclose(dropped.confidence, [0.87, np.nan])
+    clean = parse("0 0.5 0.5 0.1 0.1 0.87\n1 0.2 0.2 0.1 0.1 1\n")  # the fast path
+    np.testing.assert_allclose(clean.confidence, [0.87, 1.0])
+    assert parsed.boxes.shape == (3, 5) and clean.boxes.shape == (2, 5)
+
+
 def test_one_row_file_keeps_its_object() -> None:
     # YOGO 1.0.1 read a one-row file as a 1-D array and dropped the object.
     assert len(parse("0 0.5 0.5 0.1 0.1").boxes) == 1
@@ -77,8 +95,12 @@ def test_header_only_file_is_empty() -> None:
             "l.txt:2: unknown class name 'helthy'",
         ),
         ("helthy 0.5 0.5 0.1 0.1", "class", "unknown class name 'helthy'"),
-        ("0 0.5 0.5 0.1", "columns", "expected 5 values (class xc yc w h), found 4"),
-        ("0 0.5 0.5 0.1 0.1 0.9", "columns", "found 6"),
+        ("0 0.5 0.5 0.1", "columns", "expected 5 values (class xc yc w h) or 6"),
+        ("0 0.5 0.5 0.1 0.1 0.9 1", "columns", "found 7"),
+        ("0 0.5 0.5 0.1 0.1 1.2", "confidence", "confidence 1.2 is outside [0, 1]"),
+        ("0 0.5 0.5 0.1 0.1 -0.1", "confidence", "confidence -0.1 is outside"),
+        ("0 0.5 0.5 0.1 0.1 nan", "not-finite", "confidence is nan"),
+        ("0 0.5 0.5 0.1 0.1 high", "not-a-number", "confidence 'high' is not a number"),
         ("0,0.5,,0.1,0.1", "not-a-number", "yc '' is not a number"),
         ("0 0.5 abc 0.1 0.1", "not-a-number", "yc 'abc' is not a number"),
         ("0 0.5 0.5 nan 0.1", "not-finite", "w is nan"),
@@ -237,6 +259,8 @@ def test_fast_path_and_row_parser_agree_on_random_files() -> None:
                     *(f"{v:.3f}" for v in rng.uniform(0.05, 0.95, 2)),
                     *(f"{v:.3f}" for v in rng.uniform(0.01, 0.1, 2)),
                 ]
+                if rng.random() < 0.3:  # a confidence column (all rows or some)
+                    row.append(f"{rng.uniform(-0.05, 1.05):.3f}")
                 if rng.random() < 0.3:
                     row[int(rng.integers(0, 5))] = str(rng.choice(tokens))
             else:
@@ -246,4 +270,5 @@ def test_fast_path_and_row_parser_agree_on_random_files() -> None:
         fast, exact = parse(text), _parse_rows(text, Path("l.txt"), CLASSES)
         np.testing.assert_array_equal(fast.boxes, exact.boxes, err_msg=text)
         np.testing.assert_array_equal(fast.lines, exact.lines, err_msg=text)
+        np.testing.assert_array_equal(fast.confidence, exact.confidence, err_msg=text)
         assert fast.problems == exact.problems, text

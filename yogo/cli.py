@@ -112,6 +112,12 @@ NumWorkers = Annotated[
     int | None, _unset("Loader processes (default: this process's share of the CPUs).")
 ]
 BadLabels = Annotated[str, typer.Option(help="error, drop or clip (docs/check.md).")]
+MinLabelConfidence = Annotated[
+    float,
+    typer.Option(
+        help="Leave out label rows whose 6th column (a confidence: machine labels) is below this."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -147,6 +153,7 @@ def check(
         ),
     ] = None,
     bad_labels: BadLabels = CheckConfig.bad_labels,
+    min_label_confidence: MinLabelConfidence = CheckConfig.min_label_confidence,
     decode: Annotated[
         bool, typer.Option(help="Also decode every image fully, on all cores (slow).")
     ] = CheckConfig.decode,
@@ -316,6 +323,7 @@ def train(
         str, typer.Option(help="Objectness target of object cells: one, or iou (box fit).")
     ] = TrainConfig.obj_target,
     bad_labels: BadLabels = TrainConfig.bad_labels,
+    min_label_confidence: MinLabelConfidence = TrainConfig.min_label_confidence,
     copy_paste: Annotated[
         float,
         typer.Option(help="Chance a train frame gets pasted objects (thumbnails, else rare ones)."),

@@ -135,6 +135,8 @@ class TrainConfig:
     """Use this fraction of each split (deterministic)."""
     bad_labels: BadLabelsPolicy = "error"
     """error, drop or clip (see docs/check.md)."""
+    min_label_confidence: float = 0.0
+    """Leave out label rows whose confidence column (machine labels) is below this."""
     obj_thresh: float = 0.5
     """Objectness threshold for precision/recall/F1 and counts in validation."""
     iou_thresh: float = 0.5
@@ -179,6 +181,7 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be auto, 32, bf16 or fp16, got '{self.precision}'")
         _require_policy(self.bad_labels)
+        _require_fractions(self, "min_label_confidence")
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 8):
             raise UserError(f"--image-hw must be two sizes >= 8, got {self.image_hw}")
         for name in ("anchor_w", "anchor_h"):
@@ -413,6 +416,8 @@ class CheckConfig:
     """Model input H W for the grid-collision count; None: the first training image's size."""
     bad_labels: BadLabelsPolicy = "error"
     """What training would do with bad rows: error, drop or clip (docs/check.md)."""
+    min_label_confidence: float = 0.0
+    """Leave out label rows whose confidence column (machine labels) is below this."""
     decode: bool = False
     """Also decode every image fully, on all cores (slow)."""
     dataset_split_override: list[float] | None = None
@@ -420,6 +425,7 @@ class CheckConfig:
 
     def require_valid(self) -> None:
         _require_policy(self.bad_labels)
+        _require_fractions(self, "min_label_confidence")
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 1):
             raise UserError(f"--image-hw must be two positive numbers, got {self.image_hw}")
 

@@ -450,11 +450,15 @@ def load_splits(
     scan = None
     try:
         if ctx.is_main:
-            scan = scan_dataset(ddf, cfg.bad_labels, index=index)
+            scan = scan_dataset(
+                ddf, cfg.bad_labels, index=index, min_confidence=cfg.min_label_confidence
+            )
     finally:
         ctx.broadcast(None)  # the index is written (or rank 0 failed; the others will too)
     if scan is None:
-        scan = scan_dataset(ddf, cfg.bad_labels, index=index)
+        scan = scan_dataset(
+            ddf, cfg.bad_labels, index=index, min_confidence=cfg.min_label_confidence
+        )
     count = sum(map(len, ddf.splits.values()))
     log.info(f"{count:,} label files ready in {time.perf_counter() - started:.1f} s")
     require_trainable(scan)
@@ -462,6 +466,11 @@ def load_splits(
     if handled:
         summary = ", ".join(f"{n} {action}" for action, n in sorted(handled.items()))
         log.warning(f"--bad-labels {cfg.bad_labels}: {summary} (`yogo check` lists each)")
+    if scan.below_confidence:
+        log.info(
+            f"--min-label-confidence {cfg.min_label_confidence:g}: {scan.below_confidence} of "
+            f"{len(scan.confidence)} machine-labelled row(s) left out"
+        )
     splits = {name: subsample(samples, cfg.subsample) for name, samples in scan.splits.items()}
     if not splits["val"]:
         log.info(

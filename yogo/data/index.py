@@ -33,7 +33,7 @@ from yogo.outputs import open_new, partial_path
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: the confidence column of machine labels
 INDEX_NAME = "label_index.npz"  # in the run folder
 
 
@@ -64,6 +64,7 @@ class ScanResult:
     lines: np.ndarray  # (N,) int32 line of each box
     hwc: tuple[int, int, int]  # image height, width, channels (0s when unusable)
     problems: tuple[Problem, ...]
+    confidence: np.ndarray  # (N,) float32 confidence column of each box (NaN: none)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class LabelIndex:
         found = np.array(positions, dtype=np.int64).reshape(-1)
         same = (found >= 0) & (recorded[found.clip(min=0)] == current).all(axis=1)
         usable, hwc, offsets = self.arrays["usable"], self.arrays["hwc"], self.arrays["offsets"]
-        boxes, lines = self.arrays["boxes"], self.arrays["lines"]
+        boxes, lines, confidence = (self.arrays[k] for k in ("boxes", "lines", "confidence"))
         usable_list, hwc_list, offset_list = usable.tolist(), hwc.tolist(), offsets.tolist()
         out: list[ScanResult | None] = []
         for position, keep in zip(positions, same.tolist(), strict=True):
@@ -105,6 +106,7 @@ class LabelIndex:
                     lines[start:end],
                     (h, w, c),
                     tuple(self.problems.get(position, ())),
+                    confidence[start:end],
                 )
             )
         return out
@@ -155,6 +157,9 @@ class LabelIndex:
             "lines": np.concatenate([r.lines for r in results]).astype(np.int32)
             if results
             else np.zeros(0, np.int32),
+            "confidence": np.concatenate([r.confidence for r in results]).astype(np.float32)
+            if results
+            else np.zeros(0, np.float32),
             "problems": _text(json.dumps(problems)),
         }
         partial = partial_path(path)
@@ -185,7 +190,12 @@ def _checked(
         raise ValueError("arrays of different lengths")
     if arrays["signatures"].shape != (n, 6) or boxes.dtype != np.float32:
         raise ValueError("signatures or boxes of the wrong shape or type")
-    if offsets[-1] != len(boxes) or len(arrays["lines"]) != len(boxes) or boxes.shape[1:] != (5,):
+    if (
+        offsets[-1] != len(boxes)
+        or len(arrays["lines"]) != len(boxes)
+        or arrays["confidence"].shape != (len(boxes),)
+        or boxes.shape[1:] != (5,)
+    ):
         raise ValueError("box arrays do not match their offsets")
     if n and (np.diff(offsets).min() < 0 or offsets[0] != 0):
         raise ValueError("offsets out of order")

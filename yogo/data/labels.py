@@ -6,6 +6,9 @@
 
 Accepted rows: `class xc yc w h`, separated by spaces or by commas; `class` an integer index or a
 class name (or a Label Studio id, mapped through `notes.json`); numbers normalised to the image.
+An optional sixth value is a confidence in [0, 1]: `yogo infer --save-preds` writes one, so
+machine labels train as they are (`--min-label-confidence` filters them; a row without one is a
+person's label and always kept).
 A first row that is not a data row (`class x y w h`) is a header and skipped; blank lines are
 skipped; an empty file is an image without objects.
 """
@@ -33,6 +36,7 @@ ERROR_KINDS = {
     "columns": "wrong column count",
     "not-a-number": "value is not a number",
     "not-finite": "NaN or infinite value",
+    "confidence": "confidence outside [0, 1]",
     "class": "class out of range or unknown",
     "size": "width or height <= 0",
     "centre": "box centre outside [0, 1]",
@@ -143,12 +147,13 @@ def load_label_studio_ids(label_folder: Path) -> dict[int, str] | None:
 class ParsedLabels:
     """A label file's rows. `boxes` holds every row that parsed into a known class and five
     finite numbers, including rows with geometry problems (so `clip` can repair them);
-    `lines` are their 1-based line numbers."""
+    `lines` are their 1-based line numbers, `confidence` their sixth column (NaN: none)."""
 
     path: Path
     boxes: np.ndarray  # (N, 5) float64: class, xc, yc, w, h (normalised)
     lines: np.ndarray  # (N,) int64
     problems: tuple[Problem, ...]
+    confidence: np.ndarray  # (N,) float64 in [0, 1], NaN for a row without one
 
 
 def parse_label_file(path: Path, lookup: ClassLookup) -> ParsedLabels:
@@ -158,32 +163,41 @@ def parse_label_file(path: Path, lookup: ClassLookup) -> ParsedLabels:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
         problem = Problem(path, None, "unreadable-label", f"label file cannot be read: {reason}")
-        return ParsedLabels(path, np.zeros((0, 5)), np.zeros(0, np.int64), (problem,))
+        empty = np.zeros(0, np.float64)
+        return ParsedLabels(path, np.zeros((0, 5)), np.zeros(0, np.int64), (problem,), empty)
     return parse_label_text(text, path, lookup)
 
 
 def parse_label_text(text: str, path: Path, lookup: ClassLookup) -> ParsedLabels:
-    boxes = _parse_clean(text, lookup)
-    if boxes is not None:
-        return ParsedLabels(path, boxes, np.arange(1, len(boxes) + 1, dtype=np.int64), ())
+    clean = _parse_clean(text, lookup)
+    if clean is not None:
+        boxes, confidence = clean
+        lines = np.arange(1, len(boxes) + 1, dtype=np.int64)
+        return ParsedLabels(path, boxes, lines, (), confidence)
     return _parse_rows(text, path, lookup)
 
 
-def _parse_clean(text: str, lookup: ClassLookup) -> np.ndarray | None:
-    """Fast path for the common file: space-separated rows, plain integer classes, no blank
-    line, no problem. Returns None whenever anything differs, and `_parse_rows` then gives the
-    exact per-row account; both accept exactly the same clean files."""
+def _parse_clean(text: str, lookup: ClassLookup) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path for the common file: space-separated rows of one width (5, or 6 with a
+    confidence), plain integer classes, no blank line, no problem. Returns None whenever
+    anything differs, and `_parse_rows` then gives the exact per-row account; both accept
+    exactly the same clean files."""
     if lookup.label_studio_ids is not None or "," in text:
         return None
     rows = [line.split() for line in text.splitlines()]
-    if any(len(row) != 5 or row[0] not in lookup.index_tokens for row in rows):
+    width = len(rows[0]) if rows else 5
+    if width not in (5, 6) or any(
+        len(row) != width or row[0] not in lookup.index_tokens for row in rows
+    ):
         return None
     try:
-        boxes = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        values = np.array(rows, dtype=np.float64).reshape(-1, width)
     except ValueError:
         return None
-    if not np.isfinite(boxes).all():
+    if not np.isfinite(values).all():
         return None
+    boxes = values[:, :5]
+    confidence = values[:, 5] if width == 6 else np.full(len(values), np.nan)
     xc, yc, w, h = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
     overhang = np.maximum.reduce([w / 2 - xc, xc + w / 2 - 1, h / 2 - yc, yc + h / 2 - 1])
     clean = (
@@ -191,13 +205,15 @@ def _parse_clean(text: str, lookup: ClassLookup) -> np.ndarray | None:
         and (h > 0).all()
         and ((xc >= 0) & (xc <= 1) & (yc >= 0) & (yc <= 1)).all()
         and (overhang <= EDGE_TOLERANCE).all()
+        and not ((confidence < 0) | (confidence > 1)).any()
     )
-    return boxes if clean else None
+    return (np.ascontiguousarray(boxes), confidence) if clean else None
 
 
 def _parse_rows(text: str, path: Path, lookup: ClassLookup) -> ParsedLabels:
     rows: list[list[float]] = []
     lines: list[int] = []
+    confidence: list[float] = []
     problems: list[Problem] = []
     first = True
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -209,17 +225,20 @@ def _parse_rows(text: str, path: Path, lookup: ClassLookup) -> ParsedLabels:
             first = False
             if _is_header(tokens, lookup):
                 continue
-        row = _parse_row(tokens, lookup)
-        if isinstance(row, tuple):
-            problems.append(Problem(path, number, *row))
+        parsed = _parse_row(tokens, lookup)
+        if isinstance(parsed[0], str):
+            problems.append(Problem(path, number, *parsed))
             continue
+        row, score = parsed
         rows.append(row)
         lines.append(number)
+        confidence.append(score)
         geometry = _geometry_problem(row)
         if geometry is not None:
             problems.append(Problem(path, number, *geometry))
     boxes = np.array(rows, dtype=np.float64).reshape(-1, 5)
-    return ParsedLabels(path, boxes, np.array(lines, dtype=np.int64), tuple(problems))
+    scores = np.array(confidence, dtype=np.float64)
+    return ParsedLabels(path, boxes, np.array(lines, dtype=np.int64), tuple(problems), scores)
 
 
 @dataclass(frozen=True)
@@ -227,6 +246,7 @@ class PolicyResult:
     boxes: np.ndarray  # (N, 5) float32 class, xc, yc, w, h, inside [0, 1]
     lines: np.ndarray  # (N,) their 1-based line numbers
     problems: tuple[Problem, ...]  # with the action taken, unless the policy is `error`
+    confidence: np.ndarray  # (N,) float32, NaN where the row has no confidence column
 
 
 def apply_policy(parsed: ParsedLabels, policy: BadLabelsPolicy) -> PolicyResult:
@@ -251,6 +271,7 @@ def apply_policy(parsed: ParsedLabels, policy: BadLabelsPolicy) -> PolicyResult:
                 keep[row] = False
         done.append(problem if policy == "error" else _with_action(problem, action))
     boxes, lines = _clip_to_image(parsed.boxes[keep]), parsed.lines[keep]
+    confidence = parsed.confidence[keep]
     # A clipped box that lay entirely outside the image has nothing left to train on.
     empty = (boxes[:, 3] <= 0) | (boxes[:, 4] <= 0)
     if empty.any():
@@ -259,8 +280,8 @@ def apply_policy(parsed: ParsedLabels, policy: BadLabelsPolicy) -> PolicyResult:
             _with_action(p, "dropped row: nothing left inside the image") if p.line in lost else p
             for p in done
         ]
-        boxes, lines = boxes[~empty], lines[~empty]
-    return PolicyResult(boxes.astype(np.float32), lines, tuple(done))
+        boxes, lines, confidence = boxes[~empty], lines[~empty], confidence[~empty]
+    return PolicyResult(boxes.astype(np.float32), lines, tuple(done), confidence.astype(np.float32))
 
 
 def _with_action(problem: Problem, action: str) -> Problem:
@@ -301,12 +322,18 @@ def _is_header(tokens: list[str], lookup: ClassLookup) -> bool:
     return not (tokens[0] in lookup.by_name or rest_numeric)
 
 
-def _parse_row(tokens: list[str], lookup: ClassLookup) -> list[float] | tuple[str, str]:
-    """`[class, xc, yc, w, h]`, or `(kind, message)` saying what is wrong with the row."""
-    if len(tokens) != 5:
-        return "columns", f"expected 5 values (class xc yc w h), found {len(tokens)}"
+def _parse_row(
+    tokens: list[str], lookup: ClassLookup
+) -> tuple[list[float], float] | tuple[str, str]:
+    """`([class, xc, yc, w, h], confidence or NaN)`, or `(kind, message)` saying what is wrong
+    with the row."""
+    if len(tokens) not in (5, 6):
+        return (
+            "columns",
+            f"expected 5 values (class xc yc w h) or 6 (... confidence), found {len(tokens)}",
+        )
     numbers = []
-    for name, token in zip(("xc", "yc", "w", "h"), tokens[1:], strict=True):
+    for name, token in zip(("xc", "yc", "w", "h", "confidence"), tokens[1:], strict=False):
         try:
             value = float(token)
         except ValueError:
@@ -319,7 +346,10 @@ def _parse_row(tokens: list[str], lookup: ClassLookup) -> list[float] | tuple[st
     index = lookup.index(tokens[0])
     if isinstance(index, str):
         return "class", index
-    return [float(index), *numbers]
+    confidence = numbers[4] if len(numbers) == 5 else math.nan
+    if not math.isnan(confidence) and not 0 <= confidence <= 1:
+        return "confidence", f"confidence {confidence:g} is outside [0, 1]"
+    return [float(index), *numbers[:4]], confidence
 
 
 def _geometry_problem(row: list[float]) -> tuple[str, str] | None:

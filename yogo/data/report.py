@@ -38,7 +38,9 @@ def check(cfg: CheckConfig) -> dict[str, Any]:
     """Scan the DDF's dataset as `cfg` says and report on it: what `yogo check` prints."""
     cfg.require_valid()
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
-    scan = scan_dataset(ddf, cfg.bad_labels, decode=cfg.decode)
+    scan = scan_dataset(
+        ddf, cfg.bad_labels, decode=cfg.decode, min_confidence=cfg.min_label_confidence
+    )
     image_hw = (cfg.image_hw[0], cfg.image_hw[1]) if cfg.image_hw else None
     return check_report(ddf, scan, image_hw)
 
@@ -102,9 +104,37 @@ def check_report(
         "channels": {str(c): n for c, n in sorted(Counter(s.channels for s in usable).items())},
         "object_size_px": _object_sizes(usable, ddf.class_names),
         "anchor": _anchor(train),
+        "label_confidence": _confidence_stats(scan),
         "grid": grid,
         "problem_counts": dict(Counter(p.kind for p in problems)),
         "problems": [p.to_dict() for p in problems],
+    }
+
+
+CONFIDENCE_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _confidence_stats(scan: DatasetScan) -> dict[str, Any] | None:
+    """The distribution of the confidence column of machine-labelled rows (None: no row has
+    one), and how many rows --min-label-confidence leaves out."""
+    values = scan.confidence
+    if not len(values):
+        return None
+    counts, _ = np.histogram(values, bins=CONFIDENCE_BINS)
+    quantiles = np.quantile(values, [0.0, 0.1, 0.5, 0.9, 1.0]).round(3).tolist()
+    return {
+        "rows": len(values),
+        "min_label_confidence": scan.min_confidence,
+        "left_out": scan.below_confidence,
+        "min": quantiles[0],
+        "p10": quantiles[1],
+        "median": quantiles[2],
+        "p90": quantiles[3],
+        "max": quantiles[4],
+        "histogram": {
+            f"{lo:.1f}-{hi:.1f}": int(n)
+            for lo, hi, n in zip(CONFIDENCE_BINS, CONFIDENCE_BINS[1:], counts, strict=False)
+        },
     }
 
 
@@ -223,6 +253,9 @@ def format_report(report: dict[str, Any]) -> str:
     anchor = report["anchor"]
     if anchor is not None:
         out.append(f"anchor a run would fit (normalised w, h): {anchor['w']}, {anchor['h']}")
+    confidence = report["label_confidence"]
+    if confidence is not None:
+        out += _format_confidence(confidence)
     grid = report["grid"]
     if grid is not None:
         h, w = grid["image_hw"]
@@ -243,6 +276,25 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         out += [f"trainable: no: {reason}" for reason in report["not_trainable_because"]]
     return "\n".join(out)
+
+
+def _format_confidence(stats: dict[str, Any]) -> list[str]:
+    """Machine-label confidences: quantiles, a text histogram, and what the threshold leaves
+    out."""
+    out = [
+        f"label confidence ({stats['rows']} machine-labelled rows): min {stats['min']}, "
+        f"10% {stats['p10']}, median {stats['median']}, 90% {stats['p90']}, max {stats['max']}"
+    ]
+    peak = max(stats["histogram"].values())
+    for span, n in stats["histogram"].items():
+        if n:
+            out.append(f"  {span}  {n:7d}  {'#' * max(1, round(30 * n / peak))}")
+    threshold = stats["min_label_confidence"]
+    out.append(
+        f"  --min-label-confidence {threshold:g} leaves out {stats['left_out']} row(s)"
+        + ("" if threshold else " (raise it to train on the surer labels only)")
+    )
+    return out
 
 
 def _format_problems(problems: list[dict[str, Any]]) -> list[str]:

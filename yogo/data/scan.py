@@ -17,7 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +64,16 @@ class LabelledSample:
 
 @dataclass(frozen=True)
 class DatasetScan:
-    """What a run would use under `policy`, per split, and every problem found."""
+    """What a run would use under `policy` and `min_confidence`, per split, and every problem
+    found. `confidence` holds the confidence column of every row that has one (machine labels,
+    before `min_confidence`); `below_confidence` counts the rows `min_confidence` left out."""
 
     policy: BadLabelsPolicy
     splits: dict[str, tuple[LabelledSample, ...]]
     problems: tuple[Problem, ...]
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    min_confidence: float = 0.0
+    below_confidence: int = 0
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -80,9 +85,11 @@ def scan_dataset(
     policy: BadLabelsPolicy = "error",
     decode: bool = False,
     index: Path | None = None,
+    min_confidence: float = 0.0,
 ) -> DatasetScan:
     """Parse every label file and read every image header once (`decode`: every image fully,
-    on all cores); apply `policy` to bad rows and samples.
+    on all cores); apply `policy` to bad rows and samples; leave out rows whose confidence
+    column is below `min_confidence` (rows without one are kept).
 
     With `index` (yogo.data.index), samples whose files have not changed since the index was
     written come from it, the rest are scanned, and the index is brought up to date."""
@@ -112,6 +119,8 @@ def scan_dataset(
 
     problems: list[Problem] = []
     splits: dict[str, tuple[LabelledSample, ...]] = {}
+    confidence: list[np.ndarray] = []
+    below = 0
     position = 0
     for name in SPLITS:
         kept: list[LabelledSample] = []
@@ -122,15 +131,21 @@ def scan_dataset(
             if result.usable:
                 assert sample.image is not None
                 h, w, c = result.hwc
-                kept.append(
-                    LabelledSample(sample.image, sample.label, result.boxes, result.lines, h, w, c)
-                )
+                boxes, lines = result.boxes, result.lines
+                scored = ~np.isnan(result.confidence)
+                if scored.any():
+                    confidence.append(result.confidence[scored])
+                    keep = ~(result.confidence < min_confidence)  # NaN (no column): kept
+                    below += int((~keep).sum())
+                    boxes, lines = boxes[keep], lines[keep]
+                kept.append(LabelledSample(sample.image, sample.label, boxes, lines, h, w, c))
         splits[name] = tuple(kept)
     if decode:
         splits, decode_problems = _decode_all(splits, policy)
         problems += decode_problems
     problems += _unlabelled_and_ambiguous(ddf)
-    return DatasetScan(policy, splits, tuple(problems))
+    scores = np.concatenate(confidence) if confidence else np.zeros(0, np.float32)
+    return DatasetScan(policy, splits, tuple(problems), scores, min_confidence, below)
 
 
 def require_trainable(scan: DatasetScan) -> None:
@@ -162,6 +177,8 @@ def require_trainable(scan: DatasetScan) -> None:
     nothing_left = no_objects_left(scan)
     if nothing_left is not None:
         fix = "correct the label files (yogo check lists every problem)"
+        if scan.below_confidence:
+            fix = "lower --min-label-confidence (yogo check shows the confidences)"
         raise UserError(nothing_left, fix=UNNAMED_CLASSES_FIX if diagnoses else fix)
 
 
@@ -170,6 +187,11 @@ def no_objects_left(scan: DatasetScan) -> str | None:
     (None when some object is left, or when the policy dropped nothing)."""
     if any(len(s.boxes) for s in scan.splits["train"]):
         return None
+    if scan.below_confidence:
+        return (
+            f"no objects are left in the train split after --min-label-confidence "
+            f"{scan.min_confidence:g} ({scan.below_confidence} row(s) below it)"
+        )
     handled = Counter(p.action.split(":")[0] for p in scan.problems if p.action is not None)
     if not handled:
         return None
@@ -266,13 +288,14 @@ def _scan_sample(sample: Sample, lookup: ClassLookup, policy: BadLabelsPolicy) -
     if image is not None and not unusable:
         hwc = (header.height, header.width, header.channels)
         found = (*result.problems, *notes)
-        return ScanResult(True, result.boxes, result.lines, hwc, found)
+        return ScanResult(True, result.boxes, result.lines, hwc, found, result.confidence)
     # The whole sample goes; its row problems are still listed so one pass fixes everything.
     action = "dropped sample" if policy != "error" else None
     every = unusable + [p for p in parsed.problems if p.kind not in SAMPLE_KINDS]
     problems = tuple(Problem(p.path, p.line, p.kind, p.message, action) for p in every)
+    none = np.zeros(0, np.float32)
     return ScanResult(
-        False, np.zeros((0, 5), np.float32), np.zeros(0, np.int32), (0, 0, 0), problems
+        False, np.zeros((0, 5), np.float32), none.astype(np.int32), (0, 0, 0), problems, none
     )
 
 
