@@ -138,15 +138,16 @@ def test_every_file_follows_the_umask(
         assert run_cli("export", checkpoint).code == 0
         write_image(tmp_path / "images" / "a.png", (96, 128))
         out = tmp_path / "out"
-        flags = ["--save-preds", "--draw-boxes", "--count"]
+        tasks = tmp_path / "tasks.json"
+        flags = ["--save-preds", "--draw-boxes", "--count", "--save-npy", "--label-studio", tasks]
         infer = ["infer", checkpoint, "--path-to-images", tmp_path / "images", "--output-dir", out]
         assert run_cli(*infer, *flags).code == 0
         assert run_cli("check", trained_run.ddf, "--json", tmp_path / "r.json").code == 0
     finally:
         os.umask(old)
-    written = [checkpoint.with_suffix(".onnx"), tmp_path / "r.json"]
+    written = [checkpoint.with_suffix(".onnx"), tmp_path / "r.json", tasks]
     written += [p for p in out.rglob("*") if p.is_file()]
-    assert len(written) == 6
+    assert len(written) == 9  # out: predictions, labels, boxes, counts, ddf.yml, .npy
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
 

@@ -147,10 +147,12 @@ def postprocess(
     obj_thresh: float = 0.5,
     iou_thresh: float = 0.5,
     min_class_confidence: float = 0.0,
+    class_probs: bool = False,
 ) -> list[torch.Tensor]:
     """Decoded output (B, 5 + C, Sy, Sx) -> per image (N, 7) detections after class-agnostic
     NMS, highest objectness first: x0, y0, x1, y1 (normalised), objectness, class
-    probability, class index. Every threshold applies to every output."""
+    probability, class index (and with `class_probs`, the C class probabilities: (N, 7 + C)).
+    Every threshold applies to every output."""
     batch = decoded.shape[0]
     flat = decoded.flatten(2).transpose(1, 2)  # (B, Sy*Sx, 5 + C)
     class_prob, class_index = flat[..., 5:].max(dim=-1)
@@ -167,6 +169,7 @@ def postprocess(
             objectness[kept, None],
             class_prob[image[kept], cell[kept], None],
             class_index[image[kept], cell[kept], None].float(),
+            *([flat[image[kept], cell[kept], 5:]] if class_probs else []),
         ],
         dim=1,
     )

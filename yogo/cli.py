@@ -470,18 +470,50 @@ def infer(
         str, typer.Argument(help="A .pth checkpoint or an exported .onnx.", metavar="MODEL")
     ],
     path_to_images: Annotated[
-        str, typer.Option(help="An image, or a folder of PNG/JPEG/TIFF/BMP images.")
-    ],
+        str | None,
+        _unset(
+            "An image, or a folder of PNG/JPEG/TIFF/BMP images.",
+            "--path-to-images",
+            "--path-to-image",
+        ),
+    ] = None,
+    path_to_zarr: Annotated[
+        str | None, _unset("A zarr store of frames (a folder or a .zip).")
+    ] = None,
+    zarr_layout: Annotated[
+        str, typer.Option(help="Axes of a zarr array: auto, hwn (YOGO's), nhw or nhwc.")
+    ] = InferConfig.zarr_layout,
     output_dir: Annotated[str, typer.Option(help="Results go here.")] = InferConfig.output_dir,
     save_preds: Annotated[
-        bool, typer.Option(help="labels/*.txt: class xc yc w h confidence.")
+        bool,
+        typer.Option(
+            help="labels/*.txt (class xc yc w h confidence) and a ddf.yml that trains on them."
+        ),
     ] = InferConfig.save_preds,
+    split_fractions: Annotated[
+        tuple[float, float, float],
+        typer.Option(help="Split fractions of the --save-preds ddf.yml.", metavar="TRAIN VAL TEST"),
+    ] = InferConfig.split_fractions,
     draw_boxes: Annotated[
-        bool, typer.Option(help="boxes/*.png: images with boxes.")
+        bool, typer.Option(help="boxes/*: the frames with their boxes.")
     ] = InferConfig.draw_boxes,
+    output_img_filetype: Annotated[
+        str, typer.Option(help="File type of --draw-boxes images: png, tif or tiff.")
+    ] = InferConfig.output_img_filetype,
     count: Annotated[
         bool, typer.Option(help="Print per-class totals; write counts.csv.")
     ] = InferConfig.count,
+    save_npy: Annotated[
+        bool, typer.Option(help="One .npy array of every detection, as YOGO 1.0.1 wrote.")
+    ] = InferConfig.save_npy,
+    label_studio: Annotated[
+        str | None,
+        _unset("Write Label Studio tasks with the detections as pre-annotations (JSON file)."),
+    ] = None,
+    label_studio_url_prefix: Annotated[
+        str | None,
+        _unset("Image URLs in the tasks start with this (default: Label Studio local files)."),
+    ] = None,
     recursive: Annotated[
         bool, typer.Option(help="Also look in sub-folders.")
     ] = InferConfig.recursive,
@@ -496,15 +528,27 @@ def infer(
         int, typer.Option("-bs", "--batch-size", help="Images per batch.")
     ] = InferConfig.batch_size,
     device: Device = None,
+    half: Annotated[
+        bool, typer.Option(help="Reduced precision: fp16 on a GPU, bf16 on a CPU (.pth).")
+    ] = InferConfig.half,
+    crop_height: Annotated[
+        float | None, _unset("Run on the centred band of round(F * H) rows.", metavar="F")
+    ] = None,
     class_names: Annotated[
         list[str] | None, _unset("Names to print instead of the model's.", metavar="NAME...")
     ] = None,
     num_workers: NumWorkers = None,
+    use_tqdm: Annotated[
+        bool, typer.Option(help="A progress bar (on a terminal).")
+    ] = InferConfig.use_tqdm,
+    heatmap_mask_path: Annotated[
+        str | None, _unset("Ignored (it had no effect in YOGO 1.0.1 either).")
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Replace the files of an earlier run in --output-dir.")
     ] = InferConfig.force,
 ) -> None:
-    """Detect (and count) objects in images; predictions.json always, more on request."""
+    """Detect (and count) objects in frames; predictions.json always, more on request."""
     from yogo.infer import format_counts
     from yogo.infer import infer as run_inference
 
@@ -515,12 +559,23 @@ def infer(
         f"{summary.images} image(s), {summary.detections} detection(s) in "
         f"{summary.seconds:.1f} s ({summary.kind}); results in {display_path(output_dir)}"
     )
+    for path in summary.written:
+        if path.name == "ddf.yml":
+            typer.echo(f"pre-train on these labels: yogo train {display_path(path)}")
+        elif label_studio is not None and path == Path(label_studio):
+            typer.echo(f"Label Studio tasks: {display_path(path)} (docs/labelling-loop.md)")
+    if summary.images and not summary.detections:
+        typer.echo(
+            f"nothing found at --obj-thresh {obj_thresh:g}: lower it (e.g. --obj-thresh "
+            f"{obj_thresh / 2:g}) to see less certain objects",
+            err=True,
+        )
     if summary.unreadable:
         typer.echo(
             f"{len(summary.unreadable)} image(s) could not be read and were skipped:", err=True
         )
-        for path, reason in summary.unreadable:
-            typer.echo(f"  {display_path(path)}: {reason}", err=True)
+        for name, reason in summary.unreadable:
+            typer.echo(f"  {name}: {reason}", err=True)
         raise typer.Exit(1)
 
 

@@ -372,16 +372,30 @@ class InferConfig:
 
     model: str
     """A .pth checkpoint or an exported .onnx."""
-    path_to_images: str
+    path_to_images: str | None = None
     """An image, or a folder of images."""
+    path_to_zarr: str | None = None
+    """A zarr store of frames (instead of --path-to-images)."""
+    zarr_layout: str = "auto"
+    """Axes of a zarr array: auto, hwn (YOGO 1.0.1's), nhw or nhwc."""
     output_dir: str = "yogo-infer"
     """Results go here (a new or empty folder for what is written)."""
     save_preds: bool = False
-    """labels/*.txt: class xc yc w h confidence."""
+    """labels/*.txt (class xc yc w h confidence) and a ddf.yml that trains on them."""
+    split_fractions: tuple[float, float, float] = (0.9, 0.1, 0.0)
+    """dataset_split_fractions TRAIN VAL TEST of the ddf.yml --save-preds writes."""
     draw_boxes: bool = False
-    """boxes/*.png: the images with their boxes."""
+    """boxes/*: the images with their boxes."""
+    output_img_filetype: str = "png"
+    """File type of --draw-boxes images: png, tif or tiff."""
     count: bool = False
     """Per-class totals; counts.csv."""
+    save_npy: bool = False
+    """One array of every detection, as YOGO 1.0.1 wrote (docs/export-and-infer.md)."""
+    label_studio: str | None = None
+    """Write Label Studio tasks with the detections as pre-annotations to this JSON file."""
+    label_studio_url_prefix: str | None = None
+    """Image URLs in the tasks start with this; None: Label Studio's local-files URL."""
     recursive: bool = False
     """Also look in sub-folders."""
     obj_thresh: float = 0.5
@@ -393,10 +407,18 @@ class InferConfig:
     batch_size: int = 16
     device: str | None = None
     """cpu or cuda; None: cuda when available."""
+    half: bool = False
+    """Reduced precision: fp16 on a GPU, bf16 on a CPU (.pth models)."""
+    crop_height: float | None = None
+    """Run on the centred band of round(F * H) rows (F in (0, 1])."""
     class_names: list[str] | None = None
     """Names to report instead of the model's (same number)."""
     num_workers: int | None = None
-    """Image decoding processes; None: this process's CPU share."""
+    """Frame reading processes; None: this process's CPU share."""
+    use_tqdm: bool = True
+    """A progress bar (on a terminal)."""
+    heatmap_mask_path: str | None = None
+    """Accepted for YOGO 1.0.1 command lines; ignored, with a note."""
     force: bool = False
     """Replace the files of an earlier run in output_dir (never an input image)."""
 
@@ -404,6 +426,17 @@ class InferConfig:
         _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
+        if self.crop_height is not None and not 0 < self.crop_height <= 1:
+            raise UserError(f"--crop-height must be in (0, 1], got {self.crop_height}")
+        if self.output_img_filetype.lstrip(".") not in ("png", "tif", "tiff"):
+            raise UserError(
+                f"--output-img-filetype must be png, tif or tiff, got '{self.output_img_filetype}'"
+            )
+        if self.label_studio_url_prefix is not None and self.label_studio is None:
+            raise UserError(
+                "--label-studio-url-prefix is used by --label-studio",
+                fix="add --label-studio FILE.json",
+            )
 
 
 @dataclass

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +135,36 @@ def parse_split_override(
             f" = {sum(values):g}"
         )
     return SplitFractions(*values)
+
+
+def ddf_text(
+    comment: str,
+    class_names: Sequence[str],
+    fractions: SplitFractions,
+    folders: Sequence[tuple[str, str, str]],
+) -> str:
+    """A DDF as yogo writes one (`yogo synth`, `yogo infer --save-preds`): `folders` are
+    (name, image_path, label_path), paths absolute or relative to the DDF's folder."""
+    names = ", ".join(json.dumps(name) for name in class_names)
+    train, val, test = fractions.train, fractions.val, fractions.test
+    lines = [
+        f"# {comment}",
+        f"class_names: [{names}]",
+        f"dataset_split_fractions: {{train: {train:g}, val: {val:g}, test: {test:g}}}",
+        "dataset_paths:",
+    ]
+    for name, image_path, label_path in folders:
+        lines += [
+            f"  {_yaml_text(name)}:",
+            f"    image_path: {_yaml_text(image_path)}",
+            f"    label_path: {_yaml_text(label_path)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_text(text: str) -> str:
+    """`text` as a YAML scalar: bare when it is a plain path, else a JSON (YAML) string."""
+    return text if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./~+-]*", text) else json.dumps(text)
 
 
 def split_counts(total: int, fractions: SplitFractions) -> tuple[int, int, int]:

@@ -1,15 +1,18 @@
-"""`yogo infer MODEL --path-to-images PATH`: detect and count in images with a .pth or .onnx.
+"""`yogo infer MODEL --path-to-images PATH` (or `--path-to-zarr STORE`): detect and count
+in frames with a .pth or .onnx.
 
     summary = infer(InferConfig(model="best.onnx", path_to_images="frames", count=True))
     summary.totals            # {"healthy": 1203, "ring": 17, ...}
 
 Both model kinds compute the same thing (yogo.predictor): uint8 frames resized to the model
 size in, decoded predictions out; post-processing (thresholds, class-agnostic NMS) is
-yogo.boxes.postprocess, shared with `yogo test`.
+yogo.boxes.postprocess, shared with `yogo test`. Frames come from image files or a zarr store
+(yogo.data.frames) and are named by their path in the folder or `<store>/<index>`.
 
 Written under the output folder: predictions.json (every detection, always), and on request
-labels/*.txt (YOLO: class xc yc w h confidence), boxes/* (images with labelled boxes) and
-counts.csv (one row per image).
+labels/*.txt (YOLO: class xc yc w h confidence) with a ddf.yml that trains on them (and, for a
+zarr store, the frames as images/*.png), boxes/* (frames with labelled boxes), counts.csv (one
+row per frame), the YOGO 1.0.1 .npy array; and the Label Studio tasks file (yogo.labelstudio).
 """
 
 from __future__ import annotations
@@ -18,25 +21,34 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
 
+from yogo import __version__
 from yogo.boxes import postprocess
 from yogo.config import InferConfig
-from yogo.data.images import IMAGE_EXTENSIONS, ImageError, decode_image
+from yogo.data.frames import ImageFiles, ZarrFrames, open_frames
+from yogo.data.images import ImageError
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
+from yogo.ddf import SplitFractions, ddf_text, parse_split_override
 from yogo.errors import UserError, display_path
+from yogo.labelstudio import frame_task, url_prefix
 from yogo.log import progress
-from yogo.outputs import require_output_folder, write_atomic
+from yogo.outputs import require_output_file, require_output_folder, write_atomic
 from yogo.predictor import Predictor, load_predictor
+
+log = logging.getLogger(__name__)
+Frames = ImageFiles | ZarrFrames
 
 
 @dataclass
@@ -44,58 +56,105 @@ class InferSummary:
     images: int = 0
     detections: int = 0
     totals: dict[str, int] = field(default_factory=dict)
-    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (frame name, reason)
     seconds: float = 0.0
     kind: str = ""  # the predictor that ran: "pytorch on cpu", "onnxruntime on CPU", ...
-
-
-def find_images(path: Path, recursive: bool) -> tuple[Path, list[Path]]:
-    """(the folder output names are relative to, the images in name order)."""
-    if path.is_file():
-        return path.parent, [path]
-    if not path.is_dir():
-        raise UserError("does not exist", path=path, fix="give an image or a folder of images")
-    pattern = "**/*" if recursive else "*"
-    images = sorted(
-        p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if not images:
-        deeper = "" if recursive else " (add --recursive to look in sub-folders)"
-        raise UserError(f"no PNG, JPEG, TIFF or BMP images here{deeper}", path=path)
-    return path, images
+    written: list[Path] = field(default_factory=list)  # the files of the whole run, not per frame
 
 
 class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
-    """Image i decoded and resized to the model size, or the reason it cannot be read."""
+    """Frame i decoded and resized to the model size (with the decoded frame when `keep` asks
+    for it), or the reason it cannot be read."""
 
-    def __init__(self, paths: Sequence[Path], image_hw: tuple[int, int], channels: int) -> None:
-        self.paths, self.image_hw, self.channels = paths, image_hw, channels
+    def __init__(
+        self, frames: Frames, image_hw: tuple[int, int], channels: int, keep: bool
+    ) -> None:
+        self.frames, self.image_hw, self.channels, self.keep = frames, image_hw, channels, keep
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.frames)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
         try:
-            pixels = decode_image(self.paths[i], self.channels)
+            pixels = self.frames.read(i, self.channels)
         except ImageError as e:
             return i, str(e)
-        return i, (resize(torch.from_numpy(pixels), self.image_hw).numpy(), pixels.shape[1:])
+        resized = resize(torch.from_numpy(pixels), self.image_hw).numpy()
+        return i, (resized, pixels if self.keep else None, pixels.shape[1:])
 
 
 def _as_list(items: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
     return items
 
 
+@dataclass
+class _Plan:
+    """What this run writes, decided once from the config and the frames."""
+
+    out: Path
+    frames: Frames
+    labels: bool  # labels/<stem>.txt
+    boxes: str | None  # boxes/<stem>.<type>
+    frame_images: bool  # images/<stem>.png: zarr frames as files for training and Label Studio
+    npy: Path | None
+    ddf: Path | None
+    label_studio: Path | None
+
+    @staticmethod
+    def of(cfg: InferConfig, frames: Frames) -> _Plan:
+        out = Path(cfg.output_dir)
+        from_zarr = isinstance(frames, ZarrFrames)
+        source = Path(cfg.path_to_zarr or cfg.path_to_images or ".")
+        return _Plan(
+            out=out,
+            frames=frames,
+            labels=cfg.save_preds,
+            boxes=cfg.output_img_filetype.lstrip(".") if cfg.draw_boxes else None,
+            frame_images=from_zarr and (cfg.save_preds or cfg.label_studio is not None),
+            npy=out / f"{(source.stem if from_zarr else source.resolve().stem)}.npy"
+            if cfg.save_npy
+            else None,
+            ddf=out / "ddf.yml" if cfg.save_preds else None,
+            label_studio=Path(cfg.label_studio) if cfg.label_studio else None,
+        )
+
+    def per_frame(self, stem: Path) -> list[Path]:
+        paths = []
+        if self.labels:
+            paths.append(self.out / "labels" / f"{stem}.txt")
+        if self.boxes:
+            paths.append(self.out / "boxes" / f"{stem}.{self.boxes}")
+        if self.frame_images:
+            paths.append(self.out / "images" / f"{stem}.png")
+        return paths
+
+    def every_file(self, count: bool) -> list[Path]:
+        """Every file this run will write under the output folder."""
+        planned = [self.out / "predictions.json"]
+        planned += [self.out / "counts.csv"] if count else []
+        planned += [p for p in (self.npy, self.ddf) if p is not None]
+        return planned + [p for stem in self.frames.stems for p in self.per_frame(stem)]
+
+
 def infer(cfg: InferConfig) -> InferSummary:
-    """Run over every image under `cfg.path_to_images`; write the outputs; return the totals."""
+    """Run over every frame of `cfg.path_to_images` or `cfg.path_to_zarr`; write the outputs;
+    return the totals."""
     cfg.require_valid()
-    predictor = load_predictor(Path(cfg.model), cfg.device)
-    root, paths = find_images(Path(cfg.path_to_images), cfg.recursive)
-    out = Path(cfg.output_dir)
-    if cfg.save_preds or cfg.draw_boxes:
-        _require_distinct_stems(paths, root)
-    require_output_folder(out, option="--output-dir")
-    _require_new_outputs(out, planned_outputs(out, paths, root, cfg), cfg, paths)
+    if cfg.heatmap_mask_path is not None:
+        log.warning("--heatmap-mask-path is ignored: it had no effect in YOGO 1.0.1 either")
+    split = parse_split_override(cfg.split_fractions, "--split-fractions")
+    predictor = load_predictor(Path(cfg.model), cfg.device, cfg.crop_height, cfg.half)
+    frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
+    plan = _Plan.of(cfg, frames)
+    if plan.labels or plan.boxes or plan.frame_images:
+        _require_distinct_stems(frames)
+    require_output_folder(plan.out, option="--output-dir")
+    inputs = [*frames.inputs, Path(cfg.model)]
+    _require_new_outputs(plan.out, plan.every_file(cfg.count), cfg, inputs)
+    if plan.label_studio is not None:
+        require_output_file(
+            plan.label_studio, force=cfg.force, inputs=inputs, option="--label-studio"
+        )
     if cfg.class_names:
         if len(cfg.class_names) != len(predictor.class_names):
             raise UserError(
@@ -103,64 +162,83 @@ def infer(cfg: InferConfig) -> InferSummary:
                 f"{len(predictor.class_names)} classes"
             )
         predictor = dataclasses.replace(predictor, class_names=tuple(cfg.class_names))
-    out.mkdir(parents=True, exist_ok=True)
+    plan.out.mkdir(parents=True, exist_ok=True)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
-    frames = _Frames(paths, predictor.image_hw, predictor.channels)
+    keep = bool(plan.boxes or plan.frame_images)
+    dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
     start = time.perf_counter()
     with Loaders() as loaders:
-        workers = min(workers, max(0, len(paths) // cfg.batch_size))
-        loader = loaders.make(frames, cfg.batch_size, workers, collate_fn=_as_list)
-        summary, records, count_rows = _predict_all(predictor, loader, paths, root, cfg)
+        workers = min(workers, max(0, len(frames) // cfg.batch_size))
+        loader = loaders.make(dataset, cfg.batch_size, workers, collate_fn=_as_list)
+        summary, found = _predict_all(predictor, loader, plan, cfg)
     summary.seconds = time.perf_counter() - start
     summary.kind = predictor.kind
-    _write_results(out, predictor, cfg, summary, records, count_rows)
+    summary.written = _write_results(plan, predictor, cfg, summary, found, split)
     return summary
 
 
+@dataclass
+class _Found:
+    """A frame's detections: (N, 7 + C) rows of yogo.boxes.postprocess with class
+    probabilities, and its original size."""
+
+    index: int
+    rows: np.ndarray
+    height_width: tuple[int, int]
+
+
 def _predict_all(
-    predictor: Predictor, loader: Any, paths: list[Path], root: Path, cfg: InferConfig
-) -> tuple[InferSummary, list[dict[str, Any]], list[list[Any]]]:
-    """Every batch through the model and post-processing; labels/ and boxes/ as it goes."""
-    out = Path(cfg.output_dir)
+    predictor: Predictor, loader: Any, plan: _Plan, cfg: InferConfig
+) -> tuple[InferSummary, list[_Found]]:
+    """Every batch through the model and post-processing; per-frame files as it goes."""
     names = predictor.class_names
     summary = InferSummary(totals=dict.fromkeys(names, 0))
-    records: list[dict[str, Any]] = []
-    count_rows: list[list[Any]] = []
-    for batch in _progress(loader, len(paths)):
+    found: list[_Found] = []
+    frame_names, stems = plan.frames.names, plan.frames.stems
+    for batch in _progress(loader, len(plan.frames), cfg.use_tqdm):
         good = [(i, item) for i, item in batch if not isinstance(item, str)]
-        summary.unreadable += [(paths[i], item) for i, item in batch if isinstance(item, str)]
+        summary.unreadable += [(frame_names[i], item) for i, item in batch if isinstance(item, str)]
         if not good:
             continue
-        decoded = predictor.run(np.stack([pixels for _, (pixels, _) in good]))
+        decoded = predictor.run(np.stack([resized for _, (resized, _, _) in good]))
         detections = postprocess(
-            decoded, cfg.obj_thresh, cfg.iou_thresh, cfg.min_class_confidence_threshold
+            decoded,
+            cfg.obj_thresh,
+            cfg.iou_thresh,
+            cfg.min_class_confidence_threshold,
+            class_probs=True,
         )
-        for (i, (_, original_hw)), found in zip(good, detections, strict=True):
-            relative = paths[i].relative_to(root)
-            rows = found.numpy().astype(np.float64)
-            per_class = np.bincount(rows[:, 6].astype(np.int64), minlength=len(names))
+        for (i, (_, pixels, original_hw)), rows in zip(good, detections, strict=True):
+            rows_np = rows.numpy().astype(np.float64)
+            per_class = np.bincount(rows_np[:, 6].astype(np.int64), minlength=len(names))
             for name, n in zip(names, per_class, strict=True):
                 summary.totals[name] += int(n)
             summary.images += 1
-            summary.detections += len(rows)
-            records.append(_record(relative, original_hw, rows, names))
-            count_rows.append([str(relative), len(rows), *per_class.tolist()])
-            if cfg.save_preds:
-                _write_yolo(out / "labels" / relative.with_suffix(".txt"), rows)
-            if cfg.draw_boxes:
-                _draw(paths[i], out / "boxes" / relative.with_suffix(".png"), rows, names)
-    return summary, records, count_rows
+            summary.detections += len(rows_np)
+            found.append(_Found(i, rows_np, (int(original_hw[0]), int(original_hw[1]))))
+            stem = stems[i]
+            if plan.labels:
+                _write_yolo(plan.out / "labels" / f"{stem}.txt", rows_np)
+            if plan.boxes:
+                target = plan.out / "boxes" / f"{stem}.{plan.boxes}"
+                _draw(pixels, target, rows_np, names)
+            if plan.frame_images:
+                _write_png(plan.out / "images" / f"{stem}.png", pixels)
+    return summary, found
 
 
 def _write_results(
-    out: Path,
+    plan: _Plan,
     predictor: Predictor,
     cfg: InferConfig,
     summary: InferSummary,
-    records: list[dict[str, Any]],
-    count_rows: list[list[Any]],
-) -> None:
+    found: list[_Found],
+    split: SplitFractions,
+) -> list[Path]:
+    """The files of the whole run: predictions.json, and on request counts.csv, the .npy,
+    ddf.yml and the Label Studio tasks. Returns their paths."""
     names = predictor.class_names
+    frame_names = plan.frames.names
     document = {
         "model": predictor.kind,
         "class_names": list(names),
@@ -171,42 +249,118 @@ def _write_results(
         },
         "boxes": "x0, y0, x1, y1 and xc, yc, w, h normalised to the image (0..1); "
         "confidence = objectness x class probability",
-        "images": records,
-        "unreadable": [{"path": str(p), "reason": why} for p, why in summary.unreadable],
+        "images": [_record(frame_names[f.index], f.height_width, f.rows, names) for f in found],
+        "unreadable": [{"path": name, "reason": why} for name, why in summary.unreadable],
     }
-    write_atomic(out / "predictions.json", json.dumps(document, separators=(",", ":")))
+    written = [plan.out / "predictions.json"]
+    write_atomic(written[0], json.dumps(document, separators=(",", ":")))
     if cfg.count:
         table = io.StringIO(newline="")
         writer = csv.writer(table)
         writer.writerow(["image", "total", *names])
-        writer.writerows(count_rows)
-        write_atomic(out / "counts.csv", table.getvalue())
+        for f in found:
+            per_class = np.bincount(f.rows[:, 6].astype(np.int64), minlength=len(names))
+            writer.writerow([frame_names[f.index], len(f.rows), *per_class.tolist()])
+        written.append(plan.out / "counts.csv")
+        write_atomic(written[-1], table.getvalue())
+    if plan.npy is not None:
+        written.append(plan.npy)
+        _write_npy(plan.npy, found, len(names))
+    if plan.ddf is not None:
+        written.append(plan.ddf)
+        write_atomic(plan.ddf, _pseudo_label_ddf(plan, cfg, names, split))
+    if plan.label_studio is not None:
+        written.append(plan.label_studio)
+        write_atomic(plan.label_studio, _label_studio_tasks(plan, cfg, names, found))
+    return written
 
 
-def planned_outputs(out: Path, paths: Sequence[Path], root: Path, cfg: InferConfig) -> list[Path]:
-    """Every file this run will write under `out`."""
-    planned = [out / "predictions.json"]
-    if cfg.count:
-        planned.append(out / "counts.csv")
-    for path in paths:
-        relative = path.relative_to(root)
-        if cfg.save_preds:
-            planned.append(out / "labels" / relative.with_suffix(".txt"))
-        if cfg.draw_boxes:
-            planned.append(out / "boxes" / relative.with_suffix(".png"))
-    return planned
+def _write_npy(path: Path, found: list[_Found], num_classes: int) -> None:
+    """YOGO 1.0.1's `--save-npy` array: float32 (8 + C, N), one column per detection of the
+    run: frame index, x0, y0, x1, y1 in pixels of the frame, objectness, class, its
+    probability, then every class probability. Unlike YOGO's, thresholds and NMS apply."""
+    columns = [np.zeros((8 + num_classes, 0), np.float32)]
+    for f in found:
+        height, width = f.height_width
+        r = f.rows
+        columns.append(
+            np.stack(
+                [
+                    np.full(len(r), f.index),
+                    r[:, 0] * width,
+                    r[:, 1] * height,
+                    r[:, 2] * width,
+                    r[:, 3] * height,
+                    r[:, 4],
+                    r[:, 6],
+                    r[:, 5],
+                    *r[:, 7:].T,
+                ]
+            ).astype(np.float32)
+        )
+    encoded = io.BytesIO()
+    np.save(encoded, np.concatenate(columns, axis=1))
+    write_atomic(path, encoded.getvalue())
+
+
+def _pseudo_label_ddf(
+    plan: _Plan, cfg: InferConfig, names: Sequence[str], split: SplitFractions
+) -> str:
+    """A DDF that trains on the labels/ this run wrote: the frames' folders (or, for a zarr
+    store, the images/ written beside the labels) with the matching labels/ folders."""
+    if plan.frame_images:
+        roots = {stem.parent for stem in plan.frames.stems}
+        folders = [(str(r), f"images/{r}", f"labels/{r}") for r in sorted(roots)]
+    else:
+        assert isinstance(plan.frames, ImageFiles)
+        root = plan.frames.root.resolve()
+        parents = sorted({stem.parent for stem in plan.frames.stems})
+        folders = [
+            ("frames" if p == Path(".") else str(p), str(root / p), str(Path("labels") / p))
+            for p in parents
+        ]
+    comment = (
+        f"Machine labels (pseudo-labels) by yogo infer {Path(cfg.model).name}, objectness >= "
+        f"{cfg.obj_thresh:g}; the 6th label column is the confidence (--min-label-confidence)."
+    )
+    return ddf_text(comment, names, split, folders)
+
+
+def _label_studio_tasks(
+    plan: _Plan, cfg: InferConfig, names: Sequence[str], found: list[_Found]
+) -> str:
+    if plan.frame_images:
+        root = plan.out / "images"
+        relative = [f"{stem}.png" for stem in plan.frames.stems]
+    else:
+        assert isinstance(plan.frames, ImageFiles)
+        root, relative = plan.frames.root, plan.frames.names
+    prefix = url_prefix(root, cfg.label_studio_url_prefix)
+    version = f"yogo {__version__} {Path(cfg.model).name}"
+    tasks = [
+        frame_task(
+            plan.frames.names[f.index],
+            prefix + quote(relative[f.index]),
+            f.height_width,
+            f.rows[:, :7],
+            names,
+            version,
+        )
+        for f in found
+    ]
+    return json.dumps(tasks, indent=1)
 
 
 def _require_new_outputs(
-    out: Path, planned: Sequence[Path], cfg: InferConfig, paths: Sequence[Path]
+    out: Path, planned: Sequence[Path], cfg: InferConfig, inputs: Sequence[Path]
 ) -> None:
     """No file of `planned` exists (unless --force), and none is an input, ever."""
     existing = [p for p in planned if p.exists()]
     if not existing:
         return
-    inputs = {os.path.realpath(p) for p in [*paths, Path(cfg.model)]}
+    protected = {os.path.realpath(p) for p in inputs}
     for path in existing:
-        if os.path.realpath(path) in inputs:
+        if os.path.realpath(path) in protected:
             raise UserError(
                 "--output-dir would write over an input of this command, even with --force",
                 path=path,
@@ -223,25 +377,23 @@ def _require_new_outputs(
     )
 
 
-def _require_distinct_stems(paths: Sequence[Path], root: Path) -> None:
+def _require_distinct_stems(frames: Frames) -> None:
     """labels/NAME.txt and boxes/NAME.png drop the image suffix: `a.png` and `a.tif` in one
     folder would write the same files."""
-    seen: dict[Path, Path] = {}
-    for path in paths:
-        key = path.relative_to(root).with_suffix("")
-        if key in seen:
+    seen: dict[Path, str] = {}
+    for stem, name in zip(frames.stems, frames.names, strict=True):
+        if stem in seen:
             raise UserError(
-                f"{display_path(seen[key])} and {display_path(path)} would write the same "
-                "labels/ and boxes/ files",
+                f"{seen[stem]} and {name} would write the same labels/ and boxes/ files",
                 fix="rename one of them, or infer on them separately",
             )
-        seen[key] = path
+        seen[stem] = name
 
 
 def _record(
-    relative: Path, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
+    name: str, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
 ) -> dict[str, Any]:
-    x0, y0, x1, y1, objectness, class_prob, classes = rows.T
+    x0, y0, x1, y1, objectness, class_prob, classes = rows[:, :7].T
     columns = (
         np.stack(
             [
@@ -275,7 +427,7 @@ def _record(
     ]
     height, width = original_hw
     return {
-        "image": str(relative),
+        "image": name,
         "height": int(height),
         "width": int(width),
         "detections": detections,
@@ -290,7 +442,7 @@ def _write_yolo(path: Path, rows: np.ndarray) -> None:
     """YOLO label format plus a confidence column: class xc yc w h confidence."""
     lines = [
         f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj * prob:.6f}"
-        for x0, y0, x1, y1, obj, prob, cls in rows
+        for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]
         for xc, yc, w, h in [_cxcywh(x0, y0, x1, y1)]
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,27 +453,40 @@ def _write_yolo(path: Path, rows: np.ndarray) -> None:
 COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
 
 
-def _draw(image_path: Path, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
-    """The original image (full resolution, RGB) with a labelled box per detection."""
+def _draw(pixels: np.ndarray, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
+    """The frame (full resolution, `pixels` uint8 (C, H, W)) in RGB with a labelled box per
+    detection, as PNG or TIFF (by `target`'s suffix)."""
     from PIL import Image, ImageDraw
 
-    pixels = decode_image(image_path, 3).transpose(1, 2, 0)
-    image = Image.fromarray(np.ascontiguousarray(pixels))
+    planes = np.repeat(pixels, 3, axis=0) if len(pixels) == 1 else pixels
+    image = Image.fromarray(np.ascontiguousarray(planes.transpose(1, 2, 0)))
     draw = ImageDraw.Draw(image)
     width, height = image.size
-    for x0, y0, x1, y1, obj, prob, cls in rows:
+    for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]:
         colour = COLOURS[int(cls) % len(COLOURS)]
         box = (x0 * width, y0 * height, x1 * width, y1 * height)
         draw.rectangle(box, outline=colour, width=max(1, round(min(width, height) / 400)))
         draw.text((box[0] + 2, box[1] + 1), f"{names[int(cls)]} {obj * prob:.2f}", fill=colour)
+    _save_image(image, target)
+
+
+def _write_png(target: Path, pixels: np.ndarray) -> None:
+    """A frame, uint8 (C, H, W), as a lossless PNG (gray or RGB)."""
+    from PIL import Image
+
+    planes = pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)
+    _save_image(Image.fromarray(np.ascontiguousarray(planes)), target)
+
+
+def _save_image(image: Any, target: Path) -> None:
     encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
+    image.save(encoded, format="PNG" if target.suffix == ".png" else "TIFF")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, encoded.getvalue())
 
 
-def _progress(loader: Any, total: int) -> Iterator[Any]:
-    bar = progress(total=total, unit="img", leave=True)
+def _progress(loader: Any, total: int, show: bool) -> Iterator[Any]:
+    bar = progress(total=total, unit="img", leave=True, show=show)
     try:
         for batch in loader:
             yield batch

@@ -63,9 +63,10 @@ def progress(
     total: int | None = None,
     unit: str = "it",
     leave: bool = False,
+    show: bool = True,
 ) -> Any:
-    """A tqdm bar on a terminal; silent otherwise (commands print a line per epoch or a
-    summary instead).
+    """A tqdm bar on a terminal (unless not `show`); silent otherwise (commands print a line
+    per epoch or a summary instead).
 
     tqdm's monitor thread is turned off: it starts with each bar and ends when the last bar is
     gone, and a thread ending while a loader forks its workers can deadlock the new worker
@@ -80,7 +81,7 @@ def progress(
         total=total,
         unit=unit,
         leave=leave,
-        disable=not sys.stderr.isatty(),
+        disable=not (show and sys.stderr.isatty()),
         dynamic_ncols=True,
     )
 

@@ -12,6 +12,7 @@ runs through it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from yogo.checkpoint import load_checkpoint
 from yogo.dist import resolve_device
 from yogo.errors import UserError
 from yogo.model import YOGO
+
+log = logging.getLogger(__name__)
 
 
 class Deployed(nn.Module):
@@ -59,29 +62,38 @@ class Predictor:
     kind: str  # "pytorch" or "onnxruntime", and on what
 
 
-def load_predictor(path: Path, device_name: str | None = None) -> Predictor:
+def load_predictor(
+    path: Path,
+    device_name: str | None = None,
+    crop_height: float | None = None,
+    half: bool = False,
+) -> Predictor:
     """A .pth (yogo or YOGO 1.0.1) or a yogo-exported .onnx, on `device_name` (None: the GPU
-    when there is one)."""
+    when there is one); a .pth on the centred band of round(crop_height * H) rows (an .onnx
+    has its band built in by `yogo export --crop-height`), in reduced precision with `half`
+    (fp16 on a GPU, bf16 on a CPU)."""
     if not path.is_file():
         raise UserError("model file does not exist", path=path)
     if path.suffix == ".onnx":
-        return _onnx_predictor(path, device_name)
+        return _onnx_predictor(path, device_name, crop_height, half)
     checkpoint = load_checkpoint(path)
     config = checkpoint.model_config
     device = resolve_device(device_name)
-    model = Deployed(checkpoint.build_model()).to(device)
+    model = Deployed(checkpoint.build_model(), crop_height).to(device)
+    reduced = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def run(images: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, reduced, enabled=half):
             decoded: torch.Tensor = model(torch.from_numpy(images).to(device))
         return decoded.float().cpu()
 
-    return Predictor(
-        run, config.class_names, config.image_hw, config.channels, f"pytorch on {device}"
-    )
+    kind = f"pytorch on {device}" + (f", {str(reduced).removeprefix('torch.')}" if half else "")
+    return Predictor(run, config.class_names, config.image_hw, config.channels, kind)
 
 
-def _onnx_predictor(path: Path, device_name: str | None) -> Predictor:
+def _onnx_predictor(
+    path: Path, device_name: str | None, crop_height: float | None, half: bool
+) -> Predictor:
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
@@ -113,6 +125,17 @@ def _onnx_predictor(path: Path, device_name: str | None) -> Predictor:
             path=path,
             fix="export it with `yogo export`",
         )
+    built_in = json.loads(metadata.get("crop_height", "null"))
+    if crop_height is not None and crop_height != built_in:
+        raise UserError(
+            f"--crop-height {crop_height:g} differs from this .onnx file's "
+            f"({'none' if built_in is None else f'{built_in:g}'}): a band is built into the graph",
+            path=path,
+            fix=f"re-export with `yogo export CHECKPOINT --crop-height {crop_height:g}`, "
+            "or run the .pth",
+        )
+    if half:
+        log.info("--half: an .onnx file runs in the precision it was exported in")
     shape = session.get_inputs()[0].shape
     one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
 

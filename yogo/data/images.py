@@ -143,10 +143,7 @@ def _channels_of(mode: str) -> int:
 def _to_uint8(image: Image.Image, channels: int) -> np.ndarray:
     _channels_of(image.mode)  # refuses formats we cannot convert faithfully
     if image.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(image).astype(np.uint32)
-        # Round to nearest: 0 -> 0 and 65535 -> 255 exactly.
-        plane: np.ndarray = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)[None]
-        return np.repeat(plane, channels, axis=0)
+        return array_to_uint8(np.clip(np.asarray(image), 0, 65535).astype(np.uint16), channels)
     if channels == 1:
         gray = image if image.mode == "L" else image.convert("L")
         plane = np.array(gray, dtype=np.uint8)[None]
@@ -154,3 +151,20 @@ def _to_uint8(image: Image.Image, channels: int) -> np.ndarray:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     planes: np.ndarray = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
     return np.ascontiguousarray(planes)
+
+
+def array_to_uint8(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """A uint8 or uint16 frame, (H, W) or (H, W, C), as uint8 `(channels, H, W)`: the same
+    values an image file of those pixels decodes to (16-bit scaled to 0..255, RGB to gray with
+    Pillow's luma, gray repeated to RGB)."""
+    if pixels.dtype == np.uint16:
+        # Round to nearest: 0 -> 0 and 65535 -> 255 exactly.
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 2:
+        return np.repeat(np.ascontiguousarray(pixels)[None], channels, axis=0)
+    from PIL import Image
+
+    rgb = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]), "RGB")
+    return _to_uint8(rgb, channels)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from yogo.config import SynthConfig
-from yogo.ddf import parse_split_override
+from yogo.ddf import ddf_text, parse_split_override
 from yogo.errors import UserError
 
 NUM_STYLES = 7  # the looks classes cycle through by default
@@ -162,17 +162,8 @@ def write_dataset(
         rows = (f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in boxes)
         (labels / f"{stem}.txt").write_text("".join(rows))
     ddf = out_dir / "ddf.yml"
-    train, val, test = split.train, split.val, split.test
-    names = ", ".join(f'"{name}"' for name in class_names)
-    ddf.write_text(
-        f"# Synthetic smear frames: {num_images} x {image_hw[0]}x{image_hw[1]}, seed {seed}.\n"
-        f"class_names: [{names}]\n"
-        f"dataset_split_fractions: {{train: {train:g}, val: {val:g}, test: {test:g}}}\n"
-        "dataset_paths:\n"
-        "  synthetic:\n"
-        "    image_path: images\n"
-        "    label_path: labels\n"
-    )
+    comment = f"Synthetic smear frames: {num_images} x {image_hw[0]}x{image_hw[1]}, seed {seed}."
+    ddf.write_text(ddf_text(comment, class_names, split, [("synthetic", "images", "labels")]))
     return ddf
 
 
