@@ -210,6 +210,8 @@ def _predict_all(
         )
         for (i, (_, pixels, original_hw)), rows in zip(good, detections, strict=True):
             rows_np = rows.numpy().astype(np.float64)
+            # Boxes inside the frame: labels/ must train as they are, and Label Studio too.
+            rows_np[:, :4] = rows_np[:, :4].clip(0, 1)
             per_class = np.bincount(rows_np[:, 6].astype(np.int64), minlength=len(names))
             for name, n in zip(names, per_class, strict=True):
                 summary.totals[name] += int(n)

@@ -73,7 +73,7 @@ class ZarrFrames:
             labels = self.keys
         else:
             self.layout = _layout(node, path, layout)
-            count = _written_frames(node, self.layout, path)
+            count = _frame_count(node, self.layout, path)
             width = len(str(max(count - 1, 0)))
             labels = [f"{i:0{width}d}" for i in range(count)]
         _require_pixels(node if self.keys is None else node[self.keys[0]], path)
@@ -87,7 +87,7 @@ class ZarrFrames:
 
     @property
     def stems(self) -> list[Path]:
-        return [Path(self.path.name) / label for label in self._labels]
+        return [Path(self.path.stem) / label for label in self._labels]
 
     @property
     def inputs(self) -> list[Path]:
@@ -229,30 +229,31 @@ def _layout(array: Any, path: Path, layout: str) -> str:
         return "nhw"
     if chunks[2] == 1 and chunks[0] > 1:
         return "hwn"
-    log.info(
+    log.warning(
         f"{display_path(path)}: reading the {shape} array as (H, W, N) frames, as YOGO 1.0.1 "
         "did (--zarr-layout nhw for (N, H, W))"
     )
     return "hwn"
 
 
-def _written_frames(array: Any, layout: str, path: Path) -> int:
-    """Frames in the array. A store the scope is still writing (or stopped writing) has frames
-    allocated but never written; with one frame per chunk, only the written ones count, as in
-    YOGO 1.0.1."""
+def _frame_count(array: Any, layout: str, path: Path) -> int:
+    """Frames in the array. With one frame per chunk, chunks never written (a scope that
+    stopped early) or holding only the fill value are said to read as blank frames. YOGO 1.0.1
+    counted only stored chunks, which shifted every later frame after a blank one."""
     axis = 2 if layout == "hwn" else 0
     total = int(array.shape[axis])
     others = [a for a in range(array.ndim) if a != axis]
     per_frame = array.chunks[axis] == 1 and all(array.chunks[a] >= array.shape[a] for a in others)
-    written = int(array.nchunks_initialized) if per_frame else total
-    if written < total:
-        log.warning(
-            f"{display_path(path)}: {written} of {total} frames written; reading the first "
-            f"{written}"
-        )
-    if written == 0:
-        raise UserError("holds no written frames", path=path)
-    return written
+    if per_frame:
+        stored = int(array.nchunks_initialized)
+        if stored < total:
+            log.warning(
+                f"{display_path(path)}: {total - stored} of {total} frames were never written "
+                "(or hold only the fill value): they read as blank frames"
+            )
+    if total == 0:
+        raise UserError("holds no frames", path=path)
+    return total
 
 
 def _require_pixels(array: Any, path: Path) -> None:
