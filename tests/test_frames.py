@@ -151,7 +151,7 @@ class _Reader(torch.utils.data.Dataset[torch.Tensor]):
 )
 def test_what_is_not_a_store_of_frames_is_named(tmp_path: Path, make, message: str) -> None:
     path = make(tmp_path / "bad.zarr")
-    with pytest.raises(UserError, match="bad.zarr") as e:
+    with pytest.raises(UserError, match=r"bad\.zarr") as e:
         ZarrFrames(path)
     assert message in str(e.value)
 
