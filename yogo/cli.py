@@ -415,15 +415,45 @@ def test_command(
     bad_labels: BadLabels = TestConfig.bad_labels,
     dataset_split_override: SplitOverride = None,
     num_workers: NumWorkers = None,
+    include_background: Annotated[
+        bool, typer.Option(help="Show the confusion matrix's background row and column.")
+    ] = TestConfig.include_background,
+    include_mAP: Annotated[
+        bool,
+        typer.Option(
+            "--include-mAP/--no-include-mAP",
+            help="Accepted for YOGO 1.0.1 lines: AP and mAP are always computed.",
+        ),
+    ] = TestConfig.include_mAP,
+    dump_to_disk: Annotated[
+        bool, typer.Option(help="Write the report to test_metrics.json (unless --json).")
+    ] = False,
+    wandb: Annotated[
+        bool, typer.Option(help="Log the results to W&B (a new run).")
+    ] = TestConfig.wandb,
+    wandb_entity: Annotated[str | None, _unset("W&B entity (default: WANDB_ENTITY).")] = None,
+    wandb_project: Annotated[
+        str | None, _unset("W&B project (default: WANDB_PROJECT, else yogo).")
+    ] = None,
+    wandb_resume_id: Annotated[
+        str | None, _unset("Append the results to this W&B run (a training run's id).")
+    ] = None,
+    note: Annotated[str | None, _unset("A note for the W&B run and the JSON report.")] = None,
+    tags: Annotated[
+        list[str] | None, _unset("Tags for the W&B run and the JSON report.", metavar="TAG...")
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.testing import format_test_report, test
 
-    cfg = TestConfig(**_given(ctx, "json_path", "force"))
+    cfg = TestConfig(**_given(ctx, "json_path", "force", "dump_to_disk"))
     cfg.require_valid()
+    if dump_to_disk and json_path is None:
+        json_path = Path("test_metrics.json")  # YOGO 1.0.1 wrote test_metrics.pkl here
     _require_json_output(json_path, force, [Path(checkpoint), Path(ddf)])
     report = test(cfg)
-    typer.echo(format_test_report(report), err=_json_to_stdout(json_path))
+    text = format_test_report(report, cfg.include_background)
+    typer.echo(text, err=_json_to_stdout(json_path))
     _write_json(json_path, report)
 
 
@@ -447,6 +477,9 @@ def export(
     dynamic_batch: Annotated[
         bool, typer.Option(help="Any batch size (else 1).")
     ] = ExportConfig.dynamic_batch,
+    simplify: Annotated[
+        bool, typer.Option(help="Simplify the graph (onnxslim) when that makes it smaller.")
+    ] = ExportConfig.simplify,
     force: Annotated[bool, typer.Option(help="Replace an existing file.")] = ExportConfig.force,
 ) -> None:
     """Write an ONNX model (uint8 frames in, decoded predictions out), verified with
@@ -461,6 +494,13 @@ def export(
         f"{result.max_abs_error:.2e} (tolerance {ATOL:g}), w/h relative error "
         f"{result.max_wh_relative_error:.2e} (tolerance {WH_RTOL:g})"
     )
+    if result.nodes is not None:
+        before, after = result.nodes
+        typer.echo(
+            f"simplified: {before} -> {after} graph nodes"
+            if after < before
+            else f"--simplify: no smaller graph found; kept the export as it is ({before} nodes)"
+        )
 
 
 @app.command(cls=_Command, context_settings={"show_default": True})

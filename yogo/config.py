@@ -330,6 +330,20 @@ class TestConfig:
     """TRAIN VAL TEST fractions re-splitting all data."""
     num_workers: int | None = None
     """Loader processes; None: this process's CPU share (yogo.data.loader)."""
+    include_background: bool = True
+    """Show the background row and column of the confusion matrix (the JSON always has it)."""
+    include_mAP: bool = True  # YOGO 1.0.1 spelt the flag so
+    """Accepted for YOGO 1.0.1 command lines: AP and mAP are always computed."""
+    wandb: bool = False
+    """Log the results to W&B (a new run, or --wandb-resume-id's)."""
+    wandb_entity: str | None = None
+    wandb_project: str | None = None
+    wandb_resume_id: str | None = None
+    """Append the results to this W&B run (a training run's id): implies --wandb."""
+    note: str | None = None
+    """A note for the W&B run and the JSON report."""
+    tags: list[str] | None = None
+    """Tags for the W&B run and the JSON report."""
 
     def require_valid(self) -> None:
         if self.split not in ("train", "val", "test"):
@@ -354,6 +368,8 @@ class ExportConfig:
     """ONNX opset (7 to 23)."""
     dynamic_batch: bool = True
     """Any batch size (else 1)."""
+    simplify: bool = True
+    """Simplify the graph (onnxslim) when that leaves fewer nodes; the saved file is verified."""
     force: bool = False
     """Replace an existing file."""
 

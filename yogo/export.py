@@ -47,6 +47,7 @@ class ExportResult:
     images: str  # where the verification images came from
     input_shape: tuple[int | str, ...]
     output_shape: tuple[int | str, ...]
+    nodes: tuple[int, int] | None = None  # graph nodes before and after --simplify
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
@@ -68,6 +69,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     os.close(open_new(temp))  # the umask's permissions; torch.onnx writes into it
     try:
         _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
+        nodes = _simplify(temp) if cfg.simplify else None
         input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)
         expected = deployed(torch.from_numpy(images)).detach().numpy()
         got = load_predictor(temp, "cpu").run(images).numpy()  # as `yogo infer` runs it
@@ -81,7 +83,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         os.replace(temp, output)
     finally:
         temp.unlink(missing_ok=True)
-    return ExportResult(output, error, wh_error, source, input_shape, output_shape)
+    return ExportResult(output, error, wh_error, source, input_shape, output_shape, nodes)
 
 
 def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
@@ -144,6 +146,25 @@ def _write_onnx(
         )
     assert program is not None
     program.save(str(path))
+
+
+def _simplify(path: Path) -> tuple[int, int]:
+    """Simplify the graph at `path` in place with onnxslim (constant folding, fused and
+    dead nodes) when that leaves fewer nodes; (nodes before, nodes after). The caller verifies
+    the file that is then saved (YOGO 1.0.1 checked a simplified graph but saved the other)."""
+    import onnx
+    import onnxslim
+
+    model = onnx.load(str(path))
+    before = len(model.graph.node)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slim = onnxslim.slim(model)
+    after = len(slim.graph.node)
+    if after >= before:
+        return before, before
+    onnx.save(slim, str(path))
+    return before, after
 
 
 def _add_metadata(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from yogo.config import TrainConfig
+from yogo.errors import display_path
 
 
 class _StderrHandler(logging.Handler):
@@ -240,7 +241,34 @@ def start_wandb(cfg: TrainConfig, run_dir: Path, run_id: str | None = None) -> A
     credentials, else offline with a one-line note. WANDB_MODE/WANDB_PROJECT/WANDB_ENTITY are
     respected; files go into the run folder, never the working directory. `run_id` (a resumed
     run) continues that W&B run."""
-    if cfg.wandb is False or os.environ.get("WANDB_MODE") == "disabled":
+    if cfg.wandb is False:
+        return None
+    return init_wandb(
+        run_dir,
+        cfg.wandb_project,
+        cfg.wandb_entity,
+        name=run_dir.name,
+        notes=cfg.note,
+        tags=cfg.tags,
+        config=cfg.to_dict(),
+        run_id=run_id,
+    )
+
+
+def init_wandb(
+    folder: Path,
+    project: str | None,
+    entity: str | None,
+    name: str | None,
+    notes: str | None,
+    tags: list[str] | None,
+    config: dict[str, Any],
+    run_id: str | None,
+    job_type: str = "train",
+) -> Any:
+    """`wandb.init` as every yogo command does it (None when WANDB_MODE is disabled): online
+    with credentials, else offline with a one-line note; files under `folder/wandb`."""
+    if os.environ.get("WANDB_MODE") == "disabled":
         return None
     import wandb
 
@@ -248,20 +276,21 @@ def start_wandb(cfg: TrainConfig, run_dir: Path, run_id: str | None = None) -> A
     if mode is None and not wandb_has_credentials():
         mode = "offline"
         logging.getLogger("yogo").info(
-            "W&B: no credentials found, logging offline into the run folder "
-            "(`wandb sync` uploads it later; --no-wandb turns it off)"
+            "W&B: no credentials found, logging offline into "
+            f"{display_path(folder / 'wandb')} (`wandb sync` uploads it later)"
         )
-    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
-    os.environ.setdefault("WANDB_DATA_DIR", str(run_dir / "wandb" / "data"))
+    os.environ.setdefault("WANDB_CACHE_DIR", str(folder / "wandb" / "cache"))
+    os.environ.setdefault("WANDB_DATA_DIR", str(folder / "wandb" / "data"))
     return wandb.init(
-        dir=run_dir,
+        dir=folder,
         mode=mode,  # type: ignore[arg-type]
-        project=cfg.wandb_project or os.environ.get("WANDB_PROJECT") or "yogo",
-        entity=cfg.wandb_entity or os.environ.get("WANDB_ENTITY"),
-        name=run_dir.name,
-        notes=cfg.note,
-        tags=cfg.tags or None,
-        config=cfg.to_dict(),
+        project=project or os.environ.get("WANDB_PROJECT") or "yogo",
+        entity=entity or os.environ.get("WANDB_ENTITY"),
+        name=name,
+        notes=notes,
+        tags=tags or None,
+        config=config,
         id=run_id,
         resume="allow" if run_id else None,
+        job_type=job_type,
     )

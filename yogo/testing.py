@@ -69,13 +69,48 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         metrics, _ = evaluate_model(
             model, loader, device, model_config.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
-    return {
+    report = {
         "split": split,
         "checkpoint": cfg.checkpoint,
         "ddf": str(ddf.path),
         "iou_thresh": cfg.iou_thresh,
+        "note": cfg.note,
+        "tags": cfg.tags or [],
         **metrics.compute(),
     }
+    if cfg.wandb or cfg.wandb_resume_id:
+        _log_to_wandb(cfg, report)
+    return report
+
+
+def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:
+    """The results as `SPLIT/...` values of a W&B run: a new one, or with --wandb-resume-id
+    the training run it names (its files go into the checkpoint's folder, the run folder)."""
+    from yogo.log import init_wandb
+
+    split = report["split"]
+    run = init_wandb(
+        Path(cfg.checkpoint).resolve().parent,
+        cfg.wandb_project,
+        cfg.wandb_entity,
+        name=None if cfg.wandb_resume_id else f"test {Path(cfg.checkpoint).name}",
+        notes=cfg.note,
+        tags=cfg.tags,
+        config={"test": {"checkpoint": cfg.checkpoint, "ddf": cfg.ddf, "split": split}},
+        run_id=cfg.wandb_resume_id,
+        job_type="test",
+    )
+    if run is None:
+        return
+    values = {f"{split}/mAP50": report["mAP50"], f"{split}/mAP50_95": report["mAP50_95"]}
+    for name, per_class in report["per_class"].items():
+        for key in ("AP50", "AP50_95", "precision", "recall", "f1"):
+            values[f"{split}/{name}/{key}"] = per_class[key]
+    run.summary.update({k: v for k, v in values.items() if v is not None})
+    run.log({k: v for k, v in values.items() if v is not None})
+    if cfg.tags and cfg.wandb_resume_id:
+        run.tags = (*run.tags, *cfg.tags)
+    run.finish()
 
 
 def _require_usable(scan: DatasetScan, split: str) -> None:
@@ -87,7 +122,7 @@ def _require_usable(scan: DatasetScan, split: str) -> None:
         raise UserError(f"no usable samples in the {split} split")
 
 
-def format_test_report(report: dict[str, Any]) -> str:
+def format_test_report(report: dict[str, Any], include_background: bool = True) -> str:
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
@@ -108,12 +143,15 @@ def format_test_report(report: dict[str, Any]) -> str:
             f"{c['num_true']:>6} {c['num_pred']:>6}"
         )
     names = [*report["class_names"], "background"]
+    matrix = report["confusion_matrix"]
+    if not include_background:
+        names, matrix = names[:-1], [row[:-1] for row in matrix[:-1]]
     cell = max(6, *(len(n) for n in names))
     lines.append(
         f"confusion matrix at objectness >= {report['obj_thresh']}, IoU 0.5 "
         "(rows true, columns predicted):"
     )
     lines.append(" " * (cell + 2) + " ".join(f"{n:>{cell}}" for n in names))
-    for name, row in zip(names, report["confusion_matrix"], strict=True):
+    for name, row in zip(names, matrix, strict=True):
         lines.append(f"{name:>{cell}}  " + " ".join(f"{n:>{cell}}" for n in row))
     return "\n".join(lines)
