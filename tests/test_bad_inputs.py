@@ -301,6 +301,61 @@ CASES: list[tuple[str, Args, list[str]]] = [
         ["--class-names"],
     ),
     (
+        "flag-min-label-confidence",
+        lambda w: check(w, "--min-label-confidence", "1.5"),
+        ["--min-label-confidence"],
+    ),
+    (
+        "label-confidence-above-one",
+        lambda w: check(w.put("labels/frame_0000.txt", "0 0.5 0.5 0.1 0.1 1.7\n")),
+        ["frame_0000.txt:1", "confidence 1.7"],
+    ),
+    (
+        "flag-label-studio-url-alone",
+        lambda w: infer(w, "--label-studio-url-prefix", "/data/x"),
+        ["--label-studio-url-prefix", "--label-studio FILE.json"],
+    ),
+    (
+        "flag-img-filetype",
+        lambda w: infer(w, "--draw-boxes", "--output-img-filetype", "jpg"),
+        ["--output-img-filetype"],
+    ),
+    (
+        "flag-infer-two-sources",
+        lambda w: infer(w, "--path-to-zarr", w.root / "s.zarr"),
+        ["--path-to-images or --path-to-zarr"],
+    ),
+    (
+        "flag-infer-no-source",
+        lambda w: ["infer", w.model, "--output-dir", w.root / "o"],
+        ["--path-to-images or --path-to-zarr"],
+    ),
+    (
+        "flag-split-fractions",
+        lambda w: infer(w, "--save-preds", "--split-fractions", "0.5", "0.2", "0.2"),
+        ["--split-fractions", "sum to 1"],
+    ),
+    (
+        "image-zarr-not-a-store",
+        lambda w: ["infer", w.model, "--path-to-zarr", w.images, "--output-dir", w.root / "o"],
+        ["images", "not a readable zarr store"],
+    ),
+    (
+        "image-zarr-of-floats",
+        lambda w: ["infer", w.model, "--path-to-zarr", _float_store(w), "--output-dir", w.root],
+        ["f.zarr", "float32"],
+    ),
+    (
+        "out-label-studio-over-model",
+        lambda w: infer(w, "--label-studio", w.model, "--force"),
+        ["--label-studio", "input"],
+    ),
+    (
+        "out-label-studio-exists",
+        lambda w: infer(w, "--label-studio", w.file("tasks.json", "[]")),
+        ["tasks.json", "--force"],
+    ),
+    (
         "train-nothing-given",
         lambda w: ["train", "--output-dir", w.root / "runs"],
         ["DDF"],
@@ -434,6 +489,14 @@ CASES: list[tuple[str, Args, list[str]]] = [
         ["mine", "already exists"],
     ),
 ]
+
+
+def _float_store(w: Workspace) -> Path:
+    import zarr
+
+    path = w.root / "f.zarr"
+    zarr.create_array(str(path), shape=(8, 8, 2), chunks=(8, 8, 1), dtype="float32")[...] = 1
+    return path
 
 
 @pytest.mark.parametrize(

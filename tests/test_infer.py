@@ -278,3 +278,82 @@ def test_images_that_would_share_output_names_are_refused(
     assert not (tmp_path / "out").exists()
     plain = infer(run_cli, models["pth"], folder, tmp_path / "json-only")
     assert plain.code == 0 and sorted(predictions(tmp_path / "json-only")) == ["a.png", "a.tif"]
+
+
+def test_half_precision_finds_the_same_objects(run_cli, models, test_split, tmp_path) -> None:
+    """--half (bf16 on a CPU, fp16 on a GPU) against fp32 on the same frames: the same
+    detections up to a few borderline ones."""
+    images, _ = test_split
+    full = infer(run_cli, models["pth"], images, tmp_path / "full")
+    half = infer(run_cli, models["pth"], images, tmp_path / "half", "--half")
+    assert full.code == 0 and half.code == 0, half.err
+    assert "bfloat16" in half.out
+    counts = [sum(map(len, predictions(tmp_path / k).values())) for k in ("full", "half")]
+    assert counts[0] > 0 and abs(counts[0] - counts[1]) <= max(2, counts[0] // 20)
+
+
+def test_crop_height_runs_on_the_centred_band(
+    run_cli, models, test_split, tmp_path, trained_run
+) -> None:
+    """--crop-height F: a .pth runs on the centred band of round(F * H) rows, boxes in frame
+    coordinates; an .onnx exported with the same band gives the same detections, and one
+    exported without a band refuses the flag."""
+    from yogo.config import ExportConfig
+    from yogo.export import export_onnx
+
+    images, _ = test_split
+    result = infer(run_cli, models["pth"], images, tmp_path / "pth", "--crop-height", "0.5")
+    assert result.code == 0, result.err
+    band = predictions(tmp_path / "pth")
+    centres = [d["cxcywh"][1] for found in band.values() for d in found]
+    assert centres and min(centres) >= 0.25 and max(centres) <= 0.75
+    onnx = export_onnx(
+        ExportConfig(str(models["pth"]), str(tmp_path / "band.onnx"), crop_height=0.5)
+    ).path
+    same = infer(run_cli, onnx, images, tmp_path / "onnx", "--crop-height", "0.5")
+    assert same.code == 0, same.err
+    onnx_band = predictions(tmp_path / "onnx")
+    for name, found in band.items():
+        assert [d["class"] for d in found] == [d["class"] for d in onnx_band[name]]
+    refused = infer(run_cli, models["onnx"], images, tmp_path / "no", "--crop-height", "0.5")
+    assert refused.code == 2 and "re-export" in refused.err
+
+
+def test_zarr_frames_get_every_output(run_cli, models, test_split, tmp_path) -> None:
+    """A zarr store through every output option: names `<store>/<index>`, files under
+    `<store stem>/`, the frames as PNGs beside the labels, Label Studio URLs of those PNGs."""
+    zarr = pytest.importorskip("zarr")
+    images, _ = test_split
+    frames = np.stack([np.asarray(Image.open(p)) for p in sorted(images.glob("*.png"))])
+    store = tmp_path / "scope.zarr"
+    array = zarr.create_array(
+        str(store), shape=frames.shape, chunks=(1, *frames.shape[1:]), dtype="uint8"
+    )
+    array[...] = frames
+    out = tmp_path / "out"
+    flags = ["--save-preds", "--draw-boxes", "--count", "--save-npy"]
+    tasks = tmp_path / "tasks.json"
+    result = run_cli(
+        "infer", models["onnx"], "--path-to-zarr", store, "--output-dir", out, *flags,
+        "--label-studio", tasks, "--num-workers", "2", "--batch-size", "2",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    n = len(frames)
+    names = [f"scope.zarr/{i:0{len(str(n - 1))}d}" for i in range(n)]
+    assert list(predictions(out)) == names
+    stems = [name.replace("scope.zarr", "scope") for name in names]
+    for stem in stems:
+        for path in (f"labels/{stem}.txt", f"boxes/{stem}.png", f"images/{stem}.png"):
+            assert (out / path).is_file(), path
+    with open(out / "counts.csv") as f:
+        assert [row[0] for row in list(csv.reader(f))[1:]] == names
+    assert np.load(out / "scope.npy").shape[0] == 8 + 3
+    np.testing.assert_array_equal(np.asarray(Image.open(out / f"images/{stems[1]}.png")), frames[1])
+    url = json.loads(tasks.read_text())[1]["data"]["image"]
+    assert (
+        url == f"/data/local-files/?d={str((out / 'images').resolve()).lstrip('/')}/{stems[1]}.png"
+    )
+    ddf = (out / "ddf.yml").read_text()
+    assert "image_path: images/scope" in ddf and "label_path: labels/scope" in ddf
+    again = run_cli("infer", models["onnx"], "--path-to-zarr", store, "--output-dir", out, *flags)
+    assert again.code == 2 and "--force" in again.err  # the earlier results are kept

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -676,7 +677,11 @@ def optimizer_step(
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
-    run.schedule.step()
+    with warnings.catch_warnings():
+        # fp16's scaler skips the steps whose gradients overflow, by design; the schedule
+        # follows the step count all the same (torch would warn that it ran first).
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
+        run.schedule.step()
     state.step += 1
     nonfinite.zero_()
     if run.launched is not None:
