@@ -157,6 +157,14 @@ def test_any_format_and_size_single_files_and_sub_folders(
     assert deep.code == 0, deep.err
     assert "deeper/inner.png" in predictions(tmp_path / "deep")
     assert (tmp_path / "deep" / "labels" / "deeper" / "inner.txt").exists()
+    # The DDF it writes pairs each image folder with its labels/ folder and trains as is.
+    from yogo.data.scan import scan_dataset
+
+    written = DatasetDefinition.from_yaml(tmp_path / "deep" / "ddf.yml")
+    assert written.class_names == ("healthy", "ring", "trophozoite")
+    scan = scan_dataset(written)
+    assert scan.errors == () and sum(map(len, scan.splits.values())) == 4
+    assert len(scan.confidence) == sum(map(len, predictions(tmp_path / "deep").values()))
     single = infer(run_cli, models["onnx"], folder / "big.jpg", tmp_path / "single")
     assert single.code == 0 and list(predictions(tmp_path / "single")) == ["big.jpg"]
     record = json.loads((tmp_path / "single" / "predictions.json").read_text())["images"][0]

@@ -76,7 +76,8 @@ class ZarrFrames:
             count = _frame_count(node, self.layout, path)
             width = len(str(max(count - 1, 0)))
             labels = [f"{i:0{width}d}" for i in range(count)]
-        _require_pixels(node if self.keys is None else node[self.keys[0]], path)
+        if self.keys is None:
+            _require_pixels(node, path)
         self._node: Any = node
         self._labels = labels
         self.count = count
@@ -201,6 +202,7 @@ def _frame_arrays(group: Any, path: Path) -> list[str]:
                 "or (H, W, C) arrays",
                 path=path,
             )
+        _require_pixels(array, path)
     return sorted(arrays, key=_natural_key)
 
 
