@@ -532,7 +532,11 @@ def infer(
     ] = InferConfig.save_preds,
     split_fractions: Annotated[
         tuple[float, float, float],
-        typer.Option(help="Split fractions of the --save-preds ddf.yml.", metavar="TRAIN VAL TEST"),
+        typer.Option(
+            help="Split fractions of the --save-preds ddf.yml.",
+            metavar="TRAIN VAL TEST",
+            show_default=_as_typed(InferConfig.split_fractions),
+        ),
     ] = InferConfig.split_fractions,
     draw_boxes: Annotated[
         bool, typer.Option(help="boxes/*: the frames with their boxes.")

@@ -42,6 +42,7 @@ from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.ddf import SplitFractions, ddf_text, parse_split_override
 from yogo.errors import UserError, display_path
+from yogo.infer_files import Found, draw, record, write_npy, write_png, write_yolo
 from yogo.labelstudio import frame_task, url_prefix
 from yogo.log import progress
 from yogo.outputs import require_output_file, require_output_folder, write_atomic
@@ -177,23 +178,13 @@ def infer(cfg: InferConfig) -> InferSummary:
     return summary
 
 
-@dataclass
-class _Found:
-    """A frame's detections: (N, 7 + C) rows of yogo.boxes.postprocess with class
-    probabilities, and its original size."""
-
-    index: int
-    rows: np.ndarray
-    height_width: tuple[int, int]
-
-
 def _predict_all(
     predictor: Predictor, loader: Any, plan: _Plan, cfg: InferConfig
-) -> tuple[InferSummary, list[_Found]]:
+) -> tuple[InferSummary, list[Found]]:
     """Every batch through the model and post-processing; per-frame files as it goes."""
     names = predictor.class_names
     summary = InferSummary(totals=dict.fromkeys(names, 0))
-    found: list[_Found] = []
+    found: list[Found] = []
     frame_names, stems = plan.frames.names, plan.frames.stems
     for batch in _progress(loader, len(plan.frames), cfg.use_tqdm):
         good = [(i, item) for i, item in batch if not isinstance(item, str)]
@@ -217,15 +208,15 @@ def _predict_all(
                 summary.totals[name] += int(n)
             summary.images += 1
             summary.detections += len(rows_np)
-            found.append(_Found(i, rows_np, (int(original_hw[0]), int(original_hw[1]))))
+            found.append(Found(i, rows_np, (int(original_hw[0]), int(original_hw[1]))))
             stem = stems[i]
             if plan.labels:
-                _write_yolo(plan.out / "labels" / f"{stem}.txt", rows_np)
+                write_yolo(plan.out / "labels" / f"{stem}.txt", rows_np)
             if plan.boxes:
                 target = plan.out / "boxes" / f"{stem}.{plan.boxes}"
-                _draw(pixels, target, rows_np, names)
+                draw(pixels, target, rows_np, names)
             if plan.frame_images:
-                _write_png(plan.out / "images" / f"{stem}.png", pixels)
+                write_png(plan.out / "images" / f"{stem}.png", pixels)
     return summary, found
 
 
@@ -234,7 +225,7 @@ def _write_results(
     predictor: Predictor,
     cfg: InferConfig,
     summary: InferSummary,
-    found: list[_Found],
+    found: list[Found],
     split: SplitFractions,
 ) -> list[Path]:
     """The files of the whole run: predictions.json, and on request counts.csv, the .npy,
@@ -251,7 +242,7 @@ def _write_results(
         },
         "boxes": "x0, y0, x1, y1 and xc, yc, w, h normalised to the image (0..1); "
         "confidence = objectness x class probability",
-        "images": [_record(frame_names[f.index], f.height_width, f.rows, names) for f in found],
+        "images": [record(frame_names[f.index], f.height_width, f.rows, names) for f in found],
         "unreadable": [{"path": name, "reason": why} for name, why in summary.unreadable],
     }
     written = [plan.out / "predictions.json"]
@@ -267,7 +258,7 @@ def _write_results(
         write_atomic(written[-1], table.getvalue())
     if plan.npy is not None:
         written.append(plan.npy)
-        _write_npy(plan.npy, found, len(names))
+        write_npy(plan.npy, found, len(names))
     if plan.ddf is not None:
         written.append(plan.ddf)
         write_atomic(plan.ddf, _pseudo_label_ddf(plan, cfg, names, split))
@@ -275,34 +266,6 @@ def _write_results(
         written.append(plan.label_studio)
         write_atomic(plan.label_studio, _label_studio_tasks(plan, cfg, names, found))
     return written
-
-
-def _write_npy(path: Path, found: list[_Found], num_classes: int) -> None:
-    """YOGO 1.0.1's `--save-npy` array: float32 (8 + C, N), one column per detection of the
-    run: frame index, x0, y0, x1, y1 in pixels of the frame, objectness, class, its
-    probability, then every class probability. Unlike YOGO's, thresholds and NMS apply."""
-    columns = [np.zeros((8 + num_classes, 0), np.float32)]
-    for f in found:
-        height, width = f.height_width
-        r = f.rows
-        columns.append(
-            np.stack(
-                [
-                    np.full(len(r), f.index),
-                    r[:, 0] * width,
-                    r[:, 1] * height,
-                    r[:, 2] * width,
-                    r[:, 3] * height,
-                    r[:, 4],
-                    r[:, 6],
-                    r[:, 5],
-                    *r[:, 7:].T,
-                ]
-            ).astype(np.float32)
-        )
-    encoded = io.BytesIO()
-    np.save(encoded, np.concatenate(columns, axis=1))
-    write_atomic(path, encoded.getvalue())
 
 
 def _pseudo_label_ddf(
@@ -329,7 +292,7 @@ def _pseudo_label_ddf(
 
 
 def _label_studio_tasks(
-    plan: _Plan, cfg: InferConfig, names: Sequence[str], found: list[_Found]
+    plan: _Plan, cfg: InferConfig, names: Sequence[str], found: list[Found]
 ) -> str:
     if plan.frame_images:
         root = plan.out / "images"
@@ -390,101 +353,6 @@ def _require_distinct_stems(frames: Frames) -> None:
                 fix="rename one of them, or infer on them separately",
             )
         seen[stem] = name
-
-
-def _record(
-    name: str, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
-) -> dict[str, Any]:
-    x0, y0, x1, y1, objectness, class_prob, classes = rows[:, :7].T
-    columns = (
-        np.stack(
-            [
-                objectness * class_prob,
-                objectness,
-                class_prob,
-                x0,
-                y0,
-                x1,
-                y1,
-                (x0 + x1) / 2,
-                (y0 + y1) / 2,
-                x1 - x0,
-                y1 - y0,
-            ]
-        )
-        .T.round(6)
-        .tolist()
-    )  # one conversion for the whole image: frames hold thousands
-    detections = [
-        {
-            "class": cls,
-            "class_name": names[cls],
-            "confidence": v[0],
-            "objectness": v[1],
-            "class_probability": v[2],
-            "xyxy": v[3:7],
-            "cxcywh": v[7:11],
-        }
-        for cls, v in zip(classes.astype(np.int64).tolist(), columns, strict=True)
-    ]
-    height, width = original_hw
-    return {
-        "image": name,
-        "height": int(height),
-        "width": int(width),
-        "detections": detections,
-    }
-
-
-def _cxcywh(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
-    return (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-
-
-def _write_yolo(path: Path, rows: np.ndarray) -> None:
-    """YOLO label format plus a confidence column: class xc yc w h confidence."""
-    lines = [
-        f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj * prob:.6f}"
-        for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]
-        for xc, yc, w, h in [_cxcywh(x0, y0, x1, y1)]
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, "".join(line + "\n" for line in lines))
-
-
-# One colour per class (Okabe-Ito, readable for colour-blind users), cycling.
-COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
-
-
-def _draw(pixels: np.ndarray, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
-    """The frame (full resolution, `pixels` uint8 (C, H, W)) in RGB with a labelled box per
-    detection, as PNG or TIFF (by `target`'s suffix)."""
-    from PIL import Image, ImageDraw
-
-    planes = np.repeat(pixels, 3, axis=0) if len(pixels) == 1 else pixels
-    image = Image.fromarray(np.ascontiguousarray(planes.transpose(1, 2, 0)))
-    draw = ImageDraw.Draw(image)
-    width, height = image.size
-    for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]:
-        colour = COLOURS[int(cls) % len(COLOURS)]
-        box = (x0 * width, y0 * height, x1 * width, y1 * height)
-        draw.rectangle(box, outline=colour, width=max(1, round(min(width, height) / 400)))
-        draw.text((box[0] + 2, box[1] + 1), f"{names[int(cls)]} {obj * prob:.2f}", fill=colour)
-    _save_image(image, target)
-
-
-def _write_png(target: Path, pixels: np.ndarray) -> None:
-    """A frame, uint8 (C, H, W), as a lossless PNG (gray or RGB)."""
-    from PIL import Image
-
-    planes = pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)
-    _save_image(Image.fromarray(np.ascontiguousarray(planes)), target)
-
-
-def _save_image(image: Any, target: Path) -> None:
-    encoded = io.BytesIO()
-    image.save(encoded, format="PNG" if target.suffix == ".png" else "TIFF")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, encoded.getvalue())
 
 
 def _progress(loader: Any, total: int, show: bool) -> Iterator[Any]:

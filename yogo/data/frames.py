@@ -69,18 +69,14 @@ class ZarrFrames:
         if _is_group(node):
             self.keys = _frame_arrays(node, path)
             self.layout = "group"
-            count = len(self.keys)
-            labels = self.keys
+            self._labels = self.keys
         else:
+            _require_pixels(node, path)
             self.layout = _layout(node, path, layout)
             count = _frame_count(node, self.layout, path)
-            width = len(str(max(count - 1, 0)))
-            labels = [f"{i:0{width}d}" for i in range(count)]
-        if self.keys is None:
-            _require_pixels(node, path)
+            width = len(str(count - 1))
+            self._labels = [f"{i:0{width}d}" for i in range(count)]
         self._node: Any = node
-        self._labels = labels
-        self.count = count
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +91,7 @@ class ZarrFrames:
         return [self.path]
 
     def __len__(self) -> int:
-        return self.count
+        return len(self._labels)
 
     def __getstate__(self) -> dict[str, Any]:
         # Loader workers get the path and open the store themselves: an open store (a zip file

@@ -1,0 +1,154 @@
+"""The files `yogo infer` writes, one function per format: the predictions.json record of a
+frame, YOLO label files with a confidence column, YOGO 1.0.1's .npy array, drawings and frames.
+
+    write_yolo(Path("labels/a.txt"), rows)      # rows: (N, 7 + C) of yogo.boxes.postprocess
+    draw(pixels, Path("boxes/a.png"), rows, class_names)
+
+Rows are x0, y0, x1, y1 (normalised), objectness, class probability, class index, then the
+class probabilities: what `yogo.boxes.postprocess(..., class_probs=True)` returns.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yogo.outputs import write_atomic
+
+
+@dataclass
+class Found:
+    """A frame's detections: (N, 7 + C) rows of yogo.boxes.postprocess with class
+    probabilities, and its original size."""
+
+    index: int
+    rows: np.ndarray
+    height_width: tuple[int, int]
+
+
+def write_npy(path: Path, found: list[Found], num_classes: int) -> None:
+    """YOGO 1.0.1's `--save-npy` array: float32 (8 + C, N), one column per detection of the
+    run: frame index, x0, y0, x1, y1 in pixels of the frame, objectness, class, its
+    probability, then every class probability. Unlike YOGO's, thresholds and NMS apply."""
+    columns = [np.zeros((8 + num_classes, 0), np.float32)]
+    for f in found:
+        height, width = f.height_width
+        r = f.rows
+        columns.append(
+            np.stack(
+                [
+                    np.full(len(r), f.index),
+                    r[:, 0] * width,
+                    r[:, 1] * height,
+                    r[:, 2] * width,
+                    r[:, 3] * height,
+                    r[:, 4],
+                    r[:, 6],
+                    r[:, 5],
+                    *r[:, 7:].T,
+                ]
+            ).astype(np.float32)
+        )
+    encoded = io.BytesIO()
+    np.save(encoded, np.concatenate(columns, axis=1))
+    write_atomic(path, encoded.getvalue())
+
+
+def record(
+    name: str, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
+) -> dict[str, Any]:
+    x0, y0, x1, y1, objectness, class_prob, classes = rows[:, :7].T
+    columns = (
+        np.stack(
+            [
+                objectness * class_prob,
+                objectness,
+                class_prob,
+                x0,
+                y0,
+                x1,
+                y1,
+                (x0 + x1) / 2,
+                (y0 + y1) / 2,
+                x1 - x0,
+                y1 - y0,
+            ]
+        )
+        .T.round(6)
+        .tolist()
+    )  # one conversion for the whole image: frames hold thousands
+    detections = [
+        {
+            "class": cls,
+            "class_name": names[cls],
+            "confidence": v[0],
+            "objectness": v[1],
+            "class_probability": v[2],
+            "xyxy": v[3:7],
+            "cxcywh": v[7:11],
+        }
+        for cls, v in zip(classes.astype(np.int64).tolist(), columns, strict=True)
+    ]
+    height, width = original_hw
+    return {
+        "image": name,
+        "height": int(height),
+        "width": int(width),
+        "detections": detections,
+    }
+
+
+def _cxcywh(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    return (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+
+
+def write_yolo(path: Path, rows: np.ndarray) -> None:
+    """YOLO label format plus a confidence column: class xc yc w h confidence."""
+    lines = [
+        f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj * prob:.6f}"
+        for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]
+        for xc, yc, w, h in [_cxcywh(x0, y0, x1, y1)]
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, "".join(line + "\n" for line in lines))
+
+
+# One colour per class (Okabe-Ito, readable for colour-blind users), cycling.
+COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+
+
+def draw(pixels: np.ndarray, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
+    """The frame (full resolution, `pixels` uint8 (C, H, W)) in RGB with a labelled box per
+    detection, as PNG or TIFF (by `target`'s suffix)."""
+    from PIL import Image, ImageDraw
+
+    planes = np.repeat(pixels, 3, axis=0) if len(pixels) == 1 else pixels
+    image = Image.fromarray(np.ascontiguousarray(planes.transpose(1, 2, 0)))
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]:
+        colour = COLOURS[int(cls) % len(COLOURS)]
+        box = (x0 * width, y0 * height, x1 * width, y1 * height)
+        draw.rectangle(box, outline=colour, width=max(1, round(min(width, height) / 400)))
+        draw.text((box[0] + 2, box[1] + 1), f"{names[int(cls)]} {obj * prob:.2f}", fill=colour)
+    save_image(image, target)
+
+
+def write_png(target: Path, pixels: np.ndarray) -> None:
+    """A frame, uint8 (C, H, W), as a lossless PNG (gray or RGB)."""
+    from PIL import Image
+
+    planes = pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)
+    save_image(Image.fromarray(np.ascontiguousarray(planes)), target)
+
+
+def save_image(image: Any, target: Path) -> None:
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG" if target.suffix == ".png" else "TIFF")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, encoded.getvalue())
