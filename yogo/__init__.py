@@ -13,6 +13,8 @@
     >>> from yogo.infer import infer   # `yogo.infer` is the module
     >>> summary = infer(yogo.InferConfig(model=str(onnx_file), path_to_images="frames/"))
     >>> model, model_config = yogo.load_model(best)
+    >>> predictor = yogo.load_predictor(best)            # or an .onnx
+    >>> found = predictor.predict(["frame.png"])[0]      # boxes in pixels, names, scores
 
 Each CLI command is one of these calls with its settings object (yogo.config): the same
 defaults, the same checks. Importing the package is cheap: heavy modules load on first
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from yogo.ddf import DatasetDefinition
     from yogo.errors import UserError
     from yogo.export import export_onnx
+    from yogo.predictor import load_predictor
     from yogo.testing import test
     from yogo.training import train
 
@@ -55,6 +58,7 @@ __all__ = [
     "check",
     "export_onnx",
     "load_model",
+    "load_predictor",
     "test",
     "train",
 ]
@@ -73,6 +77,7 @@ _LAZY = {
     "test": "yogo.testing",
     "export_onnx": "yogo.export",
     "load_model": "yogo.checkpoint",
+    "load_predictor": "yogo.predictor",
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,24 @@ class Deployed(nn.Module):
 
 
 @dataclass(frozen=True)
+class Detections:
+    """What a model found in one image, highest objectness first (N detections)."""
+
+    boxes: np.ndarray  # (N, 4) float: x0, y0, x1, y1 in pixels of the image given
+    scores: np.ndarray  # (N,) objectness x class probability, the score AP ranks by
+    classes: np.ndarray  # (N,) int class index
+    class_names: list[str]  # (N,) the class of each detection by name
+    objectness: np.ndarray  # (N,)
+    class_probability: np.ndarray  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
 class Predictor:
-    """A model ready to run: uint8 (B, C, H, W) at `image_hw` -> decoded (B, 5 + C, Sy, Sx)."""
+    """A model ready to run: uint8 (B, C, H, W) at `image_hw` -> decoded (B, 5 + C, Sy, Sx)
+    with `run`, or images of any size to detections with `predict`."""
 
     run: Callable[[np.ndarray], torch.Tensor]
     class_names: tuple[str, ...]
@@ -61,9 +77,53 @@ class Predictor:
     channels: int
     kind: str  # "pytorch" or "onnxruntime", and on what
 
+    def predict(
+        self,
+        images: Sequence[np.ndarray | str | Path],
+        obj_thresh: float = 0.5,
+        iou_thresh: float = 0.5,
+        min_class_confidence: float = 0.0,
+        batch_size: int = 16,
+    ) -> list[Detections]:
+        """Detections per image, after the post-processing of `yogo infer` (thresholds,
+        class-agnostic NMS, boxes clipped to the image). Each image is a path or an array:
+        uint8 or uint16, (H, W) or (H, W, C); any size (resized to the model's, boxes in the
+        image's own pixels)."""
+        from yogo.boxes import postprocess
+        from yogo.data.images import array_to_uint8, decode_image
+        from yogo.data.transforms import resize
+
+        items = list(images)
+        out: list[Detections] = []
+        for start in range(0, len(items), batch_size):
+            frames = [
+                decode_image(Path(item), self.channels)
+                if isinstance(item, (str, Path))
+                else array_to_uint8(np.asarray(item), self.channels)
+                for item in items[start : start + batch_size]
+            ]
+            batch = np.stack([resize(torch.from_numpy(f), self.image_hw).numpy() for f in frames])
+            found = postprocess(self.run(batch), obj_thresh, iou_thresh, min_class_confidence)
+            for frame, rows in zip(frames, found, strict=True):
+                height, width = frame.shape[1:]
+                r = rows.numpy().astype(np.float64)
+                boxes = r[:, :4].clip(0, 1) * [width, height, width, height]
+                classes = r[:, 6].astype(np.int64)
+                out.append(
+                    Detections(
+                        boxes=boxes,
+                        scores=r[:, 4] * r[:, 5],
+                        classes=classes,
+                        class_names=[self.class_names[c] for c in classes],
+                        objectness=r[:, 4],
+                        class_probability=r[:, 5],
+                    )
+                )
+        return out
+
 
 def load_predictor(
-    path: Path,
+    path: str | Path,
     device_name: str | None = None,
     crop_height: float | None = None,
     half: bool = False,
@@ -72,6 +132,7 @@ def load_predictor(
     when there is one); a .pth on the centred band of round(crop_height * H) rows (an .onnx
     has its band built in by `yogo export --crop-height`), in reduced precision with `half`
     (fp16 on a GPU, bf16 on a CPU)."""
+    path = Path(path)
     if not path.is_file():
         raise UserError("model file does not exist", path=path)
     if path.suffix == ".onnx":
