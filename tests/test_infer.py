@@ -132,7 +132,7 @@ def test_every_output_and_every_threshold(run_cli, models, test_split, tmp_path)
         assert len(lines.splitlines()) == len(mine)
         assert all(len(line.split()) == 6 for line in lines.splitlines())
         drawn = Image.open(tmp_path / "boxes" / Path(row["image"]).with_suffix(".png"))
-        assert drawn.size == (128, 96) and drawn.mode == "RGB"
+        assert drawn.size == (128 * 8, 96 * 8) and drawn.mode == "RGB"  # drawn large to read
     total = sum(int(r["total"]) for r in rows)
     assert "total" in result.out and str(total) in result.out.splitlines()[-2]
 

@@ -544,6 +544,15 @@ def infer(
     output_img_filetype: Annotated[
         str, typer.Option(help="File type of --draw-boxes images: png, tif or tiff.")
     ] = InferConfig.output_img_filetype,
+    line_width: Annotated[
+        int | None, _unset("Box lines of --draw-boxes images in px (default: from the size).")
+    ] = None,
+    hide_labels: Annotated[
+        bool, typer.Option(help="--draw-boxes without class names (a legend names colours).")
+    ] = InferConfig.hide_labels,
+    hide_conf: Annotated[
+        bool, typer.Option(help="--draw-boxes without scores.")
+    ] = InferConfig.hide_conf,
     count: Annotated[
         bool, typer.Option(help="Print per-class totals; write counts.csv.")
     ] = InferConfig.count,

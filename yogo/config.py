@@ -404,6 +404,12 @@ class InferConfig:
     """boxes/*: the images with their boxes."""
     output_img_filetype: str = "png"
     """File type of --draw-boxes images: png, tif or tiff."""
+    line_width: int | None = None
+    """Box lines of --draw-boxes images, in pixels of the drawing; None: from its size."""
+    hide_labels: bool = False
+    """--draw-boxes without class names on the boxes (a legend names the colours)."""
+    hide_conf: bool = False
+    """--draw-boxes without scores on the boxes."""
     count: bool = False
     """Per-class totals; counts.csv."""
     save_npy: bool = False
@@ -444,6 +450,8 @@ class InferConfig:
         _require_workers(self.num_workers)
         if self.crop_height is not None and not 0 < self.crop_height <= 1:
             raise UserError(f"--crop-height must be in (0, 1], got {self.crop_height}")
+        if self.line_width is not None and self.line_width < 1:
+            raise UserError(f"--line-width must be >= 1, got {self.line_width}")
         if self.output_img_filetype.lstrip(".") not in ("png", "tif", "tiff"):
             raise UserError(
                 f"--output-img-filetype must be png, tif or tiff, got '{self.output_img_filetype}'"

@@ -100,6 +100,7 @@ class _Plan:
     npy: Path | None
     ddf: Path | None
     label_studio: Path | None
+    drawing: tuple[int | None, bool, bool]  # --line-width, --hide-labels, --hide-conf
 
     @staticmethod
     def of(cfg: InferConfig, frames: Frames) -> _Plan:
@@ -117,6 +118,7 @@ class _Plan:
             else None,
             ddf=out / "ddf.yml" if cfg.save_preds else None,
             label_studio=Path(cfg.label_studio) if cfg.label_studio else None,
+            drawing=(cfg.line_width, cfg.hide_labels, cfg.hide_conf),
         )
 
     def per_frame(self, stem: Path) -> list[Path]:
@@ -214,7 +216,7 @@ def _predict_all(
                 write_yolo(plan.out / "labels" / f"{stem}.txt", rows_np)
             if plan.boxes:
                 target = plan.out / "boxes" / f"{stem}.{plan.boxes}"
-                draw(pixels, target, rows_np, names)
+                draw(pixels, target, rows_np, names, *plan.drawing)
             if plan.frame_images:
                 write_png(plan.out / "images" / f"{stem}.png", pixels)
     return summary, found

@@ -118,24 +118,23 @@ def write_yolo(path: Path, rows: np.ndarray) -> None:
     write_atomic(path, "".join(line + "\n" for line in lines))
 
 
-# One colour per class (Okabe-Ito, readable for colour-blind users), cycling.
-COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+def draw(
+    pixels: np.ndarray,
+    target: Path,
+    rows: np.ndarray,
+    names: Sequence[str],
+    line_width: int | None = None,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
+) -> None:
+    """The frame (`pixels` uint8 (C, H, W)) with a labelled box per detection (yogo.draw), as
+    PNG or TIFF (by `target`'s suffix)."""
+    from yogo.draw import draw_boxes
 
-
-def draw(pixels: np.ndarray, target: Path, rows: np.ndarray, names: Sequence[str]) -> None:
-    """The frame (full resolution, `pixels` uint8 (C, H, W)) in RGB with a labelled box per
-    detection, as PNG or TIFF (by `target`'s suffix)."""
-    from PIL import Image, ImageDraw
-
-    planes = np.repeat(pixels, 3, axis=0) if len(pixels) == 1 else pixels
-    image = Image.fromarray(np.ascontiguousarray(planes.transpose(1, 2, 0)))
-    draw = ImageDraw.Draw(image)
-    width, height = image.size
-    for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]:
-        colour = COLOURS[int(cls) % len(COLOURS)]
-        box = (x0 * width, y0 * height, x1 * width, y1 * height)
-        draw.rectangle(box, outline=colour, width=max(1, round(min(width, height) / 400)))
-        draw.text((box[0] + 2, box[1] + 1), f"{names[int(cls)]} {obj * prob:.2f}", fill=colour)
+    scores = rows[:, 4] * rows[:, 5]
+    image = draw_boxes(
+        pixels, rows[:, :4], rows[:, 6], names, scores, line_width, hide_labels, hide_conf
+    )
     save_image(image, target)
 
 
