@@ -42,3 +42,30 @@ def test_run_without_sbatch_says_how_to_submit(script: str, args: list[str]) -> 
     assert f"sbatch scripts/{script} yogo train DDF" in done.stderr
     assert "unbound variable" not in done.stderr
     assert done.stdout == ""  # nothing started
+
+
+def test_the_sweep_sweeps_real_flags_toward_a_logged_metric(trained_run) -> None:
+    """scripts/sweep.yaml: every swept parameter is a `yogo train` flag whose value parses,
+    the fixed flags too, and the metric is a column yogo logs (metrics.csv = W&B keys)."""
+    import csv
+
+    import typer
+    from ruamel.yaml import YAML
+
+    from yogo.cli import app
+
+    sweep = YAML(typ="safe").load((REPO / "scripts" / "sweep.yaml").read_text())
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {name: p for p in train.params for name in p.opts}
+    args = []
+    for name, spec in sweep["parameters"].items():
+        assert f"--{name}" in options, name
+        value = spec["values"][0] if "values" in spec else spec["min"]
+        args.append(f"--{name}={value}")  # how W&B's ${args} passes them
+    command = [a for a in sweep["command"] if not a.startswith("${")]
+    assert sweep["command"][:2] == ["${program}", "train"] and "${args}" in sweep["command"]
+    assert sweep["program"] == "yogo"
+    ctx = train.make_context("train", [*command[1:], *args])
+    assert ctx.params["learning_rate"] == sweep["parameters"]["learning-rate"]["min"]
+    with open(trained_run.run / "metrics.csv") as f:
+        assert sweep["metric"]["name"] in next(csv.reader(f))
