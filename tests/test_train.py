@@ -12,6 +12,7 @@ import torch
 from yogo.checkpoint import load_checkpoint
 from yogo.data.synth import write_dataset
 
+CLASSES = ("healthy", "ring", "trophozoite")
 FAST = ["--epochs", "1", "-bs", "4", "--no-wandb", "--num-workers", "0"]
 
 
@@ -56,10 +57,30 @@ def test_run_folder_explains_itself(trained: Path) -> None:
         "val_mAP50_95",
         "images_per_s",
         "data_wait_fraction",
+        *(f"val_{k}/healthy" for k in ("AP50", "precision", "recall")),
     ):
         assert rows[-1][key] != "", key
+    # Every class has its columns (blank where the val split has none of it: no AP).
+    assert {f"val_{k}/{c}" for k in ("AP50", "precision", "recall") for c in CLASSES} <= set(
+        rows[-1]
+    )
+    from PIL import Image
+
+    assert Image.open(trained / "training_curves.png").size == (2000, 400)  # 4 panels
     config = (trained / "config.yaml").read_text()
     assert "samples_sha256" in config and "anchor_w" in config and "image_hw" in config
+
+
+def test_val_every_leaves_blanks_and_keeps_the_columns(
+    smear: Path, tmp_path: Path, run_cli
+) -> None:
+    """Columns come from the run, not from its first row: with --val-every 2 the first row has
+    no validation values, and every later validation is still written (per class too)."""
+    args = ["train", smear, *FAST, "--epochs", "2", "--val-every", "2", "--output-dir", tmp_path]
+    assert run_cli(*args, "--name", "v").code == 0  # the last --epochs counts
+    rows = list(csv.DictReader((tmp_path / "v" / "metrics.csv").open()))
+    assert rows[0]["val_mAP50"] == "" and rows[0]["val_AP50/ring"] == ""
+    assert rows[1]["val_mAP50"] != "" and rows[1]["val_recall/healthy"] != ""
 
 
 def test_checkpoints_are_plain_data_with_everything_needed(trained: Path) -> None:

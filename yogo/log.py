@@ -88,12 +88,13 @@ def progress(
 
 
 class MetricsCSV:
-    """One row per epoch in `metrics.csv`; columns are fixed by the first row, later rows
-    fill missing values with blanks (validation runs every `--val-every` epochs)."""
+    """One row per epoch in `metrics.csv`, in the run's `columns` (a resumed run keeps the
+    file's); a row without a value leaves its cell blank (validation runs every
+    `--val-every` epochs)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
         self.path = path
-        self.columns: list[str] | None = None
+        self.columns = columns
 
     def read(self) -> list[dict[str, Any]]:
         """The rows already in the file (numbers as floats), continuing its columns; none when
@@ -103,8 +104,9 @@ class MetricsCSV:
         if not self.path.exists():
             return []
         with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-            self.columns = list(rows[0]) if rows else None
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            self.columns = list(reader.fieldnames or self.columns or [])
         return [{k: _number(v) for k, v in row.items()} for row in rows]
 
     def rewrite(self, rows: list[dict[str, Any]]) -> None:
@@ -126,6 +128,7 @@ class MetricsCSV:
 
         if self.columns is None:
             self.columns = list(row)
+        if not self.path.exists():
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.columns)
         with open(self.path, "a", newline="") as f:
@@ -155,7 +158,9 @@ def plot_training_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
     losses = _series(rows, ("loss", "objectness", "box", "class", "val_loss"))
     scores = _series(rows, ("val_mAP50", "val_mAP50_95"))
-    panels = 3 if scores else 2
+    keys = dict.fromkeys(k for row in rows for k in row)  # every column, in order
+    per_class = _series(rows, tuple(k for k in keys if k.startswith("val_AP50/")))
+    panels = 2 + bool(scores) + bool(per_class)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     for key, points in losses.items():
         axes[0].plot(*zip(*points, strict=True), label=key, marker=".")
@@ -169,6 +174,11 @@ def plot_training_curves(rows: list[dict[str, Any]], path: Path) -> None:
             axes[2].plot(*zip(*points, strict=True), label=key, marker=".")
         axes[2].set(title="validation", xlabel="epoch", ylim=(0, 1))
         axes[2].legend()
+    if per_class:  # a mean hides a dead class: each class's own line
+        for key, points in per_class.items():
+            axes[3].plot(*zip(*points, strict=True), label=key.split("/", 1)[1], marker=".")
+        axes[3].set(title="validation AP@0.5 per class", xlabel="epoch", ylim=(0, 1.02))
+        axes[3].legend(loc="best")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 1.5
     fig.tight_layout()

@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -320,8 +320,21 @@ def setup(
         scaler=scaler,
         data=data,
         wandb_run=start_wandb(cfg, run_dir, wandb_id) if ctx.is_main else None,
-        csv=MetricsCSV(run_dir / "metrics.csv"),
+        csv=MetricsCSV(run_dir / "metrics.csv", metric_columns(ddf.class_names)),
     )
+
+
+PER_CLASS = ("AP50", "precision", "recall")  # per-class values of each validation
+
+
+def metric_columns(class_names: Sequence[str]) -> list[str]:
+    """metrics.csv's columns (and W&B's keys): the epoch's training values, then validation's,
+    per class as `val_AP50/<class>` and so on (W&B groups them by the part before `/`)."""
+    per_class = [f"val_{key}/{name}" for key in PER_CLASS for name in class_names]
+    return [
+        *("epoch", "step", "lr", *LOSS_PARTS, "images_per_s", "data_wait_fraction"),
+        *("val_loss", "val_mAP50", "val_mAP50_95", *per_class, "elapsed_s"),
+    ]
 
 
 def weight_average(cfg: TrainConfig, model: YOGO, total_steps: int) -> WeightAverage | None:
@@ -707,6 +720,8 @@ def validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:
     )
     report = metrics.compute()
     row.update(val_loss=val_loss, val_mAP50=report["mAP50"], val_mAP50_95=report["mAP50_95"])
+    for name, values in report["per_class"].items():
+        row.update({f"val_{key}/{name}": values[key] for key in PER_CLASS})
     return report
 
 
