@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[type[Any], set[str]]] = {
     "check": (CheckConfig, {"json_path", "force"}),
     "synth": (SynthConfig, set()),
     "train": (TrainConfig, {"config", "half"}),
-    "test": (TestConfig, {"json_path", "force", "dump_to_disk"}),
+    "test": (TestConfig, {"json_path", "dump_to_disk"}),
     "export": (ExportConfig, set()),
     "infer": (InferConfig, set()),
 }

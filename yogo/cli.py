@@ -403,7 +403,9 @@ def test_command(
         Path | None,
         typer.Option("--json", help="Also write the report as JSON to this file ('-': stdout)."),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace existing --json and --plots files.")
+    ] = TestConfig.force,
     obj_thresh: Annotated[
         float, typer.Option(help="Objectness threshold for P/R/F1.")
     ] = TestConfig.obj_thresh,
@@ -442,11 +444,15 @@ def test_command(
     tags: Annotated[
         list[str] | None, _unset("Tags for the W&B run and the JSON report.", metavar="TAG...")
     ] = None,
+    plots: Annotated[
+        str | None,
+        _unset("Write the pictures (PR, P/R/F1 curves, confusion matrix, AP) into this folder."),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.testing import format_test_report, test
 
-    cfg = TestConfig(**_given(ctx, "json_path", "force", "dump_to_disk"))
+    cfg = TestConfig(**_given(ctx, "json_path", "dump_to_disk"))
     cfg.require_valid()
     if dump_to_disk and json_path is None:
         json_path = Path("test_metrics.json")  # YOGO 1.0.1 wrote test_metrics.pkl here

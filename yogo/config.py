@@ -344,6 +344,10 @@ class TestConfig:
     """A note for the W&B run and the JSON report."""
     tags: list[str] | None = None
     """Tags for the W&B run and the JSON report."""
+    plots: str | None = None
+    """Write the evaluation's pictures into this folder (yogo.plots)."""
+    force: bool = False
+    """Replace existing --json and --plots files."""
 
     def require_valid(self) -> None:
         if self.split not in ("train", "val", "test"):

@@ -197,45 +197,6 @@ def _series(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list
     return series
 
 
-def plot_evaluation(report: dict[str, Any], curves: dict[str, Any], path_prefix: Path) -> None:
-    """`<prefix>_pr_curves.png` (precision-recall at IoU 0.5 per class) and
-    `<prefix>_confusion_matrix.png` (counts, with background)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for name, (recall, precision) in curves.items():
-        ap = report["per_class"][name]["AP50"]
-        ax.plot(recall, precision, label=f"{name} (AP50 {ap:.3f})" if ap is not None else name)
-    ax.set(
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        title="precision-recall at IoU 0.5",
-    )
-    ax.legend(loc="best")  # weak models hug the lower left, good ones the upper right
-    fig.tight_layout()
-    fig.savefig(f"{path_prefix}_pr_curves.png", dpi=100)
-    plt.close(fig)
-
-    names = [*report["class_names"], "background"]
-    matrix = np.array(report["confusion_matrix"])
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.2 * len(names) + 1))
-    ax.imshow(np.log1p(matrix), cmap="Blues")
-    for (i, j), n in np.ndenumerate(matrix):
-        ax.text(j, i, str(n), ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (IoU 0.5)")
-    fig.tight_layout()
-    fig.savefig(f"{path_prefix}_confusion_matrix.png", dpi=100)
-    plt.close(fig)
-
-
 def wandb_has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True

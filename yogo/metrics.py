@@ -141,6 +141,27 @@ class DetectionMetrics:
                 ap[t, c] = sampled.mean()
         return ap
 
+    def threshold_curves(
+        self, thresholds: np.ndarray
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per class with labels: precision, recall and F1 at IoU 0.5 of the detections whose
+        score (objectness x class probability) is at least each of `thresholds`."""
+        score, cls, hit, num_true = self._ranked()
+        out = {}
+        for c in np.flatnonzero(num_true):
+            mine = np.flatnonzero(cls == c)
+            mine = mine[np.argsort(-score[mine], kind="mergesort")]
+            tp = np.concatenate([[0], np.cumsum(hit[0, mine])])
+            kept = np.searchsorted(-score[mine], -thresholds, side="right")  # score >= t
+            precision = np.divide(
+                tp[kept], kept, out=np.ones(len(kept)), where=kept > 0
+            )  # nothing kept: no false positive
+            recall = tp[kept] / num_true[c]
+            total = precision + recall
+            f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(kept)), where=total > 0)
+            out[self.class_names[c]] = (precision, recall, f1)
+        return out
+
     def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Recall and precision (envelope) at IoU 0.5, per class that has labels."""
         return {self.class_names[c]: curves[0] for c, curves in self._curves().items()}

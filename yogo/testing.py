@@ -60,6 +60,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         )
     scan = scan_dataset(ddf, cfg.bad_labels)
     _require_usable(scan, split)
+    plots = _plot_prefix(cfg, split)
     device = resolve_device(cfg.device)
     model = checkpoint.build_model().to(device)
     dataset = DetectionDataset(scan.splits[split], model_config.image_hw, model_config.channels)
@@ -69,6 +70,10 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         metrics, _ = evaluate_model(
             model, loader, device, model_config.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
+    if plots is not None:
+        from yogo.plots import plot_evaluation
+
+        plot_evaluation(metrics, plots)
     report = {
         "split": split,
         "checkpoint": cfg.checkpoint,
@@ -81,6 +86,25 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     if cfg.wandb or cfg.wandb_resume_id:
         _log_to_wandb(cfg, report)
     return report
+
+
+def _plot_prefix(cfg: TestConfig, split: str) -> Path | None:
+    """`--plots DIR`: DIR/<split>_*.png, checked before the evaluation (a folder that can be
+    written; no existing picture unless --force; never an input)."""
+    if cfg.plots is None:
+        return None
+    from yogo.outputs import require_output_file, require_output_folder
+    from yogo.plots import planned
+
+    folder = Path(cfg.plots)
+    require_output_folder(folder, option="--plots")
+    prefix = folder / split
+    if folder.is_dir():  # a new folder holds nothing to replace
+        for path in planned(prefix):
+            inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
+            require_output_file(path, force=cfg.force, inputs=inputs, option="--plots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return prefix
 
 
 def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:

@@ -68,7 +68,6 @@ from yogo.evaluate import evaluate_model, evaluate_sharded
 from yogo.grid import require_usable_image_hw
 from yogo.log import (
     MetricsCSV,
-    plot_evaluation,
     plot_training_curves,
     progress,
     set_console_rank,
@@ -78,6 +77,7 @@ from yogo.loss import LossSettings, YOGOLoss
 from yogo.model import YOGO, ModelConfig
 from yogo.optim import lr_factor, make_optimizer, precision_context, resolve_precision
 from yogo.outputs import require_output_folder
+from yogo.plots import plot_evaluation
 from yogo.priors import class_weights, frame_weights, make_model
 from yogo.resume import (
     LOSS_PARTS,
@@ -830,7 +830,7 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
         metrics, _ = evaluate_model(
             best, whole_val, device, run.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
-        plot_evaluation(metrics.compute(), metrics.pr_curves(), run.dir / "val")
+        plot_evaluation(metrics, run.dir / "val")
     if run.skipped:
         log.warning(f"{len(run.skipped)} image(s) failed to decode and were skipped:")
         for path in sorted(run.skipped):

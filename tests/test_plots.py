@@ -1,0 +1,66 @@
+"""The evaluation pictures (yogo.plots) and the P/R/F1-against-threshold curves behind them;
+`yogo test --plots DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from yogo.metrics import DetectionMetrics
+from yogo.plots import THRESHOLDS, planned, plot_evaluation
+
+
+def _metrics() -> DetectionMetrics:
+    """Two classes: class 0 found at scores 0.9 and 0.6 (one of two labels), plus a false
+    positive at 0.3; class 1 labelled once, never found."""
+    metrics = DetectionMetrics(("cell", "parasite"))
+    det = torch.tensor(
+        [
+            [0.1, 0.1, 0.2, 0.2, 0.9, 1.0, 0],
+            [0.5, 0.5, 0.6, 0.6, 0.6, 1.0, 0],
+            [0.8, 0.8, 0.9, 0.9, 0.3, 1.0, 0],
+        ]
+    )
+    truth = torch.tensor(
+        [[0, 0.1, 0.1, 0.2, 0.2], [0, 0.5, 0.5, 0.6, 0.6], [1, 0.3, 0.3, 0.4, 0.4]]
+    )
+    metrics.update([det], [truth])
+    return metrics
+
+
+def test_precision_recall_f1_against_the_score_threshold() -> None:
+    curves = _metrics().threshold_curves(np.array([0.0, 0.5, 0.7, 0.95]))
+    precision, recall, f1 = curves["cell"]
+    np.testing.assert_allclose(precision, [2 / 3, 1, 1, 1])  # nothing kept at 0.95: no FP
+    np.testing.assert_allclose(recall, [1, 1, 0.5, 0])
+    np.testing.assert_allclose(f1, [0.8, 1, 2 / 3, 0])
+    np.testing.assert_allclose(curves["parasite"][1], 0)  # labelled, never found
+
+
+def test_every_picture_is_written_and_readable_size(tmp_path: Path) -> None:
+    written = plot_evaluation(_metrics(), tmp_path / "val")
+    assert written == planned(tmp_path / "val")
+    for path in written:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) >= 300, path
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 10, path  # something is drawn
+    assert len(THRESHOLDS) == 101
+
+
+def test_yogo_test_plots(trained_run, tmp_path: Path, run_cli) -> None:
+    folder = tmp_path / "pictures"
+    result = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder)
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in planned(folder / "test")
+    )
+    again = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder)
+    assert again.code == 2 and "--force" in again.err
+    forced = run_cli(
+        "test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder, "--force"
+    )
+    assert forced.code == 0
