@@ -31,7 +31,7 @@ from yogo.config import (
     load_config,
 )
 from yogo.errors import Interrupted, RunError, UserError, display_path
-from yogo.outputs import require_output_file, write_atomic
+from yogo.outputs import require_output_file, require_output_folder, write_atomic
 
 app = typer.Typer(
     name="yogo",
@@ -369,9 +369,7 @@ def train(
     from yogo.dist import slurm_job_id
     from yogo.training import train as run_training
 
-    given = _given(ctx, "config", "half")
-    if half and "precision" not in given:
-        given["precision"] = "fp16"
+    given = _train_flags(ctx)
     values = dict(given)
     if config is not None:
         base = load_config(config).to_dict()
@@ -389,6 +387,51 @@ def train(
             values["resume"] = "auto"
     values.setdefault("ddf", "")  # with --resume, the run's own config names the DDF
     run_training(TrainConfig.from_dict(values))
+
+
+def _train_flags(ctx: typer.Context) -> dict[str, Any]:
+    """The train flags given, as TrainConfig values (`--half` is `--precision fp16`)."""
+    given = _given(ctx, "config", "half")
+    if ctx.params.get("half") and "precision" not in given:
+        given["precision"] = "fp16"
+    return given
+
+
+@app.command(
+    name="lr-find",
+    cls=_Command,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def lr_find_command(
+    ctx: typer.Context,
+    ddf: Annotated[str, typer.Argument(help="Dataset definition file (YAML).", metavar="DDF")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps of the range test.")] = 200,
+    start_lr: Annotated[float, typer.Option(help="Learning rate of the first step.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="Learning rate of the last step.")] = 1.0,
+    plot: Annotated[
+        str | None, _unset("Where to write the picture (default: OUTPUT_DIR/lr_find.png).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing picture.")] = False,
+) -> None:
+    """A learning-rate range test with the run's own model, loss, data and optimiser; prints
+    the suggested learning rate. Any `yogo train` flag may follow (e.g. --batch-size)."""
+    from yogo.lr_find import lr_find, plot_lr_find
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    train_ctx = command.make_context("yogo lr-find", [ddf, *ctx.args], parent=ctx.parent)
+    cfg = TrainConfig.from_dict({"ddf": ddf, **_train_flags(train_ctx)})
+    picture = Path(plot) if plot is not None else Path(cfg.output_dir) / "lr_find.png"
+    require_output_folder(picture.parent, option="--plot")
+    if picture.parent.is_dir():
+        require_output_file(picture, force=force, inputs=[Path(ddf)], option="--plot")
+    result = lr_find(cfg, steps, start_lr, end_lr)
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    plot_lr_find(result, picture)
+    typer.echo(f"suggested lr: {result.suggested:.3g}")
+    typer.echo(
+        f"(steepest descent of the smoothed loss over {len(result.losses)} steps; lowest loss "
+        f"at {result.minimum:.3g}); picture: {display_path(picture)}"
+    )
 
 
 @app.command(name="test", cls=_Command)
