@@ -41,7 +41,8 @@ def test_precision_recall_f1_against_the_score_threshold() -> None:
 
 
 def test_every_picture_is_written_and_readable_size(tmp_path: Path) -> None:
-    written = plot_evaluation(_metrics(), tmp_path / "val")
+    frames = [np.full((1, 96, 128), 128, np.uint8)]  # the frame the metrics' image came from
+    written = plot_evaluation(_metrics(), tmp_path / "val", frames)
     assert written == planned(tmp_path / "val")
     for path in written:
         with Image.open(path) as image:

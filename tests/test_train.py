@@ -44,6 +44,10 @@ def test_run_folder_explains_itself(trained: Path) -> None:
         "training_curves.png",
         "val_pr_curves.png",
         "val_confusion_matrix.png",
+        "val_prf_curves.png",
+        "val_per_class_ap.png",
+        "val_predictions.png",
+        "train_batch.png",
     } <= names
     rows = list(csv.DictReader((trained / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -67,6 +71,11 @@ def test_run_folder_explains_itself(trained: Path) -> None:
     from PIL import Image
 
     assert Image.open(trained / "training_curves.png").size == (2000, 400)  # 4 panels
+    # Frames of 64x96 drawn at least 384 px high (x6): the batch of 4 in a 3-wide mosaic,
+    # and 2 val frames, labels beside predictions; a caption line above each sheet.
+    batch = Image.open(trained / "train_batch.png")
+    assert batch.width == 3 * 576 + 2 * 6 and batch.height > 2 * 384
+    assert Image.open(trained / "val_predictions.png").width == 2 * (2 * 576 + 3) + 12
     config = (trained / "config.yaml").read_text()
     assert "samples_sha256" in config and "anchor_w" in config and "image_hw" in config
 

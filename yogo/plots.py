@@ -9,6 +9,10 @@
 - `<prefix>_prf_curves.png`: precision, recall and F1 of each class against the score
   threshold (objectness x class probability), the best F1 marked;
 - `<prefix>_per_class_ap.png`: AP@0.5 and AP@0.5:0.95 per class as bars.
+
+And what the model is fed and what it finds, as drawings: `train_batch.png` (a training batch
+after augmentation, with its labels) and `val_predictions.png` (frames with their labels
+beside the predictions).
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from yogo.draw import COLOURS
+from yogo.boxes import cxcywh_to_xyxy
+from yogo.draw import COLOURS, caption, draw_boxes, mosaic
 from yogo.metrics import DetectionMetrics
 
 THRESHOLDS = np.linspace(0, 1, 101)
 
 
-def plot_evaluation(metrics: DetectionMetrics, prefix: Path) -> list[Path]:
-    """Write the four pictures of `metrics`; their paths."""
+def plot_evaluation(
+    metrics: DetectionMetrics, prefix: Path, frames: list[np.ndarray] | None = None
+) -> list[Path]:
+    """Write the pictures of `metrics`, and with `frames` (the first frames evaluated, uint8
+    (C, H, W) in order) `<prefix>_predictions.png`; their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,12 +44,16 @@ def plot_evaluation(metrics: DetectionMetrics, prefix: Path) -> list[Path]:
         _prf_curves(metrics.threshold_curves(THRESHOLDS), Path(f"{prefix}_prf_curves.png")),
         _per_class_ap(report, Path(f"{prefix}_per_class_ap.png")),
     ]
+    if frames:
+        written.append(Path(f"{prefix}_predictions.png"))
+        names = tuple(report["class_names"])
+        plot_predictions(frames, metrics.images, names, report["obj_thresh"], written[-1])
     return written
 
 
 def planned(prefix: Path) -> list[Path]:
-    """The files `plot_evaluation(..., prefix)` writes."""
-    kinds = ("pr_curves", "confusion_matrix", "prf_curves", "per_class_ap")
+    """The files `plot_evaluation(..., prefix, frames)` writes."""
+    kinds = ("pr_curves", "confusion_matrix", "prf_curves", "per_class_ap", "predictions")
     return [Path(f"{prefix}_{kind}.png") for kind in kinds]
 
 
@@ -137,3 +149,57 @@ def _per_class_ap(report: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"AP per class (mAP@0.5 {report['mAP50'] or 0:.3f})")
     ax.legend(loc="upper right")
     return _save(fig, path)
+
+
+TILE_SIDE = 384  # px: the shorter side of each drawn frame in a mosaic
+
+
+def plot_train_batch(
+    images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], path: Path
+) -> None:
+    """Up to 9 frames of a batch, uint8 (B, C, H, W), with their `labels` (N, 6): image
+    index, class, xc, yc, w, h, as the loader gives them."""
+    import torch
+
+    tiles = []
+    for i, pixels in enumerate(images[:9]):
+        mine = labels[labels[:, 0] == i]
+        boxes = cxcywh_to_xyxy(torch.from_numpy(mine[:, 2:6])).numpy()
+        tiles.append(
+            draw_boxes(pixels, boxes, mine[:, 1], class_names, hide_conf=True, min_side=TILE_SIDE)
+        )
+    sheet = mosaic(tiles, columns=min(3, len(tiles)))
+    caption(sheet, "training batch after augmentation, with its labels").save(path)
+
+
+def plot_predictions(
+    frames: list[np.ndarray],
+    images: list[tuple[np.ndarray, np.ndarray]],
+    class_names: tuple[str, ...],
+    obj_thresh: float,
+    path: Path,
+) -> None:
+    """Frames (uint8 (C, H, W)) drawn twice side by side: their labels, and the predictions
+    at `obj_thresh`; `images` are DetectionMetrics.images: (detections (N, 7), truths (M, 5))."""
+    tiles = []
+    for pixels, (det, truth) in zip(frames, images, strict=False):
+        shown = det[det[:, 4] >= obj_thresh]
+        labelled = draw_boxes(
+            pixels, truth[:, 1:5], truth[:, 0], class_names, hide_conf=True, min_side=TILE_SIDE
+        )
+        scores = shown[:, 4] * shown[:, 5]
+        found = draw_boxes(
+            pixels, shown[:, :4], shown[:, 6], class_names, scores, min_side=TILE_SIDE
+        )
+        tiles.append(mosaic([labelled, found], columns=2, gap=3))
+    sheet = mosaic(tiles, columns=min(2, len(tiles)), gap=12)
+    text = f"labels (left) and predictions at objectness >= {obj_thresh:g} (right)"
+    caption(sheet, text).save(path)
+
+
+def first_frames(dataset: Any, metrics: DetectionMetrics, count: int = 6) -> list[np.ndarray]:
+    """The first `count` frames of an evaluated `dataset` (DetectionDataset) at the model's
+    size, in step with `metrics.images`; none when a frame was skipped (out of step)."""
+    if len(metrics.images) != len(dataset):
+        return []
+    return [dataset.frame(i).numpy() for i in range(min(count, len(dataset)))]

@@ -71,9 +71,9 @@ def test(cfg: TestConfig) -> dict[str, Any]:
             model, loader, device, model_config.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
     if plots is not None:
-        from yogo.plots import plot_evaluation
+        from yogo.plots import first_frames, plot_evaluation
 
-        plot_evaluation(metrics, plots)
+        plot_evaluation(metrics, plots, first_frames(dataset, metrics))
     report = {
         "split": split,
         "checkpoint": cfg.checkpoint,

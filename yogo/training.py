@@ -77,7 +77,7 @@ from yogo.loss import LossSettings, YOGOLoss
 from yogo.model import YOGO, ModelConfig
 from yogo.optim import lr_factor, make_optimizer, precision_context, resolve_precision
 from yogo.outputs import require_output_folder
-from yogo.plots import plot_evaluation
+from yogo.plots import first_frames, plot_evaluation, plot_train_batch
 from yogo.priors import class_weights, frame_weights, make_model
 from yogo.resume import (
     LOSS_PARTS,
@@ -611,6 +611,11 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         run.skipped.update(batch.skipped)
         for path in batch.skipped:
             log.warning(f"{display_path(path)}: image fails to decode; skipped")
+        if epoch == 1 and i == 0 and ctx.is_main:  # what the model is fed, once per run
+            plot_train_batch(
+                batch.images.numpy(), batch.labels.numpy(), run.class_names,
+                run.dir / "train_batch.png",
+            )  # fmt: skip
         images = batch.images.to(device, non_blocking=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -830,7 +835,7 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
         metrics, _ = evaluate_model(
             best, whole_val, device, run.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
-        plot_evaluation(metrics, run.dir / "val")
+        plot_evaluation(metrics, run.dir / "val", first_frames(run.data.val_set, metrics))
     if run.skipped:
         log.warning(f"{len(run.skipped)} image(s) failed to decode and were skipped:")
         for path in sorted(run.skipped):
