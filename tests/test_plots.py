@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -65,3 +66,34 @@ def test_yogo_test_plots(trained_run, tmp_path: Path, run_cli) -> None:
         "test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder, "--force"
     )
     assert forced.code == 0
+
+
+def test_frame_errors_count_misses_and_extras_at_the_threshold() -> None:
+    (errors,) = _metrics().frame_errors()  # the 0.3 detection is under objectness 0.5
+    assert (errors["misses"], errors["extras"]) == (1, 0)  # the parasite was never found
+    assert errors["true"].tolist() == [2, 1] and errors["pred"].tolist() == [2, 0]
+    low = DetectionMetrics(("cell", "parasite"), obj_thresh=0.2)
+    low.images = _metrics().images
+    (errors,) = low.frame_errors()
+    assert (errors["misses"], errors["extras"]) == (1, 1)
+    assert errors["extra_score"] == pytest.approx(0.3)
+
+
+def test_yogo_test_worst_frames(trained_run, tmp_path: Path, run_cli) -> None:
+    import csv
+
+    folder = tmp_path / "pictures"
+    args = ["test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder]
+    result = run_cli(*args, "--worst", "2", "--obj-thresh", "0.3")
+    assert result.code == 0, result.err
+    with open(folder / "test_worst.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9  # every test frame (48 x 0.2), worst first
+    errors = [int(r["misses"]) + int(r["extras"]) for r in rows]
+    assert errors == sorted(errors, reverse=True)
+    drawn = sorted((folder / "test_worst").iterdir())
+    assert len(drawn) == 2 and drawn[0].name.startswith("01_")
+    assert f"{rows[0]['misses']}missed" in drawn[0].name
+    assert Path(rows[0]["frame"]).stem in drawn[0].name
+    alone = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--worst", "2")
+    assert alone.code == 2 and "--plots" in alone.err

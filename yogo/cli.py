@@ -491,6 +491,12 @@ def test_command(
         str | None,
         _unset("Write the pictures (PR, P/R/F1 curves, confusion matrix, AP) into this folder."),
     ] = None,
+    worst: Annotated[
+        int | None,
+        _unset(
+            "Draw the N frames with the most missed plus extra objects (into --plots).", metavar="N"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.testing import format_test_report, test

@@ -346,6 +346,8 @@ class TestConfig:
     """Tags for the W&B run and the JSON report."""
     plots: str | None = None
     """Write the evaluation's pictures into this folder (yogo.plots)."""
+    worst: int | None = None
+    """Also write the N frames with the most missed plus extra objects to --plots, and a CSV."""
     force: bool = False
     """Replace existing --json and --plots files."""
 
@@ -356,6 +358,14 @@ class TestConfig:
         _require_positive(self, "batch_size")
         _require_policy(self.bad_labels)
         _require_workers(self.num_workers)
+        if self.worst is not None:
+            if self.worst < 1:
+                raise UserError(f"--worst must be >= 1, got {self.worst}")
+            if self.plots is None:
+                raise UserError(
+                    "--worst writes its frames into the --plots folder",
+                    fix="add --plots DIR",
+                )
 
 
 @dataclass

@@ -162,6 +162,28 @@ class DetectionMetrics:
             out[self.class_names[c]] = (precision, recall, f1)
         return out
 
+    def frame_errors(self) -> list[dict[str, Any]]:
+        """Per image, at the objectness threshold and IoU 0.5: labels no detection of their
+        class matched (`misses`), detections that matched no label of their class (`extras`:
+        a wrong class counts once in each), the summed score of the extras, and the true and
+        predicted counts per class."""
+        num_classes = len(self.class_names)
+        out = []
+        for det, truth in self.images:
+            kept = det[det[:, 4] >= self.obj_thresh]
+            kept = kept[np.argsort(-(kept[:, 4] * kept[:, 5]), kind="stable")]
+            hits = _greedy_hits(kept, truth, IOU_THRESHOLDS[:1])[0]
+            out.append(
+                {
+                    "misses": int(len(truth) - hits.sum()),
+                    "extras": int((~hits).sum()),
+                    "extra_score": float((kept[~hits, 4] * kept[~hits, 5]).sum()),
+                    "true": np.bincount(truth[:, 0].astype(np.int64), minlength=num_classes),
+                    "pred": np.bincount(kept[:, 6].astype(np.int64), minlength=num_classes),
+                }
+            )
+        return out
+
     def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Recall and precision (envelope) at IoU 0.5, per class that has labels."""
         return {self.class_names[c]: curves[0] for c, curves in self._curves().items()}

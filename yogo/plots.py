@@ -181,17 +181,10 @@ def plot_predictions(
 ) -> None:
     """Frames (uint8 (C, H, W)) drawn twice side by side: their labels, and the predictions
     at `obj_thresh`; `images` are DetectionMetrics.images: (detections (N, 7), truths (M, 5))."""
-    tiles = []
-    for pixels, (det, truth) in zip(frames, images, strict=False):
-        shown = det[det[:, 4] >= obj_thresh]
-        labelled = draw_boxes(
-            pixels, truth[:, 1:5], truth[:, 0], class_names, hide_conf=True, min_side=TILE_SIDE
-        )
-        scores = shown[:, 4] * shown[:, 5]
-        found = draw_boxes(
-            pixels, shown[:, :4], shown[:, 6], class_names, scores, min_side=TILE_SIDE
-        )
-        tiles.append(mosaic([labelled, found], columns=2, gap=3))
+    tiles = [
+        plot_frame(pixels, image, class_names, obj_thresh)
+        for pixels, image in zip(frames, images, strict=False)
+    ]
     sheet = mosaic(tiles, columns=min(2, len(tiles)), gap=12)
     text = f"labels (left) and predictions at objectness >= {obj_thresh:g} (right)"
     caption(sheet, text).save(path)
@@ -203,3 +196,21 @@ def first_frames(dataset: Any, metrics: DetectionMetrics, count: int = 6) -> lis
     if len(metrics.images) != len(dataset):
         return []
     return [dataset.frame(i).numpy() for i in range(min(count, len(dataset)))]
+
+
+def plot_frame(
+    pixels: np.ndarray,
+    image: tuple[np.ndarray, np.ndarray],
+    class_names: tuple[str, ...],
+    obj_thresh: float,
+) -> Any:
+    """One frame twice, side by side: its labels, and the predictions at `obj_thresh`;
+    `image` is one of DetectionMetrics.images: (detections (N, 7), truths (M, 5))."""
+    det, truth = image
+    shown = det[det[:, 4] >= obj_thresh]
+    labelled = draw_boxes(
+        pixels, truth[:, 1:5], truth[:, 0], class_names, hide_conf=True, min_side=TILE_SIDE
+    )
+    scores = shown[:, 4] * shown[:, 5]
+    found = draw_boxes(pixels, shown[:, :4], shown[:, 6], class_names, scores, min_side=TILE_SIDE)
+    return mosaic([labelled, found], columns=2, gap=3)

@@ -9,6 +9,7 @@ at `obj_thresh`, and a confusion matrix with background (yogo.metrics).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from yogo.ddf import DatasetDefinition
 from yogo.dist import resolve_device
 from yogo.errors import UserError, display_path
 from yogo.evaluate import evaluate_model
+
+log = logging.getLogger(__name__)
 
 
 def test(cfg: TestConfig) -> dict[str, Any]:
@@ -74,6 +77,8 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         from yogo.plots import first_frames, plot_evaluation
 
         plot_evaluation(metrics, plots, first_frames(dataset, metrics))
+        if cfg.worst is not None:
+            write_worst(metrics, dataset, plots, cfg.worst)
     report = {
         "split": split,
         "checkpoint": cfg.checkpoint,
@@ -100,11 +105,55 @@ def _plot_prefix(cfg: TestConfig, split: str) -> Path | None:
     require_output_folder(folder, option="--plots")
     prefix = folder / split
     if folder.is_dir():  # a new folder holds nothing to replace
-        for path in planned(prefix):
-            inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
+        inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
+        extra = [Path(f"{prefix}_worst.csv")] if cfg.worst is not None else []
+        for path in [*planned(prefix), *extra]:
             require_output_file(path, force=cfg.force, inputs=inputs, option="--plots")
+        drawn = Path(f"{prefix}_worst")
+        if cfg.worst is not None and drawn.is_dir() and any(drawn.iterdir()) and not cfg.force:
+            raise UserError(
+                "--worst: the folder already holds frames", path=drawn, fix="--force replaces them"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     return prefix
+
+
+def write_worst(metrics: Any, dataset: DetectionDataset, prefix: Path, count: int) -> None:
+    """The `count` frames with the most missed plus extra objects (ties: the more confident
+    extras first), drawn as labels | predictions into `<prefix>_worst/`, and every frame's
+    errors in `<prefix>_worst.csv`, worst first (a guide for relabelling)."""
+    import csv
+    import io
+
+    from yogo.outputs import write_atomic
+    from yogo.plots import plot_frame
+
+    if len(metrics.images) != len(dataset):
+        log.warning("--worst: frames were skipped while evaluating; no worst frames written")
+        return
+    errors = metrics.frame_errors()
+    order = sorted(
+        range(len(errors)),
+        key=lambda i: (-(errors[i]["misses"] + errors[i]["extras"]), -errors[i]["extra_score"]),
+    )
+    names = metrics.class_names
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(
+        ["frame", "misses", "extras", *(f"true_{n}" for n in names), *(f"pred_{n}" for n in names)]
+    )
+    for i in order:
+        e = errors[i]
+        row = [str(dataset.samples[i].image), e["misses"], e["extras"]]
+        writer.writerow([*row, *e["true"].tolist(), *e["pred"].tolist()])
+    write_atomic(Path(f"{prefix}_worst.csv"), table.getvalue())
+    folder = Path(f"{prefix}_worst")
+    folder.mkdir(exist_ok=True)
+    for rank, i in enumerate(order[:count], start=1):
+        e = errors[i]
+        image = plot_frame(dataset.frame(i).numpy(), metrics.images[i], names, metrics.obj_thresh)
+        stem = dataset.samples[i].image.stem
+        image.save(folder / f"{rank:02d}_{stem}_{e['misses']}missed_{e['extras']}extra.png")
 
 
 def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:
