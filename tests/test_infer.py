@@ -365,3 +365,14 @@ def test_zarr_frames_get_every_output(run_cli, models, test_split, tmp_path) -> 
     assert "image_path: images/scope" in ddf and "label_path: labels/scope" in ddf
     again = run_cli("infer", models["onnx"], "--path-to-zarr", store, "--output-dir", out, *flags)
     assert again.code == 2 and "--force" in again.err  # the earlier results are kept
+
+
+def test_finding_nothing_says_which_threshold_and_how_to_lower_it(
+    run_cli, models, test_split, tmp_path
+) -> None:
+    images, _ = test_split
+    result = infer(run_cli, models["pth"], images, tmp_path / "o", "--obj-thresh", "1")
+    assert result.code == 0, result.err
+    assert "nothing found at --obj-thresh 1: lower it (e.g. --obj-thresh 0.5)" in result.err
+    some = infer(run_cli, models["pth"], images, tmp_path / "p", "--obj-thresh", "0.3")
+    assert "nothing found" not in some.err
