@@ -307,7 +307,8 @@ def test_wandb_offline_writes_into_the_run_folder(
         "wb",
     )
     assert result.code == 0, result.err
-    assert list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*"))
+    (logged,) = (tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"val_AP50/healthy" in logged.read_bytes()  # per-class history, as in metrics.csv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
