@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 # What a run writes before its first checkpoint; a folder holding only these is restartable.
-# A restart rewrites config.yaml, removes the rows and the plot, and starts a new W&B run.
-STALE_FILES = ("metrics.csv", "training_curves.png")
+# A restart rewrites config.yaml, removes the rows and the plots, and starts a new W&B run.
+STALE_FILES = ("metrics.csv", "training_curves.png", "train_batch.png")
 # The label index is kept: it checks itself against the files (yogo.data.index).
 EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, INDEX_NAME, *STALE_FILES)
 
