@@ -31,7 +31,7 @@ from yogo.config import (
     load_config,
 )
 from yogo.errors import Interrupted, RunError, UserError, display_path
-from yogo.outputs import require_output_file, require_output_folder, write_atomic
+from yogo.outputs import require_output_file, write_atomic
 
 app = typer.Typer(
     name="yogo",
@@ -421,9 +421,8 @@ def lr_find_command(
     train_ctx = command.make_context("yogo lr-find", [ddf, *ctx.args], parent=ctx.parent)
     cfg = TrainConfig.from_dict({"ddf": ddf, **_train_flags(train_ctx)})
     picture = Path(plot) if plot is not None else Path(cfg.output_dir) / "lr_find.png"
-    require_output_folder(picture.parent, option="--plot")
-    if picture.parent.is_dir():
-        require_output_file(picture, force=force, inputs=[Path(ddf)], option="--plot")
+    inputs = [Path(ddf)]
+    require_output_file(picture, force=force, inputs=inputs, option="--plot", create_folder=True)
     result = lr_find(cfg, steps, start_lr, end_lr)
     picture.parent.mkdir(parents=True, exist_ok=True)
     plot_lr_find(result, picture)

@@ -210,7 +210,8 @@ def _predict_all(
                 summary.totals[name] += int(n)
             summary.images += 1
             summary.detections += len(rows_np)
-            found.append(Found(i, rows_np, (int(original_hw[0]), int(original_hw[1]))))
+            hw = (int(original_hw[0]), int(original_hw[1]))
+            found.append(Found(i, rows_np, hw, per_class))
             stem = stems[i]
             if plan.labels:
                 write_yolo(plan.out / "labels" / f"{stem}.txt", rows_np)
@@ -254,8 +255,7 @@ def _write_results(
         writer = csv.writer(table)
         writer.writerow(["image", "total", *names])
         for f in found:
-            per_class = np.bincount(f.rows[:, 6].astype(np.int64), minlength=len(names))
-            writer.writerow([frame_names[f.index], len(f.rows), *per_class.tolist()])
+            writer.writerow([frame_names[f.index], len(f.rows), *f.per_class.tolist()])
         written.append(plan.out / "counts.csv")
         write_atomic(written[-1], table.getvalue())
     if plan.npy is not None:

@@ -29,6 +29,7 @@ class Found:
     index: int
     rows: np.ndarray
     height_width: tuple[int, int]
+    per_class: np.ndarray  # (C,) detections of each class
 
 
 def write_npy(path: Path, found: list[Found], num_classes: int) -> None:

@@ -32,10 +32,16 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def require_output_file(
-    path: Path, *, force: bool, inputs: Iterable[Path] = (), option: str = ""
+    path: Path,
+    *,
+    force: bool,
+    inputs: Iterable[Path] = (),
+    option: str = "",
+    create_folder: bool = False,
 ) -> None:
-    """`path` may be written: not a folder, in a folder that exists and can be written, not
-    one of `inputs` (never, not even with --force), and new unless `force`."""
+    """`path` may be written: not a folder, in a folder that exists (or with `create_folder`,
+    one `mkdir -p` would make) and can be written, not one of `inputs` (never, not even with
+    --force), and new unless `force`."""
     named = f"{option}: " if option else ""
     if path.is_dir():
         raise UserError(f"{named}is a folder; give a file name", path=path)
@@ -47,7 +53,7 @@ def require_output_file(
                 path=path,
                 fix="give another file name",
             )
-    require_output_folder(path.parent, option=option, create=False)
+    require_output_folder(path.parent, option=option, create=create_folder)
     if path.exists() and not force:
         raise UserError(
             f"{named}already exists",

@@ -98,22 +98,22 @@ def _plot_prefix(cfg: TestConfig, split: str) -> Path | None:
     written; no existing picture unless --force; never an input)."""
     if cfg.plots is None:
         return None
-    from yogo.outputs import require_output_file, require_output_folder
+    from yogo.outputs import require_output_file
     from yogo.plots import planned
 
     folder = Path(cfg.plots)
-    require_output_folder(folder, option="--plots")
     prefix = folder / split
-    if folder.is_dir():  # a new folder holds nothing to replace
-        inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
-        extra = [Path(f"{prefix}_worst.csv")] if cfg.worst is not None else []
-        for path in [*planned(prefix), *extra]:
-            require_output_file(path, force=cfg.force, inputs=inputs, option="--plots")
-        drawn = Path(f"{prefix}_worst")
-        if cfg.worst is not None and drawn.is_dir() and any(drawn.iterdir()) and not cfg.force:
-            raise UserError(
-                "--worst: the folder already holds frames", path=drawn, fix="--force replaces them"
-            )
+    inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
+    extra = [Path(f"{prefix}_worst.csv")] if cfg.worst is not None else []
+    for path in [*planned(prefix), *extra]:
+        require_output_file(
+            path, force=cfg.force, inputs=inputs, option="--plots", create_folder=True
+        )
+    drawn = Path(f"{prefix}_worst")
+    if cfg.worst is not None and drawn.is_dir() and any(drawn.iterdir()) and not cfg.force:
+        raise UserError(
+            "--worst: the folder already holds frames", path=drawn, fix="--force replaces them"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     return prefix
 
