@@ -25,10 +25,10 @@ import torch
 from yogo.config import AUGMENT_STRENGTHS, TrainConfig
 from yogo.data.loader import Loaders
 from yogo.data.scan import LabelledSample
+from yogo.data.setup import load_splits, make_data
 from yogo.data.transforms import resize
 from yogo.dist import DistContext
-from yogo.model import ModelConfig
-from yogo.training import load_splits, make_data
+from yogo.model.network import ModelConfig
 
 
 class NaiveDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):

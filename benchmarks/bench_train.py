@@ -47,15 +47,15 @@ def steady(rates: list[float]) -> float:
 def model_only(run: Path, seconds: float) -> float:
     """Training steps of the run's model (from its last.pth), optimiser, precision and memory
     order on one fixed batch already on the device (its first training frames and labels)."""
-    from yogo.boxes import build_targets
-    from yogo.checkpoint import load_checkpoint
     from yogo.config import load_config
     from yogo.data.dataset import DetectionDataset
     from yogo.data.loader import collate
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
-    from yogo.loss import LossSettings, YOGOLoss
-    from yogo.optim import make_optimizer, precision_context
+    from yogo.model.boxes import build_targets
+    from yogo.model.checkpoint import load_checkpoint
+    from yogo.model.loss import LossSettings, YOGOLoss
+    from yogo.training.optim import make_optimizer, precision_context
 
     cfg = load_config(run / "config.yaml")
     assert cfg.batch_size is not None

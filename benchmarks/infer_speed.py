@@ -32,7 +32,7 @@ FIXTURE = (
 def model_only(
     checkpoint: Path, onnx_path: Path, batch: np.ndarray, repeats: int
 ) -> dict[str, float]:
-    from yogo.predictor import load_predictor
+    from yogo.deploy.predictor import load_predictor
 
     rates = {}
     for name, path in (("pth", checkpoint), ("onnx", onnx_path)):
@@ -82,7 +82,7 @@ def main() -> None:
 
     from yogo.config import ExportConfig
     from yogo.data.synth import synthetic_frames
-    from yogo.export import export_onnx
+    from yogo.deploy.export import export_onnx
 
     root = Path(tempfile.mkdtemp(prefix="yogo-infer-speed-"))
     try:

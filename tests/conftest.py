@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from yogo.cli import main
-from yogo.model import YOGO, ModelConfig, build_model
+from yogo.model.network import YOGO, ModelConfig, build_model
 
 
 def model_config(

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from yogo.boxes import build_targets, complete_iou_loss, cxcywh_to_xyxy, decode, postprocess
+from yogo.model.boxes import build_targets, complete_iou_loss, cxcywh_to_xyxy, decode, postprocess
 
 
 def test_decode_hand_case() -> None:

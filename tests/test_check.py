@@ -12,10 +12,10 @@ from conftest import make_folder_pair, simple_ddf, write_image, write_yaml
 from PIL import Image
 
 from yogo import DatasetDefinition
-from yogo.data.report import check_report, format_report
 from yogo.data.scan import require_trainable, scan_dataset
+from yogo.dataset_check import check_report, format_report
 from yogo.errors import UserError
-from yogo.grid import require_usable_image_hw
+from yogo.model.grid import require_usable_image_hw
 
 PAIR = "{image_path: set/images, label_path: set/labels}"
 
@@ -165,7 +165,7 @@ def test_check_names_the_object_training_keeps(tmp_path: Path) -> None:
     cell stays): the line check names is the box `build_targets` puts in that cell."""
     import torch
 
-    from yogo.boxes import build_targets
+    from yogo.model.boxes import build_targets
 
     text = "0 0.2 0.2 0.1 0.1\n1 0.53 0.52 0.1 0.1\n0 0.51 0.51 0.2 0.2\n"
     ddf = dataset(tmp_path, {"c": text}, hw=(64, 64))
@@ -309,8 +309,8 @@ def test_yogo_test_suggests_only_splits_that_hold_samples(tmp_path: Path, run_cl
 
     from conftest import model_config
 
-    from yogo.checkpoint import checkpoint_payload, save_checkpoint
-    from yogo.model import build_model
+    from yogo.model.checkpoint import checkpoint_payload, save_checkpoint
+    from yogo.model.network import build_model
 
     config = dataclasses.replace(model_config("quarter_filters", 2), class_names=("a", "b"))
     save_checkpoint(tmp_path / "m.pth", checkpoint_payload(build_model(config)))

@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import model_config, simple_ddf
 
-from yogo.checkpoint import (
+from yogo.errors import UserError
+from yogo.model.checkpoint import (
     checkpoint_payload,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from yogo.errors import UserError
-from yogo.model import build_model
+from yogo.model.network import build_model
 
 CONFIG = dataclasses.replace(
     model_config("half_filters", 2, anchor_w=0.05, anchor_h=0.07), class_names=("a", "b")

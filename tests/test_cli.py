@@ -208,7 +208,7 @@ def test_help_is_instant_because_heavy_modules_stay_unloaded() -> None:
 
 def test_check_starts_without_torch(tmp_path: Path) -> None:
     """`yogo check` needs numpy and Pillow only; importing torch would add seconds to every
-    check (the grid rule it shares with training lives in yogo.grid, in numpy)."""
+    check (the grid rule it shares with training lives in yogo.model.grid, in numpy)."""
     ddf = simple_ddf(tmp_path, n=3)
     code = (
         "import sys; from yogo.cli import main\n"

@@ -1,4 +1,5 @@
-"""Readable drawings (yogo.draw): a canvas large enough for text, lines and labels scaled to
+"""Readable drawings (yogo.evaluation.draw):
+a canvas large enough for text, lines and labels scaled to
 it, compact labels and a legend when cells are small, and the options of `--draw-boxes`."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yogo.draw import COLOURS, MIN_SIDE, canvas_scale, draw_boxes
+from yogo.evaluation.draw import COLOURS, MIN_SIDE, canvas_scale, draw_boxes
 
 NAMES = ("healthy", "ring", "trophozoite")
 

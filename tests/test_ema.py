@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_model
 
-from yogo.ema import WeightAverage
+from yogo.training.ema import WeightAverage
 
 
 def test_average_follows_the_ramped_decay() -> None:

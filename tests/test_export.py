@@ -14,11 +14,11 @@ import pytest
 import torch
 from conftest import make_model
 
-from yogo.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
-from yogo.export import compare
-from yogo.grid import grid_shape
-from yogo.model import build_model
-from yogo.predictor import Deployed
+from yogo.deploy.export import compare
+from yogo.deploy.predictor import Deployed
+from yogo.model.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
+from yogo.model.grid import grid_shape
+from yogo.model.network import build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 

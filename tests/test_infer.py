@@ -20,7 +20,7 @@ from yogo.ddf import DatasetDefinition
 @pytest.fixture(scope="module")
 def models(trained_run, tmp_path_factory) -> dict[str, Path]:
     from yogo.config import ExportConfig
-    from yogo.export import export_onnx
+    from yogo.deploy.export import export_onnx
 
     folder = tmp_path_factory.mktemp("models")
     pth = folder / "best.pth"
@@ -307,7 +307,7 @@ def test_crop_height_runs_on_the_centred_band(
     coordinates; an .onnx exported with the same band gives the same detections, and one
     exported without a band refuses the flag."""
     from yogo.config import ExportConfig
-    from yogo.export import export_onnx
+    from yogo.deploy.export import export_onnx
 
     images, _ = test_split
     result = infer(run_cli, models["pth"], images, tmp_path / "pth", "--crop-height", "0.5")

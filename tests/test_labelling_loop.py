@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from yogo.data.synth import write_dataset
-from yogo.labelstudio import read_predictions
+from yogo.deploy.labelstudio import read_predictions
 
 zarr = pytest.importorskip("zarr")
 

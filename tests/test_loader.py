@@ -47,8 +47,8 @@ def test_balanced_sampler_draws_rare_frames_more_often_and_resumes_exactly() -> 
     import numpy as np
     import torch
 
+    from yogo.data.loader import frame_weights
     from yogo.data.scan import LabelledSample
-    from yogo.priors import frame_weights
 
     def frame(*classes: int) -> LabelledSample:
         boxes = np.array([[c, 0.5, 0.5, 0.1, 0.1] for c in classes], dtype=np.float32)

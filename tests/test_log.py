@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from yogo.log import MetricsCSV, plot_training_curves, progress
+from yogo.log import progress
+from yogo.training.report import MetricsCSV, plot_training_curves
 
 
 def test_progress_bars_start_no_thread() -> None:

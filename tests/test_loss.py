@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from yogo.boxes import build_targets
-from yogo.loss import LossSettings, YOGOLoss
+from yogo.model.boxes import build_targets
+from yogo.model.loss import LossSettings, YOGOLoss
 
 ANCHORS = torch.tensor([0.25, 0.5])
 

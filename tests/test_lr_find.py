@@ -11,7 +11,7 @@ from conftest import simple_ddf
 from PIL import Image
 
 from yogo.errors import UserError
-from yogo.lr_find import suggest
+from yogo.training.lr_find import suggest
 
 
 def test_the_suggestion_is_the_steepest_descent_not_the_minimum() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import pycocotools_ap
 
-from yogo.metrics import DetectionMetrics, box_iou
+from yogo.evaluation.metrics import DetectionMetrics, box_iou
 
 NAMES = ("a", "b", "c")
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import make_model
 
-from yogo.checkpoint import load_checkpoint, load_model
-from yogo.model import MODELS, ModelConfig, grid_shape
+from yogo.model.checkpoint import load_checkpoint, load_model
+from yogo.model.network import MODELS, ModelConfig, grid_shape
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 
@@ -114,7 +114,7 @@ def test_every_model_outputs_the_grid_check_and_targets_use(name: str) -> None:
 
 def test_public_api_is_lazy_and_complete() -> None:
     import yogo
-    import yogo.training
+    import yogo.training.loop
 
     assert callable(yogo.train) and callable(yogo.load_model)
     assert callable(yogo.test) and callable(yogo.export_onnx)

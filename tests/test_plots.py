@@ -1,4 +1,5 @@
-"""The evaluation pictures (yogo.plots) and the P/R/F1-against-threshold curves behind them;
+"""The evaluation pictures (yogo.evaluation.plots)
+and the P/R/F1-against-threshold curves behind them;
 `yogo test --plots DIR`."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from yogo.metrics import DetectionMetrics
-from yogo.plots import THRESHOLDS, planned, plot_evaluation
+from yogo.evaluation.metrics import DetectionMetrics
+from yogo.evaluation.plots import THRESHOLDS, planned, plot_evaluation
 
 
 def _metrics() -> DetectionMetrics:

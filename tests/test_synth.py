@@ -8,9 +8,9 @@ import numpy as np
 from PIL import Image
 
 from yogo import DatasetDefinition
-from yogo.data.report import check_report
 from yogo.data.scan import scan_dataset
 from yogo.data.synth import SmearSettings, default_class_frequencies, make_frame, write_dataset
+from yogo.dataset_check import check_report
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:

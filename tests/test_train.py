@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from yogo.checkpoint import load_checkpoint
 from yogo.data.synth import write_dataset
+from yogo.model.checkpoint import load_checkpoint
 
 CLASSES = ("healthy", "ring", "trophozoite")
 FAST = ["--epochs", "1", "-bs", "4", "--no-wandb", "--num-workers", "0"]
@@ -313,7 +313,7 @@ def test_wandb_offline_writes_into_the_run_folder(
 
 
 def test_lr_schedule() -> None:
-    from yogo.optim import lr_factor
+    from yogo.training.optim import lr_factor
 
     assert lr_factor(0, 100, 0, 10) == pytest.approx(1.0)
     assert lr_factor(100, 100, 0, 10) == pytest.approx(0.1)
@@ -477,7 +477,7 @@ def test_precision_auto_is_resolved_and_recorded(trained: Path) -> None:
     """config.yaml records what `--precision auto` chose on this machine, so a resume on other
     hardware keeps it; channels-last and the label index are in place."""
     from yogo.config import load_config
-    from yogo.optim import resolve_precision
+    from yogo.training.optim import resolve_precision
 
     cfg = load_config(trained / "config.yaml")
     assert cfg.precision == resolve_precision("auto", torch.device("cpu"))
@@ -494,7 +494,7 @@ def test_compile_trains_and_reports_its_time(smear: Path, tmp_path: Path, run_cl
 
 
 def test_a_dead_class_is_named_when_the_mean_looks_fine() -> None:
-    from yogo.training import dead_classes
+    from yogo.training.report import dead_classes
 
     def report(mean: float, small: float | None) -> dict[str, object]:
         per_class = {

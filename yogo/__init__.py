@@ -10,8 +10,7 @@
     >>> best = str(run_dir / "best.pth")
     >>> report = yogo.test(yogo.TestConfig(checkpoint=best, ddf=str(ddf.path), split="val"))
     >>> onnx_file = yogo.export_onnx(yogo.ExportConfig(checkpoint=best)).path
-    >>> from yogo.infer import infer   # `yogo.infer` is the module
-    >>> summary = infer(yogo.InferConfig(model=str(onnx_file), path_to_images="frames/"))
+    >>> summary = yogo.infer(yogo.InferConfig(model=str(onnx_file), path_to_images="frames/"))
     >>> model, model_config = yogo.load_model(best)
     >>> predictor = yogo.load_predictor(best)            # or an .onnx
     >>> found = predictor.predict(["frame.png"])[0]      # boxes in pixels, names, scores
@@ -28,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from yogo.checkpoint import load_model
     from yogo.config import (
         CheckConfig,
         ExportConfig,
@@ -37,13 +35,15 @@ if TYPE_CHECKING:
         TestConfig,
         TrainConfig,
     )
-    from yogo.data.report import check
+    from yogo.dataset_check import check
     from yogo.ddf import DatasetDefinition
+    from yogo.deploy.export import export_onnx
+    from yogo.deploy.infer import infer
+    from yogo.deploy.predictor import load_predictor
     from yogo.errors import UserError
-    from yogo.export import export_onnx
-    from yogo.predictor import load_predictor
-    from yogo.testing import test
-    from yogo.training import train
+    from yogo.evaluation.testing import test
+    from yogo.model.checkpoint import load_model
+    from yogo.training.loop import train
 
 __all__ = [
     "CheckConfig",
@@ -57,6 +57,7 @@ __all__ = [
     "__version__",
     "check",
     "export_onnx",
+    "infer",
     "load_model",
     "load_predictor",
     "test",
@@ -69,15 +70,16 @@ _LAZY = {
     "TrainConfig": "yogo.config",
     "CheckConfig": "yogo.config",
     "SynthConfig": "yogo.config",
-    "check": "yogo.data.report",
+    "check": "yogo.dataset_check",
     "TestConfig": "yogo.config",
     "ExportConfig": "yogo.config",
     "InferConfig": "yogo.config",
-    "train": "yogo.training",
-    "test": "yogo.testing",
-    "export_onnx": "yogo.export",
-    "load_model": "yogo.checkpoint",
-    "load_predictor": "yogo.predictor",
+    "train": "yogo.training.loop",
+    "test": "yogo.evaluation.testing",
+    "export_onnx": "yogo.deploy.export",
+    "load_model": "yogo.model.checkpoint",
+    "load_predictor": "yogo.deploy.predictor",
+    "infer": "yogo.deploy.infer",
 }
 
 

@@ -163,8 +163,8 @@ def check(
 
     Exits 0 when a run could train on it, 2 when not.
     """
-    from yogo.data.report import check as check_dataset
-    from yogo.data.report import format_report
+    from yogo.dataset_check import check as check_dataset
+    from yogo.dataset_check import format_report
 
     cfg = CheckConfig(**_given(ctx, "json_path", "force"))
     cfg.require_valid()
@@ -367,7 +367,7 @@ def train(
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
     from yogo.dist import slurm_job_id
-    from yogo.training import train as run_training
+    from yogo.training.loop import train as run_training
 
     given = _train_flags(ctx)
     values = dict(given)
@@ -415,7 +415,7 @@ def lr_find_command(
 ) -> None:
     """A learning-rate range test with the run's own model, loss, data and optimiser; prints
     the suggested learning rate. Any `yogo train` flag may follow (e.g. --batch-size)."""
-    from yogo.lr_find import lr_find, plot_lr_find
+    from yogo.training.lr_find import lr_find, plot_lr_find
 
     command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
     train_ctx = command.make_context("yogo lr-find", [ddf, *ctx.args], parent=ctx.parent)
@@ -498,7 +498,7 @@ def test_command(
     ] = None,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
-    from yogo.testing import format_test_report, test
+    from yogo.evaluation.testing import format_test_report, test
 
     cfg = TestConfig(**_given(ctx, "json_path", "dump_to_disk"))
     cfg.require_valid()
@@ -538,15 +538,15 @@ def export(
 ) -> None:
     """Write an ONNX model (uint8 frames in, decoded predictions out), verified with
     onnxruntime against PyTorch before it is kept."""
-    from yogo.export import ATOL, WH_RTOL, export_onnx
+    from yogo.deploy.export import export_onnx
 
     result = export_onnx(ExportConfig(**_given(ctx)))
     typer.echo(
         f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
         f"output predictions {list(result.output_shape)}\n"
         f"verified with onnxruntime on {result.images}: max abs error "
-        f"{result.max_abs_error:.2e} (tolerance {ATOL:g}), w/h relative error "
-        f"{result.max_wh_relative_error:.2e} (tolerance {WH_RTOL:g})"
+        f"{result.max_abs_error:.2e} (tolerance {result.tolerance[0]:.2g}), w/h relative error "
+        f"{result.max_wh_relative_error:.2e} (tolerance {result.tolerance[1]:.2g})"
     )
     if result.nodes is not None:
         before, after = result.nodes
@@ -656,8 +656,8 @@ def infer(
     ] = InferConfig.force,
 ) -> None:
     """Detect (and count) objects in frames; predictions.json always, more on request."""
-    from yogo.infer import format_counts
-    from yogo.infer import infer as run_inference
+    from yogo.deploy.infer import format_counts
+    from yogo.deploy.infer import infer as run_inference
 
     summary = run_inference(InferConfig(**_given(ctx)))
     if count:

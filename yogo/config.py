@@ -45,7 +45,7 @@ class TrainConfig:
     dataset_split_override: list[float] | None = None
     """TRAIN VAL TEST fractions re-splitting all data, test_paths included."""
     model: str = "base_model"
-    """Network from the registry (yogo.model.MODELS)."""
+    """Network from the registry (yogo.model.network.MODELS)."""
     image_hw: list[int] | None = None
     """Model input H W; None: the size of the first training image."""
     rgb_images: bool = False
@@ -58,7 +58,7 @@ class TrainConfig:
     """Anchor height, normalised; None: mean box height of the training labels."""
     neighbour_cells: bool = False
     """A new model's objects two or more cells wide also train the neighbour cells their box
-    covers (its centres then decode up to half a cell beyond their cell, yogo.boxes.decode);
+    covers (its centres then decode up to half a cell beyond their cell, yogo.model.boxes.decode);
     off: the centre cell only, as YOGO 1.0.1. A --from-pretrained model keeps its decoding."""
     epochs: int = 64
     batch_size: int | None = None
@@ -77,10 +77,10 @@ class TrainConfig:
     classify_weight: float = 1.0
     obj_loss: str = "mse"
     """Objectness loss: mse (squared error on the sigmoid, YOGO 1.0.1's) or bce (binary
-    cross-entropy on the logit); see yogo.loss and docs/benchmarks.md."""
+    cross-entropy on the logit); see yogo.model.loss and docs/benchmarks.md."""
     obj_target: str = "one"
     """An object cell's objectness target: one (YOGO 1.0.1's) or iou (the IoU of its box with
-    the label's, so objectness ranks well-placed boxes first; yogo.loss)."""
+    the label's, so objectness ranks well-placed boxes first; yogo.model.loss)."""
     class_weights: str = "auto"
     """auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
     grad_clip: float | None = None
@@ -100,7 +100,7 @@ class TrainConfig:
     cut from other training frames (yogo.data.paste)."""
     sampler: str = "random"
     """random (every frame once per epoch) or balanced (frames holding rare classes drawn
-    more often, yogo.priors.frame_weights)."""
+    more often, yogo.training.priors.frame_weights)."""
     augment: bool = True
     """Augment the train split: flips (and 90-degree rotations on square inputs), and those of
     the strengths below that are above 0; off: none of them."""
@@ -120,10 +120,11 @@ class TrainConfig:
     cache: str = "auto"
     """Decoded frames kept for the next epochs: auto, ram, disk or none (yogo.data.cache)."""
     ema: bool = False
-    """Validate, save and export an exponential moving average of the weights (yogo.ema)."""
+    """Validate, save and export an exponential moving average of the weights
+    (yogo.training.ema)."""
     swa_epochs: int = 0
     """Validate, save and export the mean of the weights at the end of each of the last N
-    epochs (stochastic weight averaging, yogo.ema); 0: off."""
+    epochs (stochastic weight averaging, yogo.training.ema); 0: off."""
     dist_timeout: float = 600.0
     """Seconds a collective waits for the other processes: a dead or hung rank ends the job
     after at most this long."""
@@ -345,7 +346,7 @@ class TestConfig:
     tags: list[str] | None = None
     """Tags for the W&B run and the JSON report."""
     plots: str | None = None
-    """Write the evaluation's pictures into this folder (yogo.plots)."""
+    """Write the evaluation's pictures into this folder (yogo.evaluation.plots)."""
     worst: int | None = None
     """Also write the N frames with the most missed plus extra objects to --plots, and a CSV."""
     force: bool = False
@@ -566,20 +567,6 @@ def _require_policy(bad_labels: str) -> None:
 def _require_workers(num_workers: int | None) -> None:
     if num_workers is not None and num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {num_workers}")
-
-
-def save_config(path: Path, cfg: TrainConfig, record: dict[str, Any]) -> None:
-    """Write a run's config.yaml: the version, `record` (command, dataset) and `config:`."""
-    from ruamel.yaml import YAML
-
-    from yogo import __version__
-
-    document = {"yogo_version": __version__, **record, "config": cfg.to_dict()}
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    with open(path, "w") as f:
-        f.write("# Written by yogo train. `yogo train --config THIS_FILE` repeats the run.\n")
-        yaml.dump(document, f)
 
 
 def load_config(path: Path) -> TrainConfig:

@@ -8,16 +8,17 @@
 
     require_output_file(Path("report.json"), force=False, inputs=[ddf_path], option="--json")
     require_output_folder(Path("runs"), option="--output-dir")
-    write_atomic(Path("report.json"), text)
+    write_atomic(Path("report.json"), text)     # or `with atomic_path(path) as partial:`
 
 No torch here: `yogo check` uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from yogo.errors import UserError
@@ -95,18 +96,54 @@ def open_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
 
 
+PARTIAL = ".partial"  # in the name of every file yogo writes before renaming it into place
+
+
 def partial_path(path: Path) -> Path:
-    """The temporary name a file is written under before it is renamed into place (the same
-    suffix: readers that go by it read the partial file too)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    """The temporary name `path` is written under: hidden, this process's, with `path`'s
+    suffix (`.last.1234.partial.pth`), so writers that go by the suffix write the same format."""
+    return path.with_name(f".{path.stem}.{os.getpid()}{PARTIAL}{path.suffix}")
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+def is_partial(name: str) -> bool:
+    """Whether a file name is one of `partial_path`'s (or an older yogo's `.last.pth.partial`):
+    what a process killed during a write leaves behind."""
+    return name.startswith(".") and PARTIAL in name
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Delete the temporary files killed writes left in `folder`; returns them."""
+    stale = sorted(p for p in folder.iterdir() if p.is_file() and is_partial(p.name))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
+    """A new, empty temporary file beside `path` to write into; when the block ends without an
+    error it is renamed to `path` (readers see the old file or the new one, never half of
+    one), else removed. `durable`: fsync the file before and the folder after the rename,
+    so the new file survives a power cut too (checkpoints)."""
     partial = partial_path(path)
+    os.close(open_new(partial))
     try:
-        with os.fdopen(open_new(partial), "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+        yield partial
+        if durable:
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(partial, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: str | bytes, *, durable: bool = False) -> None:
+    """Write `data` to `path` through `atomic_path`."""
+    with atomic_path(path, durable=durable) as partial:
+        partial.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -22,7 +22,7 @@ def test_gradients_are_all_reduced_once_per_optimizer_step() -> None:
     """With --grad-accum, only the micro-batch that ends a step synchronises gradients."""
     import torch.distributed as torch_dist
 
-    from yogo.training import gradient_sync
+    from yogo.training.loop import gradient_sync
 
     store = torch_dist.TCPStore("127.0.0.1", free_port(), 1, is_master=True)
     torch_dist.init_process_group("gloo", store=store, rank=0, world_size=1)
@@ -53,8 +53,8 @@ def _sharded_validation(rank: int, world: int, port: int, ddf: str, out: str) ->
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
     from yogo.dist import setup_process, teardown
-    from yogo.evaluate import evaluate_sharded
-    from yogo.loss import LossSettings, YOGOLoss
+    from yogo.evaluation.evaluate import evaluate_sharded
+    from yogo.model.loss import LossSettings, YOGOLoss
 
     ctx = setup_process("cpu", timeout_s=60)
     torch.manual_seed(0)

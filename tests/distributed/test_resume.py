@@ -110,7 +110,8 @@ def test_sigterm_mid_epoch_then_resume_is_exact(
     if len(launcher) == 1:
         assert process.returncode == 143 and "stopped by SIGTERM" in output
 
-    (run / ".last.pth.partial").write_bytes(b"half a checkpoint")  # as kill -9 leaves it
+    partial = run / ".last.4321.partial.pth"  # as kill -9 of process 4321 leaves it
+    partial.write_bytes(b"half a checkpoint")
     resumed = subprocess.run(
         [*launcher, "-m", "yogo", "train", "--resume", str(run / "last.pth")],
         env=env,
@@ -119,8 +120,8 @@ def test_sigterm_mid_epoch_then_resume_is_exact(
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert not (run / ".last.pth.partial").exists()
-    assert "last.pth.partial (a write interrupted by a crash)" in resumed.stderr
+    assert not partial.exists()
+    assert ".last.4321.partial.pth (a write interrupted by a crash)" in resumed.stderr
     if "--wandb" in extra:
         final = torch.load(run / "last.pth", weights_only=True)["resume"]
         assert final["wandb_id"] == position["wandb_id"]

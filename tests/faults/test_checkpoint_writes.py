@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from yogo.checkpoint import remove_partial_files, save_checkpoint
 from yogo.errors import RunError
+from yogo.model.checkpoint import save_checkpoint
+from yogo.outputs import remove_partial_files
 
 # Writes checkpoint i (a 32 MB tensor filled with i) over and over, saying when each starts.
 WRITER = textwrap.dedent(
     """
     import sys, torch
     from pathlib import Path
-    from yogo.checkpoint import save_checkpoint
+    from yogo.model.checkpoint import save_checkpoint
     path = Path(sys.argv[1])
     for i in range(1, 1000):
         print(f"writing {i}", flush=True)
@@ -50,7 +51,7 @@ def test_kill_9_during_writes_never_leaves_a_broken_checkpoint(tmp_path: Path) -
         for line in writer.stdout:  # let a few complete, then kill the next one mid-write
             if line.strip() == f"writing {3 + trial}":
                 break
-        partial, deadline = tmp_path / ".last.pth.partial", time.time() + 30
+        partial, deadline = tmp_path / f".last.{writer.pid}.partial.pth", time.time() + 30
         while not partial.exists() and time.time() < deadline:
             pass  # serialising happens in memory first; the file appears for the write
         time.sleep(0.002 * trial)
@@ -60,7 +61,7 @@ def test_kill_9_during_writes_never_leaves_a_broken_checkpoint(tmp_path: Path) -
         assert number in (2 + trial, 3 + trial)  # the previous one or the new one, whole
         leftovers = remove_partial_files(tmp_path)
         interrupted_writes += bool(leftovers)
-        assert leftovers in ([], [tmp_path / ".last.pth.partial"])
+        assert leftovers in ([], [partial])
         assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
         path.unlink()
     assert interrupted_writes > 0  # the kills did land inside writes
@@ -101,8 +102,14 @@ def test_first_write_on_a_full_disk_says_nothing_was_written(small_disk: Path) -
 
 
 def test_only_partial_files_are_removed(tmp_path: Path) -> None:
-    for name in (".last.pth.partial", ".best.pth.partial", "last.pth", "notes.partial"):
+    """Every temporary name yogo writes under (and an older yogo's `.last.pth.partial`)."""
+    partials = [".best.pth.partial", ".label_index.77.partial.npz", ".last.12.partial.pth"]
+    for name in [*partials, "last.pth", "notes.partial", ".hidden.pth"]:
         (tmp_path / name).write_text("x")
     removed = remove_partial_files(tmp_path)
-    assert [p.name for p in removed] == [".best.pth.partial", ".last.pth.partial"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth", "notes.partial"]
+    assert [p.name for p in removed] == partials
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".hidden.pth",
+        "last.pth",
+        "notes.partial",
+    ]

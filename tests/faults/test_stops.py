@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-import yogo.training
+import yogo.training.loop
 from yogo.data.synth import write_dataset
 
 TRAIN = ["--epochs", "2", "-bs", "2", "--no-wandb", "--num-workers", "0", "--seed", "3"]
@@ -59,8 +59,8 @@ def metrics_epochs(run: Path) -> list[int]:
 def signal_on_call(
     monkeypatch: pytest.MonkeyPatch, name: str, call: int, signals: tuple[int, ...]
 ) -> None:
-    """Wrap yogo.training.NAME so that its `call`-th call first sends `signals` to us."""
-    original: Callable[..., Any] = getattr(yogo.training, name)
+    """Wrap yogo.training.loop.NAME so that its `call`-th call first sends `signals` to us."""
+    original: Callable[..., Any] = getattr(yogo.training.loop, name)
     calls = [0]
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -70,7 +70,7 @@ def signal_on_call(
                 os.kill(os.getpid(), signum)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(yogo.training, name, wrapped)
+    monkeypatch.setattr(yogo.training.loop, name, wrapped)
 
 
 def stop_at_step_2(run_cli, monkeypatch: pytest.MonkeyPatch, args: list[object]) -> None:
@@ -243,3 +243,39 @@ def test_flags_given_with_resume_are_reported_and_a_finished_run_points_to_from_
     assert f"--from-pretrained {tmp_path / 'r' / 'best.pth'} --epochs N" in extend.err
     folder = run_cli("train", "--resume", tmp_path / "r")  # the run folder works as well
     assert folder.code == 2 and "finished run" in folder.err
+
+
+KILLED_IN_INDEX_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import yogo.data.index
+    from yogo.cli import main
+
+    def savez_then_die(file, **arrays):  # kill -9 halfway through the label index's write
+        file.write(b"half an index")
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    yogo.data.index.np.savez = savez_then_die
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_kill_9_during_the_first_label_index_write_leaves_a_restartable_run(
+    data: Path, tmp_path: Path, run_cli
+) -> None:
+    """The label index is the first file a run writes (before config.yaml); a kill during
+    that write leaves its temporary file, which must not make the run folder look used."""
+    args = ["train", str(data), *TRAIN, "--output-dir", str(tmp_path), "--name", "r"]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_INDEX_WRITE, *args], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = [p.name for p in (tmp_path / "r").iterdir()]
+    assert [name for name in left if name.startswith(".label_index.")], left
+    again = run_cli(*args)
+    assert again.code == 0, again.err
+    assert not [p for p in (tmp_path / "r").iterdir() if ".partial" in p.name]
+    assert final_weights(tmp_path / "r")

@@ -29,7 +29,7 @@ import numpy as np
 from yogo.data.labels import Problem
 from yogo.ddf import Sample
 from yogo.errors import display_path
-from yogo.outputs import open_new, partial_path
+from yogo.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +162,11 @@ class LabelIndex:
             else np.zeros(0, np.float32),
             "problems": _text(json.dumps(problems)),
         }
-        partial = partial_path(path)
         try:
-            with os.fdopen(open_new(partial), "wb") as f:
+            with atomic_path(path) as partial, open(partial, "wb") as f:
                 np.savez(f, **arrays)
-            os.replace(partial, path)
         except OSError as e:
             log.warning(f"could not save the label index {display_path(path)}: {e}")
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 def _text(text: str) -> np.ndarray:

@@ -20,10 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 
 from yogo.data.dataset import Item
-from yogo.data.scan import usable_cores
+from yogo.data.scan import LabelledSample, usable_cores
 
 
 @dataclass
@@ -188,3 +189,31 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices()) - self.skip
+
+
+def class_counts(train: Sequence[LabelledSample], num_classes: int) -> np.ndarray:
+    classes = [s.boxes[:, 0] for s in train]
+    every = np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64)
+    return np.bincount(every, minlength=num_classes).astype(np.float64)
+
+
+def balanced_class_weights(train: Sequence[LabelledSample], num_classes: int) -> torch.Tensor:
+    """n / (C * n_c) per class (0 for a class without objects): every class weighs as much in
+    total and the loss's equilibrium class prior is uniform; the mean weight per object is 1."""
+    counts = class_counts(train, num_classes)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def frame_weights(train: Sequence[LabelledSample], num_classes: int) -> torch.Tensor:
+    """`--sampler balanced`: how often each training frame is drawn, relative to the others:
+    the largest among its objects' classes of sqrt(max(1, balanced class weight)), the boost
+    the loss gives their object cells (1 for a frame of common classes or of none)."""
+    boost = balanced_class_weights(train, num_classes).clamp(min=1.0).sqrt()
+    weights = torch.ones(len(train))
+    for i, sample in enumerate(train):
+        if len(sample.boxes):
+            weights[i] = boost[torch.from_numpy(sample.boxes[:, 0]).long()].max()
+    return weights

@@ -6,7 +6,7 @@ policy: what a run would use, split by split, and every problem found.
     require_trainable(scan)                       # UserError naming the errors
     scan.splits["train"][0].boxes                 # (N, 5) class, xc, yc, w, h
 
-Training, `yogo test` and `yogo check` (yogo.data.report) all start here, so they never
+Training, `yogo test` and `yogo check` (yogo.dataset_check) all start here, so they never
 disagree about what is usable.
 """
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from yogo.grid import assign_cells, neighbour_cells
+from yogo.model.grid import assign_cells, neighbour_cells
 
 # exp() input limit when decoding widths and heights (YOGO 1.0.1 used the same).
 EXP_CLAMP = 80.0
@@ -117,7 +117,7 @@ def build_targets(
 
     `labels` (N, 6): image index in the batch, class, xc, yc, w, h; pass them on the CPU (as
     the loader gives them): the cell assignment runs there. Returns (B, Sy, Sx, 6): has-object
-    mask, xc, yc, w, h, class; one object per cell (`yogo.grid.assign_cells`, the rule `yogo
+    mask, xc, yc, w, h, class; one object per cell (`yogo.model.grid.assign_cells`, the rule `yogo
     check` reports collisions with). With `neighbours` (a model decoding with centre_range 2)
     objects two or more cells wide also claim the free neighbour cells their box covers
     (`grid.neighbour_cells`).

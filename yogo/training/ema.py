@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from yogo.model import YOGO
+from yogo.model.network import YOGO
 
 
 class WeightAverage:

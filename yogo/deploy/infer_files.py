@@ -1,11 +1,11 @@
 """The files `yogo infer` writes, one function per format: the predictions.json record of a
 frame, YOLO label files with a confidence column, YOGO 1.0.1's .npy array, drawings and frames.
 
-    write_yolo(Path("labels/a.txt"), rows)      # rows: (N, 7 + C) of yogo.boxes.postprocess
+    write_yolo(Path("labels/a.txt"), rows)      # rows: (N, 7 + C) of yogo.model.boxes.postprocess
     draw(pixels, Path("boxes/a.png"), rows, class_names)
 
 Rows are x0, y0, x1, y1 (normalised), objectness, class probability, class index, then the
-class probabilities: what `yogo.boxes.postprocess(..., class_probs=True)` returns.
+class probabilities: what `yogo.model.boxes.postprocess(..., class_probs=True)` returns.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from yogo.outputs import write_atomic
 
 @dataclass
 class Found:
-    """A frame's detections: (N, 7 + C) rows of yogo.boxes.postprocess with class
+    """A frame's detections: (N, 7 + C) rows of yogo.model.boxes.postprocess with class
     probabilities, and its original size."""
 
     index: int
@@ -128,9 +128,10 @@ def draw(
     hide_labels: bool = False,
     hide_conf: bool = False,
 ) -> None:
-    """The frame (`pixels` uint8 (C, H, W)) with a labelled box per detection (yogo.draw), as
+    """The frame (`pixels` uint8 (C, H, W)) with a labelled box per detection
+    (yogo.evaluation.draw), as
     PNG or TIFF (by `target`'s suffix)."""
-    from yogo.draw import draw_boxes
+    from yogo.evaluation.draw import draw_boxes
 
     scores = rows[:, 4] * rows[:, 5]
     image = draw_boxes(

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from yogo.boxes import build_targets, cxcywh_to_xyxy, postprocess
 from yogo.data.loader import ShardSampler
 from yogo.dist import DistContext
-from yogo.loss import YOGOLoss
-from yogo.metrics import DetectionMetrics
-from yogo.model import YOGO
+from yogo.evaluation.metrics import DetectionMetrics
+from yogo.model.boxes import build_targets, cxcywh_to_xyxy, postprocess
+from yogo.model.loss import YOGOLoss
+from yogo.model.network import YOGO
 
 # Detections below this objectness are not ranked for AP: they cannot change it measurably and
 # an untrained model would otherwise rank every cell.

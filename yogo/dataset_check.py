@@ -9,7 +9,6 @@ every problem of a dataset scan, as JSON-ready data and as the table the command
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,10 +27,14 @@ from yogo.data.scan import (
 )
 from yogo.ddf import SPLITS, DatasetDefinition
 from yogo.errors import UserError, display_path, where
-from yogo.grid import STRIDE, assign_cells, grid_shape, require_usable_image_hw
-
-# A class losing more than this share of its objects to shared grid cells gets a warning.
-COLLISION_LOSS_SHARE = 0.05
+from yogo.model.grid import (
+    STRIDE,
+    Collision,
+    collision_losses,
+    grid_collisions,
+    grid_shape,
+    require_usable_image_hw,
+)
 
 
 def check(cfg: CheckConfig) -> dict[str, Any]:
@@ -80,8 +83,10 @@ def check_report(
         except UserError as e:
             reasons.append(f"{e.message}; fix: {e.fix}")
         cells = grid_shape(image_hw)
-        collisions, lost, total = grid_collisions(usable, cells, len(ddf.class_names))
-        problems += collisions
+        collisions, lost, total = grid_collisions(
+            [s.boxes for s in usable], cells, len(ddf.class_names)
+        )
+        problems += [collision_problem(usable[c.image], c, cells) for c in collisions]
         for message in collision_losses(lost, total, ddf.class_names, image_hw):
             problems.append(Problem(ddf.path, None, "collision-loss", message))
         grid = {
@@ -89,7 +94,7 @@ def check_report(
             "stride": STRIDE,
             "cells": list(cells),
             "objects_lost": int(lost.sum()),
-            "images_with_collisions": len({p.path for p in collisions}),
+            "images_with_collisions": len({c.image for c in collisions}),
         }
     return {
         "ddf": str(ddf.path),
@@ -180,52 +185,18 @@ def _anchor(train: tuple[LabelledSample, ...]) -> dict[str, float] | None:
     return {"w": round(float(w), 6), "h": round(float(h), 6)}
 
 
-def collision_losses(
-    lost: np.ndarray, total: np.ndarray, class_names: Sequence[str], image_hw: Sequence[int]
-) -> list[str]:
-    """A sentence for each class that loses more than COLLISION_LOSS_SHARE of its objects to
-    shared grid cells (`lost`, `total`: per class, from `grid_collisions`)."""
-    cells = grid_shape((int(image_hw[0]), int(image_hw[1])))
-    return [
-        f"the {cells[0]}x{cells[1]} grid at --image-hw {image_hw[0]} {image_hw[1]} keeps one "
-        f"object per cell: class '{name}' loses {n} of its {of} objects ({n / of:.0%}) to "
-        f"shared cells; a larger --image-hw gives more, smaller cells ({STRIDE} px each)"
-        for name, n, of in zip(class_names, lost, total, strict=True)
-        if n > COLLISION_LOSS_SHARE * of
-    ]
-
-
-def grid_collisions(
-    samples: Sequence[LabelledSample], cells: tuple[int, int], num_classes: int
-) -> tuple[list[Problem], np.ndarray, np.ndarray]:
-    """One warning per grid cell holding more than one object centre, and per class how many
-    objects the grid loses and how many there are: training's own rule (`assign_cells`)
-    decides which one stays."""
-    counts = [len(s.boxes) for s in samples]
-    if not sum(counts):
-        return [], np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
-    boxes = np.concatenate([s.boxes for s in samples])
-    lines = np.concatenate([s.lines for s in samples])
-    owner = np.repeat(np.arange(len(samples)), counts)
-    cell, keep = assign_cells(owner, boxes[:, 1], boxes[:, 2], cells)
-    order = np.argsort(cell, kind="stable")
-    _, starts, multiplicity = np.unique(cell[order], return_index=True, return_counts=True)
-    rows, cols = cells
-    problems = []
-    for start, n in zip(starts[multiplicity > 1], multiplicity[multiplicity > 1], strict=True):
-        members = order[start : start + n]
-        kept = members[keep[members]][0]
-        row, col = divmod(int(cell[kept]) % (rows * cols), cols)
-        on = ", ".join(str(line) for line in lines[members])
-        message = (
-            f"{n} objects (lines {on}) share grid cell row {row}, column {col} of {rows}x{cols}; "
-            f"training keeps line {lines[kept]}"
-        )
-        label = samples[owner[kept]].label
-        problems.append(Problem(label, int(lines[members[0]]), "collision", message))
-    classes = boxes[:, 0].astype(np.int64)
-    lost = np.bincount(classes[~keep], minlength=num_classes)
-    return problems, lost, np.bincount(classes, minlength=num_classes)
+def collision_problem(
+    sample: LabelledSample, collision: Collision, cells: tuple[int, int]
+) -> Problem:
+    """A shared grid cell, in the words and lines of the sample's label file."""
+    lines = sample.lines[list(collision.objects)]
+    on = ", ".join(str(line) for line in lines)
+    message = (
+        f"{len(lines)} objects (lines {on}) share grid cell row {collision.cell[0]}, column "
+        f"{collision.cell[1]} of {cells[0]}x{cells[1]}; training keeps line "
+        f"{sample.lines[collision.kept]}"
+    )
+    return Problem(sample.label, int(lines[0]), "collision", message)
 
 
 def format_report(report: dict[str, Any]) -> str:

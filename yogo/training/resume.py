@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from yogo.checkpoint import Checkpoint, load_checkpoint
 from yogo.config import TrainConfig, load_config
-from yogo.ema import WeightAverage
 from yogo.errors import UserError, display_path
-from yogo.model import YOGO
-from yogo.outputs import same_file
+from yogo.model.checkpoint import Checkpoint, load_checkpoint, require_checkpoint_file
+from yogo.model.network import YOGO
+from yogo.outputs import require_output_folder, same_file
+from yogo.training.ema import WeightAverage
+from yogo.training.run_folder import require_new_run_name
 
 LOSS_PARTS = ("loss", "objectness", "box", "class")
 
@@ -266,3 +267,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
+    """The settings and checkpoint to continue (--resume), or `cfg` for a new run whose
+    output folder and name are usable: refused now, before the slow set-up."""
+    resume = find_resume(cfg)
+    if resume is not None:
+        require_output_folder(resume.path.parent, option="--resume", create=False)
+        return resumed_config(cfg, resume), resume
+    if not cfg.ddf:
+        raise UserError("nothing to resume here; give a dataset definition file to start a run")
+    require_output_folder(Path(cfg.output_dir), option="--output-dir")
+    require_new_run_name(cfg)
+    if cfg.from_pretrained:
+        require_checkpoint_file(Path(cfg.from_pretrained))
+    return cfg, None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from yogo.boxes import complete_iou_loss, decode_boxes, paired_iou
+from yogo.model.boxes import complete_iou_loss, decode_boxes, paired_iou
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,16 @@ in frames with a .pth or .onnx.
     summary = infer(InferConfig(model="best.onnx", path_to_images="frames", count=True))
     summary.totals            # {"healthy": 1203, "ring": 17, ...}
 
-Both model kinds compute the same thing (yogo.predictor): uint8 frames resized to the model
+Both model kinds compute the same thing (yogo.deploy.predictor): uint8 frames resized to the model
 size in, decoded predictions out; post-processing (thresholds, class-agnostic NMS) is
-yogo.boxes.postprocess, shared with `yogo test`. Frames come from image files or a zarr store
+yogo.model.boxes.postprocess, shared with `yogo test`. Frames come from image files or a zarr store
 (yogo.data.frames) and are named by their path in the folder or `<store>/<index>`.
 
 Written under the output folder: predictions.json (every detection, always), and on request
 labels/*.txt (YOLO: class xc yc w h confidence) with a ddf.yml that trains on them (and, for a
 zarr store, the frames as images/*.png), boxes/* (frames with labelled boxes), counts.csv (one
-row per frame), the YOGO 1.0.1 .npy array; and the Label Studio tasks file (yogo.labelstudio).
+row per frame), the YOGO 1.0.1 .npy array; and the Label Studio tasks file
+(yogo.deploy.labelstudio).
 """
 
 from __future__ import annotations
@@ -34,19 +35,19 @@ import numpy as np
 import torch
 
 from yogo import __version__
-from yogo.boxes import postprocess
 from yogo.config import InferConfig
 from yogo.data.frames import ImageFiles, ZarrFrames, open_frames
 from yogo.data.images import ImageError
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.ddf import SplitFractions, ddf_text, parse_split_override
+from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, write_yolo
+from yogo.deploy.labelstudio import frame_task, url_prefix
+from yogo.deploy.predictor import Predictor, load_predictor
 from yogo.errors import UserError, display_path
-from yogo.infer_files import Found, draw, record, write_npy, write_png, write_yolo
-from yogo.labelstudio import frame_task, url_prefix
 from yogo.log import progress
+from yogo.model.boxes import postprocess
 from yogo.outputs import require_output_file, require_output_folder, write_atomic
-from yogo.predictor import Predictor, load_predictor
 
 log = logging.getLogger(__name__)
 Frames = ImageFiles | ZarrFrames

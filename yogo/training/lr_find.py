@@ -4,7 +4,7 @@
     result.suggested          # the learning rate to train with
     plot_lr_find(result, Path("trained_models/lr_find.png"))
 
-The run's own set-up (yogo.training.setup: data, augmentation, model, loss, optimiser,
+The run's own set-up (yogo.training.setup.setup: data, augmentation, model, loss, optimiser,
 precision) in a temporary folder, then `steps` optimizer steps with the learning rate rising
 geometrically from `start_lr` to `end_lr`. The suggestion is where the smoothed loss falls
 fastest against log(lr) (not its minimum, which is already too close to divergence): Smith's
@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from yogo.boxes import build_targets
 from yogo.config import TrainConfig
 from yogo.data.loader import Loaders
 from yogo.dist import setup_process, teardown
 from yogo.errors import UserError
-from yogo.training import Run, setup
+from yogo.evaluation.plots import save_picture
+from yogo.model.boxes import build_targets
+from yogo.training.setup import Run, setup
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,4 @@ def plot_lr_find(result: LRFindResult, path: Path) -> None:
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss per image", ylim=(bottom, top))
     ax.set_title("learning-rate range test")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_picture(fig, path)

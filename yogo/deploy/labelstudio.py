@@ -44,7 +44,7 @@ def frame_task(
     class_names: Sequence[str],
     model_version: str,
 ) -> dict[str, Any]:
-    """One task: the frame's image URL and its detections, `rows` (N, 7) as yogo.boxes.
+    """One task: the frame's image URL and its detections, `rows` (N, 7) as yogo.model.boxes.
     postprocess gives them (x0, y0, x1, y1 normalised, objectness, class probability, class)."""
     height, width = height_width
     results = []

@@ -3,7 +3,7 @@ infer` runs and what `yogo export` verifies its file with.
 
     predictor = load_predictor(Path("best.onnx"))           # or best.pth; device optional
     decoded = predictor.run(frames)    # uint8 (B, C, H, W) at predictor.image_hw
-                                       # -> (B, 5 + C, Sy, Sx) decoded (yogo.boxes.decode)
+                                       # -> (B, 5 + C, Sy, Sx) decoded (yogo.model.boxes.decode)
 
 `Deployed` is the computation both kinds share: the ONNX graph is exported from it, and a .pth
 runs through it.
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from yogo.checkpoint import load_checkpoint
 from yogo.dist import resolve_device
 from yogo.errors import UserError
-from yogo.model import YOGO
+from yogo.model.checkpoint import load_checkpoint
+from yogo.model.network import YOGO
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ class Predictor:
         class-agnostic NMS, boxes clipped to the image). Each image is a path or an array:
         uint8 or uint16, (H, W) or (H, W, C); any size (resized to the model's, boxes in the
         image's own pixels)."""
-        from yogo.boxes import postprocess
         from yogo.data.images import array_to_uint8, decode_image
         from yogo.data.transforms import resize
+        from yogo.model.boxes import postprocess
 
         items = list(images)
         out: list[Detections] = []

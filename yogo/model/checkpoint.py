@@ -1,6 +1,6 @@
 """Checkpoints: a versioned plain-data schema, atomic writes, safe loads, YOGO 1.0.1 import.
 
-    save_checkpoint(run / "last.pth", payload)         # temp file, fsync, rename
+    save_checkpoint(run / "last.pth", payload)         # atomic and durable (yogo.outputs)
     checkpoint = load_checkpoint(Path("best.pth"))     # yogo or YOGO 1.0.1 file -> Checkpoint
     model = checkpoint.build_model()                   # weights loaded, ready for eval()
 
@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from yogo.errors import RunError, UserError, display_path
-from yogo.model import YOGO, ModelConfig, build_model
+from yogo.model.network import YOGO, ModelConfig, build_model
+from yogo.outputs import write_atomic
 
 FORMAT = "yogo-checkpoint"
-PARTIAL_SUFFIX = ".partial"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle (protocol >= 2)
 VERSION = 1
@@ -54,34 +54,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     failed write (disk full, quota) raises RunError and leaves the previous file as it was."""
     buffer = io.BytesIO()  # serialised first: torch.save hides a full disk's OSError
     torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
-    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     try:
-        with open(partial, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        write_atomic(path, buffer.getvalue(), durable=True)
     except OSError as e:
         kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
         raise RunError(
             f"could not write {display_path(path)}: {e.strerror or e}; {kept}. "
             "Free space (or raise the quota) and resume with --resume auto."
         ) from e
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def remove_partial_files(folder: Path) -> list[Path]:
-    """Delete temp files a killed process left behind (`.NAME.partial`); returns them."""
-    stale = sorted(folder.glob(f".*{PARTIAL_SUFFIX}*"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def checkpoint_payload(model: YOGO, **extra: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from yogo.config import TrainConfig
-from yogo.model import YOGO
+from yogo.model.network import YOGO
 
 
 def make_optimizer(model: YOGO, cfg: TrainConfig) -> torch.optim.AdamW:

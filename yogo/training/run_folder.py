@@ -11,12 +11,15 @@ save) is not a run yet: the same --name (or --resume auto) starts it again in pl
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,13 +28,17 @@ from typing import Any
 from yogo.config import TrainConfig
 from yogo.data.index import INDEX_NAME
 from yogo.data.scan import LabelledSample
+from yogo.dist import DistContext
 from yogo.errors import UserError, display_path
+from yogo.model.checkpoint import Checkpoint
+from yogo.outputs import is_partial, remove_partial_files, write_atomic
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 # What a run writes before its first checkpoint; a folder holding only these is restartable.
-# A restart rewrites config.yaml, removes the rows and the plots, and starts a new W&B run.
+# A restart rewrites config.yaml, removes the rows, the plots and the temporary files of
+# interrupted writes, and starts a new W&B run.
 STALE_FILES = ("metrics.csv", "training_curves.png", "train_batch.png")
 # The label index is kept: it checks itself against the files (yogo.data.index).
 EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, INDEX_NAME, *STALE_FILES)
@@ -39,9 +46,7 @@ EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, INDEX_NAME, *STALE_FILES)
 
 def restartable(run_dir: Path) -> bool:
     """`run_dir` holds no checkpoint and nothing but files yogo writes before the first one."""
-    return all(
-        entry.name in EARLY_FILES or entry.name.endswith(".partial") for entry in run_dir.iterdir()
-    )
+    return all(entry.name in EARLY_FILES or is_partial(entry.name) for entry in run_dir.iterdir())
 
 
 def require_new_run_name(cfg: TrainConfig) -> None:
@@ -99,6 +104,7 @@ class RunFolder:
             )
         for name in STALE_FILES:
             (run_dir / name).unlink(missing_ok=True)
+        remove_partial_files(run_dir)  # writes a kill cut short; held now, so none is live
         return folder
 
     @classmethod
@@ -185,3 +191,47 @@ def dataset_record(ddf_path: Path, splits: dict[str, tuple[LabelledSample, ...]]
         "samples_sha256": digest.hexdigest(),
         "num_samples": {name: len(splits[name]) for name in ("train", "val", "test")},
     }
+
+
+def save_config(path: Path, cfg: TrainConfig, record: dict[str, Any]) -> None:
+    """Write a run's config.yaml: the version, `record` (command, dataset) and `config:`."""
+    from ruamel.yaml import YAML
+
+    from yogo import __version__
+
+    document = {"yogo_version": __version__, **record, "config": cfg.to_dict()}
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    text = io.StringIO()
+    text.write("# Written by yogo train. `yogo train --config THIS_FILE` repeats the run.\n")
+    yaml.dump(document, text)
+    write_atomic(path, text.getvalue())
+
+
+@contextlib.contextmanager
+def claim_run_folder(
+    cfg: TrainConfig, ctx: DistContext, resume: Checkpoint | None
+) -> Iterator[Path]:
+    """The run folder, held by this job while the block runs (yogo.training.run_folder.RunFolder):
+    rank 0 claims it and every rank gets its path, or rank 0's reason for refusing it."""
+    folder, refusal = None, None
+    if ctx.is_main:
+        try:
+            folder = RunFolder.claim(cfg, Path(cfg.ddf), resume.path if resume else None)
+        except UserError as e:
+            refusal = e
+    path, reason = ctx.broadcast(
+        (str(folder.path), None) if folder else (None, str(refusal) if refusal else None)
+    )
+    if refusal is not None:
+        raise refusal
+    if path is None:
+        raise UserError(f"rank 0 could not use the run folder: {reason}")
+    try:
+        yield Path(path)
+    except BaseException:
+        if folder is not None:
+            folder.release(failed=True)
+        raise
+    if folder is not None:
+        folder.release()

@@ -6,15 +6,16 @@ checked with onnxruntime against PyTorch before it is put in place.
 
 The graph: uint8 (B, C, H, W) frames -> [centred band of round(F * H) rows with --crop-height]
 -> float, /255 when the model normalises -> network -> decoded (B, 5 + C, Sy, Sx): xc, yc, w, h
-normalised to the full frame, objectness, class probabilities (yogo.boxes.decode): the
-computation of `yogo.predictor.Deployed`, which also checks the file, as `yogo infer` runs it.
+normalised to the full frame, objectness, class probabilities (yogo.model.boxes.decode): the
+computation of `yogo.deploy.predictor.Deployed`, which also checks the
+file, as `yogo infer` runs it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,11 @@ import numpy as np
 import torch
 
 from yogo import __version__
-from yogo.checkpoint import Checkpoint, load_checkpoint
 from yogo.config import ExportConfig
+from yogo.deploy.predictor import Deployed, load_predictor
 from yogo.errors import RunError, UserError, display_path
-from yogo.outputs import open_new, partial_path, require_output_file
-from yogo.predictor import Deployed, load_predictor
+from yogo.model.checkpoint import Checkpoint, load_checkpoint
+from yogo.outputs import atomic_path, require_output_file
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ExportResult:
     path: Path
     max_abs_error: float
     max_wh_relative_error: float
+    tolerance: tuple[float, float]  # what the errors had to stay within (pytorch_reference)
     images: str  # where the verification images came from
     input_shape: tuple[int | str, ...]
     output_shape: tuple[int | str, ...]
@@ -65,25 +67,39 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     deployed = Deployed(checkpoint.build_model(), cfg.crop_height)
     images, source = verification_images(checkpoint)
 
-    temp = partial_path(output)
-    os.close(open_new(temp))  # the umask's permissions; torch.onnx writes into it
-    try:
+    with atomic_path(output) as temp:  # torch.onnx writes into it; kept only when verified
         _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
         nodes = _simplify(temp) if cfg.simplify else None
         input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)
-        expected = deployed(torch.from_numpy(images)).detach().numpy()
+        expected, tolerance = pytorch_reference(deployed, images)
         got = load_predictor(temp, "cpu").run(images).numpy()  # as `yogo infer` runs it
         error, wh_error = compare(got, expected)
-        if not (error <= ATOL and wh_error <= WH_RTOL):
+        if not (error <= tolerance[0] and wh_error <= tolerance[1]):
             raise RunError(
                 f"the exported model disagrees with PyTorch on {source}: max abs error "
-                f"{error:.3g} (tolerance {ATOL:g}), w/h relative error {wh_error:.3g} "
-                f"(tolerance {WH_RTOL:g}); nothing was written. Try another --opset."
+                f"{error:.3g} (tolerance {tolerance[0]:.2g}), w/h relative error "
+                f"{wh_error:.3g} (tolerance {tolerance[1]:.2g}); nothing was written. "
+                "Try another --opset."
             )
-        os.replace(temp, output)
-    finally:
-        temp.unlink(missing_ok=True)
-    return ExportResult(output, error, wh_error, source, input_shape, output_shape, nodes)
+    return ExportResult(
+        output, error, wh_error, tolerance, source, input_shape, output_shape, nodes
+    )
+
+
+def pytorch_reference(
+    deployed: torch.nn.Module, images: np.ndarray
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """PyTorch's output on `images`, and the tolerances (abs, w/h relative) the export must
+    meet: ATOL and WH_RTOL, or twice what PyTorch's own two memory layouts (two sets of
+    float32 kernels, both correct) disagree by, whichever is larger. A model whose outputs
+    amplify rounding (YOGO 1.0.1's fixture: random weights on 0..255 input) differs from
+    itself by more than 1e-4, and by how much depends on the CPU's kernels."""
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        expected = deployed(x).numpy()
+        other = copy.deepcopy(deployed).to(memory_format=torch.channels_last)(x).numpy()
+    noise, wh_noise = compare(other, expected)
+    return expected, (max(ATOL, 2 * noise), max(WH_RTOL, 2 * wh_noise))
 
 
 def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:

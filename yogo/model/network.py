@@ -9,7 +9,7 @@ description of a model (`ModelConfig`) that checkpoints, export and infer share.
 
 Pure: tensors in, tensors out; no I/O, no loss, no rank checks. Parameter names follow YOGO
 1.0.1 (`model.K.M.*`), so its `base_model` weights load unchanged. Any input size works; the
-grid is `yogo.grid.grid_shape(image_hw)`, ceil(H/8) x ceil(W/8).
+grid is `yogo.model.grid.grid_shape(image_hw)`, ceil(H/8) x ceil(W/8).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from yogo.boxes import decode
 from yogo.errors import UserError
-from yogo.grid import grid_shape
+from yogo.model.boxes import decode
+from yogo.model.grid import grid_shape
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ModelConfig:
     """Anchor width and height, normalised to the image."""
     anchor_h: float
     centre_range: float = 1.0
-    """How far from its cell a cell's predicted centre may lie, in cells (yogo.boxes.decode):
+    """How far from its cell a cell's predicted centre may lie, in cells (yogo.model.boxes.decode):
     1 (SPEC §5.2 and YOGO 1.0.1; the default) or 2 (--neighbour-cells: neighbour cells
     predict objects too)."""
 
@@ -172,7 +172,8 @@ class YOGO(nn.Module):
         return self.decode(self(images))
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        """This model's raw output decoded (its anchor and centre range; yogo.boxes.decode)."""
+        """This model's raw output decoded (its anchor and centre range;
+        yogo.model.boxes.decode)."""
         return decode(raw, self.anchors[0], self.anchors[1], self.config.centre_range)
 
     def init_output_priors(self, object_fraction: float, class_frequencies: torch.Tensor) -> None:

@@ -13,11 +13,12 @@ import logging
 import numpy as np
 import torch
 
-from yogo.checkpoint import Checkpoint
 from yogo.config import TrainConfig
+from yogo.data.loader import balanced_class_weights, class_counts
 from yogo.data.scan import LabelledSample
 from yogo.errors import UserError, display_path
-from yogo.model import YOGO, ModelConfig, build_model
+from yogo.model.checkpoint import Checkpoint
+from yogo.model.network import YOGO, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -141,40 +142,14 @@ def _init_priors(
     model.init_output_priors(float(fraction), prior)
 
 
-def class_counts(train: tuple[LabelledSample, ...], num_classes: int) -> np.ndarray:
-    classes = [s.boxes[:, 0] for s in train]
-    every = np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64)
-    return np.bincount(every, minlength=num_classes).astype(np.float64)
-
-
 def class_weights(
     spec: str, train: tuple[LabelledSample, ...], num_classes: int
 ) -> torch.Tensor | None:
     if spec == "none":
         return None
     if spec == "auto":
-        # Balanced: n / (C * n_c), so every class weighs as much in total and the loss's
-        # equilibrium class prior is uniform; the mean weight per object stays 1.
-        counts = class_counts(train, num_classes)
-        present = counts > 0
-        weights = np.zeros(num_classes)
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-        return torch.tensor(weights, dtype=torch.float32)
+        return balanced_class_weights(train, num_classes)
     values = [float(w) for w in spec.split(",")]
     if len(values) != num_classes:
         raise UserError(f"--class-weights has {len(values)} values for {num_classes} classes")
     return torch.tensor(values, dtype=torch.float32)
-
-
-def frame_weights(train: tuple[LabelledSample, ...], num_classes: int) -> torch.Tensor:
-    """`--sampler balanced`: how often each training frame is drawn, relative to the others:
-    the largest among its objects' classes of sqrt(max(1, balanced class weight)), the boost
-    the loss gives their object cells (1 for a frame of common classes or of none)."""
-    balanced = class_weights("auto", train, num_classes)
-    assert balanced is not None
-    boost = balanced.clamp(min=1.0).sqrt()
-    weights = torch.ones(len(train))
-    for i, sample in enumerate(train):
-        if len(sample.boxes):
-            weights[i] = boost[torch.from_numpy(sample.boxes[:, 0]).long()].max()
-    return weights

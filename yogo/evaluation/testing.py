@@ -4,7 +4,7 @@
     print(format_test_report(report))
 
 The report holds COCO-rule AP per class, mAP@0.5 and @0.5:0.95, precision/recall/F1 and counts
-at `obj_thresh`, and a confusion matrix with background (yogo.metrics).
+at `obj_thresh`, and a confusion matrix with background (yogo.evaluation.metrics).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from yogo.checkpoint import is_torch_file, load_checkpoint
 from yogo.config import TestConfig
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import Loaders, default_num_workers
@@ -21,7 +20,8 @@ from yogo.data.scan import DatasetScan, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition
 from yogo.dist import resolve_device
 from yogo.errors import UserError, display_path
-from yogo.evaluate import evaluate_model
+from yogo.evaluation.evaluate import evaluate_model
+from yogo.model.checkpoint import is_torch_file, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
             model, loader, device, model_config.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
     if plots is not None:
-        from yogo.plots import first_frames, plot_evaluation
+        from yogo.evaluation.plots import first_frames, plot_evaluation
 
         plot_evaluation(metrics, plots, first_frames(dataset, metrics))
         if cfg.worst is not None:
@@ -98,8 +98,8 @@ def _plot_prefix(cfg: TestConfig, split: str) -> Path | None:
     written; no existing picture unless --force; never an input)."""
     if cfg.plots is None:
         return None
+    from yogo.evaluation.plots import planned
     from yogo.outputs import require_output_file
-    from yogo.plots import planned
 
     folder = Path(cfg.plots)
     prefix = folder / split
@@ -125,8 +125,8 @@ def write_worst(metrics: Any, dataset: DetectionDataset, prefix: Path, count: in
     import csv
     import io
 
+    from yogo.evaluation.plots import plot_frame, save_picture
     from yogo.outputs import write_atomic
-    from yogo.plots import plot_frame
 
     if len(metrics.images) != len(dataset):
         log.warning("--worst: frames were skipped while evaluating; no worst frames written")
@@ -153,7 +153,9 @@ def write_worst(metrics: Any, dataset: DetectionDataset, prefix: Path, count: in
         e = errors[i]
         image = plot_frame(dataset.frame(i).numpy(), metrics.images[i], names, metrics.obj_thresh)
         stem = dataset.samples[i].image.stem
-        image.save(folder / f"{rank:02d}_{stem}_{e['misses']}missed_{e['extras']}extra.png")
+        save_picture(
+            image, folder / f"{rank:02d}_{stem}_{e['misses']}missed_{e['extras']}extra.png"
+        )
 
 
 def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:

@@ -17,14 +17,16 @@ beside the predictions).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yogo.boxes import cxcywh_to_xyxy
-from yogo.draw import COLOURS, caption, draw_boxes, mosaic
-from yogo.metrics import DetectionMetrics
+from yogo.evaluation.draw import COLOURS, caption, draw_boxes, mosaic
+from yogo.evaluation.metrics import DetectionMetrics
+from yogo.model.boxes import cxcywh_to_xyxy
+from yogo.outputs import write_atomic
 
 THRESHOLDS = np.linspace(0, 1, 101)
 
@@ -57,13 +59,19 @@ def planned(prefix: Path) -> list[Path]:
     return [Path(f"{prefix}_{kind}.png") for kind in kinds]
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def save_picture(picture: Any, path: Path) -> Path:
+    """A matplotlib figure (closed afterwards) or a PIL image as a PNG, written atomically."""
+    buffer = io.BytesIO()
+    if hasattr(picture, "savefig"):
+        import matplotlib.pyplot as plt
 
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        if picture.get_layout_engine() is None:
+            picture.tight_layout()
+        picture.savefig(buffer, format="png", dpi=100)
+        plt.close(picture)
+    else:
+        picture.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
     return path
 
 
@@ -79,7 +87,7 @@ def _pr_curves(report: dict[str, Any], curves: dict[str, Any], path: Path) -> Pa
     ax.set_title("precision-recall at IoU 0.5")
     if curves:
         ax.legend(loc="lower left")
-    return _save(fig, path)
+    return save_picture(fig, path)
 
 
 def _confusion(report: dict[str, Any], path: Path) -> Path:
@@ -108,7 +116,7 @@ def _confusion(report: dict[str, Any], path: Path) -> Path:
         f"confusion matrix at objectness >= {report['obj_thresh']:g}, IoU 0.5 "
         f"({report['num_images']} images)"
     )
-    return _save(fig, path)
+    return save_picture(fig, path)
 
 
 def _prf_curves(curves: dict[str, Any], path: Path) -> Path:
@@ -128,7 +136,7 @@ def _prf_curves(curves: dict[str, Any], path: Path) -> Path:
                ylim=(0, 1.02), title=f"{title} at IoU 0.5")  # fmt: skip
         if curves:
             ax.legend(loc="lower left" if title == "recall" else "best")
-    return _save(fig, path)
+    return save_picture(fig, path)
 
 
 def _per_class_ap(report: dict[str, Any], path: Path) -> Path:
@@ -148,7 +156,7 @@ def _per_class_ap(report: dict[str, Any], path: Path) -> Path:
     ax.set(ylim=(0, 1.1), ylabel="AP")
     ax.set_title(f"AP per class (mAP@0.5 {report['mAP50'] or 0:.3f})")
     ax.legend(loc="upper right")
-    return _save(fig, path)
+    return save_picture(fig, path)
 
 
 TILE_SIDE = 384  # px: the shorter side of each drawn frame in a mosaic
@@ -169,7 +177,7 @@ def plot_train_batch(
             draw_boxes(pixels, boxes, mine[:, 1], class_names, hide_conf=True, min_side=TILE_SIDE)
         )
     sheet = mosaic(tiles, columns=min(3, len(tiles)))
-    caption(sheet, "training batch after augmentation, with its labels").save(path)
+    save_picture(caption(sheet, "training batch after augmentation, with its labels"), path)
 
 
 def plot_predictions(
@@ -187,7 +195,7 @@ def plot_predictions(
     ]
     sheet = mosaic(tiles, columns=min(2, len(tiles)), gap=12)
     text = f"labels (left) and predictions at objectness >= {obj_thresh:g} (right)"
-    caption(sheet, text).save(path)
+    save_picture(caption(sheet, text), path)
 
 
 def first_frames(dataset: Any, metrics: DetectionMetrics, count: int = 6) -> list[np.ndarray]:

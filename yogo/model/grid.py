@@ -1,5 +1,5 @@
 """The output grid of the model family and which cell holds which object: one rule for the
-training targets (yogo.boxes.build_targets) and `yogo check`'s collision count, in numpy, so
+training targets (yogo.model.boxes.build_targets) and `yogo check`'s collision count, in numpy, so
 `yogo check` starts without importing torch.
 
     rows, cols = grid_shape((772, 1032))                  # (97, 129)
@@ -11,6 +11,9 @@ tests/test_model.py runs every registered model and compares its output with thi
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,3 +116,62 @@ def neighbour_cells(
     first[1:] = cell[order][1:] != cell[order][:-1]
     chosen = order[first]
     return cell[chosen], owner[chosen]
+
+
+# A class losing more than this share of its objects to shared grid cells gets a warning.
+COLLISION_LOSS_SHARE = 0.05
+
+
+def collision_losses(
+    lost: np.ndarray, total: np.ndarray, class_names: Sequence[str], image_hw: Sequence[int]
+) -> list[str]:
+    """A sentence for each class that loses more than COLLISION_LOSS_SHARE of its objects to
+    shared grid cells (`lost`, `total`: per class, from `grid_collisions`)."""
+    cells = grid_shape((int(image_hw[0]), int(image_hw[1])))
+    return [
+        f"the {cells[0]}x{cells[1]} grid at --image-hw {image_hw[0]} {image_hw[1]} keeps one "
+        f"object per cell: class '{name}' loses {n} of its {of} objects ({n / of:.0%}) to "
+        f"shared cells; a larger --image-hw gives more, smaller cells ({STRIDE} px each)"
+        for name, n, of in zip(class_names, lost, total, strict=True)
+        if n > COLLISION_LOSS_SHARE * of
+    ]
+
+
+@dataclass(frozen=True)
+class Collision:
+    """Objects of one image whose centres share a grid cell: `objects` index that image's
+    boxes, `kept` is the one training keeps (`assign_cells`), `cell` is (row, column)."""
+
+    image: int
+    objects: tuple[int, ...]
+    kept: int
+    cell: tuple[int, int]
+
+
+def grid_collisions(
+    boxes: Sequence[np.ndarray], cells: tuple[int, int], num_classes: int
+) -> tuple[list[Collision], np.ndarray, np.ndarray]:
+    """The shared cells of every image (`boxes`: per image (N, 5) class, xc, yc, w, h), and per
+    class how many objects the grid loses and how many there are: training's own rule
+    (`assign_cells`) decides which one stays."""
+    counts = [len(b) for b in boxes]
+    if not sum(counts):
+        return [], np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+    every = np.concatenate(boxes)
+    owner = np.repeat(np.arange(len(boxes)), counts)
+    first = np.cumsum([0, *counts])  # index of each image's first box in `every`
+    cell, keep = assign_cells(owner, every[:, 1], every[:, 2], cells)
+    order = np.argsort(cell, kind="stable")
+    _, starts, multiplicity = np.unique(cell[order], return_index=True, return_counts=True)
+    rows, cols = cells
+    collisions = []
+    for start, n in zip(starts[multiplicity > 1], multiplicity[multiplicity > 1], strict=True):
+        members = order[start : start + n]
+        kept = members[keep[members]][0]
+        image = int(owner[kept])
+        row, col = divmod(int(cell[kept]) % (rows * cols), cols)
+        objects = tuple(int(m - first[image]) for m in members)
+        collisions.append(Collision(image, objects, int(kept - first[image]), (row, col)))
+    classes = every[:, 0].astype(np.int64)
+    lost = np.bincount(classes[~keep], minlength=num_classes)
+    return collisions, lost, np.bincount(classes, minlength=num_classes)
