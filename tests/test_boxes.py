@@ -103,10 +103,10 @@ def test_complete_iou_loss_matches_torchvision_in_value_and_gradient() -> None:
     torch.testing.assert_close(mine_pred.grad, theirs_pred.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_centre_range_two_reaches_half_a_cell_beyond_the_cell() -> None:
+def test_neighbour_cells_reach_half_a_cell_beyond_the_cell() -> None:
     raw = torch.zeros(1, 6, 2, 4)
     raw[0, 0, 1, 2], raw[0, 0, 1, 3] = -100.0, 100.0
-    one, two = decode(raw, 0.1, 0.1)[0], decode(raw, 0.1, 0.1, centre_range=2.0)[0]
+    one, two = decode(raw, 0.1, 0.1)[0], decode(raw, 0.1, 0.1, neighbour_cells=True)[0]
     assert one[0, 0, 0] == two[0, 0, 0] == 0.5 / 4  # sigmoid(0): the cell's centre either way
     assert one[0, 1, 2] == 2 / 4 and two[0, 1, 2] == 1.5 / 4  # half a cell before column 2
     assert one[0, 1, 3] == 4 / 4 and two[0, 1, 3] == 4.5 / 4  # half a cell past column 3
@@ -123,7 +123,7 @@ def test_neighbour_cells_go_to_objects_covering_them() -> None:
             [1, 3, 0.99, 0.99, 0.40, 0.40],  # corner: neighbours outside the grid are skipped
         ]
     )
-    t = build_targets(labels, 2, grid, neighbours=True)
+    t = build_targets(labels, 2, grid, neighbour_cells=True)
     mask = t[..., 0]
     assert [tuple(c) for c in mask[0].nonzero().tolist()] == [(3, 4), (4, 3), (4, 4), (6, 1)]
     assert [tuple(c) for c in mask[1].nonzero().tolist()] == [(7, 7)]
@@ -140,6 +140,6 @@ def test_a_cell_two_objects_claim_goes_to_the_nearer_centre() -> None:
             [0, 1, 0.10, 0.52, 0.40, 0.40],  # ...as does this one, centre (0.8, 4.16)
         ]
     )
-    t = build_targets(labels, 1, (8, 8), neighbours=True)
+    t = build_targets(labels, 1, (8, 8), neighbour_cells=True)
     # Cell (4, 1)'s centre (1.5, 4.5): squared distances 1.06 and 0.61; the second wins.
     assert t[0, 4, 1, 0] == 1 and t[0, 4, 1, 5] == 1

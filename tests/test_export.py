@@ -217,7 +217,7 @@ def test_the_wider_centre_decoding_of_neighbour_cell_models_is_in_the_graph(
     run_cli, tmp_path
 ) -> None:
     model = make_model("base_model", 2)
-    model = build_model(dataclasses.replace(model.config, centre_range=2.0)).eval()
+    model = build_model(dataclasses.replace(model.config, neighbour_cells=True)).eval()
     with torch.no_grad():  # centres far from the cell's middle, where the ranges differ
         model.output_layer.bias[:2] = 3.0
     path = tmp_path / "wide.pth"
@@ -230,7 +230,7 @@ def test_the_wider_centre_decoding_of_neighbour_cell_models_is_in_the_graph(
     got = run_onnx(out, images)
     error, wh_error = compare(got, Deployed(model)(torch.from_numpy(images)).detach().numpy())
     assert error < 1e-4 and wh_error < 1e-4
-    narrow = build_model(dataclasses.replace(model.config, centre_range=1.0)).eval()
+    narrow = build_model(dataclasses.replace(model.config, neighbour_cells=False)).eval()
     narrow.load_state_dict(model.state_dict())
     assert (
         np.abs(got[:, 0] - Deployed(narrow)(torch.from_numpy(images)).detach().numpy()[:, 0]).max()

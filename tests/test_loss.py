@@ -115,10 +115,11 @@ def test_box_term_weighs_like_objectness() -> None:
     assert YOGOLoss(rare)(raw, targets, ANCHORS)["box"] == pytest.approx(2 * plain)
 
 
-def test_centre_range_decodes_the_box_the_targets_were_built_for() -> None:
-    """Neighbour cells' target centres lie outside the cells: reachable with range 2."""
+def test_neighbour_cells_decode_the_box_the_targets_were_built_for() -> None:
+    """Neighbour cells' target centres lie outside the cells: a model trained with neighbour
+    cells decodes that far."""
     labels = torch.tensor([[0, 1, 0.5, 0.5, 0.75, 0.75]])  # 3 cells wide in a 4 x 4 grid
-    targets = build_targets(labels, 1, (4, 4), neighbours=True)
+    targets = build_targets(labels, 1, (4, 4), neighbour_cells=True)
     cells = [tuple(c) for c in targets[0, :, :, 0].nonzero().tolist()]
     assert sorted(cells) == [(1, 2), (2, 1), (2, 2)]  # the centre cell and two neighbours
     raw = torch.zeros(1, 7, 4, 4)
@@ -129,9 +130,9 @@ def test_centre_range_decodes_the_box_the_targets_were_built_for() -> None:
     raw[0, 0:2, 2, 1] = torch.tensor([third, -third])
     raw[0, 0:2, 1, 2] = torch.tensor([-third, third])
     anchors = torch.tensor([0.25, 0.25])
-    exact = YOGOLoss(LossSettings())(raw, targets, anchors, 2.0)["box"]
+    exact = YOGOLoss(LossSettings())(raw, targets, anchors, True)["box"]
     assert float(exact) == pytest.approx(0.0, abs=1e-4)
-    assert YOGOLoss(LossSettings())(raw, targets, anchors, 1.0)["box"] > 0.5
+    assert YOGOLoss(LossSettings())(raw, targets, anchors, False)["box"] > 0.5
 
 
 def test_an_iou_objectness_target_is_the_boxes_fit() -> None:

@@ -94,14 +94,14 @@ def test_yogo_v1_checkpoint_metadata() -> None:
     assert checkpoint.source == "yogo-1.0.1"
     assert checkpoint.model_config.model_name == "base_model"
     assert checkpoint.model_config.anchor_w == pytest.approx(0.0425, abs=1e-4)
-    assert checkpoint.model_config.centre_range == 1.0  # YOGO's decoding
+    assert not checkpoint.model_config.neighbour_cells  # YOGO's decoding
 
 
 def test_model_settings_round_trip_and_older_files_decode_as_before() -> None:
-    config = dataclasses.replace(make_model("base_model", 2).config, centre_range=2.0)
+    config = dataclasses.replace(make_model("base_model", 2).config, neighbour_cells=True)
     assert ModelConfig.from_dict(config.to_dict()) == config
     older = {k: v for k, v in config.to_dict().items() if k != "centre_range"}
-    assert ModelConfig.from_dict(older).centre_range == 1.0
+    assert not ModelConfig.from_dict(older).neighbour_cells  # stored as centre_range 2
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

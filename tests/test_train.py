@@ -179,7 +179,7 @@ def test_from_pretrained_yogo_v1(smear: Path, tmp_path: Path, run_cli) -> None:
     info = load_checkpoint(tmp_path / "v1" / "last.pth").model_config
     assert info.normalize_images is False and info.anchor_w == pytest.approx(0.0425, abs=1e-4)
     # YOGO's decoding travels with its weights: centres stay in their cell, one cell per object.
-    assert info.centre_range == 1.0 and "centre cell only" in result.err
+    assert not info.neighbour_cells and "centre cell only" in result.err
     # The size change is said, not silent (mAP fell from 0.53 to 0.03 in a trial).
     assert "--image-hw 64 96 differs from the checkpoint's 772 1032" in result.err
 
@@ -202,7 +202,7 @@ def test_from_pretrained_says_which_model_flags_it_overrides(
     )
     assert result.code == 0, result.err
     assert "keeps the checkpoint's model settings; ignored: --model double_filters" in result.err
-    assert load_checkpoint(trained / "best.pth").model_config.centre_range == 1.0  # default
+    assert load_checkpoint(trained / "best.pth").model_config.neighbour_cells is False  # default
     assert "--anchor-w 0.3" in result.err and "differs from the checkpoint's" not in result.err
 
 

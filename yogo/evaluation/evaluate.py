@@ -18,8 +18,8 @@ import torch
 from yogo.data.loader import ShardSampler
 from yogo.dist import DistContext
 from yogo.evaluation.metrics import DetectionMetrics
-from yogo.model.boxes import build_targets, cxcywh_to_xyxy, postprocess
-from yogo.model.loss import YOGOLoss
+from yogo.model.boxes import cxcywh_to_xyxy, postprocess
+from yogo.model.loss import YOGOLoss, forward_loss
 from yogo.model.network import YOGO
 
 # Detections below this objectness are not ranked for AP: they cannot change it measurably and
@@ -39,7 +39,6 @@ def evaluate_model(
     """Run `model` over `loader`; the metrics, and the mean loss per image when `loss_fn`."""
     model.eval()
     metrics = DetectionMetrics(class_names, obj_thresh)
-    anchors, centre_range = model.anchors, model.config.centre_range
     total_loss, images_seen = 0.0, 0
     with torch.no_grad():
         for batch in loader:
@@ -47,14 +46,11 @@ def evaluate_model(
             labels = batch.labels.to(device, non_blocking=True)
             if len(images) == 0:
                 continue
-            raw = model(images)
-            if loss_fn is not None:
-                grid = (raw.shape[2], raw.shape[3])
-                targets = build_targets(
-                    batch.labels, len(images), grid, device, neighbours=centre_range > 1
-                )
-                loss = loss_fn(raw, targets, anchors, centre_range)["loss"]
-                total_loss += float(loss) * len(images)
+            if loss_fn is None:
+                raw = model(images)
+            else:
+                raw, parts = forward_loss(model, model, loss_fn, images, batch.labels)
+                total_loss += float(parts["loss"]) * len(images)
             decoded = model.decode(raw)
             detections = postprocess(decoded, AP_OBJECTNESS_FLOOR, iou_thresh)
             metrics.update(detections, _truths(labels, len(images)))

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from yogo.model.grid import assign_cells, neighbour_cells
+from yogo.model.grid import assign_cells, claim_neighbour_cells
 
 # exp() input limit when decoding widths and heights (YOGO 1.0.1 used the same).
 EXP_CLAMP = 80.0
@@ -27,13 +27,14 @@ def decode(
     raw: torch.Tensor,
     anchor_w: torch.Tensor | float,
     anchor_h: torch.Tensor | float,
-    centre_range: float = 1.0,
+    neighbour_cells: bool = False,
 ) -> torch.Tensor:
     """Raw network output (B, 5 + C, Sy, Sx) -> decoded (B, 5 + C, Sy, Sx).
 
     Channels out: xc = (i + r * sigmoid(tx) - (r - 1) / 2) / Sx, yc likewise with j and Sy,
-    where r is `centre_range` (1: the centre lies in the cell, YOGO 1.0.1's decoding; 2: up
-    to half a cell beyond it, so neighbour cells can predict an object too),
+    where r is the centre's reach in cells: 1 (the centre lies in its cell, YOGO 1.0.1's
+    decoding) or, for a model trained with `neighbour_cells`, 2 (up to half a cell beyond it,
+    so neighbour cells can predict an object too),
     w = anchor_w * exp(tw), h = anchor_h * exp(th) (exp input clamped at 80),
     objectness = sigmoid(to), class probabilities = softmax over the C class channels.
     """
@@ -42,7 +43,7 @@ def decode(
     col = torch.arange(cols, device=raw.device, dtype=raw.dtype).view(1, 1, cols)
     row = torch.arange(rows, device=raw.device, dtype=raw.dtype).view(1, rows, 1)
     xc, yc, w, h = decode_boxes(
-        raw[:, :4].movedim(1, -1), col, row, (rows, cols), anchor_w, anchor_h, centre_range
+        raw[:, :4].movedim(1, -1), col, row, (rows, cols), anchor_w, anchor_h, neighbour_cells
     ).unbind(-1)
     objectness = torch.sigmoid(raw[:, 4])
     classes = torch.softmax(raw[:, 5:], dim=1)
@@ -56,14 +57,15 @@ def decode_boxes(
     grid: tuple[int, int],
     anchor_w: torch.Tensor | float,
     anchor_h: torch.Tensor | float,
-    centre_range: float = 1.0,
+    neighbour_cells: bool = False,
 ) -> torch.Tensor:
     """Raw (..., 4) tx, ty, tw, th at cells (row, col) of a (rows, cols) grid -> (..., 4)
     xc, yc, w, h (see `decode`). `col` and `row` broadcast against raw_box[..., 0]."""
     rows, cols = grid
-    start = (centre_range - 1) / 2
-    xc = (col + centre_range * torch.sigmoid(raw_box[..., 0]) - start) / cols
-    yc = (row + centre_range * torch.sigmoid(raw_box[..., 1]) - start) / rows
+    reach = 2.0 if neighbour_cells else 1.0
+    start = (reach - 1) / 2
+    xc = (col + reach * torch.sigmoid(raw_box[..., 0]) - start) / cols
+    yc = (row + reach * torch.sigmoid(raw_box[..., 1]) - start) / rows
     w = anchor_w * torch.exp(raw_box[..., 2].clamp(max=EXP_CLAMP))
     h = anchor_h * torch.exp(raw_box[..., 3].clamp(max=EXP_CLAMP))
     return torch.stack([xc, yc, w, h], dim=-1)
@@ -111,16 +113,16 @@ def build_targets(
     batch_size: int,
     grid: tuple[int, int],
     device: torch.device | str | None = None,
-    neighbours: bool = False,
+    neighbour_cells: bool = False,
 ) -> torch.Tensor:
     """Grid targets for a batch, vectorised, on `device` (default: the labels' device).
 
     `labels` (N, 6): image index in the batch, class, xc, yc, w, h; pass them on the CPU (as
     the loader gives them): the cell assignment runs there. Returns (B, Sy, Sx, 6): has-object
     mask, xc, yc, w, h, class; one object per cell (`yogo.model.grid.assign_cells`, the rule `yogo
-    check` reports collisions with). With `neighbours` (a model decoding with centre_range 2)
-    objects two or more cells wide also claim the free neighbour cells their box covers
-    (`grid.neighbour_cells`).
+    check` reports collisions with). With `neighbour_cells` (the model's: `decode` then lets
+    centres reach beyond their cell) objects two or more cells wide also claim the free
+    neighbour cells their box covers (`grid.claim_neighbour_cells`).
     """
     rows, cols = grid
     device = labels.device if device is None else device
@@ -130,8 +132,8 @@ def build_targets(
         cell, keep = assign_cells(image, xc, yc, grid)
         owner = np.flatnonzero(keep)
         cell = cell[keep]
-        if neighbours:
-            extra_cell, extra_owner = neighbour_cells(image, xc, yc, w, h, grid, taken=cell)
+        if neighbour_cells:
+            extra_cell, extra_owner = claim_neighbour_cells(image, xc, yc, w, h, grid, cell)
             cell = np.concatenate([cell, extra_cell])
             owner = np.concatenate([owner, extra_owner])
         kept = labels[torch.from_numpy(owner).to(labels.device)].to(device)

@@ -71,7 +71,7 @@ def assign_cells(
     return cell, keep
 
 
-def neighbour_cells(
+def claim_neighbour_cells(
     image: np.ndarray,
     xc: np.ndarray,
     yc: np.ndarray,
@@ -89,7 +89,7 @@ def neighbour_cells(
 
     A large object's cells all look alike; more of them as positives give one consistent
     target instead of one positive among negatives. The model must decode centres up to half
-    a cell beyond its cell (centre_range 2).
+    a cell beyond its cell (`yogo.model.boxes.decode` with `neighbour_cells`).
     """
     rows, cols = grid
     gx, gy = xc * cols, yc * rows

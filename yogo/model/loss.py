@@ -2,6 +2,7 @@
 
     loss_fn = YOGOLoss(LossSettings(no_obj_weight=0.5, iou_weight=5.0, classify_weight=1.0))
     parts = loss_fn(raw, targets, anchors)   # {"loss", "objectness", "box", "class"}
+    raw, parts = forward_loss(net, model, loss_fn, images, labels)   # the step, from a batch
 
 Objectness: squared error of sigmoid(to) against the cell mask (YOGO 1.0.1's, the default), or
 binary cross-entropy on the logit (`obj_loss="bce"`). Empty cells weigh `no_obj_weight`;
@@ -19,12 +20,16 @@ cells. Each term is summed and divided by the batch size.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from yogo.model.boxes import complete_iou_loss, decode_boxes, paired_iou
+from yogo.model.boxes import build_targets, complete_iou_loss, decode_boxes, paired_iou
+from yogo.model.network import YOGO
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,11 @@ class YOGOLoss(torch.nn.Module):
         raw: torch.Tensor,
         targets: torch.Tensor,
         anchors: torch.Tensor,
-        centre_range: float = 1.0,
+        neighbour_cells: bool = False,
     ) -> dict[str, torch.Tensor]:
         """`raw` (B, 5 + C, Sy, Sx) network output; `targets` (B, Sy, Sx, 6) from
-        `boxes.build_targets`; `anchors` (2,) normalised w, h; `centre_range` the model's
-        (`boxes.decode`)."""
+        `boxes.build_targets`; `anchors` (2,) normalised w, h; `neighbour_cells` the
+        model's (`boxes.decode`)."""
         s = self.settings
         batch, _, rows, cols = raw.shape
         pred = raw.float().permute(0, 2, 3, 1)  # (B, Sy, Sx, 5 + C)
@@ -66,7 +71,7 @@ class YOGOLoss(torch.nn.Module):
         cells = pred[image, row, col]  # (M, 5 + C)
         truth = targets[image, row, col]  # (M, 6)
         boxes = decode_boxes(
-            cells[:, :4], col, row, (rows, cols), anchors[0], anchors[1], centre_range
+            cells[:, :4], col, row, (rows, cols), anchors[0], anchors[1], neighbour_cells
         )
         target = mask
         if s.obj_target == "iou":  # an object cell's target: how well its box fits
@@ -101,3 +106,22 @@ class YOGOLoss(torch.nn.Module):
             "box": box,
             "class": class_term,
         }
+
+
+def forward_loss(
+    net: torch.nn.Module,
+    model: YOGO,
+    loss_fn: YOGOLoss,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The one forward step: `net` (the model, or its DDP or compiled wrapper) on `images`
+    (B, C, H, W) under `autocast`, and `loss_fn`'s parts against `labels` (N, 6) image index,
+    class, xc, yc, w, h (on the CPU, as the loader packs them). Training steps on it, lr-find
+    measures it and validation reports it. Returns the raw output too (validation decodes it)."""
+    config = model.config
+    targets = build_targets(labels, len(images), config.grid, images.device, config.neighbour_cells)
+    with autocast():
+        raw = net(images)
+    return raw, loss_fn(raw, targets, model.anchors, config.neighbour_cells)

@@ -42,14 +42,19 @@ class ModelConfig:
     anchor_w: float
     """Anchor width and height, normalised to the image."""
     anchor_h: float
-    centre_range: float = 1.0
-    """How far from its cell a cell's predicted centre may lie, in cells (yogo.model.boxes.decode):
-    1 (SPEC §5.2 and YOGO 1.0.1; the default) or 2 (--neighbour-cells: neighbour cells
-    predict objects too)."""
+    neighbour_cells: bool = False
+    """Trained with --neighbour-cells: large objects' neighbour cells predict them too, so
+    centres decode up to half a cell beyond their cell (yogo.model.boxes.decode); off: inside
+    it, as YOGO 1.0.1. Files store it as `centre_range`, the reach in cells: 2 or 1."""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def centre_range(self) -> float:
+        """How `neighbour_cells` is stored in checkpoints and ONNX metadata."""
+        return 2.0 if self.neighbour_cells else 1.0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -78,7 +83,7 @@ class ModelConfig:
             (int(d["image_hw"][0]), int(d["image_hw"][1])),
             float(d["anchor_w"]),
             float(d["anchor_h"]),
-            float(d.get("centre_range", 1.0)),  # absent before neighbour cells: 1
+            float(d.get("centre_range", 1.0)) > 1,  # absent before neighbour cells: 1
         )
 
 
@@ -172,9 +177,9 @@ class YOGO(nn.Module):
         return self.decode(self(images))
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        """This model's raw output decoded (its anchor and centre range;
+        """This model's raw output decoded (its anchor and neighbour cells;
         yogo.model.boxes.decode)."""
-        return decode(raw, self.anchors[0], self.anchors[1], self.config.centre_range)
+        return decode(raw, self.anchors[0], self.anchors[1], self.config.neighbour_cells)
 
     def init_output_priors(self, object_fraction: float, class_frequencies: torch.Tensor) -> None:
         """Start the output layer at the data's priors: objectness at the fraction of cells

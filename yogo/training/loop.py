@@ -36,13 +36,13 @@ from yogo.errors import Interrupted, RunError, display_path
 from yogo.evaluation.evaluate import evaluate_model, evaluate_sharded
 from yogo.evaluation.plots import first_frames, plot_evaluation, plot_train_batch
 from yogo.log import progress, set_console_rank
-from yogo.model.boxes import build_targets
 from yogo.model.checkpoint import (
     Checkpoint,
     checkpoint_payload,
     load_checkpoint,
     save_checkpoint,
 )
+from yogo.model.loss import forward_loss
 from yogo.signals import StopRequest, requeue_slurm_job
 from yogo.training.report import (
     PER_CLASS,
@@ -154,7 +154,6 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
     assert cfg.batch_size is not None
     run.data.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
     batches_per_epoch = len(run.data.train_loader) + first
-    grid, reach = run.model.config.grid, run.model.config.centre_range
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     data_wait, epoch_start = 0.0, time.perf_counter()
     wait_start = time.perf_counter()
@@ -169,17 +168,14 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
                 batch.images.numpy(), batch.labels.numpy(), run.class_names,
                 run.dir / "train_batch.png",
             )  # fmt: skip
-        images = batch.images.to(device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = build_targets(batch.labels, len(images), grid, device, neighbours=reach > 1)
+        images = run.images(batch)
         stepping = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
         compiling = cfg.compile and not run.compiled
         step_start = time.perf_counter()
         with gradient_sync(run.net, stepping):
-            with run.autocast():
-                raw = run.net(images)
-            parts = run.loss_fn(raw, targets, run.model.anchors, reach)
+            _, parts = forward_loss(
+                run.net, run.model, run.loss_fn, images, batch.labels, run.autocast
+            )
             nonfinite |= ~torch.isfinite(parts["loss"].detach())
             run.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
         if compiling:  # the first pass compiles: reported, and left out of images/s

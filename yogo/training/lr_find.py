@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from yogo.config import TrainConfig
 from yogo.data.loader import Loaders
 from yogo.dist import setup_process, teardown
 from yogo.errors import UserError
 from yogo.evaluation.plots import save_picture
-from yogo.model.boxes import build_targets
+from yogo.model.loss import forward_loss
 from yogo.training.setup import Run, setup
 
 log = logging.getLogger(__name__)
@@ -78,8 +77,6 @@ def lr_find(
 
 
 def _range_test(run: Run, steps: int, start_lr: float, end_lr: float) -> LRFindResult:
-    device = run.ctx.device
-    grid, reach = run.model.config.grid, run.model.config.centre_range
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
     losses: list[float] = []
     smoothed: list[float] = []
@@ -88,13 +85,10 @@ def _range_test(run: Run, steps: int, start_lr: float, end_lr: float) -> LRFindR
     for lr, batch in zip(lrs.tolist(), _batches(run), strict=False):
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        images = batch.images.to(device, non_blocking=True)
-        if run.cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = build_targets(batch.labels, len(images), grid, device, reach > 1)
-        with run.autocast():
-            raw = run.net(images)
-        loss = run.loss_fn(raw, targets, run.model.anchors, reach)["loss"]
+        _, parts = forward_loss(
+            run.net, run.model, run.loss_fn, run.images(batch), batch.labels, run.autocast
+        )
+        loss = parts["loss"]
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)

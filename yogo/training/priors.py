@@ -51,7 +51,7 @@ def make_model(
         image_hw=(int(image_hw[0]), int(image_hw[1])),
         anchor_w=cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean()),
         anchor_h=cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean()),
-        centre_range=2.0 if cfg.neighbour_cells else 1.0,
+        neighbour_cells=cfg.neighbour_cells,
     )
     model = build_model(config)
     _init_priors(model, train, weights)
@@ -100,7 +100,7 @@ def _from_pretrained(
         f"{config.channels} channel(s), normalize_images={config.normalize_images}, "
         f"image {config.image_hw[0]}x{config.image_hw[1]}, anchor "
         f"{config.anchor_w:.4f} x {config.anchor_h:.4f}, "
-        + ("neighbour cells" if config.centre_range > 1 else "centre cell only")
+        + ("neighbour cells" if config.neighbour_cells else "centre cell only")
     )
     return model
 
@@ -113,7 +113,7 @@ def _warn_ignored(cfg: TrainConfig, old: ModelConfig) -> None:
         "normalize_images": (cfg.normalize_images, old.normalize_images),
         "anchor_w": (cfg.anchor_w, old.anchor_w),
         "anchor_h": (cfg.anchor_h, old.anchor_h),
-        "neighbour_cells": (cfg.neighbour_cells, old.centre_range > 1),
+        "neighbour_cells": (cfg.neighbour_cells, old.neighbour_cells),
     }
     defaults = TrainConfig(ddf="")
     ignored = [

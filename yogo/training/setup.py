@@ -30,7 +30,7 @@ from yogo.config import (
     default_learning_rate,
 )
 from yogo.data.index import INDEX_NAME
-from yogo.data.loader import Loaders
+from yogo.data.loader import Batch, Loaders
 from yogo.data.scan import LabelledSample
 from yogo.data.setup import Data, load_splits, make_data
 from yogo.ddf import DatasetDefinition
@@ -82,6 +82,13 @@ class Run:
         """What validation, best.pth and export see: the average when there is one (SWA's
         from the first epoch it averages)."""
         return self.ema.model if self.ema is not None and self.ema.updates else self.model
+
+    def images(self, batch: Batch) -> torch.Tensor:
+        """A batch's images on this process's device, in the run's memory order."""
+        images = batch.images.to(self.ctx.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def swa_due(self, epoch: int) -> bool:
         """Whether epoch `epoch`'s final weights go into the SWA average."""
@@ -217,7 +224,7 @@ def resolved_config(
         normalize_images=m.normalize_images,
         anchor_w=m.anchor_w,
         anchor_h=m.anchor_h,
-        neighbour_cells=m.centre_range > 1,
+        neighbour_cells=m.neighbour_cells,
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
