@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yogo.config import AUGMENT_STRENGTHS, TrainConfig
+from yogo.config import AUGMENT_STRENGTHS, ResolvedTrainConfig, TrainConfig
 from yogo.data.loader import Loaders
 from yogo.data.scan import LabelledSample
 from yogo.data.setup import load_splits, make_data
@@ -69,7 +69,7 @@ def main() -> None:
     for name in (*AUGMENT_STRENGTHS, "copy_paste"):  # strengths as `yogo train` takes them
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=0.0)
     args = parser.parse_args()
-    cfg = TrainConfig(
+    cfg = ResolvedTrainConfig(
         ddf=args.ddf,
         batch_size=args.batch_size,
         cache=args.cache,

@@ -1,5 +1,5 @@
 """`yogo check`: the whole-dataset scan (data/scan.py) and its report (data/report.py)
-(SPEC §3.3, §3.4)."""
+."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `yogo` command line: exit codes, messages, `check --json`, `synth` (SPEC §1, §3.4, §10)."""
+"""The `yogo` command line: exit codes, messages, `check --json`, `synth`."""
 
 from __future__ import annotations
 

@@ -10,15 +10,19 @@ from typing import Any
 import pytest
 import typer
 from ruamel.yaml import YAML
+from typer.testing import CliRunner
 
 from yogo.cli import app
 from yogo.config import (
+    BadLabelsPolicy,
     CheckConfig,
     ExportConfig,
     InferConfig,
     SynthConfig,
     TestConfig,
     TrainConfig,
+    choices,
+    field_docs,
 )
 from yogo.errors import UserError
 
@@ -56,6 +60,37 @@ def test_every_flag_is_a_setting_with_the_settings_default(command: str) -> None
             continue  # required: an argument of the command
         got = params[name].default
         assert _plain(got) == _plain(expected), f"{command} --{name.replace('_', '-')}"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_flag_of_a_setting_shows_its_docstring_as_help(command: str) -> None:
+    """The field's docstring is the one help text: a setting without one, or a flag whose
+    help says something else, fails."""
+    settings, _ = COMMANDS[command]
+    docs = field_docs(settings)
+    missing = [f.name for f in dataclasses.fields(settings) if not docs.get(f.name)]
+    assert missing == [], f"{settings.__name__} fields without a docstring"
+    group = typer.main.get_command(app)
+    for param in group.commands[command].params:  # type: ignore[attr-defined]
+        if param.name in docs:
+            assert param.help == docs[param.name], f"yogo {command} {param.name}"
+
+
+def test_each_choice_is_written_once_and_checked_by_its_type() -> None:
+    """A Literal setting's values are its `--help` metavar and its check's message."""
+    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"]).output.split())
+    assert "--precision auto|32|bf16|fp16" in help_text
+    with pytest.raises(UserError, match="--obj-loss must be mse or bce, got 'l1'"):
+        TrainConfig(ddf="x.yml", obj_loss="l1").require_valid()  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="--split must be test, val or train, got 'dev'"):
+        TestConfig(checkpoint="a.pth", ddf="x.yml", split="dev").require_valid()  # type: ignore[arg-type]
+    assert choices(BadLabelsPolicy) == ("error", "drop", "clip")
+
+
+def test_the_model_flag_names_every_registered_network() -> None:
+    from yogo.model.network import MODELS
+
+    assert all(name in field_docs(TrainConfig)["model"] for name in MODELS)
 
 
 def test_write_dataset_takes_the_synth_settings_and_their_defaults() -> None:

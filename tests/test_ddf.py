@@ -1,4 +1,4 @@
-"""Dataset definition files (SPEC §2): every rule, with the message a user would read."""
+"""Dataset definition files: every rule, with the message a user would read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Images (SPEC §3.2): lookup by stem, headers, 8/16-bit gray/RGB decoding to uint8."""
+"""Images: lookup by stem, headers, 8/16-bit gray/RGB decoding to uint8."""
 
 from __future__ import annotations
 

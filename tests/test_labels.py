@@ -1,4 +1,4 @@
-"""Label files (SPEC §3.1, §3.3): accepted row forms, every problem, the bad-labels policy."""
+"""Label files: accepted row forms, every problem, the bad-labels policy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The loss (SPEC §5.3) on hand-made cases: every weight takes effect."""
+"""The loss on hand-made cases: every weight takes effect."""
 
 from __future__ import annotations
 

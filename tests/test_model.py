@@ -1,4 +1,4 @@
-"""The model family (SPEC §5.1-5.2) and YOGO 1.0.1 checkpoints (§5.4)."""
+"""The model family and YOGO 1.0.1 checkpoints."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_unknown_model_name_is_a_user_error() -> None:
 
 
 def test_yogo_v1_checkpoint_reproduces_its_output() -> None:
-    """SPEC §5.4. Every channel matches to 1e-4. Widths and heights, where exp() amplifies raw
+    """Every channel matches to 1e-4. Widths and heights, where exp() amplifies raw
     values up to 80 into numbers up to 3e33, match to 1e-3 relative: the reference itself
     differs from an exact (float64) evaluation by 3.6e-4 there (docs/design.md)."""
     model, info = load_model(FIXTURE / "base_model_7cls_772x1032.pth")

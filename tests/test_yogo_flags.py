@@ -1,5 +1,5 @@
-"""Every flag of YOGO 1.0.1's train, test, export and infer is accepted with its meaning (SPEC
-§0, §1): sbatch lines written for YOGO keep working. Each command runs once for real with
+"""Every flag of YOGO 1.0.1's train, test, export and infer is accepted with its meaning:
+sbatch lines written for YOGO keep working. Each command runs once for real with
 YOGO's flags, and what each flag means is checked in what the command wrote."""
 
 from __future__ import annotations

@@ -9,11 +9,14 @@ traceback only when YOGO_DEBUG=1; anything else is a bug or a runtime failure an
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +31,8 @@ from yogo.config import (
     SynthConfig,
     TestConfig,
     TrainConfig,
+    choices,
+    field_docs,
     load_config,
 )
 from yogo.errors import Interrupted, RunError, UserError, display_path
@@ -87,37 +92,116 @@ class _Command(TyperCommand):
         return super().parse_args(ctx, args)
 
 
-# Options that take several values (`--classes a b c`), as YOGO's argparse flags did. Click
-# options take one value each, so `main` rewrites `--classes a b c` to repeated options.
-VARIADIC_OPTIONS = ("--class-names", "--classes", "--tags")
+SETTINGS = (CheckConfig, TrainConfig, TestConfig, ExportConfig, InferConfig, SynthConfig)
 
 
-def _unset(help_text: str, *names: str, metavar: str | None = None) -> Any:
-    """An option whose unset value (None) the command decides: no "[default: None]"."""
-    return typer.Option(*names, help=help_text, show_default=False, metavar=metavar)
+def with_settings(
+    settings: type, *, optional: tuple[str, ...] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one parameter per field of `settings` (yogo.config), after its own
+    (`ctx` and flags that are not settings): the field's docstring is the help text, its
+    type the option's (a Literal's choices are the metavar), `yogo.config.option` its short
+    flags, aliases, metavar or position. `optional` names arguments the command may lack."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.name != "ctx" else p
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.kind != inspect.Parameter.VAR_KEYWORD
+        ]
+        fields = [_parameter(settings, f, f.name in optional) for f in dataclasses.fields(settings)]
+        arguments = [p for p in fields if p.default is inspect.Parameter.empty]
+        # ctx, arguments, the command's own options, then the settings (typer lists them so).
+        command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [own[0], *arguments, *own[1:], *[p for p in fields if p not in arguments]]
+        )
+        return command
+
+    return decorate
 
 
-def _as_typed(values: Sequence[object]) -> str:
-    """A default of several values as it is typed (`192 256`), not as typer shows it."""
-    return " ".join(str(v) for v in values)
+def _parameter(settings: type, f: dataclasses.Field[Any], optional: bool) -> inspect.Parameter:
+    cli = f.metadata.get("cli", {})
+    doc = field_docs(settings).get(f.name)
+    if not doc:
+        raise TypeError(f"{settings.__name__}.{f.name} has no docstring (its --help text)")
+    kind, metavar = _cli_type(typing.get_type_hints(settings)[f.name], cli)
+    if cli.get("argument"):
+        info: Any = typer.Argument(help=doc, metavar=metavar, show_default=False)
+        default = None if optional else inspect.Parameter.empty
+        return inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[kind | None if optional else kind, info],
+        )
+    default = None if f.default is dataclasses.MISSING else f.default
+    shown: bool | str = default is not None
+    if isinstance(default, tuple | list):
+        shown = " ".join(str(v) for v in default)  # as it is typed
+    info = typer.Option(*cli.get("flags", ()), help=doc, metavar=metavar, show_default=shown)
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, info]
+    )
 
 
-# Options several commands share. Defaults come from each command's settings (yogo.config).
-SplitOverride = Annotated[
-    tuple[float, float, float] | None,
-    _unset("Re-split all data into these fractions.", metavar="TRAIN VAL TEST"),
-]
-Device = Annotated[str | None, _unset("cpu, cuda or cuda:N (default: cuda if available).")]
-NumWorkers = Annotated[
-    int | None, _unset("Loader processes (default: this process's share of the CPUs).")
-]
-BadLabels = Annotated[str, typer.Option(help="error, drop or clip (docs/check.md).")]
-MinLabelConfidence = Annotated[
-    float,
-    typer.Option(
-        help="Leave out label rows whose 6th column (a confidence: machine labels) is below this."
-    ),
-]
+def _cli_type(annotation: Any, cli: dict[str, Any]) -> tuple[Any, str | None]:
+    """The command-line type of a setting's type, and its metavar."""
+    metavar = cli.get("metavar")
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else annotation
+    if cli.get("comma"):
+        kind: Any = str
+    elif choices(base):
+        kind, metavar = str, metavar or "|".join(choices(base))
+    elif typing.get_origin(base) in (list, tuple):
+        element = typing.get_args(base)[0]
+        words = (metavar or "").split()
+        if len(words) > 1 and not words[-1].endswith("..."):
+            kind = tuple[(element,) * len(words)]  # type: ignore[misc]
+        else:
+            kind = list[element]  # type: ignore[valid-type]
+    else:
+        kind = base
+    return (kind | None if optional else kind), metavar
+
+
+def _given(ctx: typer.Context, settings: type) -> dict[str, Any]:
+    """The settings the user gave on the command line, as `settings` values (paths as text,
+    several values as the field's list or tuple, comma-separated text split); settings left
+    out are not passed, so the config's defaults apply."""
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    hints = typing.get_type_hints(settings)
+    given = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if name not in fields or source is None or source.name != "COMMANDLINE":
+            continue
+        if fields[name].metadata.get("cli", {}).get("comma"):
+            value = _split(value, name, hints[name])
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple | list):
+            origin = next(
+                typing.get_origin(a)
+                for a in (hints[name], *typing.get_args(hints[name]))
+                if typing.get_origin(a) in (list, tuple)
+            )
+            value = origin(value)
+        given[name] = value
+    return given
+
+
+def _split(text: str, name: str, annotation: Any) -> list[Any]:
+    """`1,0.5,0.25` as the list of numbers (or of names) a comma-separated setting holds."""
+    numbers = "float" in str(annotation)
+    try:
+        return [float(v) if numbers else v.strip() for v in text.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--{name.replace('_', '-')} must be comma-separated numbers, got '{text}'"
+        ) from None
 
 
 def _version(value: bool) -> None:
@@ -137,27 +221,15 @@ def _root(
 
 
 @app.command(cls=_Command)
+@with_settings(CheckConfig)
 def check(
     ctx: typer.Context,
-    ddf: Annotated[str, typer.Argument(help="Dataset definition file (YAML).", metavar="DDF")],
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Also write the report as JSON to this file ('-': stdout)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
-    image_hw: Annotated[
-        tuple[int, int] | None,
-        _unset(
-            "Model input size for the grid-collision count (default: first train image).",
-            metavar="H W",
-        ),
-    ] = None,
-    bad_labels: BadLabels = CheckConfig.bad_labels,
-    min_label_confidence: MinLabelConfidence = CheckConfig.min_label_confidence,
-    decode: Annotated[
-        bool, typer.Option(help="Also decode every image fully, on all cores (slow).")
-    ] = CheckConfig.decode,
-    dataset_split_override: SplitOverride = None,
+    **settings: Any,
 ) -> None:
     """Validate a dataset without training: counts, sizes, anchor, collisions, every problem.
 
@@ -166,9 +238,9 @@ def check(
     from yogo.dataset_check import check as check_dataset
     from yogo.dataset_check import format_report
 
-    cfg = CheckConfig(**_given(ctx, "json_path", "force"))
+    cfg = CheckConfig(**_given(ctx, CheckConfig))
     cfg.require_valid()
-    _require_json_output(json_path, force, [Path(ddf)])
+    _require_json_output(json_path, force, [Path(cfg.ddf)])
     report = check_dataset(cfg)
     typer.echo(format_report(report), err=_json_to_stdout(json_path))
     _write_json(json_path, report)
@@ -176,194 +248,19 @@ def check(
         raise typer.Exit(2)
 
 
-@app.command(cls=_Command, context_settings={"show_default": True})
+@app.command(cls=_Command)
+@with_settings(TrainConfig, optional=("ddf",))
 def train(
     ctx: typer.Context,
-    ddf: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Dataset definition file (optional with --config).",
-            show_default=False,
-            metavar="DDF",
-        ),
-    ] = None,
     config: Annotated[
-        Path | None, _unset("A run's config.yaml: repeat that run; flags given here override it.")
-    ] = None,
-    resume: Annotated[
-        str | None,
-        _unset("Continue an unfinished run: its last.pth, or 'auto' (the run named --name)."),
-    ] = None,
-    from_pretrained: Annotated[
-        Path | None, _unset("Start from this checkpoint (yogo or YOGO 1.0.1 .pth).")
-    ] = None,
-    dataset_split_override: SplitOverride = None,
-    batch_size: Annotated[
-        int | None,
-        _unset(
-            "Images per step (default: 64; fewer for small training sets, see docs).",
-            "-bs",
-            "--batch-size",
+        Path | None,
+        typer.Option(
+            help="A run's config.yaml: repeat that run; flags given here override it.",
+            show_default=False,
         ),
     ] = None,
-    learning_rate: Annotated[
-        float | None,
-        _unset(
-            "Peak learning rate (default: 1e-3 for runs up to 1,000 steps, 3e-4 from 10,000).",
-            "-lr",
-            "--learning-rate",
-            "--lr",
-        ),
-    ] = None,
-    lr_decay_factor: Annotated[
-        float, typer.Option(help="Cosine decay to lr / factor.")
-    ] = TrainConfig.lr_decay_factor,
-    label_smoothing: Annotated[
-        float, typer.Option(help="Label smoothing of the class term.")
-    ] = TrainConfig.label_smoothing,
-    weight_decay: Annotated[
-        float,
-        typer.Option("-wd", "--weight-decay", help="AdamW weight decay (not on biases or norms)."),
-    ] = TrainConfig.weight_decay,
-    epochs: Annotated[
-        int, typer.Option(help="Passes over the training split.")
-    ] = TrainConfig.epochs,
-    no_obj_weight: Annotated[
-        float, typer.Option(help="Objectness weight on empty cells.")
-    ] = TrainConfig.no_obj_weight,
-    iou_weight: Annotated[
-        float, typer.Option(help="Weight of the box (CIoU) term.")
-    ] = TrainConfig.iou_weight,
-    classify_weight: Annotated[
-        float, typer.Option(help="Weight of the class term.")
-    ] = TrainConfig.classify_weight,
-    normalize_images: Annotated[
-        bool, typer.Option(help="Divide pixels by 255 inside the model.")
-    ] = TrainConfig.normalize_images,
-    image_hw: Annotated[
-        tuple[int, int] | None,
-        _unset("Model input size (default: first training image).", metavar="H W"),
-    ] = None,
-    anchor_w: Annotated[float | None, _unset("Anchor width (default: mean box width).")] = None,
-    anchor_h: Annotated[float | None, _unset("Anchor height (default: mean box height).")] = None,
-    neighbour_cells: Annotated[
-        bool,
-        typer.Option(help="Objects >= 2 cells wide also train the neighbour cells they cover."),
-    ] = TrainConfig.neighbour_cells,
-    rgb_images: Annotated[
-        bool, typer.Option(help="Three input channels.")
-    ] = TrainConfig.rgb_images,
-    model: Annotated[str, typer.Option(help="Network from the registry.")] = TrainConfig.model,
     half: Annotated[bool, typer.Option(help="Same as --precision fp16.")] = False,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16 where the GPU/CPU has native bf16, else 32), 32, bf16, fp16."
-        ),
-    ] = TrainConfig.precision,
-    channels_last: Annotated[
-        bool, typer.Option(help="Channels-last memory order (faster convolutions).")
-    ] = TrainConfig.channels_last,
-    compile: Annotated[
-        bool, typer.Option(help="torch.compile the network (compile time not in images/s).")
-    ] = TrainConfig.compile,
-    device: Device = None,
-    output_dir: Annotated[str, typer.Option(help="Run folders go here.")] = TrainConfig.output_dir,
-    name: Annotated[str | None, _unset("Run name (default: time and DDF name).")] = None,
-    note: Annotated[str | None, _unset("A note for the W&B run.")] = None,
-    tags: Annotated[
-        list[str] | None, _unset("Tags for the W&B run (--tags a b c).", metavar="TAG...")
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Random seed (weights, shuffling, augmentation).")
-    ] = TrainConfig.seed,
-    num_workers: NumWorkers = None,
-    cache: Annotated[
-        str,
-        typer.Option(
-            help="Keep decoded frames for later epochs: auto (RAM if they fit half the free "
-            "memory, else disk), ram, disk or none."
-        ),
-    ] = TrainConfig.cache,
-    ema: Annotated[bool, typer.Option(help="Keep an average of the weights.")] = TrainConfig.ema,
-    swa_epochs: Annotated[
-        int, typer.Option(help="Average the weights of the last N epochs (0: off).")
-    ] = TrainConfig.swa_epochs,
-    dist_timeout: Annotated[
-        float, typer.Option(help="Seconds a process waits for the others (dead/hung rank).")
-    ] = TrainConfig.dist_timeout,
-    val_every: Annotated[
-        int, typer.Option(help="Validate every N epochs.")
-    ] = TrainConfig.val_every,
-    patience: Annotated[
-        int | None,
-        _unset("Stop after N validations without a better val mAP@0.5 (default: off)."),
-    ] = None,
-    obj_thresh: Annotated[
-        float, typer.Option(help="Objectness threshold for validation P/R/F1.")
-    ] = TrainConfig.obj_thresh,
-    iou_thresh: Annotated[
-        float, typer.Option(help="NMS IoU threshold in validation.")
-    ] = TrainConfig.iou_thresh,
-    warmup_epochs: Annotated[
-        float, typer.Option(help="Linear learning-rate warm-up from 0 over this many epochs.")
-    ] = TrainConfig.warmup_epochs,
-    grad_clip: Annotated[float | None, _unset("Clip the gradient norm.")] = None,
-    grad_accum: Annotated[
-        int, typer.Option(help="Batches per optimizer step.")
-    ] = TrainConfig.grad_accum,
-    subsample: Annotated[float | None, _unset("Use this fraction of each split.")] = None,
-    class_weights: Annotated[
-        str, typer.Option(help="auto (balanced), none, or w0,w1,... for the class term.")
-    ] = TrainConfig.class_weights,
-    obj_loss: Annotated[
-        str, typer.Option(help="Objectness loss: mse (YOGO 1.0.1's) or bce.")
-    ] = TrainConfig.obj_loss,
-    obj_target: Annotated[
-        str, typer.Option(help="Objectness target of object cells: one, or iou (box fit).")
-    ] = TrainConfig.obj_target,
-    bad_labels: BadLabels = TrainConfig.bad_labels,
-    min_label_confidence: MinLabelConfidence = TrainConfig.min_label_confidence,
-    copy_paste: Annotated[
-        float,
-        typer.Option(help="Chance a train frame gets pasted objects (thumbnails, else rare ones)."),
-    ] = TrainConfig.copy_paste,
-    sampler: Annotated[
-        str, typer.Option(help="random, or balanced (frames with rare classes more often).")
-    ] = TrainConfig.sampler,
-    augment: Annotated[
-        bool, typer.Option(help="Augment train: flips, rotations, the strengths below.")
-    ] = TrainConfig.augment,
-    augment_translate: Annotated[
-        float, typer.Option(help="Largest shift, fraction of the frame's sides (0: off).")
-    ] = TrainConfig.augment_translate,
-    augment_scale: Annotated[
-        float, typer.Option(help="Largest zoom: 0.1 draws a factor in [0.9, 1.1] (0: off).")
-    ] = TrainConfig.augment_scale,
-    augment_brightness: Annotated[
-        float, typer.Option(help="Largest brightness change, fraction of the grey range.")
-    ] = TrainConfig.augment_brightness,
-    augment_contrast: Annotated[
-        float, typer.Option(help="Largest contrast change: 0.2 draws a factor in [0.8, 1.2].")
-    ] = TrainConfig.augment_contrast,
-    augment_gamma: Annotated[
-        float, typer.Option(help="Largest gamma change: 0.2 draws gamma in [exp(-0.2), exp(0.2)].")
-    ] = TrainConfig.augment_gamma,
-    augment_blur: Annotated[
-        float, typer.Option(help="Largest Gaussian blur sigma, in model-input pixels.")
-    ] = TrainConfig.augment_blur,
-    augment_noise: Annotated[
-        float, typer.Option(help="Largest Gaussian noise std, in grey levels.")
-    ] = TrainConfig.augment_noise,
-    wandb: Annotated[
-        bool | None, _unset("Log to W&B (default: on with credentials, else offline).")
-    ] = None,
-    wandb_entity: Annotated[
-        str | None, _unset("W&B team or user (default: $WANDB_ENTITY, else your default).")
-    ] = None,
-    wandb_project: Annotated[
-        str | None, _unset("W&B project (default: $WANDB_PROJECT, else yogo).")
-    ] = None,
+    **settings: Any,
 ) -> None:
     """Train a detector; every value used is saved in the run folder."""
     from yogo.dist import slurm_job_id
@@ -375,7 +272,7 @@ def train(
         base = load_config(config).to_dict()
         base["name"] = None  # a repeat is a new run
         values = {**base, **given}
-    elif ddf is None and resume is None:
+    elif "ddf" not in given and "resume" not in given:
         raise UserError("give a dataset definition file (DDF), or --config RUN/config.yaml")
     job = slurm_job_id()
     if job is not None:
@@ -391,7 +288,7 @@ def train(
 
 def _train_flags(ctx: typer.Context) -> dict[str, Any]:
     """The train flags given, as TrainConfig values (`--half` is `--precision fp16`)."""
-    given = _given(ctx, "config", "half")
+    given = _given(ctx, TrainConfig)
     if ctx.params.get("half") and "precision" not in given:
         given["precision"] = "fp16"
     return given
@@ -409,7 +306,11 @@ def lr_find_command(
     start_lr: Annotated[float, typer.Option(help="Learning rate of the first step.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Learning rate of the last step.")] = 1.0,
     plot: Annotated[
-        str | None, _unset("Where to write the picture (default: OUTPUT_DIR/lr_find.png).")
+        str | None,
+        typer.Option(
+            help="Where to write the picture (default: OUTPUT_DIR/lr_find.png).",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing picture.")] = False,
 ) -> None:
@@ -434,113 +335,40 @@ def lr_find_command(
 
 
 @app.command(name="test", cls=_Command)
+@with_settings(TestConfig)
 def test_command(
     ctx: typer.Context,
-    checkpoint: Annotated[
-        str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).", metavar="CHECKPOINT")
-    ],
-    ddf: Annotated[str, typer.Argument(help="Dataset definition file.", metavar="DDF")],
-    split: Annotated[str, typer.Option(help="test, val or train.")] = TestConfig.split,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Also write the report as JSON to this file ('-': stdout)."),
     ] = None,
-    force: Annotated[
-        bool, typer.Option(help="Replace existing --json and --plots files.")
-    ] = TestConfig.force,
-    obj_thresh: Annotated[
-        float, typer.Option(help="Objectness threshold for P/R/F1.")
-    ] = TestConfig.obj_thresh,
-    iou_thresh: Annotated[float, typer.Option(help="NMS IoU threshold.")] = TestConfig.iou_thresh,
-    batch_size: Annotated[
-        int, typer.Option("-bs", "--batch-size", help="Images per batch.")
-    ] = TestConfig.batch_size,
-    device: Device = None,
-    bad_labels: BadLabels = TestConfig.bad_labels,
-    dataset_split_override: SplitOverride = None,
-    num_workers: NumWorkers = None,
-    include_background: Annotated[
-        bool, typer.Option(help="Show the confusion matrix's background row and column.")
-    ] = TestConfig.include_background,
-    include_mAP: Annotated[
-        bool,
-        typer.Option(
-            "--include-mAP/--no-include-mAP",
-            help="Accepted for YOGO 1.0.1 lines: AP and mAP are always computed.",
-        ),
-    ] = TestConfig.include_mAP,
     dump_to_disk: Annotated[
         bool, typer.Option(help="Write the report to test_metrics.json (unless --json).")
     ] = False,
-    wandb: Annotated[
-        bool, typer.Option(help="Log the results to W&B (a new run).")
-    ] = TestConfig.wandb,
-    wandb_entity: Annotated[str | None, _unset("W&B entity (default: WANDB_ENTITY).")] = None,
-    wandb_project: Annotated[
-        str | None, _unset("W&B project (default: WANDB_PROJECT, else yogo).")
-    ] = None,
-    wandb_resume_id: Annotated[
-        str | None, _unset("Append the results to this W&B run (a training run's id).")
-    ] = None,
-    note: Annotated[str | None, _unset("A note for the W&B run and the JSON report.")] = None,
-    tags: Annotated[
-        list[str] | None, _unset("Tags for the W&B run and the JSON report.", metavar="TAG...")
-    ] = None,
-    plots: Annotated[
-        str | None,
-        _unset("Write the pictures (PR, P/R/F1 curves, confusion matrix, AP) into this folder."),
-    ] = None,
-    worst: Annotated[
-        int | None,
-        _unset(
-            "Draw the N frames with the most missed plus extra objects (into --plots).", metavar="N"
-        ),
-    ] = None,
+    **settings: Any,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
     from yogo.evaluation.testing import format_test_report, test
 
-    cfg = TestConfig(**_given(ctx, "json_path", "dump_to_disk"))
+    cfg = TestConfig(**_given(ctx, TestConfig))
     cfg.require_valid()
     if dump_to_disk and json_path is None:
         json_path = Path("test_metrics.json")  # YOGO 1.0.1 wrote test_metrics.pkl here
-    _require_json_output(json_path, force, [Path(checkpoint), Path(ddf)])
+    _require_json_output(json_path, cfg.force, [Path(cfg.checkpoint), Path(cfg.ddf)])
     report = test(cfg)
     text = format_test_report(report, cfg.include_background)
     typer.echo(text, err=_json_to_stdout(json_path))
     _write_json(json_path, report)
 
 
-@app.command(cls=_Command, context_settings={"show_default": True})
-def export(
-    ctx: typer.Context,
-    checkpoint: Annotated[
-        str, typer.Argument(help="A .pth checkpoint (yogo or YOGO 1.0.1).", metavar="CHECKPOINT")
-    ],
-    output_filename: Annotated[
-        str | None,
-        typer.Option(
-            help="Where to write (default: the checkpoint with .onnx).", show_default=False
-        ),
-    ] = None,
-    crop_height: Annotated[
-        float | None,
-        typer.Option(help="Run on the centred band of round(F * H) rows.", show_default=False),
-    ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = ExportConfig.opset,
-    dynamic_batch: Annotated[
-        bool, typer.Option(help="Any batch size (else 1).")
-    ] = ExportConfig.dynamic_batch,
-    simplify: Annotated[
-        bool, typer.Option(help="Simplify the graph (onnxslim) when that makes it smaller.")
-    ] = ExportConfig.simplify,
-    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = ExportConfig.force,
-) -> None:
+@app.command(cls=_Command)
+@with_settings(ExportConfig)
+def export(ctx: typer.Context, **settings: Any) -> None:
     """Write an ONNX model (uint8 frames in, decoded predictions out), verified with
     onnxruntime against PyTorch before it is kept."""
     from yogo.deploy.export import export_onnx
 
-    result = export_onnx(ExportConfig(**_given(ctx)))
+    result = export_onnx(ExportConfig(**_given(ctx, ExportConfig)))
     typer.echo(
         f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
         f"output predictions {list(result.output_shape)}\n"
@@ -557,124 +385,30 @@ def export(
         )
 
 
-@app.command(cls=_Command, context_settings={"show_default": True})
-def infer(
-    ctx: typer.Context,
-    model: Annotated[
-        str, typer.Argument(help="A .pth checkpoint or an exported .onnx.", metavar="MODEL")
-    ],
-    path_to_images: Annotated[
-        str | None,
-        _unset(
-            "An image, or a folder of PNG/JPEG/TIFF/BMP images.",
-            "--path-to-images",
-            "--path-to-image",
-        ),
-    ] = None,
-    path_to_zarr: Annotated[
-        str | None, _unset("A zarr store of frames (a folder or a .zip).")
-    ] = None,
-    zarr_layout: Annotated[
-        str, typer.Option(help="Axes of a zarr array: auto, hwn (YOGO's), nhw or nhwc.")
-    ] = InferConfig.zarr_layout,
-    output_dir: Annotated[str, typer.Option(help="Results go here.")] = InferConfig.output_dir,
-    save_preds: Annotated[
-        bool,
-        typer.Option(
-            help="labels/*.txt (class xc yc w h confidence) and a ddf.yml that trains on them."
-        ),
-    ] = InferConfig.save_preds,
-    split_fractions: Annotated[
-        tuple[float, float, float],
-        typer.Option(
-            help="Split fractions of the --save-preds ddf.yml.",
-            metavar="TRAIN VAL TEST",
-            show_default=_as_typed(InferConfig.split_fractions),
-        ),
-    ] = InferConfig.split_fractions,
-    draw_boxes: Annotated[
-        bool, typer.Option(help="boxes/*: the frames with their boxes.")
-    ] = InferConfig.draw_boxes,
-    output_img_filetype: Annotated[
-        str, typer.Option(help="File type of --draw-boxes images: png, tif or tiff.")
-    ] = InferConfig.output_img_filetype,
-    line_width: Annotated[
-        int | None, _unset("Box lines of --draw-boxes images in px (default: from the size).")
-    ] = None,
-    hide_labels: Annotated[
-        bool, typer.Option(help="--draw-boxes without class names (a legend names colours).")
-    ] = InferConfig.hide_labels,
-    hide_conf: Annotated[
-        bool, typer.Option(help="--draw-boxes without scores.")
-    ] = InferConfig.hide_conf,
-    count: Annotated[
-        bool, typer.Option(help="Print per-class totals; write counts.csv.")
-    ] = InferConfig.count,
-    save_npy: Annotated[
-        bool, typer.Option(help="One .npy array of every detection, as YOGO 1.0.1 wrote.")
-    ] = InferConfig.save_npy,
-    label_studio: Annotated[
-        str | None,
-        _unset("Write Label Studio tasks with the detections as pre-annotations (JSON file)."),
-    ] = None,
-    label_studio_url_prefix: Annotated[
-        str | None,
-        _unset("Image URLs in the tasks start with this (default: Label Studio local files)."),
-    ] = None,
-    recursive: Annotated[
-        bool, typer.Option(help="Also look in sub-folders.")
-    ] = InferConfig.recursive,
-    obj_thresh: Annotated[float, typer.Option(help="Minimum objectness.")] = InferConfig.obj_thresh,
-    iou_thresh: Annotated[
-        float, typer.Option(help="Class-agnostic NMS IoU.")
-    ] = InferConfig.iou_thresh,
-    min_class_confidence_threshold: Annotated[
-        float, typer.Option(help="Minimum class probability.")
-    ] = InferConfig.min_class_confidence_threshold,
-    batch_size: Annotated[
-        int, typer.Option("-bs", "--batch-size", help="Images per batch.")
-    ] = InferConfig.batch_size,
-    device: Device = None,
-    half: Annotated[
-        bool, typer.Option(help="Reduced precision: fp16 on a GPU, bf16 on a CPU (.pth).")
-    ] = InferConfig.half,
-    crop_height: Annotated[
-        float | None, _unset("Run on the centred band of round(F * H) rows.", metavar="F")
-    ] = None,
-    class_names: Annotated[
-        list[str] | None, _unset("Names to print instead of the model's.", metavar="NAME...")
-    ] = None,
-    num_workers: NumWorkers = None,
-    use_tqdm: Annotated[
-        bool, typer.Option(help="A progress bar (on a terminal).")
-    ] = InferConfig.use_tqdm,
-    heatmap_mask_path: Annotated[
-        str | None, _unset("Ignored (it had no effect in YOGO 1.0.1 either).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option(help="Replace the files of an earlier run in --output-dir.")
-    ] = InferConfig.force,
-) -> None:
+@app.command(cls=_Command)
+@with_settings(InferConfig)
+def infer(ctx: typer.Context, **settings: Any) -> None:
     """Detect (and count) objects in frames; predictions.json always, more on request."""
     from yogo.deploy.infer import format_counts
     from yogo.deploy.infer import infer as run_inference
 
-    summary = run_inference(InferConfig(**_given(ctx)))
-    if count:
+    cfg = InferConfig(**_given(ctx, InferConfig))
+    summary = run_inference(cfg)
+    if cfg.count:
         typer.echo(format_counts(summary))
     typer.echo(
         f"{summary.images} image(s), {summary.detections} detection(s) in "
-        f"{summary.seconds:.1f} s ({summary.kind}); results in {display_path(output_dir)}"
+        f"{summary.seconds:.1f} s ({summary.kind}); results in {display_path(cfg.output_dir)}"
     )
     for path in summary.written:
         if path.name == "ddf.yml":
             typer.echo(f"pre-train on these labels: yogo train {display_path(path)}")
-        elif label_studio is not None and path == Path(label_studio):
+        elif cfg.label_studio is not None and path == Path(cfg.label_studio):
             typer.echo(f"Label Studio tasks: {display_path(path)} (docs/labelling-loop.md)")
     if summary.images and not summary.detections:
         typer.echo(
-            f"nothing found at --obj-thresh {obj_thresh:g}: lower it (e.g. --obj-thresh "
-            f"{obj_thresh / 2:g}) to see less certain objects",
+            f"nothing found at --obj-thresh {cfg.obj_thresh:g}: lower it (e.g. --obj-thresh "
+            f"{cfg.obj_thresh / 2:g}) to see less certain objects",
             err=True,
         )
     if summary.unreadable:
@@ -686,114 +420,16 @@ def infer(
         raise typer.Exit(1)
 
 
-def _given(ctx: typer.Context, *cli_only: str) -> dict[str, Any]:
-    """The arguments and options the user gave, as config values (paths as text, tuples as
-    lists); options left at their defaults are not passed, so the config's defaults apply.
-    `cli_only` names options that are not config fields (output files of the command)."""
-    given = {}
-    for name, value in ctx.params.items():
-        if name in cli_only or not _from_command_line(ctx, name):
-            continue
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple | list):
-            value = list(value)
-        given[name] = value
-    return given
-
-
-def _from_command_line(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
 @app.command(cls=_Command)
-def synth(
-    ctx: typer.Context,
-    out_dir: Annotated[
-        str, typer.Argument(help="New (or empty) folder to write into.", metavar="OUT_DIR")
-    ],
-    num_images: Annotated[int, typer.Option(help="Number of frames.")] = SynthConfig.num_images,
-    image_hw: Annotated[
-        tuple[int, int],
-        typer.Option(
-            help="Frame size.", metavar="H W", show_default=_as_typed(SynthConfig.image_hw)
-        ),
-    ] = SynthConfig.image_hw,
-    class_names: Annotated[
-        list[str],
-        typer.Option(
-            "--class-names",
-            "--classes",
-            help="Class names; class 0 is common, later ones rarer.",
-            metavar="NAME...",
-            show_default=_as_typed(SynthConfig.class_names),
-        ),
-    ] = list(SynthConfig.class_names),  # noqa: B006 (typer reads it; never mutated)
-    class_frequencies: Annotated[
-        str | None, _unset("Comma-separated relative frequencies, one per class.")
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Random seed; the same seed gives the same files.")
-    ] = SynthConfig.seed,
-    split_fractions: Annotated[
-        tuple[float, float, float],
-        typer.Option(
-            help="dataset_split_fractions written into ddf.yml.",
-            metavar="TRAIN VAL TEST",
-            show_default=_as_typed(SynthConfig.split_fractions),
-        ),
-    ] = SynthConfig.split_fractions,
-    image_format: Annotated[
-        str, typer.Option(help="png, tif, jpg or bmp.")
-    ] = SynthConfig.image_format,
-    cell_diameter: Annotated[
-        float | None, _unset("Cell diameter in pixels (default: 6% of the shorter side, >= 12).")
-    ] = None,
-    class_sizes: Annotated[
-        str | None,
-        _unset("Comma-separated diameters relative to a cell's, one per class (e.g. 1,1,0.35,2)."),
-    ] = None,
-    class_looks: Annotated[
-        str | None,
-        _unset(
-            "Comma-separated looks, one per class: plain, ring, blob, dots, crescent, nucleus, "
-            "speck, dark, pale."
-        ),
-    ] = None,
-    size_jitter: Annotated[
-        float, typer.Option(help="Relative standard deviation of object diameters.")
-    ] = SynthConfig.size_jitter,
-    coverage: Annotated[
-        float, typer.Option(help="Fraction of the frame under objects (~0.5: touching).")
-    ] = SynthConfig.coverage,
-    brightness_jitter: Annotated[
-        float, typer.Option(help="Each object's darkness varies by up to this fraction.")
-    ] = SynthConfig.brightness_jitter,
-) -> None:
+@with_settings(SynthConfig)
+def synth(ctx: typer.Context, **settings: Any) -> None:
     """Write synthetic blood-smear-like frames, YOLO labels and a ddf.yml."""
-    import dataclasses
-
     from yogo.data.synth import write_dataset
 
-    values = _given(ctx)
-    for name, text in (("class_frequencies", class_frequencies), ("class_sizes", class_sizes)):
-        if text is not None:
-            values[name] = _numbers(text, "--" + name.replace("_", "-"))
-    if class_looks is not None:
-        values["class_looks"] = [v.strip() for v in class_looks.split(",")]
-    if "class_names" in values:
-        values["class_names"] = tuple(class_names)
-    cfg = SynthConfig(**values)
+    cfg = SynthConfig(**_given(ctx, SynthConfig))
+    cfg.require_valid()
     ddf = write_dataset(**dataclasses.asdict(cfg))
     typer.echo(f"wrote {cfg.num_images} frames and {ddf}")
-
-
-def _numbers(text: str, flag: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise UserError(f"{flag} must be comma-separated numbers, got '{text}'") from None
 
 
 def _json_to_stdout(json_path: Path | None) -> bool:
@@ -815,13 +451,26 @@ def _write_json(json_path: Path | None, report: dict[str, Any]) -> None:
         write_atomic(json_path, text)
 
 
+def variadic_options() -> set[str]:
+    """The flags that take several values (`--classes a b c`, as YOGO's argparse flags did):
+    settings whose metavar ends with "..."."""
+    return {
+        flag
+        for settings in SETTINGS
+        for f in dataclasses.fields(settings)
+        if (f.metadata.get("cli", {}).get("metavar") or "").endswith("...")
+        for flag in f.metadata["cli"]["flags"] or ("--" + f.name.replace("_", "-"),)
+    }
+
+
 def expand_variadic(args: Sequence[str]) -> list[str]:
-    """`--classes a b c` -> `--classes a --classes b --classes c` (values end at the next
-    token that starts with '-')."""
+    """`--classes a b c` -> `--classes a --classes b --classes c` (click options take one
+    value each; values end at the next token that starts with '-')."""
+    variadic = variadic_options()
     out: list[str] = []
     option: str | None = None
     for arg in args:
-        if arg in VARIADIC_OPTIONS:
+        if arg in variadic:
             option = arg
             continue
         if option is not None and not arg.startswith("-"):

@@ -1,156 +1,265 @@
-"""Settings of every command: one dataclass each, the only place a default is written.
+"""Settings of every command: one dataclass each, the only place a default or a help text is
+written.
 
     cfg = TrainConfig(ddf="data.yml", epochs=20)
     cfg.require_valid()                    # UserError in the flag's words
     TrainConfig.from_dict(cfg.to_dict())   # what config.yaml and checkpoints hold
     TestConfig(checkpoint="run/best.pth", ddf="data.yml", split="val")
 
-Field names are the command's flags without dashes. The CLI passes only the flags a user
-gave and takes its shown defaults from these fields, so `yogo train` and `yogo.train(cfg)` run
-the same thing. Every field is plain data (str, int, float, bool, None, lists), so it
-round-trips through YAML and `torch.load(weights_only)`.
+Field names are the command's flags without dashes, and each field's docstring is its flag's
+`--help` text (yogo.cli builds the commands from these classes; `option` declares short flags,
+aliases and metavars beside the field). A `Literal` type lists a setting's choices once:
+`require_choices` checks them and the help shows them. The CLI passes only the flags a user
+gave, so `yogo train` and `yogo.train(cfg)` run the same thing. Every field is plain data (str,
+int, float, bool, None, lists), so it round-trips through YAML and `torch.load(weights_only)`.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
 import math
+import textwrap
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from yogo.errors import UserError
 
-PRECISIONS = ("auto", "32", "bf16", "fp16")
-CACHE_MODES = ("auto", "ram", "disk", "none")
+Precision = Literal["auto", "32", "bf16", "fp16"]
+ResolvedPrecision = Literal["32", "bf16", "fp16"]
+CacheMode = Literal["auto", "ram", "disk", "none"]
+Sampler = Literal["random", "balanced"]
+ObjLoss = Literal["mse", "bce"]
+ObjTarget = Literal["one", "iou"]
 BadLabelsPolicy = Literal["error", "drop", "clip"]
-BAD_LABELS_POLICIES: tuple[BadLabelsPolicy, ...] = ("error", "drop", "clip")
+Split = Literal["test", "val", "train"]
+ZarrLayout = Literal["auto", "hwn", "nhw", "nhwc"]
+DrawingFileType = Literal["png", "tif", "tiff", ".png", ".tif", ".tiff"]  # YOGO wrote ".png"
+ImageFormat = Literal["png", "tif", "jpg", "bmp"]
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The values of a Literal type (of `Literal[...] | None` too)."""
+    if typing.get_origin(literal) in (typing.Union, types.UnionType):
+        return tuple(v for arg in typing.get_args(literal) for v in choices(arg))
+    return typing.get_args(literal) if typing.get_origin(literal) is Literal else ()
+
+
+BAD_LABELS_POLICIES = choices(BadLabelsPolicy)
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *flags: str,
+    metavar: str | None = None,
+    argument: bool = False,
+    comma: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A field with how the command line spells it: `flags` replace --field-name (short forms
+    and aliases: `"-bs", "--batch-size"`); `metavar` names its values, one word per value
+    (`"H W"`: exactly two; `"TAG..."`: any number); `argument`: positional; `comma`: typed as
+    comma-separated values (`1,0.5,0.25`)."""
+    cli = {"flags": flags, "metavar": metavar, "argument": argument, "comma": comma}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata={"cli": cli})
+    return field(default=default, metadata={"cli": cli})
+
+
+@functools.cache
+def field_docs(settings: type) -> dict[str, str]:
+    """The docstring under each field of a settings class (and its bases), whitespace
+    collapsed: each flag's `--help` text. Read from the source, as Python keeps no field
+    docstrings."""
+    docs: dict[str, str] = {}
+    for cls in reversed(settings.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        source = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        assert isinstance(source, ast.ClassDef)
+        for node, after in itertools.pairwise(source.body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def require_choices(cfg: object) -> None:
+    """Raise a UserError for the first Literal-typed field whose value is not one of its
+    choices."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        require_choice(f.name, getattr(cfg, f.name), hints[f.name])
+
+
+def require_choice(name: str, value: Any, literal: Any) -> None:
+    """`--precision must be auto, 32, bf16 or fp16, got 'fp8'` unless `value` is one of the
+    values of `literal` (or None, or `literal` is no Literal)."""
+    allowed = choices(literal)
+    if allowed and value is not None and value not in allowed:
+        listed = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+        raise UserError(f"--{_flag(name)} must be {listed}, got '{value}'")
 
 
 @dataclass
 class TrainConfig:
     """Every value a training run uses. Field names are the flags without dashes."""
 
-    ddf: str
-    """Dataset definition file."""
+    ddf: str = option(argument=True, metavar="DDF")
+    """Dataset definition file (optional with --config or --resume)."""
     output_dir: str = "./trained_models"
-    """Run folders are created here: OUTPUT_DIR/NAME/."""
+    """Run folders are created here: OUTPUT_DIR/NAME."""
     name: str | None = None
-    """Run name (and folder name); generated from the time and DDF name when None."""
+    """Run name and folder name (default: the time and the DDF's name; inside SLURM,
+    slurm-JOBID)."""
     from_pretrained: str | None = None
-    """Start from this checkpoint's weights and model settings (yogo or YOGO 1.0.1 .pth)."""
+    """Start from this checkpoint's weights and model settings (a yogo or YOGO 1.0.1 .pth)."""
     resume: str | None = None
-    """Continue an unfinished run: a last.pth, or "auto" (OUTPUT_DIR/NAME/last.pth if
-    unfinished, else a new run). The run's own config is used."""
-    dataset_split_override: list[float] | None = None
-    """TRAIN VAL TEST fractions re-splitting all data, test_paths included."""
+    """Continue an unfinished run with its own settings: its last.pth, or 'auto' (the run
+    named --name if it is unfinished, else a new one)."""
+    dataset_split_override: list[float] | None = option(None, metavar="TRAIN VAL TEST")
+    """Re-split all the DDF's data (test_paths included) into these fractions."""
     model: str = "base_model"
-    """Network from the registry (yogo.model.network.MODELS)."""
-    image_hw: list[int] | None = None
-    """Model input H W; None: the size of the first training image."""
+    """Network: base_model (YOGO 1.0.1's, ~0.4M parameters); half_filters, quarter_filters,
+    double_filters (its filters x0.5, x0.25, x2); shallow_model (its last 3x3 block left
+    out); deep_model (two more 3x3 blocks)."""
+    image_hw: list[int] | None = option(None, metavar="H W")
+    """Model input size; frames are resized to it (default: the first training image's)."""
     rgb_images: bool = False
     """Three input channels instead of one."""
     normalize_images: bool = True
-    """Divide pixels by 255 inside the model (YOGO's default was off; docs/design.md)."""
+    """Divide pixels by 255 inside the model (YOGO 1.0.1's default was off)."""
     anchor_w: float | None = None
-    """Anchor width, normalised; None: mean box width of the training labels."""
+    """Anchor width, a fraction of the image (default: the mean box width of train)."""
     anchor_h: float | None = None
-    """Anchor height, normalised; None: mean box height of the training labels."""
+    """Anchor height, a fraction of the image (default: the mean box height of train)."""
     neighbour_cells: bool = False
-    """A new model's objects two or more cells wide also train the neighbour cells their box
-    covers (its centres then decode up to half a cell beyond their cell, yogo.model.boxes.decode);
-    off: the centre cell only, as YOGO 1.0.1. A --from-pretrained model keeps its decoding."""
+    """Objects two or more cells wide also train the neighbour cells their box covers (their
+    centres then decode up to half a cell beyond their cell); off: the centre cell only, as
+    YOGO 1.0.1. A --from-pretrained model keeps its own."""
     epochs: int = 64
-    batch_size: int | None = None
-    """Images per step and process; None: 64, or fewer (not below 8) when 64 would leave an
-    epoch with fewer than 16 optimizer steps (see `default_batch_size`)."""
-    learning_rate: float | None = None
-    """Peak learning rate; None: by the run's length (`default_learning_rate`)."""
+    """Passes over the training split."""
+    batch_size: int | None = option(None, "-bs", "--batch-size")
+    """Images per step and process (default: 64, or fewer, not below 8, when a small training
+    set would get fewer than 16 optimizer steps per epoch)."""
+    learning_rate: float | None = option(None, "-lr", "--learning-rate", "--lr")
+    """Peak learning rate (default: 1e-3 for runs of up to 1,000 optimizer steps, 3e-4 from
+    10,000, log-linear in between)."""
     lr_decay_factor: float = 10.0
-    """Cosine decay from the learning rate to learning_rate / lr_decay_factor, per batch."""
+    """Cosine decay, per step, from the learning rate to learning rate / this."""
     warmup_epochs: float = 0.0
-    """Linear warm-up from 0 over this many epochs (fractions allowed)."""
-    weight_decay: float = 0.05
+    """Linear learning-rate warm-up from 0 over this many epochs (fractions allowed)."""
+    weight_decay: float = option(0.05, "-wd", "--weight-decay")
+    """AdamW weight decay (not on biases and norm layers)."""
     label_smoothing: float = 0.01
+    """Label smoothing of the class term."""
     no_obj_weight: float = 0.5
+    """Weight of the objectness term on empty cells."""
     iou_weight: float = 5.0
+    """Weight of the box (complete-IoU) term."""
     classify_weight: float = 1.0
-    obj_loss: str = "mse"
+    """Weight of the class term."""
+    obj_loss: ObjLoss = "mse"
     """Objectness loss: mse (squared error on the sigmoid, YOGO 1.0.1's) or bce (binary
-    cross-entropy on the logit); see yogo.model.loss and docs/benchmarks.md."""
-    obj_target: str = "one"
-    """An object cell's objectness target: one (YOGO 1.0.1's) or iou (the IoU of its box with
-    the label's, so objectness ranks well-placed boxes first; yogo.model.loss)."""
+    cross-entropy on the logit)."""
+    obj_target: ObjTarget = "one"
+    """Objectness target of an object's cell: one (YOGO 1.0.1's) or iou (how well its box
+    fits the label's, so objectness ranks well-placed boxes first)."""
     class_weights: str = "auto"
-    """auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
+    """Class term weights: auto (balanced: n / (C * n_c)), none, or w0,w1,... one per class."""
     grad_clip: float | None = None
-    """Clip the gradient norm to this value."""
+    """Clip the gradient norm to this value (default: no clipping)."""
     grad_accum: int = 1
-    """Accumulate gradients over this many batches per optimizer step."""
-    precision: str = "auto"
+    """Accumulate the gradients of this many batches per optimizer step."""
+    precision: Precision = "auto"
     """auto (bf16 autocast where the GPU or CPU computes bf16 natively, else 32), 32, bf16 or
-    fp16 (fp16 uses a gradient scaler); config.yaml records what auto chose."""
+    fp16 (with a gradient scaler); config.yaml records what auto chose."""
     channels_last: bool = True
     """Weights and activations in channels-last memory order (faster convolutions)."""
     compile: bool = False
-    """torch.compile the network (the compile time is reported, not counted in images/s)."""
+    """torch.compile the network (its compile time is reported, not counted in images/s)."""
     copy_paste: float = 0.0
-    """Probability that a training frame gets 1 to 3 objects pasted where they cover no other:
-    the DDF's thumbnails when it has thumbnail_augmentation, else objects of the rare classes
-    cut from other training frames (yogo.data.paste)."""
-    sampler: str = "random"
+    """Chance that a training frame gets 1 to 3 objects pasted where they cover no other: the
+    DDF's thumbnail_augmentation when it has one, else rare-class objects cut from other
+    training frames."""
+    sampler: Sampler = "random"
     """random (every frame once per epoch) or balanced (frames holding rare classes drawn
-    more often, yogo.training.priors.frame_weights)."""
+    more often)."""
     augment: bool = True
-    """Augment the train split: flips (and 90-degree rotations on square inputs), and those of
-    the strengths below that are above 0; off: none of them."""
-    # The strengths of the augmentations beyond flips, AugmentSettings' fields (0: off).
+    """Augment the train split: flips (and 90-degree rotations of square inputs) and the
+    augmentations below whose strength is above 0; off: none of them."""
     augment_translate: float = 0.0
+    """Largest shift, a fraction of the frame's height and width (0: off)."""
     augment_scale: float = 0.0
+    """Largest zoom in or out: 0.1 draws a factor in [0.9, 1.1] (0: off)."""
     augment_brightness: float = 0.0
+    """Largest brightness change, a fraction of the full grey range (0: off)."""
     augment_contrast: float = 0.0
+    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2] around the frame's mean."""
     augment_gamma: float = 0.0
+    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)] (0: off)."""
     augment_blur: float = 0.0
+    """Largest Gaussian blur sigma, in pixels of the model input (0: off)."""
     augment_noise: float = 0.0
+    """Largest Gaussian noise standard deviation, in grey levels 0-255 (0: off)."""
     device: str | None = None
-    """cpu, cuda or cuda:N; None: cuda when available, else cpu."""
+    """cpu, cuda or cuda:N (default: cuda if available, else cpu; under torchrun or srun each
+    process its own GPU)."""
     seed: int = 0
+    """Random seed of the weights, the shuffling and the augmentation."""
     num_workers: int | None = None
-    """Data loader processes; None: min(8, CPUs of this process - 1) (yogo.data.loader)."""
-    cache: str = "auto"
-    """Decoded frames kept for the next epochs: auto, ram, disk or none (yogo.data.cache)."""
+    """Loader processes (default: this process's share of the CPUs, at most 8)."""
+    cache: CacheMode = "auto"
+    """Keep decoded frames for the later epochs: auto (in RAM when they fit in half the free
+    memory, else on disk), ram, disk or none."""
     ema: bool = False
-    """Validate, save and export an exponential moving average of the weights
-    (yogo.training.ema)."""
+    """Validate, save and export an exponential moving average of the weights."""
     swa_epochs: int = 0
     """Validate, save and export the mean of the weights at the end of each of the last N
-    epochs (stochastic weight averaging, yogo.training.ema); 0: off."""
+    epochs (stochastic weight averaging; 0: off)."""
     dist_timeout: float = 600.0
-    """Seconds a collective waits for the other processes: a dead or hung rank ends the job
-    after at most this long."""
+    """Seconds a process waits for the others: a dead or hung rank ends the job after at most
+    this long."""
     val_every: int = 1
     """Validate every N epochs (and after the last)."""
     patience: int | None = None
-    """Stop after this many validations without a better val mAP@0.5."""
+    """Stop after this many validations without a better val mAP@0.5 (default: off)."""
     subsample: float | None = None
-    """Use this fraction of each split (deterministic)."""
+    """Use this fraction of each split, evenly spaced (default: all of it)."""
     bad_labels: BadLabelsPolicy = "error"
-    """error, drop or clip (see docs/check.md)."""
+    """What to do with bad label rows: error, drop or clip (docs/check.md)."""
     min_label_confidence: float = 0.0
-    """Leave out label rows whose confidence column (machine labels) is below this."""
+    """Leave out label rows whose 6th column, a confidence (machine labels), is below this."""
     obj_thresh: float = 0.5
-    """Objectness threshold for precision/recall/F1 and counts in validation."""
+    """Objectness threshold of validation's precision, recall, F1 and counts."""
     iou_thresh: float = 0.5
     """NMS IoU threshold in validation."""
     note: str | None = None
-    tags: list[str] = field(default_factory=list)
+    """A note for the W&B run."""
+    tags: list[str] = option(metavar="TAG...", default_factory=list)
+    """Tags for the W&B run (--tags a b c)."""
     wandb: bool | None = None
-    """Log to Weights & Biases; None: when credentials exist, else offline."""
+    """Log to Weights & Biases (default: online with credentials, else offline into the run
+    folder)."""
     wandb_entity: str | None = None
+    """W&B team or user (default: $WANDB_ENTITY, else your default)."""
     wandb_project: str | None = None
+    """W&B project (default: $WANDB_PROJECT, else yogo)."""
 
     def require_valid(self) -> None:
         """Raise a UserError naming the flag of the first invalid value."""
+        require_choices(self)
         _require_positive(self, "epochs", "batch_size", "grad_accum", "val_every")
         for name in ("learning_rate", "lr_decay_factor"):
             value = getattr(self, name)
@@ -178,11 +287,7 @@ class TrainConfig:
             _require(self.patience >= 1, "patience", ">= 1")
         if self.subsample is not None:
             _require(0 < self.subsample <= 1, "subsample", "in (0, 1]")
-        _require_fractions(self, "obj_thresh", "iou_thresh")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be auto, 32, bf16 or fp16, got '{self.precision}'")
-        _require_policy(self.bad_labels)
-        _require_fractions(self, "min_label_confidence")
+        _require_fractions(self, "obj_thresh", "iou_thresh", "min_label_confidence")
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 8):
             raise UserError(f"--image-hw must be two sizes >= 8, got {self.image_hw}")
         for name in ("anchor_w", "anchor_h"):
@@ -191,14 +296,6 @@ class TrainConfig:
                 _require(0 < value <= 1, name, "in (0, 1]")
         _require(math.isfinite(self.dist_timeout) and self.dist_timeout > 0, "dist_timeout", "> 0")
         _require_workers(self.num_workers)
-        if self.sampler not in ("random", "balanced"):
-            raise UserError(f"--sampler must be random or balanced, got '{self.sampler}'")
-        if self.obj_target not in ("one", "iou"):
-            raise UserError(f"--obj-target must be one or iou, got '{self.obj_target}'")
-        if self.obj_loss not in ("bce", "mse"):
-            raise UserError(f"--obj-loss must be bce or mse, got '{self.obj_loss}'")
-        if self.cache not in CACHE_MODES:
-            raise UserError(f"--cache must be auto, ram, disk or none, got '{self.cache}'")
         if self.class_weights not in ("none", "auto"):
             try:
                 weights = [float(w) for w in self.class_weights.split(",")]
@@ -229,25 +326,33 @@ class TrainConfig:
         return cls(**values)
 
 
+@dataclass
+class ResolvedTrainConfig(TrainConfig):
+    """A TrainConfig as a run resolved it (yogo.training.setup.resolved_config): what the run
+    decided is filled in, so config.yaml and every checkpoint repeat it exactly."""
+
+    name: str = ""
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    precision: ResolvedPrecision = "32"
+    image_hw: list[int] = field(default_factory=list)
+    anchor_w: float = 0.0
+    anchor_h: float = 0.0
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Strengths of the augmentations beyond flips and rotations (SPEC §4); 0 turns one off.
-    Each draws its amount uniformly up to its strength, per sample."""
+    """Strengths of the augmentations beyond flips and rotations (0: off), each drawn
+    uniformly up to its strength per sample: TrainConfig's augment_* fields say what each
+    means."""
 
     translate: float = 0.0
-    """Largest shift, as a fraction of the frame's height and width."""
     scale: float = 0.0
-    """Largest zoom in or out: 0.1 draws a factor in [0.9, 1.1]."""
     brightness: float = 0.0
-    """Largest brightness change, as a fraction of the full grey range."""
     contrast: float = 0.0
-    """Largest contrast change: 0.2 draws a factor in [0.8, 1.2] around the frame's mean."""
     gamma: float = 0.0
-    """Largest gamma change: 0.2 draws a gamma in [exp(-0.2), exp(0.2)]."""
     blur: float = 0.0
-    """Largest Gaussian blur sigma, in pixels of the model input."""
     noise: float = 0.0
-    """Largest Gaussian noise standard deviation, in grey levels (0-255)."""
 
     @property
     def geometric(self) -> bool:
@@ -312,52 +417,55 @@ class TestConfig:
 
     __test__ = False  # not a pytest test class, whatever its name says
 
-    checkpoint: str
+    checkpoint: str = option(argument=True, metavar="CHECKPOINT")
     """A .pth checkpoint (yogo or YOGO 1.0.1)."""
-    ddf: str
+    ddf: str = option(argument=True, metavar="DDF")
     """Dataset definition file; its class names must be the model's."""
-    split: str = "test"
-    """Which split to evaluate: test, val or train."""
+    split: Split = "test"
+    """The split to evaluate."""
     obj_thresh: float = 0.5
-    """Objectness threshold for precision/recall/F1, counts and the confusion matrix."""
+    """Objectness threshold of precision, recall, F1, the counts and the confusion matrix."""
     iou_thresh: float = 0.5
     """NMS IoU threshold."""
-    batch_size: int = 16
+    batch_size: int = option(16, "-bs", "--batch-size")
+    """Images per batch."""
     device: str | None = None
-    """cpu, cuda or cuda:N; None: cuda when available."""
+    """cpu, cuda or cuda:N (default: cuda if available, else cpu)."""
     bad_labels: BadLabelsPolicy = "error"
-    """error, drop or clip (docs/check.md)."""
-    dataset_split_override: list[float] | None = None
-    """TRAIN VAL TEST fractions re-splitting all data."""
+    """What to do with bad label rows: error, drop or clip (docs/check.md)."""
+    dataset_split_override: list[float] | None = option(None, metavar="TRAIN VAL TEST")
+    """Re-split all the DDF's data (test_paths included) into these fractions."""
     num_workers: int | None = None
-    """Loader processes; None: this process's CPU share (yogo.data.loader)."""
+    """Loader processes (default: this process's share of the CPUs, at most 8)."""
     include_background: bool = True
-    """Show the background row and column of the confusion matrix (the JSON always has it)."""
-    include_mAP: bool = True  # YOGO 1.0.1 spelt the flag so
+    """Show the confusion matrix's background row and column (the JSON always has them)."""
+    include_mAP: bool = option(True, "--include-mAP/--no-include-mAP")  # YOGO 1.0.1's spelling
     """Accepted for YOGO 1.0.1 command lines: AP and mAP are always computed."""
     wandb: bool = False
     """Log the results to W&B (a new run, or --wandb-resume-id's)."""
     wandb_entity: str | None = None
+    """W&B team or user (default: $WANDB_ENTITY, else your default)."""
     wandb_project: str | None = None
+    """W&B project (default: $WANDB_PROJECT, else yogo)."""
     wandb_resume_id: str | None = None
-    """Append the results to this W&B run (a training run's id): implies --wandb."""
+    """Append the results to this W&B run, a training run's id (implies --wandb)."""
     note: str | None = None
     """A note for the W&B run and the JSON report."""
-    tags: list[str] | None = None
-    """Tags for the W&B run and the JSON report."""
+    tags: list[str] | None = option(None, metavar="TAG...")
+    """Tags for the W&B run and the JSON report (--tags a b c)."""
     plots: str | None = None
-    """Write the evaluation's pictures into this folder (yogo.evaluation.plots)."""
-    worst: int | None = None
-    """Also write the N frames with the most missed plus extra objects to --plots, and a CSV."""
+    """Write the evaluation's pictures (PR curves, P/R/F1 against the threshold, the confusion
+    matrix, AP per class, labels beside predictions) into this folder."""
+    worst: int | None = option(None, metavar="N")
+    """Also draw the N frames with the most missed plus extra objects into --plots, with a
+    CSV of every frame's errors."""
     force: bool = False
     """Replace existing --json and --plots files."""
 
     def require_valid(self) -> None:
-        if self.split not in ("train", "val", "test"):
-            raise UserError(f"--split must be test, val or train, got '{self.split}'")
+        require_choices(self)
         _require_fractions(self, "obj_thresh", "iou_thresh")
         _require_positive(self, "batch_size")
-        _require_policy(self.bad_labels)
         _require_workers(self.num_workers)
         if self.worst is not None:
             if self.worst < 1:
@@ -373,18 +481,19 @@ class TestConfig:
 class ExportConfig:
     """`yogo export`: a checkpoint to ONNX, verified before it is kept."""
 
-    checkpoint: str
+    checkpoint: str = option(argument=True, metavar="CHECKPOINT")
     """A .pth checkpoint (yogo or YOGO 1.0.1)."""
     output_filename: str | None = None
-    """Where to write; None: the checkpoint's path with .onnx."""
-    crop_height: float | None = None
-    """Run on the centred band of round(F * H) rows (F in (0, 1])."""
+    """Where to write (default: the checkpoint's path with .onnx)."""
+    crop_height: float | None = option(None, metavar="F")
+    """Run on the centred band of round(F * H) rows, F in (0, 1] (default: the whole frame)."""
     opset: int = 18
-    """ONNX opset (7 to 23)."""
+    """ONNX opset, 7 to 23."""
     dynamic_batch: bool = True
     """Any batch size (else 1)."""
     simplify: bool = True
-    """Simplify the graph (onnxslim) when that leaves fewer nodes; the saved file is verified."""
+    """Simplify the graph (onnxslim) when that leaves fewer nodes; the saved file is the one
+    verified."""
     force: bool = False
     """Replace an existing file."""
 
@@ -401,65 +510,68 @@ class ExportConfig:
 class InferConfig:
     """`yogo infer`: detect (and count) objects in images with a .pth or .onnx model."""
 
-    model: str
+    model: str = option(argument=True, metavar="MODEL")
     """A .pth checkpoint or an exported .onnx."""
-    path_to_images: str | None = None
-    """An image, or a folder of images."""
+    path_to_images: str | None = option(None, "--path-to-images", "--path-to-image")
+    """An image, or a folder of PNG, JPEG, TIFF or BMP images."""
     path_to_zarr: str | None = None
-    """A zarr store of frames (instead of --path-to-images)."""
-    zarr_layout: str = "auto"
-    """Axes of a zarr array: auto, hwn (YOGO 1.0.1's), nhw or nhwc."""
+    """A zarr store of frames, a folder or a .zip (instead of --path-to-images)."""
+    zarr_layout: ZarrLayout = "auto"
+    """Axes of a zarr array: auto (from its chunks), hwn (YOGO 1.0.1's), nhw or nhwc."""
     output_dir: str = "yogo-infer"
-    """Results go here (a new or empty folder for what is written)."""
+    """Results go here (a new folder, or one without the files this run writes)."""
     save_preds: bool = False
-    """labels/*.txt (class xc yc w h confidence) and a ddf.yml that trains on them."""
-    split_fractions: tuple[float, float, float] = (0.9, 0.1, 0.0)
-    """dataset_split_fractions TRAIN VAL TEST of the ddf.yml --save-preds writes."""
+    """Write labels/*.txt (class xc yc w h confidence) and a ddf.yml that trains on them."""
+    split_fractions: tuple[float, float, float] = option((0.9, 0.1, 0.0), metavar="TRAIN VAL TEST")
+    """dataset_split_fractions of the ddf.yml that --save-preds writes."""
     draw_boxes: bool = False
-    """boxes/*: the images with their boxes."""
-    output_img_filetype: str = "png"
-    """File type of --draw-boxes images: png, tif or tiff."""
+    """Write boxes/*: the frames with their boxes."""
+    output_img_filetype: DrawingFileType = "png"
+    """File type of the --draw-boxes images."""
     line_width: int | None = None
-    """Box lines of --draw-boxes images, in pixels of the drawing; None: from its size."""
+    """Box lines of --draw-boxes images, in pixels of the drawing (default: from its size)."""
     hide_labels: bool = False
     """--draw-boxes without class names on the boxes (a legend names the colours)."""
     hide_conf: bool = False
     """--draw-boxes without scores on the boxes."""
     count: bool = False
-    """Per-class totals; counts.csv."""
+    """Print per-class totals and write counts.csv (one row per frame)."""
     save_npy: bool = False
-    """One array of every detection, as YOGO 1.0.1 wrote (docs/export-and-infer.md)."""
+    """Write one .npy array of every detection, as YOGO 1.0.1 did (docs/export-and-infer.md)."""
     label_studio: str | None = None
     """Write Label Studio tasks with the detections as pre-annotations to this JSON file."""
     label_studio_url_prefix: str | None = None
-    """Image URLs in the tasks start with this; None: Label Studio's local-files URL."""
+    """Image URLs in the tasks start with this (default: Label Studio's local-files URL)."""
     recursive: bool = False
     """Also look in sub-folders."""
     obj_thresh: float = 0.5
-    """Minimum objectness."""
+    """Minimum objectness of a detection."""
     iou_thresh: float = 0.5
-    """Class-agnostic NMS IoU."""
+    """Class-agnostic NMS IoU threshold."""
     min_class_confidence_threshold: float = 0.0
-    """Minimum class probability."""
-    batch_size: int = 16
+    """Minimum class probability of a detection."""
+    batch_size: int = option(16, "-bs", "--batch-size")
+    """Images per batch."""
     device: str | None = None
-    """cpu or cuda; None: cuda when available."""
+    """cpu, cuda or cuda:N (default: cuda if available, else cpu)."""
     half: bool = False
     """Reduced precision: fp16 on a GPU, bf16 on a CPU (.pth models)."""
-    crop_height: float | None = None
-    """Run on the centred band of round(F * H) rows (F in (0, 1])."""
-    class_names: list[str] | None = None
-    """Names to report instead of the model's (same number)."""
+    crop_height: float | None = option(None, metavar="F")
+    """Run on the centred band of round(F * H) rows, F in (0, 1] (default: the whole frame)."""
+    class_names: list[str] | None = option(None, metavar="NAME...")
+    """Names to report instead of the model's (as many)."""
     num_workers: int | None = None
-    """Frame reading processes; None: this process's CPU share."""
+    """Frame-reading processes (default: this process's share of the CPUs, at most 8)."""
     use_tqdm: bool = True
     """A progress bar (on a terminal)."""
     heatmap_mask_path: str | None = None
-    """Accepted for YOGO 1.0.1 command lines; ignored, with a note."""
+    """Accepted for YOGO 1.0.1 command lines and ignored, with a note (it had no effect
+    there either)."""
     force: bool = False
-    """Replace the files of an earlier run in output_dir (never an input image)."""
+    """Replace the files of an earlier run in --output-dir (never an input image)."""
 
     def require_valid(self) -> None:
+        require_choices(self)
         _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
@@ -467,10 +579,6 @@ class InferConfig:
             raise UserError(f"--crop-height must be in (0, 1], got {self.crop_height}")
         if self.line_width is not None and self.line_width < 1:
             raise UserError(f"--line-width must be >= 1, got {self.line_width}")
-        if self.output_img_filetype.lstrip(".") not in ("png", "tif", "tiff"):
-            raise UserError(
-                f"--output-img-filetype must be png, tif or tiff, got '{self.output_img_filetype}'"
-            )
         if self.label_studio_url_prefix is not None and self.label_studio is None:
             raise UserError(
                 "--label-studio-url-prefix is used by --label-studio",
@@ -482,21 +590,21 @@ class InferConfig:
 class CheckConfig:
     """`yogo check`: what a run would train on, and every problem, without training."""
 
-    ddf: str
-    """Dataset definition file."""
-    image_hw: list[int] | None = None
-    """Model input H W for the grid-collision count; None: the first training image's size."""
+    ddf: str = option(argument=True, metavar="DDF")
+    """Dataset definition file (YAML)."""
+    image_hw: list[int] | None = option(None, metavar="H W")
+    """Model input size for the grid-collision count (default: the first train image's)."""
     bad_labels: BadLabelsPolicy = "error"
-    """What training would do with bad rows: error, drop or clip (docs/check.md)."""
+    """What training would do with bad label rows: error, drop or clip (docs/check.md)."""
     min_label_confidence: float = 0.0
-    """Leave out label rows whose confidence column (machine labels) is below this."""
+    """Leave out label rows whose 6th column, a confidence (machine labels), is below this."""
     decode: bool = False
     """Also decode every image fully, on all cores (slow)."""
-    dataset_split_override: list[float] | None = None
-    """TRAIN VAL TEST fractions re-splitting all data."""
+    dataset_split_override: list[float] | None = option(None, metavar="TRAIN VAL TEST")
+    """Re-split all the DDF's data (test_paths included) into these fractions."""
 
     def require_valid(self) -> None:
-        _require_policy(self.bad_labels)
+        require_choices(self)
         _require_fractions(self, "min_label_confidence")
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 1):
             raise UserError(f"--image-hw must be two positive numbers, got {self.image_hw}")
@@ -507,33 +615,42 @@ class SynthConfig:
     """`yogo synth`: synthetic smear-like frames, YOLO labels and a DDF
     (`yogo.data.synth.write_dataset` takes these fields as arguments)."""
 
-    out_dir: str
+    out_dir: str = option(argument=True, metavar="OUT_DIR")
     """A new (or empty) folder to write into."""
     num_images: int = 64
-    image_hw: tuple[int, int] = (192, 256)
-    """Frame size H W."""
-    class_names: tuple[str, ...] = ("healthy", "ring", "trophozoite")
-    """Class 0 is common, later ones rarer."""
+    """Number of frames."""
+    image_hw: tuple[int, int] = option((192, 256), metavar="H W")
+    """Frame size."""
+    class_names: tuple[str, ...] = option(
+        ("healthy", "ring", "trophozoite"), "--class-names", "--classes", metavar="NAME..."
+    )
+    """Class names; class 0 is common, later ones rarer."""
     seed: int = 0
-    """The same seed gives the same files."""
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    """dataset_split_fractions TRAIN VAL TEST written into ddf.yml."""
-    class_frequencies: list[float] | None = None
-    """Relative frequency of each class; None: 1 for class 0, then 0.08, 0.04, ..."""
-    image_format: str = "png"
-    """png, tif, jpg or bmp."""
+    """Random seed; the same seed gives the same files."""
+    split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), metavar="TRAIN VAL TEST")
+    """dataset_split_fractions written into ddf.yml."""
+    class_frequencies: list[float] | None = option(None, comma=True)
+    """Relative frequency of each class, comma-separated (default: 1 for class 0, then 0.08,
+    0.04, ...)."""
+    image_format: ImageFormat = "png"
+    """Image file format."""
     cell_diameter: float | None = None
-    """Cell diameter in pixels; None: 6% of the shorter side, at least 12."""
-    class_sizes: list[float] | None = None
-    """Diameter of each class relative to a cell's; None: 1 (1.5 for the nucleus look)."""
-    class_looks: list[str] | None = None
-    """Look of each class (yogo.data.synth.LOOKS); None: plain, ring, blob, ... cycling."""
+    """Cell diameter in pixels (default: 6% of the shorter side, at least 12)."""
+    class_sizes: list[float] | None = option(None, comma=True)
+    """Diameter of each class relative to a cell's, comma-separated, e.g. 1,1,0.35,2
+    (default: 1, and 1.5 for the nucleus look)."""
+    class_looks: list[str] | None = option(None, comma=True)
+    """Look of each class, comma-separated: plain, ring, blob, dots, crescent, nucleus, speck,
+    dark or pale (default: plain, ring, blob, ... in turn)."""
     size_jitter: float = 0.06
-    """Relative standard deviation of object diameters (clipped at +-20% or 3 deviations)."""
+    """Relative standard deviation of object diameters (clipped at 20% or 3 deviations)."""
     coverage: float = 0.3
-    """Fraction of the frame under objects (about 0.5 makes them crowd and touch)."""
+    """Fraction of the frame under objects (about 0.5: they crowd and touch)."""
     brightness_jitter: float = 0.1
     """Each object's darkness varies by up to this fraction."""
+
+    def require_valid(self) -> None:
+        require_choices(self)
 
 
 def _flag(name: str) -> str:
@@ -557,11 +674,6 @@ def _require_fractions(cfg: object, *names: str) -> None:
         value = getattr(cfg, name)
         if not 0 <= value <= 1:
             raise UserError(f"--{_flag(name)} must be in [0, 1], got {value}")
-
-
-def _require_policy(bad_labels: str) -> None:
-    if bad_labels not in BAD_LABELS_POLICIES:
-        raise UserError(f"--bad-labels must be error, drop or clip, got '{bad_labels}'")
 
 
 def _require_workers(num_workers: int | None) -> None:

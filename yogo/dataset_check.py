@@ -177,7 +177,8 @@ def _object_sizes(samples: list[LabelledSample], class_names: tuple[str, ...]) -
 
 
 def _anchor(train: tuple[LabelledSample, ...]) -> dict[str, float] | None:
-    """The anchor a run would fit (SPEC §5.2): mean normalised box width and height in train."""
+    """The anchor a run would fit, as YOGO 1.0.1 fitted it: the mean normalised box width and
+    height in train."""
     boxes = [s.boxes for s in train if len(s.boxes)]
     if not boxes:
         return None

@@ -4,7 +4,7 @@
     ddf.class_names              # ('healthy', 'ring', ...)
     ddf.splits["train"]          # tuple of Sample(image, label), sorted by label path
 
-Format and rules: docs/dataset-definition.md (SPEC §2). Every mistake is a UserError that names
+Format and rules: docs/dataset-definition.md. Every mistake is a UserError that names
 the file and line. Splits are decided by a hash of each label file's path relative to the
 top-level DDF's folder, so they are the same in every process, whatever the hash seed, listing
 order or machine, and adding files moves only the files near a split boundary.

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from yogo.config import ZarrLayout, choices
 from yogo.data.images import IMAGE_EXTENSIONS, ImageError, array_to_uint8, decode_image
 from yogo.errors import UserError, display_path
 
 log = logging.getLogger(__name__)
 
 ZARR_MISSING_FIX = "pip install 'yogo[zarr]'"
-LAYOUTS = ("auto", "hwn", "nhw", "nhwc")
+LAYOUTS = choices(ZarrLayout)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from yogo.config import TrainConfig, augment_settings
+from yogo.config import ResolvedTrainConfig, TrainConfig, augment_settings
 from yogo.data.cache import FrameCache, plan_cache, size_text
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers, frame_weights
@@ -49,7 +49,7 @@ class Data:
 
 
 def make_data(
-    cfg: TrainConfig,
+    cfg: ResolvedTrainConfig,
     ctx: DistContext,
     run_dir: Path,
     splits: dict[str, tuple[LabelledSample, ...]],
@@ -58,7 +58,6 @@ def make_data(
     thumbnails: dict[str, tuple[Path, ...]] | None = None,
 ) -> Data:
     """The loaders `yogo train` reads (benchmarks/bench_loader.py times exactly these)."""
-    assert cfg.batch_size is not None
     # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = ctx.device.type == "cuda"

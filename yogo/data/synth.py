@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yogo.config import SynthConfig
+from yogo.config import ImageFormat, SynthConfig, require_choice
 from yogo.ddf import ddf_text, parse_split_override
 from yogo.errors import UserError
 
@@ -193,8 +193,7 @@ def _validate(
         raise UserError(
             f"--class-frequencies needs {len(class_names)} non-negative numbers, one per class"
         )
-    if image_format not in ("png", "tif", "jpg", "bmp"):
-        raise UserError(f"--image-format must be png, tif, jpg or bmp, got {image_format}")
+    require_choice("image_format", image_format, ImageFormat)
 
 
 def _validate_per_class(

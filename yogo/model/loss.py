@@ -1,4 +1,4 @@
-"""The training loss: objectness + box + class terms, returned by name (SPEC §5.3).
+"""The training loss: objectness + box + class terms, returned by name (docs/training.md).
 
     loss_fn = YOGOLoss(LossSettings(no_obj_weight=0.5, iou_weight=5.0, classify_weight=1.0))
     parts = loss_fn(raw, targets, anchors)   # {"loss", "objectness", "box", "class"}

@@ -94,16 +94,16 @@ class Architecture:
 
     width: float = 1.0
     extra_blocks: int = 0
-    description: str = ""
 
 
+# TrainConfig.model's docstring (its --help) describes each; a test checks it names them all.
 MODELS: dict[str, Architecture] = {
-    "base_model": Architecture(1.0, 0, "YOGO's base_model (~0.4M parameters)"),
-    "half_filters": Architecture(0.5, 0, "base_model with half the filters"),
-    "quarter_filters": Architecture(0.25, 0, "base_model with a quarter of the filters"),
-    "double_filters": Architecture(2.0, 0, "base_model with twice the filters"),
-    "shallow_model": Architecture(1.0, -1, "base_model without its last 3x3 block"),
-    "deep_model": Architecture(1.0, 2, "base_model with two more 3x3 blocks (BN)"),
+    "base_model": Architecture(1.0, 0),
+    "half_filters": Architecture(0.5, 0),
+    "quarter_filters": Architecture(0.25, 0),
+    "double_filters": Architecture(2.0, 0),
+    "shallow_model": Architecture(1.0, -1),
+    "deep_model": Architecture(1.0, 2),
 }
 
 

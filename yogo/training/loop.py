@@ -151,7 +151,6 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
     cfg, ctx, device = run.cfg, run.ctx, run.ctx.device
     epoch, first = state.epoch, state.batch
     run.model.train()
-    assert cfg.batch_size is not None
     run.data.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
     batches_per_epoch = len(run.data.train_loader) + first
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
@@ -375,7 +374,6 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
     """best.pth's PR curves and confusion matrix on the whole val split; the summary."""
     cfg, device = run.cfg, run.ctx.device
     if len(run.data.val_set) and run.ctx.is_main:
-        assert cfg.batch_size is not None
         best = load_checkpoint(run.dir / "best.pth").build_model().to(device)
         pin = device.type == "cuda"
         whole_val = loaders.make(
@@ -395,6 +393,3 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
         f"done: {display_path(run.dir)}"
         + (f" (best val mAP@0.5 {state.best_map:.4f})" if state.best_map >= 0 else "")
     )
-
-
-# --- helpers -------------------------------------------------------------------------------

@@ -13,18 +13,17 @@ from typing import Any
 
 import torch
 
-from yogo.config import TrainConfig
+from yogo.config import Precision, ResolvedPrecision, ResolvedTrainConfig
 from yogo.model.network import YOGO
 
 
-def make_optimizer(model: YOGO, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: YOGO, cfg: ResolvedTrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases and batch-norm parameters (decaying them only
     fights the normalisation)."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
-    assert cfg.learning_rate is not None  # resolved by training.resolved_config
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
@@ -55,14 +54,14 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: Precision, device: torch.device) -> ResolvedPrecision:
     """`--precision auto` made concrete for `device`: bf16 where native, else 32."""
-    if precision != "auto":
-        return precision
-    return "bf16" if native_bf16(device) else "32"
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "32"
+    return precision
 
 
-def precision_context(precision: str, device: torch.device) -> tuple[Any, Any]:
+def precision_context(precision: ResolvedPrecision, device: torch.device) -> tuple[Any, Any]:
     """An autocast context factory and a gradient scaler (a no-op unless fp16)."""
     if precision == "32":
         return contextlib.nullcontext, torch.amp.GradScaler(device.type, enabled=False)

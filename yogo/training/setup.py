@@ -9,7 +9,6 @@ settings) into the config that config.yaml and every checkpoint save.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random
@@ -25,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from yogo.config import (
     DEFAULT_BATCH_SIZE,
     MIN_STEPS_PER_EPOCH,
+    ResolvedTrainConfig,
     TrainConfig,
     default_batch_size,
     default_learning_rate,
@@ -56,7 +56,7 @@ class Run:
     the objects' own state (weights, optimizer, ...) changes, and the bookkeeping fields below
     `csv`."""
 
-    cfg: TrainConfig  # resolved: every None the run decided is filled in
+    cfg: ResolvedTrainConfig
     ctx: DistContext
     dir: Path
     class_names: tuple[str, ...]
@@ -119,14 +119,27 @@ def setup(
         if ctx.is_main:
             warn_collision_losses(splits["train"], model.config)
     model.to(ctx.device)
-    cfg = resolved_config(cfg, ddf, model, pretrained, len(splits["train"]) // ctx.world_size)
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, ctx.device))
-    if cfg.channels_last:
+    train_per_rank = len(splits["train"]) // ctx.world_size
+    run_cfg = resolved_config(cfg, ddf, model, pretrained, train_per_rank, ctx, run_dir.name)
+    if run_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    cfg = dataclasses.replace(cfg, name=run_dir.name)
-    prepare_run_dir(cfg, ctx, run_dir, resume, ddf, splits)
+    prepare_run_dir(run_cfg, ctx, run_dir, resume, ddf, splits)
+    return build_run(run_cfg, ctx, run_dir, resume, ddf, splits, model, weights, loaders)
 
-    assert cfg.batch_size is not None  # resolved above
+
+def build_run(
+    cfg: ResolvedTrainConfig,
+    ctx: DistContext,
+    run_dir: Path,
+    resume: Checkpoint | None,
+    ddf: DatasetDefinition,
+    splits: dict[str, tuple[LabelledSample, ...]],
+    model: YOGO,
+    weights: torch.Tensor | None,
+    loaders: Loaders,
+) -> Run:
+    """The loaders, loss, optimiser, schedule, precision, weight average, DDP and W&B of a
+    run whose settings are resolved."""
     data = make_data(cfg, ctx, run_dir, splits, model.config, loaders, ddf.thumbnail_augmentation)
     loss_fn = YOGOLoss(
         LossSettings(
@@ -180,7 +193,7 @@ def setup(
     )
 
 
-def weight_average(cfg: TrainConfig, model: YOGO, total_steps: int) -> WeightAverage | None:
+def weight_average(cfg: ResolvedTrainConfig, model: YOGO, total_steps: int) -> WeightAverage | None:
     """The EMA (--ema) or the SWA mean (--swa-epochs), or None."""
     if cfg.ema:
         return WeightAverage.for_run(model, total_steps)
@@ -195,9 +208,12 @@ def resolved_config(
     model: YOGO,
     pretrained: Checkpoint | None,
     train_per_rank: int,
-) -> TrainConfig:
-    """`cfg` with what the run decided filled in (model settings, paths, batch size), so
-    config.yaml repeats the run exactly and from any working directory."""
+    ctx: DistContext,
+    name: str,
+) -> ResolvedTrainConfig:
+    """`cfg` with what the run decided filled in (model settings, paths, batch size, learning
+    rate, precision, run name), so config.yaml repeats the run exactly and from any working
+    directory."""
     m = model.config
     batch_size = cfg.batch_size or default_batch_size(train_per_rank, cfg.grad_accum)
     if cfg.batch_size is None and batch_size != DEFAULT_BATCH_SIZE:
@@ -214,24 +230,26 @@ def resolved_config(
             f"learning rate {learning_rate:.2g} for a run of about {total_steps} optimizer "
             "steps (--learning-rate sets it)"
         )
-    return dataclasses.replace(
-        cfg,
-        ddf=str(ddf.path),
-        from_pretrained=str(pretrained.path.resolve()) if pretrained else None,
-        model=m.model_name,
-        image_hw=list(m.image_hw),
-        rgb_images=m.channels == 3,
-        normalize_images=m.normalize_images,
-        anchor_w=m.anchor_w,
-        anchor_h=m.anchor_h,
-        neighbour_cells=m.neighbour_cells,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-    )
+    resolved = {
+        "ddf": str(ddf.path),
+        "from_pretrained": str(pretrained.path.resolve()) if pretrained else None,
+        "model": m.model_name,
+        "image_hw": list(m.image_hw),
+        "rgb_images": m.channels == 3,
+        "normalize_images": m.normalize_images,
+        "anchor_w": m.anchor_w,
+        "anchor_h": m.anchor_h,
+        "neighbour_cells": m.neighbour_cells,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "precision": resolve_precision(cfg.precision, ctx.device),
+        "name": name,
+    }
+    return ResolvedTrainConfig(**{**cfg.to_dict(), **resolved})
 
 
 def prepare_run_dir(
-    cfg: TrainConfig,
+    cfg: ResolvedTrainConfig,
     ctx: DistContext,
     run_dir: Path,
     resume: Checkpoint | None,
