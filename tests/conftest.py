@@ -1,4 +1,10 @@
-"""Shared helpers: tiny real datasets on disk and an in-process CLI runner."""
+"""Shared helpers: tiny real datasets on disk and an in-process CLI runner; which tests are
+slow.
+
+`pytest -m "not slow"` is the fast loop (under a minute): it leaves out every test that trains
+a model, exports one or starts processes. Those are marked `slow` where they are written, or
+here by where they live (distributed/, faults/, slurm/) and by the fixtures they use (a trained
+run); CI runs them all."""
 
 from __future__ import annotations
 
@@ -197,3 +203,18 @@ def pycocotools_ap(detections: list, truths: list) -> np.ndarray:
     precision = evaluation.eval["precision"][:, :, :, 0, 0]  # (T, R, K)
     ap = np.where((precision > -1).any(axis=1), precision.clip(0).mean(axis=1), np.nan)
     return ap  # (T, K)
+
+
+# Tests under these folders start several processes or stop them on purpose.
+PROCESS_FOLDERS = ("distributed", "faults", "slurm")
+# Fixtures that train a model (once per session, but a test that needs one is not fast).
+TRAINING_FIXTURES = {"trained_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(here).parts[0]
+        uses = set(getattr(item, "fixturenames", ()))
+        if folder in PROCESS_FOLDERS or uses & TRAINING_FIXTURES or item.get_closest_marker("dist"):
+            item.add_marker(pytest.mark.slow)

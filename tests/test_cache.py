@@ -48,6 +48,7 @@ def _child_reads_and_writes(handle: tuple[int, int], queue: multiprocessing.Queu
     cache.put(2, np.full(SHAPE, 7, np.uint8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ram", "disk"])
 def test_one_buffer_shared_by_processes_and_no_file_left(tmp_path: Path, mode: str) -> None:
     plan = plan_cache(mode, 3 * 96, tmp_path)
@@ -89,6 +90,7 @@ def test_a_dataset_decodes_each_frame_once(tmp_path: Path) -> None:
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
+@pytest.mark.slow
 def test_training_with_and_without_a_cache_gives_the_same_weights(tmp_path: Path, run_cli) -> None:
     ddf = write_dataset(tmp_path / "d", 12, (64, 96), seed=2, split_fractions=(0.75, 0.25, 0))
     flags = ["--epochs", "2", "-bs", "3", "--no-wandb", "--num-workers", "1"]

@@ -1,5 +1,4 @@
-"""`yogo check`: the whole-dataset scan (data/scan.py) and its report (data/report.py)
-."""
+"""`yogo check`: the whole-dataset scan (data/scan.py) and its report (dataset_check.py)."""
 
 from __future__ import annotations
 

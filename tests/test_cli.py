@@ -172,6 +172,7 @@ def test_expand_variadic_options() -> None:
     assert expand_variadic(["check", "d.yml"]) == ["check", "d.yml"]
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_console_script(tmp_path: Path) -> None:
     ddf = simple_ddf(tmp_path, n=2)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -196,6 +197,7 @@ def test_python_dash_m_and_console_script(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_help_is_instant_because_heavy_modules_stay_unloaded() -> None:
     code = (
         "import sys; from yogo.cli import app; "
@@ -206,6 +208,7 @@ def test_help_is_instant_because_heavy_modules_stay_unloaded() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_check_starts_without_torch(tmp_path: Path) -> None:
     """`yogo check` needs numpy and Pillow only; importing torch would add seconds to every
     check (the grid rule it shares with training lives in yogo.model.grid, in numpy)."""

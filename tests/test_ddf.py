@@ -569,6 +569,7 @@ print(json.dumps({k: [s.label.name for s in v] for k, v in ddf.splits.items()}))
 """
 
 
+@pytest.mark.slow
 def test_split_is_the_same_in_every_process_whatever_the_hash_seed(tmp_path: Path) -> None:
     path = simple_ddf(
         tmp_path, n=60, fractions="dataset_split_fractions: {train: 0.6, val: 0.2, test: 0.2}"

@@ -20,6 +20,8 @@ from yogo.model.checkpoint import checkpoint_payload, load_checkpoint, save_chec
 from yogo.model.grid import grid_shape
 from yogo.model.network import build_model
 
+pytestmark = pytest.mark.slow  # every test exports (and verifies) a model
+
 FIXTURE = Path(__file__).parent / "fixtures" / "yogo-v1"
 
 

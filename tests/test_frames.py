@@ -113,6 +113,7 @@ def test_an_ambiguous_array_is_read_as_yogos_hwn_unless_told(tmp_path: Path, cap
     assert len(ZarrFrames(path, "nhw")) == 24
 
 
+@pytest.mark.slow
 def test_loader_workers_read_a_store_each_on_their_own(tmp_path: Path) -> None:
     """A pickled source carries its path, not the open store; two worker processes read every
     frame right."""

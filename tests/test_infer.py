@@ -16,6 +16,8 @@ from PIL import Image
 from yogo.data.scan import scan_dataset
 from yogo.ddf import DatasetDefinition
 
+pytestmark = pytest.mark.slow  # every test runs a trained or exported model
+
 
 @pytest.fixture(scope="module")
 def models(trained_run, tmp_path_factory) -> dict[str, Path]:

@@ -127,6 +127,7 @@ def test_export_never_writes_over_its_checkpoint(checkpoint: Path, run_cli) -> N
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model.pth"]
 
 
+@pytest.mark.slow
 def test_every_file_follows_the_umask(
     trained_run, checkpoint: Path, tmp_path: Path, run_cli
 ) -> None:

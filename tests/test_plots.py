@@ -54,6 +54,7 @@ def test_every_picture_is_written_and_readable_size(tmp_path: Path) -> None:
     assert len(THRESHOLDS) == 101
 
 
+@pytest.mark.slow
 def test_yogo_test_plots(trained_run, tmp_path: Path, run_cli) -> None:
     folder = tmp_path / "pictures"
     result = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder)
@@ -80,6 +81,7 @@ def test_frame_errors_count_misses_and_extras_at_the_threshold() -> None:
     assert errors["extra_score"] == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_yogo_test_worst_frames(trained_run, tmp_path: Path, run_cli) -> None:
     import csv
 

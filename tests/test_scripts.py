@@ -14,13 +14,26 @@ REPO = Path(__file__).parents[1]
 SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("submit_*.sh"))
 
 
-def test_there_are_four_scripts() -> None:
-    assert SCRIPTS == [
-        "submit_1gpu.sh",
-        "submit_2gpu.sh",
-        "submit_4gpu.sh",
-        "submit_multinode.sh",
-    ]
+def _sbatch(script: str) -> dict[str, str]:
+    """The `#SBATCH --key=value` (or `--flag`) lines of a script."""
+    lines = (REPO / "scripts" / script).read_text().splitlines()
+    options = [line.removeprefix("#SBATCH --") for line in lines if line.startswith("#SBATCH --")]
+    return {key: value for key, _, value in (o.partition("=") for o in options)}
+
+
+def test_each_script_asks_for_what_its_name_says_and_comes_back_after_a_stop() -> None:
+    """1, 2 and 4 GPUs on one node, and several nodes: what a lab picks the script by. Each is
+    requeued and warned (SIGUSR1) before its time limit, so a stopped job continues."""
+    gpus = {"submit_1gpu.sh": "1", "submit_2gpu.sh": "2", "submit_4gpu.sh": "4"}
+    assert set(gpus) < set(SCRIPTS) and "submit_multinode.sh" in SCRIPTS
+    for script in SCRIPTS:
+        header = _sbatch(script)
+        if script in gpus:
+            assert header["nodes"] == "1" and header["gpus-per-node"] == gpus[script], script
+        else:
+            assert int(header["nodes"]) > 1, script
+        assert "requeue" in header, script
+        assert header["signal"].startswith("USR1@"), script
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -12,6 +12,8 @@ import torch
 from yogo.data.synth import write_dataset
 from yogo.model.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # every test trains a model
+
 CLASSES = ("healthy", "ring", "trophozoite")
 FAST = ["--epochs", "1", "-bs", "4", "--no-wandb", "--num-workers", "0"]
 
@@ -70,12 +72,12 @@ def test_run_folder_explains_itself(trained: Path) -> None:
     )
     from PIL import Image
 
-    assert Image.open(trained / "training_curves.png").size == (2000, 400)  # 4 panels
-    # Frames of 64x96 drawn at least 384 px high (x6): the batch of 4 in a 3-wide mosaic,
-    # and 2 val frames, labels beside predictions; a caption line above each sheet.
+    Image.open(trained / "training_curves.png").verify()  # its panels: tests/test_log.py
+    # Frames of 64x96 are drawn large enough to read (at least 384 px high): the batch of 4
+    # in rows of 3, the 2 val frames each as labels beside predictions.
     batch = Image.open(trained / "train_batch.png")
-    assert batch.width == 3 * 576 + 2 * 6 and batch.height > 2 * 384
-    assert Image.open(trained / "val_predictions.png").width == 2 * (2 * 576 + 3) + 12
+    assert batch.height > 2 * 384 and batch.width > 3 * 576
+    assert Image.open(trained / "val_predictions.png").width > 2 * 2 * 576
     config = (trained / "config.yaml").read_text()
     assert "samples_sha256" in config and "anchor_w" in config and "image_hw" in config
 
@@ -485,7 +487,6 @@ def test_precision_auto_is_resolved_and_recorded(trained: Path) -> None:
     assert (trained / "label_index.npz").is_file()
 
 
-@pytest.mark.slow
 def test_compile_trains_and_reports_its_time(smear: Path, tmp_path: Path, run_cli) -> None:
     result = run_cli("train", smear, *FAST, "--compile", "--output-dir", tmp_path, "--name", "c")
     assert result.code == 0, result.err

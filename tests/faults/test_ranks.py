@@ -82,17 +82,20 @@ def test_a_lost_rank_ends_the_job_within_the_timeout(data: Path, tmp_path: Path,
             assert rank0.poll() is None and time.time() < deadline
             time.sleep(0.05)
         rank1.send_signal(signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
-        lost = time.time()
         output = rank0.communicate(timeout=TIMEOUT_S + 60)[0]
-        waited = time.time() - lost
     finally:
         rank1.kill()
         rank1.communicate()
     assert rank0.returncode == 1, output[-3000:]
     assert "rank 0 lost contact with the other processes" in output
     assert "Traceback" not in output
-    # A dead peer is noticed at once; a silent one after the timeout (plus the step in flight).
-    assert waited < (5 if fault == "dies" else TIMEOUT_S + 15), waited
+    # A dead peer is noticed by its closed connection, at once; a silent one by the timer of
+    # --dist-timeout (what gloo says, not a wall-clock bound that a busy machine could break).
+    lost = next(line for line in output.splitlines() if "lost contact" in line)
+    if fault == "dies":
+        assert "Timed out" not in lost and "Connection" in lost, lost
+    else:
+        assert f"Timed out waiting {TIMEOUT_S * 1000}ms" in lost, lost
 
 
 AGREE = textwrap.dedent(
