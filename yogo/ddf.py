@@ -209,8 +209,7 @@ class _Loader:
     def __init__(self, path: Path) -> None:
         self.top_path = path
         self.warnings: list[str] = []
-        self.pairs_seen: dict[tuple[Path, Path], str] = {}
-        self.files_seen: dict[tuple[str, Path], str] = {}
+        self.seen: dict[tuple[str, Path, Path], str] = {}  # where each pair or include was
         self.unlabelled: list[Path] = []
         self.ambiguous: dict[Path, tuple[Path, ...]] = {}
         self.top: _File | None = None
@@ -336,20 +335,30 @@ class _Loader:
                 )
             image_path = self.folder(file, spec["image_path"], "image_path")
             label_path = self.folder(file, spec["label_path"], "label_path")
-            pair_key = (image_path, label_path)
-            if pair_key in self.pairs_seen:
-                raise UserError(
-                    f"the folder pair {display_path(image_path)} + {display_path(label_path)} "
-                    f"is listed twice: at {self.pairs_seen[pair_key]} and at {place}",
-                    path=file.path,
-                    line=spec_node.key_line,
-                    fix="remove one of them (each image/label folder pair may appear once)",
-                )
-            self.pairs_seen[pair_key] = place
+            self.once(
+                ("pair", image_path, label_path),
+                f"the folder pair {display_path(image_path)} + {display_path(label_path)} "
+                "is listed twice",
+                place,
+                file.path,
+                spec_node.key_line,
+                "remove one of them (each image/label folder pair may appear once)",
+            )
             pairs.append(
                 FolderPair(image_path, label_path, file.path, spec_node.key_line, f"{key}.{name}")
             )
         return pairs
+
+    def once(
+        self, key: tuple[str, Path, Path], what: str, place: str, path: Path, line: int, fix: str
+    ) -> None:
+        """Note that `key` (a folder pair, or an include in one mode) is listed at `place`;
+        a second listing is an error naming both places."""
+        if key in self.seen:
+            raise UserError(
+                f"{what}: at {self.seen[key]} and at {place}", path=path, line=line, fix=fix
+            )
+        self.seen[key] = place
 
     def include(
         self,
@@ -371,16 +380,14 @@ class _Loader:
                 fix="includes must form a tree; remove one defn_path of the cycle",
             )
         place = f"{where(file.path, node.line)} ({key}.{name})"
-        seen_key = (mode, child_path)
-        if seen_key in self.files_seen:
-            raise UserError(
-                f"{display_path(child_path)} is included twice: at {self.files_seen[seen_key]} "
-                f"and at {place}",
-                path=file.path,
-                line=node.line,
-                fix="include each dataset definition once",
-            )
-        self.files_seen[seen_key] = place
+        self.once(
+            (mode, child_path, child_path),
+            f"{display_path(child_path)} is included twice",
+            place,
+            file.path,
+            node.line,
+            "include each dataset definition once",
+        )
         if not child_path.is_file():
             what = "is a folder, not a YAML file" if child_path.is_dir() else "does not exist"
             raise UserError(

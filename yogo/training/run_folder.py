@@ -1,8 +1,8 @@
 """Run folders: OUTPUT_DIR/NAME, never overwritten, held by one job at a time, and the
 dataset record in config.yaml.
 
-    with RunFolder.claim(cfg, ddf.path, resume_path) as folder:   # new, reused or resumed
-        ... folder.path is this job's until the block ends (or the process dies)
+    with claim_run_folder(cfg, ctx, resume) as run_dir:   # new, reused or resumed
+        ... run_dir is this job's until the block ends (or the process dies)
     record = dataset_record(ddf.path, splits)   # DDF, split sizes, SHA-256 of the sample list
 
 A folder that holds no checkpoint and only files yogo wrote (a run stopped before its first
@@ -22,7 +22,6 @@ import socket
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from yogo.config import TrainConfig
@@ -153,17 +152,6 @@ class RunFolder:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
-
-    def __enter__(self) -> RunFolder:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.release(failed=error is not None)
 
 
 def _new_generated_dir(output: Path, ddf_path: Path) -> Path:
