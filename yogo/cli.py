@@ -98,7 +98,7 @@ SETTINGS = (CheckConfig, TrainConfig, TestConfig, ExportConfig, InferConfig, Syn
 def with_settings(
     settings: type, *, optional: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command one parameter per field of `settings` (yogo.config), after its own
+    """Give a command one parameter per field of `settings` (yogo.config) besides its own
     (`ctx` and flags that are not settings): the field's docstring is the help text, its
     type the option's (a Literal's choices are the metavar), `yogo.config.option` its short
     flags, aliases, metavar or position. `optional` names arguments the command may lack."""
@@ -109,23 +109,34 @@ def with_settings(
             for p in inspect.signature(command, eval_str=True).parameters.values()
             if p.kind != inspect.Parameter.VAR_KEYWORD
         ]
-        fields = [_parameter(settings, f, f.name in optional) for f in dataclasses.fields(settings)]
-        arguments = [p for p in fields if p.default is inspect.Parameter.empty]
-        # ctx, arguments, the command's own options, then the settings (typer lists them so).
+        hints = typing.get_type_hints(settings)
+        fields = dataclasses.fields(settings)
+        params = {
+            f.name: _parameter(settings, f, hints[f.name], f.name in optional) for f in fields
+        }
+        arguments = [f.name for f in fields if f.metadata.get("cli", {}).get("argument")]
+        # ctx, the arguments, the command's own options, then the settings (typer lists them so).
         command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [own[0], *arguments, *own[1:], *[p for p in fields if p not in arguments]]
+            [
+                own[0],
+                *(params[name] for name in arguments),
+                *own[1:],
+                *(p for name, p in params.items() if name not in arguments),
+            ]
         )
         return command
 
     return decorate
 
 
-def _parameter(settings: type, f: dataclasses.Field[Any], optional: bool) -> inspect.Parameter:
+def _parameter(
+    settings: type, f: dataclasses.Field[Any], annotation: Any, optional: bool
+) -> inspect.Parameter:
     cli = f.metadata.get("cli", {})
     doc = field_docs(settings).get(f.name)
     if not doc:
         raise TypeError(f"{settings.__name__}.{f.name} has no docstring (its --help text)")
-    kind, metavar = _cli_type(typing.get_type_hints(settings)[f.name], cli)
+    kind, metavar = _cli_type(annotation, cli)
     if cli.get("argument"):
         info: Any = typer.Argument(help=doc, metavar=metavar, show_default=False)
         default = None if optional else inspect.Parameter.empty

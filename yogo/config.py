@@ -22,7 +22,6 @@ import functools
 import inspect
 import itertools
 import math
-import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -81,9 +80,8 @@ def field_docs(settings: type) -> dict[str, str]:
     for cls in reversed(settings.__mro__):
         if not dataclasses.is_dataclass(cls):
             continue
-        source = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
-        assert isinstance(source, ast.ClassDef)
-        for node, after in itertools.pairwise(source.body):
+        body = _classes(inspect.getfile(cls))[cls.__qualname__].body
+        for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
@@ -93,6 +91,14 @@ def field_docs(settings: type) -> dict[str, str]:
             ):
                 docs[node.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+@functools.cache
+def _classes(source_file: str) -> dict[str, ast.ClassDef]:
+    """The top-level classes of a source file, parsed once (`inspect.getsource` of a class
+    parses its whole module each time)."""
+    tree = ast.parse(Path(source_file).read_text())
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 def require_choices(cfg: object) -> None:
