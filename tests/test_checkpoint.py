@@ -11,12 +11,7 @@ import torch
 from conftest import model_config, simple_ddf
 
 from yogo.errors import UserError
-from yogo.model.checkpoint import (
-    checkpoint_payload,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-)
+from yogo.model.checkpoint import checkpoint_payload, load_checkpoint, load_model, save_checkpoint
 from yogo.model.network import build_model
 
 CONFIG = dataclasses.replace(

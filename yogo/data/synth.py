@@ -28,6 +28,7 @@ import numpy as np
 from yogo.config import ImageFormat, SynthConfig, require_choice
 from yogo.ddf import ddf_text, parse_split_override
 from yogo.errors import UserError
+from yogo.outputs import atomic_path, write_atomic
 
 NUM_STYLES = 7  # the looks classes cycle through by default
 # Every look by name, in style order: the first NUM_STYLES cycle, the rest are chosen by name.
@@ -158,12 +159,13 @@ def write_dataset(
     for i in range(num_images):
         pixels, boxes = make_frame(rng, settings, frequencies)
         stem = f"frame_{i:0{digits}d}"
-        Image.fromarray(pixels).save(images / f"{stem}.{image_format}")
+        with atomic_path(images / f"{stem}.{image_format}") as partial:  # same suffix: format
+            Image.fromarray(pixels).save(partial)
         rows = (f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in boxes)
-        (labels / f"{stem}.txt").write_text("".join(rows))
+        write_atomic(labels / f"{stem}.txt", "".join(rows))
     ddf = out_dir / "ddf.yml"
     comment = f"Synthetic smear frames: {num_images} x {image_hw[0]}x{image_hw[1]}, seed {seed}."
-    ddf.write_text(ddf_text(comment, class_names, split, [("synthetic", "images", "labels")]))
+    write_atomic(ddf, ddf_text(comment, class_names, split, [("synthetic", "images", "labels")]))
     return ddf
 
 

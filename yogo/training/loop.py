@@ -2,7 +2,7 @@
 
     run_dir = train(TrainConfig(ddf="data.yml", epochs=20))
 
-`train` reads top to bottom as the run goes: `setup` (data, model, run folder, loaders,
+`train` reads top to bottom as the run goes: `setup` (yogo.training.setup: data, model, loaders,
 optimiser, schedule), then per epoch `train_one_epoch`, `validate` and `end_epoch` (the
 metrics row, plots, checkpoints, early stop), then `finish`. Where a run is lives in one
 `TrainState` (yogo.training.resume), which last.pth saves and a resumed run restores.
@@ -27,35 +27,18 @@ from typing import Any, NoReturn
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from yogo.config import (
-    TrainConfig,
-)
+from yogo.config import TrainConfig
 from yogo.data.loader import Loaders
 from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.errors import Interrupted, RunError, display_path
 from yogo.evaluation.evaluate import evaluate_model, evaluate_sharded
 from yogo.evaluation.plots import first_frames, plot_evaluation, plot_train_batch
 from yogo.log import progress, set_console_rank
-from yogo.model.checkpoint import (
-    Checkpoint,
-    checkpoint_payload,
-    load_checkpoint,
-    save_checkpoint,
-)
+from yogo.model.checkpoint import Checkpoint, checkpoint_payload, load_checkpoint, save_checkpoint
 from yogo.model.loss import forward_loss
 from yogo.signals import StopRequest, requeue_slurm_job
-from yogo.training.report import (
-    PER_CLASS,
-    plot_training_curves,
-    print_epoch,
-)
-from yogo.training.resume import (
-    LOSS_PARTS,
-    TrainState,
-    restore_state,
-    save_state,
-    start_or_resume,
-)
+from yogo.training.report import PER_CLASS, plot_training_curves, print_epoch
+from yogo.training.resume import LOSS_PARTS, TrainState, restore_state, save_state, start_or_resume
 from yogo.training.run_folder import claim_run_folder
 from yogo.training.setup import Run, setup
 
