@@ -244,7 +244,7 @@ class TrainConfig:
     subsample: float | None = None
     """Use this fraction of each split, evenly spaced (default: all of it)."""
     bad_labels: BadLabelsPolicy = "error"
-    """What to do with bad label rows: error, drop or clip (docs/check.md)."""
+    """What to do with bad label rows (docs/check.md)."""
     min_label_confidence: float = 0.0
     """Leave out label rows whose 6th column, a confidence (machine labels), is below this."""
     obj_thresh: float = 0.5
@@ -438,7 +438,7 @@ class TestConfig:
     device: str | None = None
     """cpu, cuda or cuda:N (default: cuda if available, else cpu)."""
     bad_labels: BadLabelsPolicy = "error"
-    """What to do with bad label rows: error, drop or clip (docs/check.md)."""
+    """What to do with bad label rows (docs/check.md)."""
     dataset_split_override: list[float] | None = option(None, metavar="TRAIN VAL TEST")
     """Re-split all the DDF's data (test_paths included) into these fractions."""
     num_workers: int | None = None
@@ -601,7 +601,7 @@ class CheckConfig:
     image_hw: list[int] | None = option(None, metavar="H W")
     """Model input size for the grid-collision count (default: the first train image's)."""
     bad_labels: BadLabelsPolicy = "error"
-    """What training would do with bad label rows: error, drop or clip (docs/check.md)."""
+    """What training would do with bad label rows (docs/check.md)."""
     min_label_confidence: float = 0.0
     """Leave out label rows whose 6th column, a confidence (machine labels), is below this."""
     decode: bool = False
@@ -635,17 +635,17 @@ class SynthConfig:
     """Random seed; the same seed gives the same files."""
     split_fractions: tuple[float, float, float] = option((0.8, 0.1, 0.1), metavar="TRAIN VAL TEST")
     """dataset_split_fractions written into ddf.yml."""
-    class_frequencies: list[float] | None = option(None, comma=True)
+    class_frequencies: list[float] | None = option(None, comma=True, metavar="NUMBERS")
     """Relative frequency of each class, comma-separated (default: 1 for class 0, then 0.08,
     0.04, ...)."""
     image_format: ImageFormat = "png"
     """Image file format."""
     cell_diameter: float | None = None
     """Cell diameter in pixels (default: 6% of the shorter side, at least 12)."""
-    class_sizes: list[float] | None = option(None, comma=True)
+    class_sizes: list[float] | None = option(None, comma=True, metavar="NUMBERS")
     """Diameter of each class relative to a cell's, comma-separated, e.g. 1,1,0.35,2
     (default: 1, and 1.5 for the nucleus look)."""
-    class_looks: list[str] | None = option(None, comma=True)
+    class_looks: list[str] | None = option(None, comma=True, metavar="LOOKS")
     """Look of each class, comma-separated: plain, ring, blob, dots, crescent, nucleus, speck,
     dark or pale (default: plain, ring, blob, ... in turn)."""
     size_jitter: float = 0.06
