@@ -78,9 +78,10 @@ class RunFolder:
     @classmethod
     def claim(cls, cfg: TrainConfig, ddf_path: Path, resume_path: Path | None) -> RunFolder:
         """The resumed run's folder, or a new one (OUTPUT_DIR/NAME, or a generated name),
-        or a restartable one of that name; held until `release`."""
+        or a restartable one of that name; held until `release`. A resumed or restarted
+        folder loses the temporary files of writes a kill cut short (held now: none is live)."""
         if resume_path is not None:
-            return cls.hold(resume_path.parent)
+            return cls.hold(resume_path.parent).without_partial_files()
         if cfg.name is None:
             folder = cls.hold(_new_generated_dir(Path(cfg.output_dir), ddf_path))
             folder.created = True
@@ -103,8 +104,12 @@ class RunFolder:
             )
         for name in STALE_FILES:
             (run_dir / name).unlink(missing_ok=True)
-        remove_partial_files(run_dir)  # writes a kill cut short; held now, so none is live
-        return folder
+        return folder.without_partial_files()
+
+    def without_partial_files(self) -> RunFolder:
+        for path in remove_partial_files(self.path):
+            log.info(f"removed {display_path(path)} (a write interrupted by a crash)")
+        return self
 
     @classmethod
     def hold(cls, run_dir: Path) -> RunFolder:

@@ -40,7 +40,6 @@ from yogo.model.checkpoint import Checkpoint, load_checkpoint
 from yogo.model.grid import require_usable_image_hw
 from yogo.model.loss import LossSettings, YOGOLoss
 from yogo.model.network import YOGO
-from yogo.outputs import remove_partial_files
 from yogo.training.ema import WeightAverage
 from yogo.training.optim import lr_factor, make_optimizer, precision_context, resolve_precision
 from yogo.training.priors import class_weights, make_model
@@ -123,7 +122,14 @@ def setup(
     run_cfg = resolved_config(cfg, ddf, model, pretrained, train_per_rank, ctx, run_dir.name)
     if run_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    prepare_run_dir(run_cfg, ctx, run_dir, resume, ddf, splits)
+    if ctx.is_main and resume is None:  # a resumed run keeps the config.yaml it started with
+        record = {
+            "command": " ".join(sys.argv),
+            "world_size": ctx.world_size,
+            "dataset": dataset_record(ddf.path, splits),
+        }
+        save_config(run_dir / "config.yaml", run_cfg, record)
+        log.info(f"run folder: {display_path(run_dir)}")
     return build_run(run_cfg, ctx, run_dir, resume, ddf, splits, model, weights, loaders)
 
 
@@ -246,31 +252,6 @@ def resolved_config(
         "name": name,
     }
     return ResolvedTrainConfig(**{**cfg.to_dict(), **resolved})
-
-
-def prepare_run_dir(
-    cfg: ResolvedTrainConfig,
-    ctx: DistContext,
-    run_dir: Path,
-    resume: Checkpoint | None,
-    ddf: DatasetDefinition,
-    splits: dict[str, tuple[LabelledSample, ...]],
-) -> None:
-    """Rank 0: a resumed run's folder loses the partial files of a crash; a new run's gets
-    config.yaml."""
-    if not ctx.is_main:
-        return
-    if resume is not None:
-        for path in remove_partial_files(run_dir):
-            log.info(f"removed {display_path(path)} (a write interrupted by a crash)")
-        return
-    record = {
-        "command": " ".join(sys.argv),
-        "world_size": ctx.world_size,
-        "dataset": dataset_record(ddf.path, splits),
-    }
-    save_config(run_dir / "config.yaml", cfg, record)
-    log.info(f"run folder: {display_path(run_dir)}")
 
 
 def seed_everything(seed: int) -> None:
