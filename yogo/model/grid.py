@@ -1,10 +1,11 @@
 """The output grid of the model family and which cell holds which object: one rule for the
-training targets (yogo.model.boxes.build_targets) and `yogo check`'s collision count, in numpy, so
-`yogo check` starts without importing torch.
+training targets (yogo.model.boxes.build_targets) and the collisions `yogo check` and training
+report, in numpy, so `yogo check` starts without importing torch.
 
     rows, cols = grid_shape((772, 1032))                  # (97, 129)
     require_usable_image_hw((772, 1032))                  # UserError below 16 px a side
     cell, keep = assign_cells(image, xc, yc, (rows, cols))
+    collisions, lost, total = grid_collisions(boxes_per_image, (rows, cols), num_classes)
 
 Every network in the registry has three stride-2 convolutions (padding 1), total stride 8;
 tests/test_model.py runs every registered model and compares its output with this.
