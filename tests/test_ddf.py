@@ -254,7 +254,8 @@ def test_include_resolves_relative_to_including_file(tmp_path: Path) -> None:
     )
     ddf = DatasetDefinition.from_yaml(top)
     assert stems(ddf.splits["train"]) == ["c1_0", "c1_1", "c1_2"]
-    assert ddf.dataset_paths[0].declared_at.endswith("child.yml:3 (dataset_paths.c1)")
+    pair = ddf.dataset_paths[0]  # where messages about this pair point
+    assert (pair.source.name, pair.line, pair.name) == ("child.yml", 3, "dataset_paths.c1")
 
 
 def test_included_class_names_must_match(tmp_path: Path) -> None:

@@ -63,10 +63,6 @@ class FolderPair:
     line: int
     name: str  # "dataset_paths.run1"
 
-    @property
-    def declared_at(self) -> str:
-        return f"{where(self.source, self.line)} ({self.name})"
-
 
 @dataclass(frozen=True)
 class Sample:

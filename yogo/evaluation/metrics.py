@@ -48,9 +48,6 @@ class DetectionMetrics:
                 (det.detach().cpu().double().numpy(), truth.detach().cpu().double().numpy())
             )
 
-    def merge(self, other: DetectionMetrics) -> None:
-        self.images += other.images
-
     def compute(self) -> dict[str, Any]:
         num_classes = len(self.class_names)
         ap = self._average_precision()  # (T, C), nan where a class has no labels
