@@ -295,6 +295,38 @@ CASES: list[tuple[str, Args, list[str]]] = [
         ["--class-weights"],
     ),
     ("flag-unknown", lambda w: check(w, "--no-such-flag"), ["--no-such-flag"]),
+    # matplotlib appended .png to a --plot without it, after yogo had checked the name
+    (
+        "flag-lr-find-plot-not-png",
+        lambda w: ["lr-find", w.ddf, "--plot", w.images / "frame_0003"],
+        ["--plot must name a .png file", "frame_0003"],
+    ),
+    ("flag-lr-find-plot-dash", lambda w: ["lr-find", w.ddf, "--plot", "-"], ["--plot", ".png"]),
+    (
+        "flag-lr-find-config",
+        lambda w: ["lr-find", w.ddf, "--config", w.ddf],
+        ["lr-find does not take --config"],
+    ),
+    (
+        "flag-lr-find-resume",
+        lambda w: ["lr-find", w.ddf, "--resume", "auto"],
+        ["lr-find does not take --resume"],
+    ),
+    (
+        "flag-lr-find-end-lr-inf",
+        lambda w: ["lr-find", w.ddf, "--end-lr", "inf", "--plot", w.root / "lr.png"],
+        ["--end-lr", "finite"],
+    ),
+    (
+        "flag-augment-blur-inf",
+        lambda w: train(w, "--augment-blur", "inf"),
+        ["--augment-blur", "finite"],
+    ),
+    (
+        "flag-swa-epochs-over-epochs",
+        lambda w: train(w, "--swa-epochs", "5", "--epochs", "2"),
+        ["--swa-epochs 5", "--epochs 2"],
+    ),
     (
         "flag-class-names-count",
         lambda w: infer(w, "--class-names", "a", "b"),
@@ -515,6 +547,22 @@ def test_bad_input_is_one_clear_message_and_changes_nothing(
         assert words in said, (words, said)
     after = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_dump_to_disk_names_its_own_flag(ws: Workspace, run_cli, monkeypatch) -> None:
+    """`--dump-to-disk` writes test_metrics.json here; refused, it said `--json`."""
+    monkeypatch.chdir(ws.root)
+    (ws.root / "test_metrics.json").write_text("{}")
+    result = run_cli("test", ws.model, ws.ddf, "--dump-to-disk")
+    assert result.code == 2 and "--dump-to-disk: already exists" in result.err, result.err
+    assert (ws.root / "test_metrics.json").read_text() == "{}"
+
+
+def test_lr_find_usage_names_the_command_once(ws: Workspace, run_cli) -> None:
+    """A mistake in a train flag given to lr-find printed `Usage: yogo yogo lr-find`."""
+    result = run_cli("lr-find", ws.ddf, "--image-hw", "192")
+    assert result.code == 2 and "--image-hw takes two values" in result.err
+    assert "yogo lr-find" in result.err and "yogo yogo" not in result.err
 
 
 def test_the_sweep_is_wide() -> None:

@@ -330,9 +330,19 @@ def lr_find_command(
     from yogo.training.lr_find import lr_find, plot_lr_find
 
     command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
-    train_ctx = command.make_context("yogo lr-find", [ddf, *ctx.args], parent=ctx.parent)
+    train_ctx = command.make_context("lr-find", [ddf, *ctx.args], parent=ctx.parent)
+    for flag in ("config", "resume"):
+        if train_ctx.params.get(flag) is not None:
+            raise UserError(
+                f"yogo lr-find does not take --{flag}: it tests a new run's set-up",
+                fix="give the DDF and the train flags to test (e.g. --batch-size)",
+            )
     cfg = TrainConfig.from_dict({"ddf": ddf, **_train_flags(train_ctx)})
     picture = Path(plot) if plot is not None else Path(cfg.output_dir) / "lr_find.png"
+    if picture.suffix.lower() != ".png":
+        raise UserError(
+            f"--plot must name a .png file, got '{plot}'", fix="give a name ending in .png"
+        )
     inputs = [Path(ddf)]
     require_output_file(picture, force=force, inputs=inputs, option="--plot", create_folder=True)
     result = lr_find(cfg, steps, start_lr, end_lr)
@@ -363,9 +373,12 @@ def test_command(
 
     cfg = TestConfig(**_given(ctx, TestConfig))
     cfg.require_valid()
+    option = "--json"
     if dump_to_disk and json_path is None:
         json_path = Path("test_metrics.json")  # YOGO 1.0.1 wrote test_metrics.pkl here
-    _require_json_output(json_path, cfg.force, [Path(cfg.checkpoint), Path(cfg.ddf)])
+        option = "--dump-to-disk"
+    inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
+    _require_json_output(json_path, cfg.force, inputs, option)
     report = test(cfg)
     text = format_test_report(report, cfg.include_background)
     typer.echo(text, err=_json_to_stdout(json_path))
@@ -448,10 +461,12 @@ def _json_to_stdout(json_path: Path | None) -> bool:
     return json_path is not None and str(json_path) == "-"
 
 
-def _require_json_output(json_path: Path | None, force: bool, inputs: list[Path]) -> None:
-    """Refuse a --json file that cannot or must not be written, before the work."""
+def _require_json_output(
+    json_path: Path | None, force: bool, inputs: list[Path], option: str = "--json"
+) -> None:
+    """Refuse a JSON report file that cannot or must not be written, before the work."""
     if json_path is not None and not _json_to_stdout(json_path):
-        require_output_file(json_path, force=force, inputs=inputs, option="--json")
+        require_output_file(json_path, force=force, inputs=inputs, option=option)
 
 
 def _write_json(json_path: Path | None, report: dict[str, Any]) -> None:

@@ -267,18 +267,12 @@ class TrainConfig:
         """Raise a UserError naming the flag of the first invalid value."""
         require_choices(self)
         _require_positive(self, "epochs", "batch_size", "grad_accum", "val_every")
+        _require_finite(self, "learning_rate", "lr_decay_factor", *NON_NEGATIVE)
         for name in ("learning_rate", "lr_decay_factor"):
             value = getattr(self, name)
-            _require(value is None or (math.isfinite(value) and value > 0), name, "> 0")
-        for name in (
-            "weight_decay",
-            "no_obj_weight",
-            "iou_weight",
-            "classify_weight",
-            "warmup_epochs",
-            *AUGMENT_STRENGTHS,
-        ):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
+            _require(value is None or value > 0, name, "> 0")
+        for name in NON_NEGATIVE:
+            _require(getattr(self, name) >= 0, name, ">= 0")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         _require(0 <= self.copy_paste <= 1, "copy_paste", "in [0, 1]")
         _require(self.swa_epochs >= 0, "swa_epochs", ">= 0")
@@ -286,6 +280,12 @@ class TrainConfig:
             raise UserError(
                 "--ema and --swa-epochs both average the weights; choose one",
                 fix="leave out --ema, or --swa-epochs",
+            )
+        if self.swa_epochs > self.epochs:
+            raise UserError(
+                f"--swa-epochs {self.swa_epochs} averages more epochs than the run has "
+                f"(--epochs {self.epochs})",
+                fix=f"give --swa-epochs {self.epochs} or fewer",
             )
         if self.grad_clip is not None:
             _require(self.grad_clip > 0, "grad_clip", "> 0")
@@ -661,6 +661,24 @@ class SynthConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+# TrainConfig's settings that must be finite numbers >= 0.
+NON_NEGATIVE = (
+    "weight_decay",
+    "no_obj_weight",
+    "iou_weight",
+    "classify_weight",
+    "warmup_epochs",
+    *AUGMENT_STRENGTHS,
+)
+
+
+def _require_finite(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"--{_flag(name)} must be a finite number, got {value}")
 
 
 def _require(ok: bool, name: str, condition: str) -> None:

@@ -59,8 +59,11 @@ def lr_find(
     cfg.require_valid()
     if steps < 20:
         raise UserError(f"--steps must be at least 20, got {steps}")
-    if not 0 < start_lr < end_lr:
-        raise UserError(f"--start-lr must be > 0 and below --end-lr, got {start_lr}, {end_lr}")
+    if not (math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise UserError(
+            f"--start-lr and --end-lr must be finite, with 0 < --start-lr < --end-lr; got "
+            f"{start_lr:g} and {end_lr:g}"
+        )
     # One process, plain steps: no weight averaging, logging or compilation to get in the way.
     cfg = dataclasses.replace(cfg, wandb=False, ema=False, swa_epochs=0, compile=False)
     ctx = setup_process(cfg.device, cfg.dist_timeout)
