@@ -284,6 +284,15 @@ CASES: list[tuple[str, Args, list[str]]] = [
     ("flag-batch-size-zero", lambda w: infer(w, "--batch-size", "0"), ["--batch-size"]),
     ("flag-num-workers", lambda w: yogo_test(w, "--num-workers", "-1"), ["--num-workers"]),
     ("flag-opset", lambda w: ["export", w.model, "--opset", "3"], ["--opset"]),
+    # refused after the whole export, naming a temporary file
+    (
+        "flag-export-not-onnx",
+        lambda w: ["export", w.model, "--output-filename", w.root / "model.txt"],
+        ["--output-filename must name an .onnx file", "model.txt"],
+    ),
+    # `--name ''` restarted the output folder itself as a run
+    ("flag-name-empty", lambda w: train(w, "--name", ""), ["--name", "''"]),
+    ("flag-name-path", lambda w: train(w, "--name", "a/b"), ["--name", "'a/b'"]),
     (
         "flag-crop-height",
         lambda w: ["export", w.model, "--crop-height", "0"],

@@ -267,6 +267,11 @@ class TrainConfig:
         """Raise a UserError naming the flag of the first invalid value."""
         require_choices(self)
         _require_positive(self, "epochs", "batch_size", "grad_accum", "val_every")
+        if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name):
+            raise UserError(
+                f"--name must name one new folder inside --output-dir, got '{self.name}'",
+                fix="give a name without '/', or leave --name out for a generated one",
+            )
         _require_finite(self, "learning_rate", "lr_decay_factor", *NON_NEGATIVE)
         for name in ("learning_rate", "lr_decay_factor"):
             value = getattr(self, name)

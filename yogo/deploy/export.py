@@ -61,6 +61,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     require_output_file(
         output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename"
     )
+    if output.suffix != ".onnx":  # checked before the work, as every output is
+        raise UserError(
+            f"--output-filename must name an .onnx file, got '{output}'",
+            fix="give a name ending in .onnx",
+        )
     height = checkpoint.model_config.image_hw[0]
     if cfg.crop_height is not None and round(cfg.crop_height * height) < 8:
         raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")
