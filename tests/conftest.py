@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from yogo import outputs
 from yogo.cli import main
 from yogo.model.network import YOGO, ModelConfig, build_model
 
@@ -112,14 +113,30 @@ class CliResult:
     err: str
 
 
+@pytest.fixture(autouse=True)
+def tests_plan_their_files(tmp_path: Path):
+    """A test may write its own files (fixtures, checkpoints) anywhere in its tmp_path;
+    commands run through `run_cli` get no such plan: they must plan every file they write
+    (yogo.outputs), or fail with UnplannedOutput."""
+    outputs.plan_folder(tmp_path, replace=True)
+    yield
+    outputs.forget_plans()
+
+
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    """Run `yogo ARGS...` in this process; returns exit code, stdout and stderr."""
+def run_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    """Run `yogo ARGS...` in this process, with only the plans the command makes; returns
+    exit code, stdout and stderr."""
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
+        outputs.forget_plans()
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                main([str(a) for a in args])
+        finally:
+            outputs.forget_plans()
+            outputs.plan_folder(tmp_path, replace=True)
         captured = capsys.readouterr()
         code = exit_info.value.code
         return CliResult(code if isinstance(code, int) else 1, captured.out, captured.err)

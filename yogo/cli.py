@@ -36,7 +36,7 @@ from yogo.config import (
     load_config,
 )
 from yogo.errors import Interrupted, RunError, UserError, display_path
-from yogo.outputs import require_output_file, write_atomic
+from yogo.outputs import Inputs, plan_file, write_atomic
 
 app = typer.Typer(
     name="yogo",
@@ -248,10 +248,11 @@ def check(
     """
     from yogo.dataset_check import check as check_dataset
     from yogo.dataset_check import format_report
+    from yogo.ddf import ddf_inputs
 
     cfg = CheckConfig(**_given(ctx, CheckConfig))
     cfg.require_valid()
-    _require_json_output(json_path, force, [Path(cfg.ddf)])
+    _require_json_output(json_path, force, Inputs.of(cfg.ddf) | ddf_inputs(cfg.ddf))
     report = check_dataset(cfg)
     typer.echo(format_report(report), err=_json_to_stdout(json_path))
     _write_json(json_path, report)
@@ -327,6 +328,7 @@ def lr_find_command(
 ) -> None:
     """A learning-rate range test with the run's own model, loss, data and optimiser; prints
     the suggested learning rate. Any `yogo train` flag may follow (e.g. --batch-size)."""
+    from yogo.ddf import ddf_inputs
     from yogo.training.lr_find import lr_find, plot_lr_find
 
     command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
@@ -343,8 +345,8 @@ def lr_find_command(
         raise UserError(
             f"--plot must name a .png file, got '{plot}'", fix="give a name ending in .png"
         )
-    inputs = [Path(ddf)]
-    require_output_file(picture, force=force, inputs=inputs, option="--plot", create_folder=True)
+    inputs = Inputs.of(ddf, cfg.from_pretrained) | ddf_inputs(ddf)
+    plan_file(picture, force=force, inputs=inputs, option="--plot", create_folder=True)
     result = lr_find(cfg, steps, start_lr, end_lr)
     picture.parent.mkdir(parents=True, exist_ok=True)
     plot_lr_find(result, picture)
@@ -369,7 +371,7 @@ def test_command(
     **settings: Any,
 ) -> None:
     """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
-    from yogo.evaluation.testing import format_test_report, test
+    from yogo.evaluation.testing import format_test_report, test, test_inputs
 
     cfg = TestConfig(**_given(ctx, TestConfig))
     cfg.require_valid()
@@ -377,8 +379,7 @@ def test_command(
     if dump_to_disk and json_path is None:
         json_path = Path("test_metrics.json")  # YOGO 1.0.1 wrote test_metrics.pkl here
         option = "--dump-to-disk"
-    inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
-    _require_json_output(json_path, cfg.force, inputs, option)
+    _require_json_output(json_path, cfg.force, test_inputs(cfg), option)
     report = test(cfg)
     text = format_test_report(report, cfg.include_background)
     typer.echo(text, err=_json_to_stdout(json_path))
@@ -462,11 +463,11 @@ def _json_to_stdout(json_path: Path | None) -> bool:
 
 
 def _require_json_output(
-    json_path: Path | None, force: bool, inputs: list[Path], option: str = "--json"
+    json_path: Path | None, force: bool, inputs: Inputs, option: str = "--json"
 ) -> None:
     """Refuse a JSON report file that cannot or must not be written, before the work."""
     if json_path is not None and not _json_to_stdout(json_path):
-        require_output_file(json_path, force=force, inputs=inputs, option=option)
+        plan_file(json_path, force=force, inputs=inputs, option=option)
 
 
 def _write_json(json_path: Path | None, report: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from yogo.data.images import index_images
 from yogo.errors import UserError, display_path, where
+from yogo.outputs import Inputs
 from yogo.yamlfile import Node, load_yaml
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,14 @@ class DatasetDefinition:
     unlabelled_images: tuple[Path, ...]
     ambiguous_images: dict[Path, tuple[Path, ...]]  # chosen image -> all with that stem
     warnings: tuple[str, ...]
+    files: tuple[Path, ...]  # this file and every file it includes
+
+    def inputs(self) -> Inputs:
+        """Everything a command reading this DDF reads (yogo.outputs): the DDFs, each label
+        folder's notes.json, and the image, label and thumbnail folders."""
+        return _inputs(
+            self.files, [*self.dataset_paths, *self.test_paths], self.thumbnail_augmentation
+        )
 
     @property
     def samples(self) -> tuple[Sample, ...]:
@@ -114,6 +123,23 @@ class DatasetDefinition:
         included, as `--dataset-split-override` does.
         """
         return _Loader(Path(path)).load(split_override)
+
+
+def ddf_inputs(path: str | os.PathLike[str]) -> Inputs:
+    """`DatasetDefinition.inputs` without listing the folders: what to protect, known before
+    any work (a DDF that does not load raises its UserError here)."""
+    loader = _Loader(Path(path))
+    _, pool, tests, _, thumbnails = loader.parse()
+    return _inputs(tuple(loader.files), [*pool, *tests], thumbnails)
+
+
+def _inputs(
+    files: Sequence[Path], pairs: Sequence[FolderPair], thumbnails: dict[str, tuple[Path, ...]]
+) -> Inputs:
+    notes = {p.label_path.parent / "notes.json" for p in pairs}
+    folders = {f for p in pairs for f in (p.image_path, p.label_path)}
+    folders |= {f for group in thumbnails.values() for f in group}
+    return Inputs((*files, *sorted(notes)), tuple(sorted(folders)))
 
 
 def parse_split_override(
@@ -209,8 +235,14 @@ class _Loader:
         self.unlabelled: list[Path] = []
         self.ambiguous: dict[Path, tuple[Path, ...]] = {}
         self.top: _File | None = None
+        self.files: list[Path] = []
 
-    def load(self, split_override: Sequence[float] | None) -> DatasetDefinition:
+    def parse(
+        self,
+    ) -> tuple[
+        _File, list[FolderPair], list[FolderPair], SplitFractions, dict[str, tuple[Path, ...]]
+    ]:
+        """The top file, its folder pairs (pool, test), fractions and thumbnail folders."""
         top = self.top = self.read(self.top_path)
         keys = top.keys
         if "dataset_paths" not in keys and "test_paths" not in keys:
@@ -227,9 +259,10 @@ class _Loader:
         else:
             pool = self.section(top, "dataset_paths", "all", chain)
             tests = []
-        fractions = self.fractions(top, test_mode)
-        thumbnails = self.thumbnails(top)
+        return top, pool, tests, self.fractions(top, test_mode), self.thumbnails(top)
 
+    def load(self, split_override: Sequence[float] | None) -> DatasetDefinition:
+        top, pool, tests, fractions, thumbnails = self.parse()
         top_folder = top.path.parent
         listed_pool, listed_tests = self.list_samples(pool), self.list_samples(tests)
         if split_override is not None:
@@ -251,6 +284,7 @@ class _Loader:
             unlabelled_images=tuple(self.unlabelled),
             ambiguous_images=self.ambiguous,
             warnings=tuple(self.warnings),
+            files=tuple(self.files),
         )
 
     # --- reading and validating one file -------------------------------------------------
@@ -258,6 +292,7 @@ class _Loader:
     def read(self, path: Path) -> _File:
         root = load_yaml(path)
         resolved = path.resolve()
+        self.files.append(path)
         keys = root.mapping(path, "a dataset definition")
         for key, node in keys.items():
             if key not in TOP_KEYS:

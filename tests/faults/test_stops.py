@@ -195,7 +195,7 @@ def test_one_job_at_a_time_per_run_folder_and_a_dead_job_holds_nothing(
     run = tmp_path / "r"
     before = (run / "last.pth").read_bytes()
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(run / ".lock")],
+        [sys.executable, "-c", HOLDER, str(run / ".yogo-run")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -52,6 +52,11 @@ class ImageFiles:
     def inputs(self) -> list[Path]:
         return self.paths
 
+    @property
+    def folder(self) -> Path:
+        """Where the frames are: nothing is written under it."""
+        return self.root
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -90,6 +95,10 @@ class ZarrFrames:
     @property
     def inputs(self) -> list[Path]:
         return [self.path]
+
+    @property
+    def folder(self) -> Path:
+        return self.path
 
     def __len__(self) -> int:
         return len(self._labels)

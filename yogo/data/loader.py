@@ -52,12 +52,16 @@ def collate(items: Sequence[Item]) -> Batch:
     return Batch(images, labels, skipped)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     """Loader workers leave SIGTERM/SIGUSR1/SIGINT to the main process, which stops at a
     step boundary and shuts them down; SLURM signals every process of a job step, a terminal
-    sends Ctrl-C to every process of the foreground group."""
+    sends Ctrl-C to every process of the foreground group. They drop the folder locks they
+    inherited: a worker orphaned by kill -9 must not hold the run folder."""
     import signal
 
+    from yogo.outputs import drop_inherited_locks
+
+    drop_inherited_locks()
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
@@ -65,7 +69,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
 class Loaders:
     """The loaders of one command; leaving the `with` block stops their worker processes.
 
-    Workers are persistent (kept between epochs) and ignore stop signals (`_ignore_stop_signals`),
+    Workers are persistent (kept between epochs) and ignore stop signals (`_init_worker`),
     so the terminate-then-join that multiprocessing applies to live workers at interpreter exit
     would wait forever; shut down here, after the loop or on any exception, they exit normally.
     """
@@ -105,7 +109,7 @@ class Loaders:
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
             generator=torch.Generator().manual_seed(seed),
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=_init_worker,
         )
         self._loaders.append(loader)
         return loader

@@ -28,7 +28,7 @@ import numpy as np
 from yogo.config import ImageFormat, SynthConfig, require_choice
 from yogo.ddf import ddf_text, parse_split_override
 from yogo.errors import UserError
-from yogo.outputs import atomic_path, write_atomic
+from yogo.outputs import atomic_path, plan_folder, write_atomic
 
 NUM_STYLES = 7  # the looks classes cycle through by default
 # Every look by name, in style order: the first NUM_STYLES cycle, the rest are chosen by name.
@@ -151,6 +151,7 @@ def write_dataset(
         class_sizes=tuple(class_sizes) if class_sizes is not None else None,
         class_looks=tuple(class_looks) if class_looks is not None else None,
     )
+    plan_folder(out_dir, replace=False, option="OUT_DIR")
     rng = np.random.default_rng(seed)
     images, labels = out_dir / "images", out_dir / "labels"
     images.mkdir(parents=True, exist_ok=True)

@@ -44,10 +44,10 @@ from yogo.ddf import SplitFractions, ddf_text, parse_split_override
 from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, write_yolo
 from yogo.deploy.labelstudio import frame_task, url_prefix
 from yogo.deploy.predictor import Predictor, load_predictor
-from yogo.errors import UserError, display_path
+from yogo.errors import UserError
 from yogo.log import progress
 from yogo.model.boxes import postprocess
-from yogo.outputs import require_output_file, require_output_folder, write_atomic
+from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
 log = logging.getLogger(__name__)
 Frames = ImageFiles | ZarrFrames
@@ -152,13 +152,12 @@ def infer(cfg: InferConfig) -> InferSummary:
     plan = _Plan.of(cfg, frames)
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
-    require_output_folder(plan.out, option="--output-dir")
-    inputs = [*frames.inputs, Path(cfg.model)]
-    _require_new_outputs(plan.out, plan.every_file(cfg.count), cfg, inputs)
-    if plan.label_studio is not None:
-        require_output_file(
-            plan.label_studio, force=cfg.force, inputs=inputs, option="--label-studio"
-        )
+    inputs = Inputs.of(*frames.inputs, cfg.model, folders=[frames.folder])
+    files = plan.every_file(cfg.count)
+    outside = _plan_label_studio(plan, files, cfg.force, inputs)
+    outputs = OutputSet(
+        plan.out, "infer", files + outside, force=cfg.force, inputs=inputs, option="--output-dir"
+    )
     if cfg.class_names:
         if len(cfg.class_names) != len(predictor.class_names):
             raise UserError(
@@ -166,18 +165,18 @@ def infer(cfg: InferConfig) -> InferSummary:
                 f"{len(predictor.class_names)} classes"
             )
         predictor = dataclasses.replace(predictor, class_names=tuple(cfg.class_names))
-    plan.out.mkdir(parents=True, exist_ok=True)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
     dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
     start = time.perf_counter()
-    with Loaders() as loaders:
-        workers = min(workers, max(0, len(frames) // cfg.batch_size))
-        loader = loaders.make(dataset, cfg.batch_size, workers, collate_fn=_as_list)
-        summary, found = _predict_all(predictor, loader, plan, cfg)
-    summary.seconds = time.perf_counter() - start
-    summary.kind = predictor.kind
-    summary.written = _write_results(plan, predictor, cfg, summary, found, split)
+    with outputs:
+        with Loaders() as loaders:
+            workers = min(workers, max(0, len(frames) // cfg.batch_size))
+            loader = loaders.make(dataset, cfg.batch_size, workers, collate_fn=_as_list)
+            summary, found = _predict_all(predictor, loader, plan, cfg)
+        summary.seconds = time.perf_counter() - start
+        summary.kind = predictor.kind
+        summary.written = _write_results(plan, predictor, cfg, summary, found, split)
     return summary
 
 
@@ -319,30 +318,22 @@ def _label_studio_tasks(
     return json.dumps(tasks, indent=1)
 
 
-def _require_new_outputs(
-    out: Path, planned: Sequence[Path], cfg: InferConfig, inputs: Sequence[Path]
-) -> None:
-    """No file of `planned` exists (unless --force), and none is an input, ever."""
-    existing = [p for p in planned if p.exists()]
-    if not existing:
-        return
-    protected = {os.path.realpath(p) for p in inputs}
-    for path in existing:
-        if os.path.realpath(path) in protected:
-            raise UserError(
-                "--output-dir would write over an input of this command, even with --force",
-                path=path,
-                fix="choose another --output-dir",
-            )
-    if cfg.force:
-        return
-    shown = ", ".join(display_path(p) for p in existing[:3])
-    more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-    raise UserError(
-        f"--output-dir already holds {len(existing)} file(s) this run would write ({shown}{more})",
-        path=out,
-        fix="choose another --output-dir, or --force to replace them",
-    )
+def _plan_label_studio(plan: _Plan, files: list[Path], force: bool, inputs: Inputs) -> list[Path]:
+    """--label-studio: never one of this run's own files; inside --output-dir it is one file
+    of the set (returned), elsewhere a file of its own, planned here."""
+    if plan.label_studio is None:
+        return []
+    own = {os.path.realpath(p) for p in files}
+    if os.path.realpath(plan.label_studio) in own:
+        raise UserError(
+            "--label-studio names a file this run writes itself",
+            path=plan.label_studio,
+            fix="give another file name, e.g. OUTPUT_DIR/label-studio-tasks.json",
+        )
+    if os.path.realpath(plan.label_studio.parent) == os.path.realpath(plan.out):
+        return [plan.label_studio]
+    plan_file(plan.label_studio, force=force, inputs=inputs, option="--label-studio")
+    return []
 
 
 def _require_distinct_stems(frames: Frames) -> None:

@@ -17,24 +17,19 @@ from yogo.config import TestConfig
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.scan import DatasetScan, require_trainable, scan_dataset
-from yogo.ddf import DatasetDefinition
+from yogo.ddf import DatasetDefinition, ddf_inputs
 from yogo.dist import resolve_device
 from yogo.errors import UserError, display_path
 from yogo.evaluation.evaluate import evaluate_model
 from yogo.model.checkpoint import is_torch_file, load_checkpoint
+from yogo.outputs import Inputs, OutputSet, write_atomic
 
 log = logging.getLogger(__name__)
 
 
 def test(cfg: TestConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes."""
-    cfg.require_valid()
-    if is_torch_file(Path(cfg.ddf)) and not is_torch_file(Path(cfg.checkpoint)):
-        raise UserError(
-            "the checkpoint and the dataset definition are swapped",
-            path=cfg.ddf,
-            fix=f"yogo test {cfg.ddf} {cfg.checkpoint} (the checkpoint comes first)",
-        )
+    inputs = test_inputs(cfg)
     checkpoint = load_checkpoint(Path(cfg.checkpoint))
     model_config = checkpoint.model_config
     ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
@@ -63,7 +58,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         )
     scan = scan_dataset(ddf, cfg.bad_labels)
     _require_usable(scan, split)
-    plots = _plot_prefix(cfg, split)
+    plots = _plot_outputs(cfg, split, inputs)
     device = resolve_device(cfg.device)
     model = checkpoint.build_model().to(device)
     dataset = DetectionDataset(scan.splits[split], model_config.image_hw, model_config.channels)
@@ -76,9 +71,11 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     if plots is not None:
         from yogo.evaluation.plots import first_frames, plot_evaluation
 
-        plot_evaluation(metrics, plots, first_frames(dataset, metrics))
-        if cfg.worst is not None:
-            write_worst(metrics, dataset, plots, cfg.worst)
+        with plots:
+            prefix = Path(cfg.plots or "") / split
+            plot_evaluation(metrics, prefix, first_frames(dataset, metrics))
+            if cfg.worst is not None:
+                write_worst(metrics, dataset, plots, prefix, cfg.worst)
     report = {
         "split": split,
         "checkpoint": cfg.checkpoint,
@@ -93,32 +90,41 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     return report
 
 
-def _plot_prefix(cfg: TestConfig, split: str) -> Path | None:
-    """`--plots DIR`: DIR/<split>_*.png, checked before the evaluation (a folder that can be
-    written; no existing picture unless --force; never an input)."""
+def test_inputs(cfg: TestConfig) -> Inputs:
+    """What `yogo test` reads (yogo.outputs): the checkpoint, the DDF and all it reads."""
+    cfg.require_valid()
+    if is_torch_file(Path(cfg.ddf)) and not is_torch_file(Path(cfg.checkpoint)):
+        raise UserError(
+            "the checkpoint and the dataset definition are swapped",
+            path=cfg.ddf,
+            fix=f"yogo test {cfg.ddf} {cfg.checkpoint} (the checkpoint comes first)",
+        )
+    return Inputs.of(cfg.checkpoint, cfg.ddf) | ddf_inputs(cfg.ddf)
+
+
+def _plot_outputs(cfg: TestConfig, split: str, inputs: Inputs) -> OutputSet | None:
+    """`--plots DIR`: DIR/<split>_*.png (and with --worst, DIR/<split>_worst.csv and
+    DIR/<split>_worst/), one set of files, checked before the evaluation."""
     if cfg.plots is None:
         return None
     from yogo.evaluation.plots import planned
-    from yogo.outputs import require_output_file
 
-    folder = Path(cfg.plots)
-    prefix = folder / split
-    inputs = [Path(cfg.checkpoint), Path(cfg.ddf)]
-    extra = [Path(f"{prefix}_worst.csv")] if cfg.worst is not None else []
-    for path in [*planned(prefix), *extra]:
-        require_output_file(
-            path, force=cfg.force, inputs=inputs, option="--plots", create_folder=True
-        )
-    drawn = Path(f"{prefix}_worst")
-    if cfg.worst is not None and drawn.is_dir() and any(drawn.iterdir()) and not cfg.force:
-        raise UserError(
-            "--worst: the folder already holds frames", path=drawn, fix="--force replaces them"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    return prefix
+    prefix = Path(cfg.plots) / split
+    worst = cfg.worst is not None
+    return OutputSet(
+        Path(cfg.plots),
+        f"test-{split}",
+        [*planned(prefix), *([Path(f"{prefix}_worst.csv")] if worst else [])],
+        force=cfg.force,
+        inputs=inputs,
+        option="--plots",
+        subfolders=[Path(f"{prefix}_worst")] if worst else [],
+    )
 
 
-def write_worst(metrics: Any, dataset: DetectionDataset, prefix: Path, count: int) -> None:
+def write_worst(
+    metrics: Any, dataset: DetectionDataset, outputs: OutputSet, prefix: Path, count: int
+) -> None:
     """The `count` frames with the most missed plus extra objects (ties: the more confident
     extras first), drawn as labels | predictions into `<prefix>_worst/`, and every frame's
     errors in `<prefix>_worst.csv`, worst first (a guide for relabelling)."""
@@ -126,7 +132,6 @@ def write_worst(metrics: Any, dataset: DetectionDataset, prefix: Path, count: in
     import io
 
     from yogo.evaluation.plots import plot_frame, save_picture
-    from yogo.outputs import write_atomic
 
     if len(metrics.images) != len(dataset):
         log.warning("--worst: frames were skipped while evaluating; no worst frames written")
@@ -148,14 +153,16 @@ def write_worst(metrics: Any, dataset: DetectionDataset, prefix: Path, count: in
         writer.writerow([*row, *e["true"].tolist(), *e["pred"].tolist()])
     write_atomic(Path(f"{prefix}_worst.csv"), table.getvalue())
     folder = Path(f"{prefix}_worst")
+    pictures = {
+        i: folder / f"{rank:02d}_{dataset.samples[i].image.stem}_{errors[i]['misses']}missed_"
+        f"{errors[i]['extras']}extra.png"
+        for rank, i in enumerate(order[:count], start=1)
+    }
+    outputs.extend(list(pictures.values()))  # listed before they are written
     folder.mkdir(exist_ok=True)
-    for rank, i in enumerate(order[:count], start=1):
-        e = errors[i]
+    for i, path in pictures.items():
         image = plot_frame(dataset.frame(i).numpy(), metrics.images[i], names, metrics.obj_thresh)
-        stem = dataset.samples[i].image.stem
-        save_picture(
-            image, folder / f"{rank:02d}_{stem}_{e['misses']}missed_{e['extras']}extra.png"
-        )
+        save_picture(image, path)
 
 
 def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from yogo.dist import setup_process, teardown
 from yogo.errors import UserError
 from yogo.evaluation.plots import save_picture
 from yogo.model.loss import forward_loss
+from yogo.outputs import plan_folder
 from yogo.training.setup import Run, setup
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def lr_find(
     try:
         with Loaders() as loaders, tempfile.TemporaryDirectory(prefix="yogo-lr-find-") as folder:
             log.info(f"lr-find: {steps} steps from {start_lr:g} to {end_lr:g} (a temporary run)")
-            run = setup(cfg, ctx, None, loaders, Path(folder))
+            run = setup(cfg, ctx, None, loaders, plan_folder(Path(folder), replace=True))
             return _range_test(run, steps, start_lr, end_lr)
     finally:
         teardown(ctx)

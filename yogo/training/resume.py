@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from yogo.config import TrainConfig, load_config
+from yogo.ddf import ddf_inputs
 from yogo.errors import UserError, display_path
 from yogo.model.checkpoint import Checkpoint, load_checkpoint, require_checkpoint_file
 from yogo.model.network import YOGO
-from yogo.outputs import require_output_folder, same_file
+from yogo.outputs import Inputs, require_output_folder, same_file
 from yogo.training.ema import WeightAverage
 from yogo.training.run_folder import require_new_run_name
 
@@ -278,6 +279,8 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
         return resumed_config(cfg, resume), resume
     if not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
+    inputs = Inputs.of(cfg.ddf, cfg.from_pretrained) | ddf_inputs(cfg.ddf)
+    inputs.refuse(Path(cfg.output_dir), "--output-dir")
     require_output_folder(Path(cfg.output_dir), option="--output-dir")
     require_new_run_name(cfg)
     if cfg.from_pretrained:

@@ -30,11 +30,18 @@ from yogo.data.scan import LabelledSample
 from yogo.dist import DistContext
 from yogo.errors import UserError, display_path
 from yogo.model.checkpoint import Checkpoint
-from yogo.outputs import is_partial, remove_partial_files, write_atomic
+from yogo.outputs import (
+    hold_lock,
+    is_partial,
+    plan_folder,
+    release_lock,
+    remove_partial_files,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".yogo-run"  # the lock, and the mark of a folder yogo made (written first)
 # What a run writes before its first checkpoint; a folder holding only these is restartable.
 # A restart rewrites config.yaml, removes the rows, the plots and the temporary files of
 # interrupted writes, and starts a new W&B run.
@@ -44,8 +51,13 @@ EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, INDEX_NAME, *STALE_FILES)
 
 
 def restartable(run_dir: Path) -> bool:
-    """`run_dir` holds no checkpoint and nothing but files yogo writes before the first one."""
-    return all(entry.name in EARLY_FILES or is_partial(entry.name) for entry in run_dir.iterdir())
+    """`run_dir` is empty, or yogo made it (its mark is there) and it holds no checkpoint and
+    nothing but files yogo writes before the first one. A folder the user made is never
+    restarted, whatever its files are called."""
+    names = {entry.name for entry in run_dir.iterdir()}
+    return not names or (
+        LOCK_NAME in names and all(name in EARLY_FILES or is_partial(name) for name in names)
+    )
 
 
 def require_new_run_name(cfg: TrainConfig) -> None:
@@ -68,7 +80,7 @@ def require_new_run_name(cfg: TrainConfig) -> None:
 
 
 class RunFolder:
-    """A run folder held by this process: an exclusive `flock` on RUN/.lock, which the kernel
+    """A run folder held by this process: an exclusive `flock` on RUN/.yogo-run, which the kernel
     releases when the process ends in any way, so a dead job never leaves it held."""
 
     def __init__(self, path: Path, fd: int | None) -> None:
@@ -114,6 +126,7 @@ class RunFolder:
     @classmethod
     def hold(cls, run_dir: Path) -> RunFolder:
         """Lock `run_dir` for this process, or say which job holds it."""
+        plan_folder(run_dir, replace=True)  # the run's own files: checkpoints, metrics, ...
         fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -137,7 +150,7 @@ class RunFolder:
         os.ftruncate(fd, 0)
         holder = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%c}"
         os.write(fd, holder.encode())
-        return cls(run_dir, fd)
+        return cls(run_dir, hold_lock(fd))
 
     def release(self, failed: bool = False) -> None:
         """Let the folder go; after a failure, a folder this job made and left empty goes
@@ -155,7 +168,7 @@ class RunFolder:
             (self.path / LOCK_NAME).unlink()
             self.path.rmdir()
         if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the lock
+            release_lock(self._fd)
             self._fd = None
 
 
