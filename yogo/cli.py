@@ -13,7 +13,9 @@ import dataclasses
 import inspect
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 import typing
 from collections.abc import Callable, Sequence
@@ -35,7 +37,14 @@ from yogo.config import (
     field_docs,
     load_config,
 )
-from yogo.errors import Interrupted, RunError, UserError, display_path
+from yogo.errors import (
+    Interrupted,
+    RunError,
+    Stopped,
+    UserError,
+    display_path,
+    stop_by_raising,
+)
 from yogo.outputs import Inputs, plan_file, write_atomic
 
 app = typer.Typer(
@@ -508,6 +517,9 @@ def expand_variadic(args: Sequence[str]) -> list[str]:
     return out
 
 
+STOPS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; exits with 0, 1 (runtime failure) or 2 (user mistake).
 
@@ -517,13 +529,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     configure_console()
     args = expand_variadic(sys.argv[1:] if argv is None else argv)
-
+    previous: dict[int, Any] = {}
+    if "train" not in args[:1] and threading.current_thread() is threading.main_thread():
+        # Training saves and stops at a step (yogo.signals); the other commands stop at once,
+        # their temporary files removed on the way out.
+        previous = {sig: signal.signal(sig, stop_by_raising) for sig in STOPS}
     try:
         app(args=args, prog_name="yogo")
     except Interrupted as e:  # training has said where it stopped
+        sys.exit(e.exit_code)
+    except Stopped as e:
+        typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except (UserError, RunError) as e:
         if os.environ.get("YOGO_DEBUG") == "1":
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         sys.exit(2 if isinstance(e, UserError) else 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

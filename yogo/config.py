@@ -278,6 +278,8 @@ class TrainConfig:
             _require(value is None or value > 0, name, "> 0")
         for name in NON_NEGATIVE:
             _require(getattr(self, name) >= 0, name, ">= 0")
+        for name, top in AUGMENT_LIMITS.items():
+            _require(getattr(self, name) <= top, name, f"at most {top:g}")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         _require(0 <= self.copy_paste <= 1, "copy_paste", "in [0, 1]")
         _require(self.swa_epochs >= 0, "swa_epochs", ">= 0")
@@ -334,7 +336,8 @@ class TrainConfig:
             )
         if "ddf" not in values:
             raise UserError("the setting 'ddf' is required", path=source)
-        return cls(**values)
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _typed(k, v, hints[k], source) for k, v in values.items()})
 
 
 @dataclass
@@ -378,6 +381,18 @@ class AugmentSettings:
 
 # The TrainConfig fields that set AugmentSettings: `augment_` and its field's name.
 AUGMENT_STRENGTHS = tuple(f"augment_{f.name}" for f in dataclasses.fields(AugmentSettings))
+# The largest strength of each that still makes a frame: a shift of half the frame, a zoom
+# factor above 0, a change of the whole grey range, gamma in [exp(-3), exp(3)], a blur and
+# a noise far beyond any microscope's.
+AUGMENT_LIMITS = {
+    "augment_translate": 0.5,
+    "augment_scale": 0.9,
+    "augment_brightness": 1.0,
+    "augment_contrast": 1.0,
+    "augment_gamma": 3.0,
+    "augment_blur": 16.0,
+    "augment_noise": 255.0,
+}
 
 
 def augment_settings(cfg: TrainConfig) -> AugmentSettings:
@@ -708,6 +723,38 @@ def _require_fractions(cfg: object, *names: str) -> None:
 def _require_workers(num_workers: int | None) -> None:
     if num_workers is not None and num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {num_workers}")
+
+
+def _typed(name: str, value: Any, hint: Any, source: str) -> Any:
+    """`value` as a setting of type `hint` (an int is a float too; a tuple is a list), or a
+    UserError naming the setting and what it needs (a hand-edited config.yaml)."""
+    args = typing.get_args(hint)
+    if value is None and type(None) in args:
+        return None
+    inner = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:  # its choices are checked with the flags'
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+        wanted = "one of " + ", ".join(args)
+    elif inner and typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return _typed(name, value, inner[0], source)
+    elif typing.get_origin(hint) is list:
+        if isinstance(value, list | tuple):
+            return [_typed(name, v, args[0], source) for v in value]
+        wanted = f"a list of {args[0].__name__} values"
+    elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    else:
+        wanted = {bool: "true or false", int: "a whole number", float: "a number"}.get(
+            hint, "text"
+        )
+    raise UserError(
+        f"the setting '{name}' must be {wanted}, got {value!r}",
+        path=source,
+        fix="correct the value, or set it with its flag instead (flags override the file)",
+    )
 
 
 def load_config(path: Path) -> TrainConfig:

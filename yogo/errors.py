@@ -81,3 +81,18 @@ class Interrupted(Exception):
             + ("; requeueing the SLURM job" if requeue else "")
         )
         self.exit_code = 128 + signum
+
+
+class Stopped(BaseException):
+    """A command other than training stopped by SIGTERM or SIGUSR1: raised where the process
+    is, so that `finally` blocks remove temporary files and folders on the way out (a
+    BaseException: no `except Exception` swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; nothing was written")
+        self.exit_code = 128 + signum
+
+
+def stop_by_raising(signum: int, frame: object) -> None:
+    """The SIGTERM/SIGUSR1 handler of commands that have nothing to save when stopped."""
+    raise Stopped(signum)

@@ -230,16 +230,33 @@ def remove_partial_files(folder: Path) -> list[Path]:
     return stale
 
 
+# Write failures that are the disk's, not yogo's: a message (exit 2), never a traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+
+
+class WriteFailed(UserError):
+    """A file could not be written (disk full, quota, read-only); nothing was replaced."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"could not write it: {reason}",
+            path=path,
+            fix="free space (or raise the quota) and run again",
+        )
+        self.reason = reason
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     """A new, empty temporary file beside `path` to write into; when the block ends without an
     error it is renamed to `path` (readers see the old file or the new one, never half of
     one), else removed. `durable`: fsync the file before and the folder after the rename,
-    so the new file survives a power cut too (checkpoints)."""
+    so the new file survives a power cut too (checkpoints). A full disk (or quota, or a
+    read-only file system) raises WriteFailed, the previous file intact."""
     replace = may_replace(path)
     partial = partial_path(path)
-    os.close(open_new(partial))
     try:
+        os.close(open_new(partial))
         yield partial
         if durable:
             with open(partial, "rb+") as f:
@@ -251,6 +268,11 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
                 os.fsync(folder)
             finally:
                 os.close(folder)
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+        raise WriteFailed(path, f"{e.strerror or e}; {kept}") from e
     finally:
         partial.unlink(missing_ok=True)
 

@@ -134,13 +134,32 @@ def load_label_studio_ids(label_folder: Path) -> dict[int, str] | None:
         return None
     try:
         categories = json.loads(notes.read_text(encoding="utf-8"))["categories"]
-        return {int(c["id"]): str(c["name"]) for c in categories}
+        pairs = [(c["id"], str(c["name"])) for c in categories]
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(
             f"not a Label Studio notes file ({type(e).__name__}: {e})",
             path=notes,
             fix='it needs "categories": [{"id": 0, "name": "..."}, ...], or remove the file',
         ) from None
+    bad = [i for i, _ in pairs if not isinstance(i, int) or isinstance(i, bool) or i < 0]
+    if bad:
+        raise UserError(
+            f"category ids must be whole numbers >= 0, got {', '.join(map(repr, bad))}",
+            path=notes,
+            fix="give each category an integer id, as Label Studio writes them",
+        )
+    ids = [i for i, _ in pairs]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        names = {i: sorted({n for j, n in pairs if j == i}) for i in twice}
+        shown = "; ".join(f"{i}: {', '.join(names[i])}" for i in twice)
+        raise UserError(
+            f"category id(s) listed more than once ({shown}): every label with such an id "
+            "would get one of the names",
+            path=notes,
+            fix="give each category its own id (export notes.json again from Label Studio)",
+        )
+    return dict(pairs)
 
 
 @dataclass(frozen=True)

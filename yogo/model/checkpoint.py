@@ -22,7 +22,7 @@ import torch
 
 from yogo.errors import RunError, UserError, display_path
 from yogo.model.network import YOGO, ModelConfig, build_model
-from yogo.outputs import write_atomic
+from yogo.outputs import WriteFailed, write_atomic
 
 FORMAT = "yogo-checkpoint"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
@@ -56,10 +56,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
     try:
         write_atomic(path, buffer.getvalue(), durable=True)
-    except OSError as e:
-        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    except WriteFailed as e:
         raise RunError(
-            f"could not write {display_path(path)}: {e.strerror or e}; {kept}. "
+            f"could not write {display_path(path)}: {e.reason}. "
             "Free space (or raise the quota) and resume with --resume auto."
         ) from e
 
