@@ -79,6 +79,8 @@ class ZarrFrames:
         else:
             _require_pixels(node, path)
             self.layout = _layout(node, path, layout)
+            shape = tuple(node.shape)
+            _require_area(shape[:2] if self.layout == "hwn" else shape[1:3], path)
             count = _frame_count(node, self.layout, path)
             width = len(str(count - 1))
             self._labels = [f"{i:0{width}d}" for i in range(count)]
@@ -120,7 +122,10 @@ class ZarrFrames:
                 frame = self._node[i]
         except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
             raise ImageError(f"frame cannot be read from the zarr store: {e}") from None
-        return array_to_uint8(np.asarray(frame), channels)
+        pixels = np.asarray(frame)
+        if not pixels.dtype.isnative:  # a big-endian store: torch reads native order only
+            pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+        return array_to_uint8(pixels, channels)
 
 
 def open_frames(
@@ -200,6 +205,15 @@ def _natural_key(name: str) -> tuple[Any, ...]:
 def _frame_arrays(group: Any, path: Path) -> list[str]:
     arrays = {name: array for name, array in group.arrays()}
     if not arrays:
+        groups = sorted(name for name, _ in group.groups())
+        if groups and path.is_dir():
+            raise UserError(
+                f"is a zarr group whose arrays are in sub-groups ({', '.join(groups)}), not at "
+                "its top",
+                path=path,
+                fix=f"give the sub-group that holds the frames: --path-to-zarr "
+                f"{display_path(path / groups[0])}",
+            )
         raise UserError("is a zarr group without arrays", path=path, fix="give a store of frames")
     for name, array in arrays.items():
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
@@ -209,6 +223,7 @@ def _frame_arrays(group: Any, path: Path) -> list[str]:
                 path=path,
             )
         _require_pixels(array, path)
+        _require_area(tuple(array.shape[:2]), path, f"array '{name}'")
     return sorted(arrays, key=_natural_key)
 
 
@@ -264,8 +279,19 @@ def _frame_count(array: Any, layout: str, path: Path) -> int:
     return total
 
 
+def _require_area(hw: tuple[int, ...], path: Path, what: str = "its frames") -> None:
+    if min(hw) < 1:
+        raise UserError(
+            f"{what}: frames of {hw[0]} x {hw[1]} pixels; a frame needs at least one row and "
+            "one column",
+            path=path,
+            fix="check the array's shape (or --zarr-layout)",
+        )
+
+
 def _require_pixels(array: Any, path: Path) -> None:
-    if np.dtype(array.dtype) not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+    dtype = np.dtype(array.dtype)
+    if dtype.kind != "u" or dtype.itemsize not in (1, 2):  # either byte order
         raise UserError(
             f"frames of type {array.dtype}; yogo reads uint8 and uint16 frames",
             path=path,

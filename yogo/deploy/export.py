@@ -72,6 +72,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
 
     with atomic_path(output) as temp:  # torch.onnx writes into it; kept only when verified
         _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
+        _require_opset(temp, cfg.opset)
         nodes = _simplify(temp) if cfg.simplify else None
         input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)
         expected, tolerance = pytorch_reference(deployed, images)
@@ -165,6 +166,20 @@ def _write_onnx(
         )
     assert program is not None
     program.save(str(path))
+
+
+def _require_opset(path: Path, opset: int) -> None:
+    """The exporter keeps opset 18 when it cannot convert the graph (with a traceback on the
+    console, and no error): never hand the user another opset than the one asked for."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
+    if written != {opset}:
+        raise RunError(
+            f"the exporter could not convert the model to opset {opset} (it wrote "
+            f"{', '.join(map(str, sorted(written)))}); nothing was written. Try --opset 18."
+        )
 
 
 def _simplify(path: Path) -> tuple[int, int]:

@@ -11,6 +11,7 @@ Files hold only tensors, numbers, strings, lists and dicts, and are always read 
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 
 from yogo.errors import RunError, UserError, display_path
-from yogo.model.network import YOGO, ModelConfig, build_model
+from yogo.model.grid import MIN_IMAGE_SIDE
+from yogo.model.network import MODELS, YOGO, ModelConfig, build_model
 from yogo.outputs import WriteFailed, write_atomic
 
 FORMAT = "yogo-checkpoint"
@@ -93,10 +95,53 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not isinstance(payload, dict):
         raise UserError("is not a yogo or YOGO checkpoint (not a dictionary)", path=path)
     if payload.get("format") == FORMAT:
-        return _from_yogo(path, payload)
-    if "model_state_dict" in payload and "model_version" in payload:
-        return _from_yogo_v1(path, payload)
-    raise UserError("is not a yogo or YOGO checkpoint (unknown layout)", path=path)
+        read = _from_yogo
+    elif "model_state_dict" in payload and "model_version" in payload:
+        read = _from_yogo_v1
+    else:
+        raise UserError("is not a yogo or YOGO checkpoint (unknown layout)", path=path)
+    try:
+        checkpoint = read(path, payload)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise _inconsistent(path, f"{type(e).__name__}: {e}") from None
+    _require_consistent(checkpoint)
+    return checkpoint
+
+
+def _inconsistent(path: Path, what: str) -> UserError:
+    return UserError(
+        f"is a damaged or hand-made checkpoint ({what})",
+        path=path,
+        fix="use a best.pth or last.pth that yogo train (or YOGO) wrote",
+    )
+
+
+def _require_consistent(checkpoint: Checkpoint) -> None:
+    """The model description is one a network can have, and the weights fit it."""
+    config, path = checkpoint.model_config, checkpoint.path
+    if min(config.image_hw) < MIN_IMAGE_SIDE:
+        raise _inconsistent(path, f"image_hw {config.image_hw[0]} x {config.image_hw[1]}")
+    if config.channels not in (1, 3):
+        raise _inconsistent(path, f"{config.channels} channels")
+    if not config.class_names or len(set(config.class_names)) != len(config.class_names):
+        raise _inconsistent(path, f"class names {list(config.class_names)}")
+    anchors = (config.anchor_w, config.anchor_h)
+    if not all(math.isfinite(a) and a > 0 for a in anchors):
+        raise _inconsistent(path, f"anchor {anchors[0]:g} x {anchors[1]:g}")
+    if config.model_name not in MODELS:
+        raise _inconsistent(path, f"unknown model '{config.model_name}'")
+    expected = build_model(config).state_dict()
+    state = checkpoint.state_dict
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise _inconsistent(path, "its weights are not the network's")
+    for name, tensor in expected.items():
+        if not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape:
+            raise _inconsistent(
+                path,
+                f"weights '{name}' of shape {tuple(getattr(state[name], 'shape', ()))} where "
+                f"the network it describes ({len(config.class_names)} classes) has "
+                f"{tuple(tensor.shape)}",
+            )
 
 
 def _damaged(path: Path, error: Exception) -> UserError:
