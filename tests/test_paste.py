@@ -69,7 +69,7 @@ def test_thumbnails_are_scaled_like_the_frames(tmp_path: Path) -> None:
     Image.fromarray(np.full((10, 20), 200, np.uint8)).save(folder / "t.png")
     (folder / "notes.txt").write_text("not an image")
     train = frames(tmp_path)
-    pool = PastePool.from_thumbnails({"rare": (folder,)}, ("common", "rare"), 1)
+    pool = PastePool.from_thumbnails({"rare": (folder,)}, ("common", "rare"), 1, (120, 160))
     assert pool.paths == (folder / "t.png",) and pool.boxes[0, 0] == 1
     dataset = DetectionDataset(train, (60, 80), 1)
     # Frames were 120 x 160 before resizing to 60 x 80: the thumbnail halves too.

@@ -503,6 +503,12 @@ class TestConfig:
                 )
 
 
+def require_crop_height(value: float | None) -> None:
+    """--crop-height (or load_predictor's crop_height): None, or in (0, 1]."""
+    if value is not None and not 0 < value <= 1:
+        raise UserError(f"--crop-height must be in (0, 1], got {value}")
+
+
 MIN_OPSET, MAX_OPSET = 16, 23  # measured: docs/export-and-infer.md
 
 
@@ -528,8 +534,7 @@ class ExportConfig:
     """Replace an existing file."""
 
     def require_valid(self) -> None:
-        if self.crop_height is not None and not 0 < self.crop_height <= 1:
-            raise UserError(f"--crop-height must be in (0, 1], got {self.crop_height}")
+        require_crop_height(self.crop_height)
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(
                 f"--opset {self.opset} is not supported",
@@ -607,8 +612,7 @@ class InferConfig:
         _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
-        if self.crop_height is not None and not 0 < self.crop_height <= 1:
-            raise UserError(f"--crop-height must be in (0, 1], got {self.crop_height}")
+        require_crop_height(self.crop_height)
         if self.line_width is not None and self.line_width < 1:
             raise UserError(f"--line-width must be >= 1, got {self.line_width}")
         if self.label_studio_url_prefix is not None and self.label_studio is None:
@@ -753,9 +757,7 @@ def _typed(name: str, value: Any, hint: Any, source: str) -> Any:
     elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     else:
-        wanted = {bool: "true or false", int: "a whole number", float: "a number"}.get(
-            hint, "text"
-        )
+        wanted = {bool: "true or false", int: "a whole number", float: "a number"}.get(hint, "text")
     raise UserError(
         f"the setting '{name}' must be {wanted}, got {value!r}",
         path=source,

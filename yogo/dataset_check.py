@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from yogo.config import CheckConfig
+from yogo.data.images import survey_thumbnails
 from yogo.data.labels import ERROR_KINDS, WARNING_KINDS, Problem
 from yogo.data.scan import (
     UNNAMED_CLASSES,
@@ -63,6 +64,10 @@ def check_report(
         message = f"{len(sizes)} image sizes: {listing}; a run resizes them to --image-hw"
         problems.append(Problem(ddf.path, None, "mixed-sizes", message))
     problems += [Problem(ddf.path, None, "dataset-definition", w) for w in ddf.warnings]
+    if ddf.thumbnail_augmentation and train:
+        smallest = (min(s.height for s in train), min(s.width for s in train))
+        _, unusable = survey_thumbnails(ddf.thumbnail_augmentation, smallest)
+        problems += [Problem(p, None, "thumbnail", f"not pasted: {why}") for p, why in unusable]
     diagnoses = class_diagnoses(scan.problems)
     nothing_left = no_objects_left(scan) if train else None
     reasons = []  # why a run could not train on it (the checks of require_trainable, and more)

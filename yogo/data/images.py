@@ -168,3 +168,29 @@ def array_to_uint8(pixels: np.ndarray, channels: int) -> np.ndarray:
 
     rgb = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]), "RGB")
     return _to_uint8(rgb, channels)
+
+
+def survey_thumbnails(
+    folders: dict[str, tuple[Path, ...]], frame_hw: tuple[int, int]
+) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(path, class name) of each thumbnail that can be pasted into frames of `frame_hw`
+    (the smallest training frame), and (path, reason) of each that cannot: unreadable, or
+    not smaller than the frame; an image folder with no image is a reason too."""
+    usable, unusable = [], []
+    for name, dirs in folders.items():
+        for folder in dirs:
+            files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+            if not files:
+                unusable.append((folder, f"no image files in the '{name}' thumbnail folder"))
+            for path in files:
+                try:
+                    h, w = decode_image(path, 1).shape[1:]
+                except ImageError as e:
+                    unusable.append((path, str(e)))
+                    continue
+                if h < frame_hw[0] and w < frame_hw[1]:
+                    usable.append((path, name))
+                else:
+                    size = f"{frame_hw[0]} x {frame_hw[1]}"
+                    unusable.append((path, f"{h} x {w} px, not smaller than the {size} frames"))
+    return usable, unusable

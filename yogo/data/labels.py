@@ -52,6 +52,7 @@ WARNING_KINDS = {
     "unlabelled-images": "images without label files (ignored)",
     "ambiguous-image": "several images with the same stem",
     "mixed-sizes": "images of different sizes (resized to --image-hw)",
+    "thumbnail": "thumbnails --copy-paste cannot paste (unreadable, or not smaller than a frame)",
     "dataset-definition": "dataset definition notes",
 }
 # Problems `clip` can repair; the rest are dropped under `clip`.

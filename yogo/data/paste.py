@@ -11,6 +11,7 @@ sees rare objects among the common ones as it will at inference.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yogo.data.images import IMAGE_EXTENSIONS, ImageError, decode_image
+from yogo.data.images import ImageError, decode_image, survey_thumbnails
 from yogo.data.scan import LabelledSample
 from yogo.data.transforms import resize
+from yogo.errors import UserError, display_path
+
+log = logging.getLogger(__name__)
 
 # Objects pasted into one frame (1 to this many), and placements tried for each.
 MAX_PASTED = 3
@@ -56,19 +60,32 @@ class PastePool:
 
     @classmethod
     def from_thumbnails(
-        cls, folders: dict[str, tuple[Path, ...]], class_names: Sequence[str], channels: int
+        cls,
+        folders: dict[str, tuple[Path, ...]],
+        class_names: Sequence[str],
+        channels: int,
+        frame_hw: tuple[int, int],
     ) -> PastePool:
-        """Every image file in the thumbnail folders, with its folder's class."""
-        paths, classes = [], []
-        for name, dirs in folders.items():
-            for folder in dirs:
-                for path in sorted(folder.iterdir()):
-                    if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                        paths.append(path)
-                        classes.append(class_names.index(name))
-        boxes = np.zeros((len(paths), 5), np.float32)
-        boxes[:, 0] = classes
-        return cls(boxes, None, tuple(paths), channels)
+        """Every usable thumbnail of the folders (survey_thumbnails), with its folder's class;
+        the others are reported once, and none usable is a UserError."""
+        usable, unusable = survey_thumbnails(folders, frame_hw)
+        for path, reason in unusable[:5]:
+            log.warning(f"{display_path(path)}: thumbnail not used: {reason}")
+        if len(unusable) > 5:
+            log.warning(
+                f"... and {len(unusable) - 5} more unusable thumbnails (yogo check lists all)"
+            )
+        if not usable:
+            shown = ", ".join(display_path(f) for group in folders.values() for f in group)
+            raise UserError(
+                f"--copy-paste: none of the thumbnails can be pasted ({len(unusable)} unusable "
+                f"in {shown})",
+                fix="put cut-out objects smaller than the frames in the thumbnail folders "
+                "(yogo check lists each problem), or train without --copy-paste",
+            )
+        boxes = np.zeros((len(usable), 5), np.float32)
+        boxes[:, 0] = [class_names.index(name) for _, name in usable]
+        return cls(boxes, None, tuple(path for path, _ in usable), channels)
 
 
 def paste_objects(

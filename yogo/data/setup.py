@@ -64,7 +64,11 @@ def make_data(
     paste = None
     if cfg.augment and cfg.copy_paste > 0:
         if thumbnails:
-            pool = PastePool.from_thumbnails(thumbnails, model.class_names, model.channels)
+            train = splits["train"]
+            smallest = (min(s.height for s in train), min(s.width for s in train))
+            pool = PastePool.from_thumbnails(
+                thumbnails, model.class_names, model.channels, smallest
+            )
             source = "thumbnail(s) of the DDF's thumbnail_augmentation"
         else:
             pool = PastePool.from_frames(splits["train"], model.num_classes)

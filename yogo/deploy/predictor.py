@@ -16,11 +16,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from yogo.config import require_crop_height
 from yogo.dist import resolve_device
 from yogo.errors import UserError
 from yogo.model.checkpoint import load_checkpoint
@@ -93,7 +95,14 @@ class Predictor:
         from yogo.data.transforms import resize
         from yogo.model.boxes import postprocess
 
-        items = list(images)
+        items = _require_images(images)
+        for name, value in (("obj_thresh", obj_thresh), ("iou_thresh", iou_thresh)):
+            if not 0 <= value <= 1:
+                raise UserError(f"{name} must be in [0, 1], got {value}")
+        if not 0 <= min_class_confidence <= 1:
+            raise UserError(f"min_class_confidence must be in [0, 1], got {min_class_confidence}")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         out: list[Detections] = []
         for start in range(0, len(items), batch_size):
             frames = [
@@ -122,6 +131,44 @@ class Predictor:
         return out
 
 
+def _require_images(images: Any) -> list[Any]:
+    """The images `predict` takes, as `yogo infer` reads them: paths, or uint8/uint16 arrays
+    of (H, W) or (H, W, C) with C 1, 3 or 4. Anything else is a UserError that says what to
+    pass, never detections made from a misread array."""
+    if isinstance(images, np.ndarray | str | Path) or not isinstance(images, Sequence):
+        raise UserError(
+            f"predict takes a list of images, got {type(images).__name__}",
+            fix="for one image, predict([image])",
+        )
+    for i, item in enumerate(images):
+        if isinstance(item, str | Path):
+            continue
+        if not isinstance(item, np.ndarray):
+            raise UserError(
+                f"image {i} is a {type(item).__name__}; give a path or a numpy array",
+                fix="np.asarray(image) for PIL images",
+            )
+        if item.dtype not in (np.uint8, np.uint16):
+            scale = " (x 255)" if item.dtype.kind == "f" else ""
+            raise UserError(
+                f"image {i} is {item.dtype}; predict reads uint8 or uint16 pixels, as a "
+                "microscope writes them",
+                fix=f"convert it: image{scale}.astype(np.uint8) if its values fit 0..255",
+            )
+        shape = item.shape
+        if item.ndim not in (2, 3) or (item.ndim == 3 and shape[2] not in (1, 3, 4)):
+            first = item.ndim == 3 and shape[0] in (1, 3, 4)
+            raise UserError(
+                f"image {i} has shape {shape}; predict reads (H, W) or (H, W, C) arrays",
+                fix="np.moveaxis(image, 0, -1) for a channel-first array"
+                if first
+                else "give one frame per array",
+            )
+        if min(shape[:2]) < 1:
+            raise UserError(f"image {i} has shape {shape}: no pixels")
+    return list(images)
+
+
 def load_predictor(
     path: str | Path,
     device_name: str | None = None,
@@ -133,6 +180,7 @@ def load_predictor(
     has its band built in by `yogo export --crop-height`), in reduced precision with `half`
     (fp16 on a GPU, bf16 on a CPU)."""
     path = Path(path)
+    require_crop_height(crop_height)
     if not path.is_file():
         raise UserError("model file does not exist", path=path)
     if path.suffix == ".onnx":
