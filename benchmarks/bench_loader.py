@@ -25,10 +25,11 @@ import torch
 from yogo.config import AUGMENT_STRENGTHS, ResolvedTrainConfig, TrainConfig
 from yogo.data.loader import Loaders
 from yogo.data.scan import LabelledSample
-from yogo.data.setup import load_splits, make_data
+from yogo.data.setup import load_splits, make_data, paste_pool
 from yogo.data.transforms import resize
 from yogo.dist import DistContext
 from yogo.model.network import ModelConfig
+from yogo.outputs import plan_folder
 
 
 class NaiveDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -80,6 +81,7 @@ def main() -> None:
     )
     ctx = DistContext(0, 0, 1, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as run_dir:
+        plan_folder(Path(run_dir), replace=True)  # the label index goes there, as in a run
         ddf, splits = load_splits(cfg, ctx, Path(run_dir) / "label_index.npz")
         first = splits["train"][0]
         image_hw = tuple(args.image_hw) if args.image_hw else (first.height, first.width)
@@ -93,7 +95,8 @@ def main() -> None:
             0.05,
         )
         with Loaders() as loaders:
-            data = make_data(cfg, ctx, Path(run_dir), splits, model, loaders)
+            pool = paste_pool(cfg, splits, model, ddf.thumbnail_augmentation)
+            data = make_data(cfg, ctx, Path(run_dir), splits, model, loaders, pool)
             print(f"frames: {len(splits['train'])} of {image_hw[0]}x{image_hw[1]}")
             print(f"loader workers: {data.num_workers}")
             rates = []

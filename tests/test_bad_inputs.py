@@ -529,7 +529,237 @@ CASES: list[tuple[str, Args, list[str]]] = [
         lambda w: train(w.put("../runs/mine/notes.txt", "mine"), "--name", "mine"),
         ["mine", "already exists"],
     ),
+    # --- issue #20: what a command reads is never written, data folders are never added to
+    (
+        "out-json-over-label",
+        lambda w: check(w, "--json", w.labels / "frame_0000.txt", "--force"),
+        ["frame_0000.txt", "reads data from"],
+    ),
+    (
+        "out-json-into-images",
+        lambda w: yogo_test(w, "--json", w.images / "report.json"),
+        ["report.json", "reads data from"],
+    ),
+    (
+        "out-json-over-included-ddf",
+        lambda w: ["check", _including(w), "--json", w.ddf, "--force"],
+        ["ddf.yml", "input"],
+    ),
+    (
+        "out-json-over-notes",
+        lambda w: check(
+            w.put("notes.json", NOTES), "--json", w.root / "data/notes.json", "--force"
+        ),
+        ["notes.json", "input"],
+    ),
+    (
+        "out-lr-find-plot-over-image",
+        lambda w: ["lr-find", w.ddf, "--plot", w.images / "frame_0003.png", "--force"],
+        ["frame_0003.png", "reads data from"],
+    ),
+    (
+        "out-test-plots-into-labels",
+        lambda w: yogo_test(w, "--plots", w.labels),
+        ["labels", "reads data from"],
+    ),
+    (
+        "out-train-into-images",
+        lambda w: ["train", w.ddf, "--no-wandb", "--output-dir", w.images / "runs"],
+        ["--output-dir", "reads data from"],
+    ),
+    (
+        "out-infer-into-frames",
+        lambda w: [*infer(w)[:-1], w.images / "out"],
+        ["--output-dir", "reads data from"],
+    ),
+    (
+        "out-label-studio-over-own-predictions",
+        lambda w: infer(w, "--label-studio", w.root / "o" / "predictions.json", "--force"),
+        ["--label-studio", "this run writes itself"],
+    ),
+    (
+        "out-label-studio-over-own-ddf",
+        lambda w: infer(w, "--save-preds", "--label-studio", w.root / "o" / "ddf.yml"),
+        ["--label-studio", "this run writes itself"],
+    ),
+    (
+        "out-train-user-folder",
+        lambda w: train(
+            w.put("../runs/exp1/config.yaml", "mine").put("../runs/exp1/metrics.csv", "mine"),
+            "--name",
+            "exp1",
+        ),
+        ["exp1", "already exists"],
+    ),
+    (
+        "out-test-worst-is-a-file",
+        lambda w: yogo_test(
+            w.put("../plots/test_worst", "mine"), "--plots", w.root / "plots", "--worst", "3"
+        ),
+        ["test_worst", "is a file"],
+    ),
+    (
+        "out-lr-find-plot-txt",
+        lambda w: ["lr-find", w.ddf, "--plot", w.root / "lr.txt"],
+        ["--plot", ".png"],
+    ),
+    # --- issue #20: values that passed validation, then failed mid-run
+    (
+        "notes-duplicate-id",
+        lambda w: check(
+            w.put("notes.json", _notes((0, "healthy"), (1, "ring"), (1, "trophozoite")))
+        ),
+        ["notes.json", "more than once", "1: ring, trophozoite"],
+    ),
+    (
+        "notes-fractional-id",
+        lambda w: check(w.put("notes.json", _notes((0, "healthy"), (1.5, "ring")))),
+        ["notes.json", "whole numbers", "1.5"],
+    ),
+    ("flag-opset-12", lambda w: ["export", w.model, "--opset", "12"], ["--opset 12", "16 to 23"]),
+    ("flag-augment-gamma", lambda w: train(w, "--augment-gamma", "1000"), ["--augment-gamma"]),
+    ("flag-augment-scale", lambda w: train(w, "--augment-scale", "1e9"), ["--augment-scale"]),
+    (
+        "flag-augment-translate",
+        lambda w: train(w, "--augment-translate", "1e30"),
+        ["--augment-translate"],
+    ),
+    (
+        "config-epochs-text",
+        lambda w: ["train", "--config", _config(w, "epochs", '"three"')],
+        ["c.yaml", "'epochs'", "whole number", "three"],
+    ),
+    (
+        "config-image-hw-one-number",
+        lambda w: ["train", "--config", _config(w, "image_hw", "96")],
+        ["c.yaml", "'image_hw'", "list"],
+    ),
+    (
+        "config-batch-size-fraction",
+        lambda w: ["train", "--config", _config(w, "batch_size", "2.5")],
+        ["c.yaml", "'batch_size'", "2.5"],
+    ),
+    (
+        "thumbs-none-usable",
+        lambda w: train(_thumbnails(w, b"", _frame_sized(w)), "--copy-paste", "1"),
+        ["--copy-paste", "none of the thumbnails"],
+    ),
+    (
+        "image-zarr-zero-height",
+        lambda w: [
+            "infer",
+            w.model,
+            "--path-to-zarr",
+            _zero_height_store(w),
+            "--output-dir",
+            w.root / "o",
+        ],
+        ["z.zarr", "0 x 64 pixels"],
+    ),
+    (
+        "image-zarr-sub-group",
+        lambda w: [
+            "infer",
+            w.model,
+            "--path-to-zarr",
+            _nested_store(w),
+            "--output-dir",
+            w.root / "o",
+        ],
+        ["g.zarr", "sub-groups (frames)", "--path-to-zarr"],
+    ),
+    (
+        "ckpt-no-model",
+        lambda w: ["infer", _crafted(w, drop="model"), "--path-to-images", w.images],
+        ["c.pth", "hand-made checkpoint"],
+    ),
+    (
+        "ckpt-zero-image-hw",
+        lambda w: train(w, "--from-pretrained", _crafted(w, image_hw=[0, 0])),
+        ["c.pth", "image_hw 0 x 0"],
+    ),
+    (
+        "ckpt-class-count-mismatch",
+        lambda w: ["lr-find", w.ddf, "--from-pretrained", _crafted(w, classes=["a", "b"])],
+        ["c.pth", "2 classes"],
+    ),
 ]
+
+NOTES = '{"categories": [{"id": 0, "name": "healthy"}], "info": {}}'
+
+
+def _notes(*categories: tuple[float, str]) -> str:
+    import json
+
+    return json.dumps({"categories": [{"id": i, "name": n} for i, n in categories]})
+
+
+def _including(w: Workspace) -> Path:
+    """A DDF that includes the workspace's."""
+    return w.file(
+        "top.yml",
+        'class_names: ["healthy", "ring", "trophozoite"]\n'
+        "dataset_split_fractions: {train: 0.8, val: 0.1, test: 0.1}\n"
+        "dataset_paths:\n  all:\n    defn_path: data/ddf.yml\n",
+    )
+
+
+def _config(w: Workspace, key: str, value: str) -> Path:
+    return w.file(
+        "c.yaml", f"config:\n  ddf: {w.ddf}\n  output_dir: {w.root / 'runs'}\n  {key}: {value}\n"
+    )
+
+
+def _thumbnails(w: Workspace, *contents: bytes) -> Workspace:
+    """Thumbnails of 'ring' (`contents`: the files' bytes), declared in the DDF."""
+    for i, content in enumerate(contents):
+        w.file(f"thumbs/t{i}.png", content)
+    text = w.ddf.read_text() + "thumbnail_augmentation:\n  ring: ../thumbs\n"
+    w.ddf.write_text(text)
+    return w
+
+
+def _frame_sized(w: Workspace) -> bytes:
+    return (w.images / "frame_0000.png").read_bytes()
+
+
+def _zero_height_store(w: Workspace) -> Path:
+    """Three (N, H, W) frames of 0 x 64 pixels."""
+    import zarr
+
+    path = w.root / "z.zarr"
+    zarr.create_array(str(path), shape=(3, 0, 64), chunks=(1, 1, 64), dtype="uint8")
+    return path
+
+
+def _nested_store(w: Workspace) -> Path:
+    import zarr
+
+    path = w.root / "g.zarr"
+    root = zarr.open_group(str(path), mode="w")
+    root.create_group("frames").create_array("0", shape=(48, 64), dtype="uint8")[...] = 9
+    return path
+
+
+def _crafted(
+    w: Workspace,
+    drop: str = "",
+    image_hw: list[int] | None = None,
+    classes: list[str] | None = None,
+) -> Path:
+    """The workspace's model re-saved with one thing changed, as a hand-made file would be."""
+    import torch
+
+    payload = torch.load(w.model, weights_only=True)
+    if drop:
+        del payload[drop]
+    if image_hw is not None:
+        payload["model"]["image_hw"] = image_hw
+    if classes is not None:
+        payload["model"]["class_names"] = classes
+    path = w.root / "c.pth"
+    torch.save(payload, path)
+    return path
 
 
 def _float_store(w: Workspace) -> Path:

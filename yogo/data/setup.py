@@ -48,6 +48,29 @@ class Data:
     num_workers: int
 
 
+def paste_pool(
+    cfg: TrainConfig,
+    splits: dict[str, tuple[LabelledSample, ...]],
+    model: ModelConfig,
+    thumbnails: dict[str, tuple[Path, ...]],
+) -> PastePool | None:
+    """What `--copy-paste` pastes (None when off): the DDF's usable thumbnails, else objects
+    of the rare classes. Made before the run folder is written: no usable thumbnail is a
+    UserError that leaves nothing behind."""
+    if not (cfg.augment and cfg.copy_paste > 0):
+        return None
+    if thumbnails:
+        train = splits["train"]
+        smallest = (min(s.height for s in train), min(s.width for s in train))
+        pool = PastePool.from_thumbnails(thumbnails, model.class_names, model.channels, smallest)
+        source = "thumbnail(s) of the DDF's thumbnail_augmentation"
+    else:
+        pool = PastePool.from_frames(splits["train"], model.num_classes)
+        source = "object(s) of the rare classes from the training frames"
+    log.info(f"copy-paste {cfg.copy_paste:g}: from {len(pool)} {source}")
+    return pool
+
+
 def make_data(
     cfg: ResolvedTrainConfig,
     ctx: DistContext,
@@ -55,26 +78,13 @@ def make_data(
     splits: dict[str, tuple[LabelledSample, ...]],
     model: ModelConfig,
     loaders: Loaders,
-    thumbnails: dict[str, tuple[Path, ...]] | None = None,
+    pool: PastePool | None = None,
 ) -> Data:
     """The loaders `yogo train` reads (benchmarks/bench_loader.py times exactly these)."""
     # Not saved in the config: a resumed or repeated run uses the CPUs of its own allocation.
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     pin = ctx.device.type == "cuda"
-    paste = None
-    if cfg.augment and cfg.copy_paste > 0:
-        if thumbnails:
-            train = splits["train"]
-            smallest = (min(s.height for s in train), min(s.width for s in train))
-            pool = PastePool.from_thumbnails(
-                thumbnails, model.class_names, model.channels, smallest
-            )
-            source = "thumbnail(s) of the DDF's thumbnail_augmentation"
-        else:
-            pool = PastePool.from_frames(splits["train"], model.num_classes)
-            source = "object(s) of the rare classes from the training frames"
-        paste = (pool, cfg.copy_paste)
-        log.info(f"copy-paste {cfg.copy_paste:g}: from {len(pool)} {source}")
+    paste = (pool, cfg.copy_paste) if pool is not None else None
     train_set = DetectionDataset(
         splits["train"],
         model.image_hw,

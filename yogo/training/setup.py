@@ -31,8 +31,9 @@ from yogo.config import (
 )
 from yogo.data.index import INDEX_NAME
 from yogo.data.loader import Batch, Loaders
+from yogo.data.paste import PastePool
 from yogo.data.scan import LabelledSample
-from yogo.data.setup import Data, load_splits, make_data
+from yogo.data.setup import Data, load_splits, make_data, paste_pool
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext
 from yogo.errors import display_path
@@ -122,6 +123,7 @@ def setup(
     run_cfg = resolved_config(cfg, ddf, model, pretrained, train_per_rank, ctx, run_dir.name)
     if run_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    pool = paste_pool(run_cfg, splits, model.config, ddf.thumbnail_augmentation)
     if ctx.is_main and resume is None:  # a resumed run keeps the config.yaml it started with
         record = {
             "command": " ".join(sys.argv),
@@ -130,7 +132,7 @@ def setup(
         }
         save_config(run_dir / "config.yaml", run_cfg, record)
         log.info(f"run folder: {display_path(run_dir)}")
-    return build_run(run_cfg, ctx, run_dir, resume, ddf, splits, model, weights, loaders)
+    return build_run(run_cfg, ctx, run_dir, resume, ddf, splits, model, weights, loaders, pool)
 
 
 def build_run(
@@ -143,10 +145,11 @@ def build_run(
     model: YOGO,
     weights: torch.Tensor | None,
     loaders: Loaders,
+    pool: PastePool | None,
 ) -> Run:
     """The loaders, loss, optimiser, schedule, precision, weight average, DDP and W&B of a
     run whose settings are resolved."""
-    data = make_data(cfg, ctx, run_dir, splits, model.config, loaders, ddf.thumbnail_augmentation)
+    data = make_data(cfg, ctx, run_dir, splits, model.config, loaders, pool)
     loss_fn = YOGOLoss(
         LossSettings(
             no_obj_weight=cfg.no_obj_weight,
