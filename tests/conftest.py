@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import subprocess
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +112,22 @@ class CliResult:
     code: int
     out: str
     err: str
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 4 MiB file system (tmpfs), so writes fail with ENOSPC."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 @pytest.fixture(autouse=True)

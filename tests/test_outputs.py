@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_infer_never_writes_over_ground_truth_labels(checkpoint: Path, tmp_path:
     args = ["infer", checkpoint, "--path-to-images", data / "images", "--output-dir", data]
     refused = run_cli(*args, "--save-preds")
     assert refused.code == 2
-    assert "already holds 2 file(s) this run would write" in refused.err
+    assert "already holds 2 file(s) this command would write" in refused.err
     assert "labels/a.txt" in refused.err and "--force" in refused.err
     assert snapshot(data) == before
     # Outputs it would not write are no obstacle; with --force the user chose to replace.
@@ -115,7 +116,7 @@ def test_infer_never_writes_over_its_input_images_even_with_force(
         "--draw-boxes",
         "--force",
     )
-    assert result.code == 2 and "would write over an input" in result.err
+    assert result.code == 2 and "is an input of this command" in result.err
     assert snapshot(tmp_path) == before
 
 
@@ -148,7 +149,7 @@ def test_every_file_follows_the_umask(
         os.umask(old)
     written = [checkpoint.with_suffix(".onnx"), tmp_path / "r.json", tasks]
     written += [p for p in out.rglob("*") if p.is_file()]
-    assert len(written) == 9  # out: predictions, labels, boxes, counts, ddf.yml, .npy
+    assert len(written) == 10  # out: predictions, labels, boxes, counts, ddf.yml, .npy, manifest
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
 
@@ -212,3 +213,151 @@ def test_output_paths_of_the_wrong_kind_are_named(
         assert result.code == 2 and message in result.err, (args, result.err)
         assert "Traceback" not in result.err
     assert a_file.read_text() == "mine"
+
+
+# --- the one rule (issue #20): planned, checked against every input, locked, atomic
+
+
+def test_writing_an_unplanned_file_is_an_error(tmp_path: Path) -> None:
+    from yogo import outputs
+
+    outputs.forget_plans()  # this test's own plan of tmp_path (conftest) is gone
+    with pytest.raises(outputs.UnplannedOutput):
+        outputs.write_atomic(tmp_path / "x.txt", "x")
+    assert list(tmp_path.iterdir()) == []
+    outputs.plan_file(tmp_path / "x.txt", force=False)
+    outputs.write_atomic(tmp_path / "x.txt", "x")
+    assert (tmp_path / "x.txt").read_text() == "x"
+
+
+def test_a_file_another_process_wrote_meanwhile_is_kept_without_force(tmp_path: Path) -> None:
+    """The check before the work found no file; one appeared since (a second command): the
+    rename would have replaced it, the link refuses."""
+    from yogo import outputs
+    from yogo.errors import UserError
+
+    outputs.forget_plans()
+    path = outputs.plan_file(tmp_path / "r.json", force=False)
+    path.write_text("theirs")
+    with pytest.raises(UserError, match="appeared while yogo was working"):
+        outputs.write_atomic(path, "ours")
+    assert path.read_text() == "theirs" and os.listdir(tmp_path) == ["r.json"]
+    outputs.plan_file(path, force=True)
+    outputs.write_atomic(path, "ours")
+    assert path.read_text() == "ours"
+
+
+def test_a_full_disk_is_one_message_and_the_old_file_stays(small_disk: Path, run_cli) -> None:
+    from yogo import outputs
+
+    old = small_disk / "r.json"
+    old.write_text("old")
+    (small_disk / "filler").write_bytes(b"\0" * (small_disk_free(small_disk)))
+    outputs.plan_file(old, force=True)
+    with pytest.raises(outputs.WriteFailed, match="No space left on device; the previous r"):
+        outputs.write_atomic(old, "x" * 100_000)
+    assert old.read_text() == "old"
+    assert sorted(os.listdir(small_disk)) == ["filler", "r.json"]
+
+
+def small_disk_free(folder: Path) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+@pytest.mark.slow
+def test_commands_on_a_full_disk_say_so_and_leave_nothing(
+    trained_run, checkpoint: Path, small_disk: Path, tmp_path: Path, run_cli
+) -> None:
+    """check --json, test --plots, export and infer: exit 2 and one message (they ended in
+    a traceback), and no partial file left on the disk."""
+    (small_disk / "filler").write_bytes(b"\0" * small_disk_free(small_disk))
+    images = write_image(tmp_path / "images" / "a.png", (96, 128)).parent
+    attempts = [
+        ["check", trained_run.ddf, "--json", small_disk / "r.json"],
+        ["test", checkpoint, trained_run.ddf, "--plots", small_disk / "plots"],
+        ["export", checkpoint, "--output-filename", small_disk / "m.onnx"],
+        ["infer", checkpoint, "--path-to-images", images, "--output-dir", small_disk / "out"],
+    ]
+    for args in attempts:
+        result = run_cli(*args)
+        assert result.code == 2, (args[0], result.err)
+        assert "No space left on device" in result.err, (args[0], result.err)
+        assert "Traceback" not in result.err
+        assert [p.name for p in small_disk.rglob("*") if p.is_file()] == ["filler"], args[0]
+
+
+@pytest.fixture
+def frames(tmp_path: Path) -> Path:
+    for i in range(6):
+        write_image(tmp_path / "frames" / f"f{i}.png", (96, 128))
+    return tmp_path / "frames"
+
+
+@pytest.mark.slow
+def test_infer_force_replaces_the_whole_set_never_a_mix(
+    checkpoint: Path, frames: Path, tmp_path: Path, run_cli
+) -> None:
+    """The second run wrote over the first's files but kept the rest: a ddf.yml training on
+    the first run's 6 label files while predictions.json listed the second's 3 frames."""
+    out = tmp_path / "out"
+    infer = ["infer", checkpoint, "--output-dir", out, "--save-preds", "--obj-thresh", "0"]
+    assert run_cli(*infer, "--path-to-images", frames, "--count", "--draw-boxes").code == 0
+    assert len(list((out / "labels").iterdir())) == 6 and (out / "counts.csv").is_file()
+    for i in range(3, 6):
+        (frames / f"f{i}.png").unlink()
+    again = run_cli(*infer, "--path-to-images", frames)
+    assert again.code == 2 and "--force to replace them" in again.err
+    assert run_cli(*infer, "--path-to-images", frames, "--force").code == 0
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["f0.txt", "f1.txt", "f2.txt"]
+    assert not (out / "counts.csv").exists() and not (out / "boxes").exists()
+    listed = json.loads((out / "predictions.json").read_text())["images"]
+    assert len(listed) == 3
+    (out / "mine.txt").write_text("the user's")  # not yogo's: never removed
+    assert run_cli(*infer, "--path-to-images", frames, "--force").code == 0
+    assert (out / "mine.txt").read_text() == "the user's"
+
+
+@pytest.mark.slow
+def test_test_worst_force_replaces_the_earlier_frames(
+    trained_run, checkpoint: Path, tmp_path: Path, run_cli
+) -> None:
+    plots = tmp_path / "plots"
+    args = ["test", checkpoint, trained_run.ddf, "--plots", plots]
+    assert run_cli(*args, "--worst", "4").code == 0
+    assert len(list((plots / "test_worst").iterdir())) == 4
+    assert run_cli(*args, "--worst", "2", "--force").code == 0
+    assert len(list((plots / "test_worst").iterdir())) == 2
+    assert run_cli(*args, "--force").code == 0  # no --worst now: none of its files stay
+    assert not (plots / "test_worst.csv").exists() and not (plots / "test_worst").exists()
+
+
+LOCKER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_one_command_at_a_time_writes_an_output_folder(
+    checkpoint: Path, frames: Path, tmp_path: Path, run_cli
+) -> None:
+    """Two `infer --output-dir X` at once both exited 0, one's files replaced by the other's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        args = ["infer", checkpoint, "--path-to-images", frames, "--output-dir", out]
+        busy = run_cli(*args)
+        assert busy.code == 2 and "another yogo command is writing" in busy.err, busy.err
+        assert list(out.iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli(*args).code == 0

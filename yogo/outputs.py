@@ -454,6 +454,9 @@ class OutputSet:
             except UserError:
                 continue
             path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a sub-folder of the set left empty goes too
+                if path.parent != self.folder:
+                    path.parent.rmdir()
 
     def _write_manifest(self) -> None:
         names = sorted({os.path.relpath(p, self.folder) for p in self.files})

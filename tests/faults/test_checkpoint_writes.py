@@ -67,22 +67,6 @@ def test_kill_9_during_writes_never_leaves_a_broken_checkpoint(tmp_path: Path) -
     assert interrupted_writes > 0  # the kills did land inside writes
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real 4 MiB file system (tmpfs), so writes fail with ENOSPC."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
 def test_disk_full_keeps_the_previous_checkpoint(small_disk: Path) -> None:
     path = small_disk / "last.pth"
     save_checkpoint(path, {"weights": torch.ones(250_000)})  # 1 MB fits

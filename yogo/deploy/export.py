@@ -28,7 +28,7 @@ from yogo.config import ExportConfig
 from yogo.deploy.predictor import Deployed, load_predictor
 from yogo.errors import RunError, UserError, display_path
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
-from yogo.outputs import atomic_path, plan_file
+from yogo.outputs import atomic_path, plan_file, require_output_file
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
     output = Path(cfg.output_filename or checkpoint_path.with_suffix(".onnx"))
+    require_output_file(
+        output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename"
+    )
     if output.suffix != ".onnx":  # checked before the work, as every output is
         raise UserError(
             f"--output-filename must name an .onnx file, got '{output}'",
