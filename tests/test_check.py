@@ -381,3 +381,22 @@ def test_a_threshold_that_leaves_nothing_is_not_trainable(tmp_path: Path) -> Non
     assert "lower --min-label-confidence" in str(e.value)
     report = check_report(ddf, scan)
     assert not report["trainable"] and "2 row(s) below it" in report["not_trainable_because"][0]
+
+
+def test_thumbnails_that_cannot_be_pasted_are_listed(tmp_path: Path, run_cli) -> None:
+    """`--copy-paste` with such thumbnails did nothing, and `yogo check` said nothing."""
+    ddf = simple_ddf(tmp_path)  # frames of 32 x 40
+    write_image(tmp_path / "thumbs" / "good.png", (8, 8))
+    write_image(tmp_path / "thumbs" / "whole-frame.png", (32, 40))
+    (tmp_path / "thumbs" / "empty.png").write_bytes(b"")
+    (tmp_path / "none").mkdir()
+    ddf.write_text(ddf.read_text() + "thumbnail_augmentation:\n  a: thumbs\n  b: [none]\n")
+    result = run_cli("check", ddf)
+    assert result.code == 0, result.err
+    assert (
+        "whole-frame.png: warning: not pasted: 32 x 40 px, not smaller than the 32 x 40"
+        in result.out
+    )
+    assert "empty.png: warning: not pasted:" in result.out
+    assert "none: warning: not pasted: no image files in the 'b' thumbnail folder" in result.out
+    assert "good.png" not in result.out

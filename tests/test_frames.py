@@ -183,3 +183,12 @@ def test_without_zarr_installed_the_message_names_the_extra(tmp_path: Path) -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "needs the zarr package" in out.stdout and "pip install 'yogo[zarr]'" in out.stdout
+
+
+def test_big_endian_frames_read_like_native_ones(tmp_path: Path) -> None:
+    """A store of big-endian uint16 (`>u2`, as some cameras write) was refused."""
+    wide = RNG.integers(0, 65536, (2, 24, 32), dtype=np.uint16)
+    native = ZarrFrames(store(tmp_path / "n.zarr", wide, (1, 24, 32), zarr_format=2))
+    big = ZarrFrames(store(tmp_path / "b.zarr", wide.astype(">u2"), (1, 24, 32), zarr_format=2))
+    for i in range(2):
+        np.testing.assert_array_equal(big.read(i, 1), native.read(i, 1))

@@ -4,8 +4,10 @@ permissions the umask gives (yogo.outputs, docs/outputs.md)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -361,3 +363,100 @@ def test_one_command_at_a_time_writes_an_output_folder(
         holder.kill()
         holder.wait()
     assert run_cli(*args).code == 0
+
+
+def documented_writes() -> dict[str, list[str]]:
+    """docs/design.md's "Every file each command writes": command -> its patterns."""
+    text = (Path(__file__).parents[1] / "docs" / "design.md").read_text()
+    section = text.split("### Every file each command writes")[1].split("\n## ")[0]
+    listed = {}
+    for line in section.splitlines():
+        found = re.match(r"- `yogo ([a-z-]+)`: (.*)", line)
+        if found:
+            listed[found[1]] = re.findall(r"`([^`]+)`", found[2])
+    return listed
+
+
+def expand(pattern: str, names: dict[str, str]) -> str:
+    for name, value in names.items():
+        pattern = pattern.replace(name, value)
+    return pattern
+
+
+@pytest.mark.slow
+def test_every_file_a_command_writes_is_listed_here(
+    trained_run, checkpoint: Path, tmp_path: Path, run_cli
+) -> None:
+    """The one output rule, walked: each command with every output option on a user's folder.
+    Every file that appears is in docs/design.md's list (and every listed name appears); it
+    was planned (run_cli gives a command no plan but its own, and an unplanned write raises);
+    no input changed and nothing was added to a data folder."""
+    data = tmp_path / "data"
+    shutil.copytree(trained_run.ddf.parent, data)
+    ddf, model, out = data / "ddf.yml", checkpoint, tmp_path / "out"
+    out.mkdir()
+    runs = {
+        "check": (["check", ddf, "--json", out / "r.json"], {"JSON": "out/r.json"}),
+        "test": (
+            ["test", model, ddf, "--json", out / "t.json", "--plots", out / "plots", "--worst", 2],
+            {"JSON": "out/t.json", "PLOTS": "out/plots", "SPLIT": "test"},
+        ),
+        "export": (["export", model, "--output-filename", out / "m.onnx"], {"ONNX": "out/m.onnx"}),
+        "infer": (
+            [
+                "infer",
+                model,
+                "--path-to-images",
+                data / "images",
+                "--output-dir",
+                out / "infer",
+                "--save-preds",
+                "--draw-boxes",
+                "--count",
+                "--save-npy",
+                "--obj-thresh",
+                "0.1",
+                "--label-studio",
+                out / "tasks.json",
+            ],
+            {"OUT": "out/infer", "TASKS": "out/tasks.json"},
+        ),
+        "lr-find": (
+            ["lr-find", ddf, "--steps", 40, "-bs", 4, "--num-workers", 0, "--plot", out / "lr.png"],
+            {"PLOT": "out/lr.png"},
+        ),
+        "train": (
+            [
+                "train",
+                ddf,
+                "--epochs",
+                1,
+                "-bs",
+                4,
+                "--num-workers",
+                0,
+                "--no-wandb",
+                "--output-dir",
+                out / "runs",
+                "--name",
+                "r",
+            ],
+            {"RUN": "out/runs/r"},
+        ),
+        "synth": (["synth", out / "synth", "--num-images", 2], {"OUT": "out/synth"}),
+    }
+    documented = documented_writes()
+    assert sorted(documented) == sorted(runs)
+    for command, (args, names) in runs.items():
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        result = run_cli(*args)
+        assert result.code == 0, (command, result.err)
+        after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        assert {p: after[p] for p in before if p in after} == before, command  # none changed
+        new = sorted(str(p.relative_to(tmp_path)) for p in set(after) - set(before))
+        patterns = [expand(pattern, names) for pattern in documented[command]]
+        for path in new:
+            assert any(fnmatch.fnmatch(path, p) for p in patterns), (command, path, patterns)
+        for pattern in patterns:
+            assert any(fnmatch.fnmatch(path, pattern) for path in new), (command, pattern)
+        assert not [p for p in new if p.startswith("data/")], command

@@ -9,9 +9,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import yogo
+from yogo.errors import UserError
 
 DOCS = Path(__file__).parent.parent / "docs" / "export-and-infer.md"
 
@@ -62,3 +64,37 @@ def test_paths_arrays_of_any_size_and_16_bit(trained_run, tmp_path: Path) -> Non
     (scaled,) = predictor.predict([big])
     assert scaled.boxes.max() > pixels.shape[1]  # pixels of the larger image
     assert len(predictor.predict([pixels], obj_thresh=1.0)[0]) == 0
+
+
+@pytest.mark.parametrize(
+    ("images", "words"),
+    [
+        (lambda p: [p.astype(np.float32) / 255], ["float32", "astype(np.uint8)"]),
+        (lambda p: [p[None]], ["channel-first", "np.moveaxis"]),
+        (lambda p: [p > 128], ["bool"]),
+        (lambda p: [p.astype(np.int8)], ["int8"]),
+        (lambda p: p, ["a list of images", "predict([image])"]),
+        (lambda p: [p.tolist()], ["image 0 is a list"]),
+        (lambda p: [p[:0]], ["no pixels"]),
+    ],
+    ids=["float", "channel-first", "bool", "int8", "bare-array", "nested-list", "empty"],
+)
+def test_images_yogo_would_misread_are_refused(trained_run, images, words) -> None:
+    """predict() took these and returned detections from a misread array (or an IndexError)."""
+    predictor = yogo.load_predictor(trained_run.run / "best.pth")
+    pixels = np.asarray(Image.open(sorted((trained_run.ddf.parent / "images").glob("*.png"))[0]))
+    with pytest.raises(UserError) as refused:
+        predictor.predict(images(pixels))
+    for word in words:
+        assert word in str(refused.value)
+
+
+def test_settings_are_checked_as_the_cli_checks_them(trained_run) -> None:
+    with pytest.raises(UserError, match="--crop-height must be in"):
+        yogo.load_predictor(trained_run.run / "best.pth", crop_height=2.0)
+    predictor = yogo.load_predictor(trained_run.run / "best.pth")
+    image = np.zeros((48, 64), np.uint8)
+    with pytest.raises(UserError, match="obj_thresh"):
+        predictor.predict([image], obj_thresh=1.5)
+    with pytest.raises(UserError, match="batch_size"):
+        predictor.predict([image], batch_size=0)
