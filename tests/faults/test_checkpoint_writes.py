@@ -24,7 +24,9 @@ WRITER = textwrap.dedent(
     import sys, torch
     from pathlib import Path
     from yogo.model.checkpoint import save_checkpoint
+    from yogo.outputs import plan_folder
     path = Path(sys.argv[1])
+    plan_folder(path.parent, replace=True)  # as a run plans its folder
     for i in range(1, 1000):
         print(f"writing {i}", flush=True)
         save_checkpoint(path, {"i": i, "weights": torch.full((8_000_000,), float(i))})
