@@ -60,7 +60,7 @@ def test_yogo_test_plots(trained_run, tmp_path: Path, run_cli) -> None:
     result = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder)
     assert result.code == 0, result.err
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        p.name for p in planned(folder / "test")
+        [".test-test.yogo-files", *(p.name for p in planned(folder / "test"))]
     )
     again = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder)
     assert again.code == 2 and "--force" in again.err

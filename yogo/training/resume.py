@@ -279,9 +279,9 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
         return resumed_config(cfg, resume), resume
     if not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
+    require_output_folder(Path(cfg.output_dir), option="--output-dir")
     inputs = Inputs.of(cfg.ddf, cfg.from_pretrained) | ddf_inputs(cfg.ddf)
     inputs.refuse(Path(cfg.output_dir), "--output-dir")
-    require_output_folder(Path(cfg.output_dir), option="--output-dir")
     require_new_run_name(cfg)
     if cfg.from_pretrained:
         require_checkpoint_file(Path(cfg.from_pretrained))
