@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -519,3 +521,33 @@ def test_neighbour_cells_give_the_model_the_wider_centre_decoding(
     assert result.code == 0, result.err
     payload = torch.load(tmp_path / "nb" / "last.pth", weights_only=True)
     assert payload["model"]["centre_range"] == 2.0 and payload["config"]["neighbour_cells"]
+
+
+def test_a_class_without_training_objects_is_warned_about(tmp_path: Path, run_cli) -> None:
+    ddf = write_dataset(tmp_path / "d", 8, (64, 96), seed=1, class_frequencies=(1, 0, 0))
+    result = run_cli("train", ddf, *FAST, "--output-dir", tmp_path / "o")
+    assert result.code == 0, result.err
+    for name in ("ring", "trophozoite"):
+        assert f"warning: no object of class '{name}' in the train split" in result.err
+
+
+API = """
+import logging, sys
+import yogo
+if sys.argv[2] == "configured":
+    logging.basicConfig(level=logging.WARNING, format="mine: %(message)s")
+yogo.train(yogo.TrainConfig(ddf=sys.argv[1], epochs=1, batch_size=4, num_workers=0,
+                            wandb=False, output_dir=sys.argv[3]))
+"""
+
+
+def test_the_python_api_prints_what_the_cli_prints(smear: Path, tmp_path: Path) -> None:
+    """yogo.train() trained silently: logging was never set up. A caller that set up logging
+    keeps its own handlers."""
+    runs = {}
+    for mode in ("plain", "configured"):
+        command = [sys.executable, "-c", API, str(smear), mode, str(tmp_path / mode)]
+        runs[mode] = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert runs[mode].returncode == 0, runs[mode].stderr[-2000:]
+    assert "epoch 1: loss" in runs["plain"].stderr and "run folder:" in runs["plain"].stderr
+    assert "run folder:" not in runs["configured"].stderr  # INFO: below the caller's level

@@ -6,7 +6,8 @@
     ('healthy', 'ring', 'trophozoite')
     >>> yogo.check(yogo.CheckConfig(ddf="dataset_defs_example/example.yml"))["trainable"]
     True
-    >>> run_dir = yogo.train(yogo.TrainConfig(ddf="dataset_defs_example/example.yml", epochs=3))
+    >>> cfg = yogo.TrainConfig(ddf="dataset_defs_example/example.yml", epochs=3, wandb=False)
+    >>> run_dir = yogo.train(cfg)                         # prints what `yogo train` prints
     >>> best = str(run_dir / "best.pth")
     >>> report = yogo.test(yogo.TestConfig(checkpoint=best, ddf=str(ddf.path), split="val"))
     >>> onnx_file = yogo.export_onnx(yogo.ExportConfig(checkpoint=best)).path

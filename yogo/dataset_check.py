@@ -23,11 +23,13 @@ from yogo.data.scan import (
     LabelledSample,
     capped,
     class_diagnoses,
+    missing_classes,
     no_objects_left,
     scan_dataset,
 )
 from yogo.ddf import SPLITS, DatasetDefinition
 from yogo.errors import UserError, display_path, where
+from yogo.log import speak_unless_configured
 from yogo.model.grid import (
     STRIDE,
     Collision,
@@ -40,6 +42,7 @@ from yogo.model.grid import (
 
 def check(cfg: CheckConfig) -> dict[str, Any]:
     """Scan the DDF's dataset as `cfg` says and report on it: what `yogo check` prints."""
+    speak_unless_configured()
     cfg.require_valid()
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
     scan = scan_dataset(
@@ -64,6 +67,10 @@ def check_report(
         message = f"{len(sizes)} image sizes: {listing}; a run resizes them to --image-hw"
         problems.append(Problem(ddf.path, None, "mixed-sizes", message))
     problems += [Problem(ddf.path, None, "dataset-definition", w) for w in ddf.warnings]
+    problems += [
+        Problem(ddf.path, None, "missing-class", m)
+        for m in missing_classes(scan.splits, ddf.class_names)
+    ]
     if ddf.thumbnail_augmentation and train:
         smallest = (min(s.height for s in train), min(s.width for s in train))
         _, unusable = survey_thumbnails(ddf.thumbnail_augmentation, smallest)

@@ -78,7 +78,11 @@ class Interrupted(Exception):
         name = signal.Signals(signum).name
         super().__init__(
             f"stopped by {name} {position}; {continued}"
-            + ("; requeueing the SLURM job" if requeue else "")
+            + (
+                "; requeueing the SLURM job, which continues from there by itself"
+                if requeue
+                else ""
+            )
         )
         self.exit_code = 128 + signum
 

@@ -3,8 +3,10 @@
     configure_console()                       # once, in the CLI entry point
     logging.getLogger("yogo.ddf").warning("...")   # printed as "warning: ..."
 
-Library modules only log; the CLI decides what is shown. Rank 0 speaks, other ranks print
-only warnings and errors, prefixed with their rank.
+Library modules only log. The CLI shows their records; so do the API's commands
+(`yogo.train(...)`, `yogo.test(...)`, ...: `speak_unless_configured`) unless the caller has
+set up logging, in which case its handlers decide. Rank 0 speaks, other ranks print only
+warnings and errors, prefixed with their rank.
 """
 
 from __future__ import annotations
@@ -51,10 +53,21 @@ def configure_console(level: int = logging.INFO) -> None:
     logger.propagate = False
 
 
+def speak_unless_configured() -> None:
+    """The console of `configure_console`, for an API call (`yogo.train` in a script or a
+    notebook), unless the caller configured logging (handlers on the root or the `yogo`
+    logger): a script prints what the CLI prints, an application keeps its own logging."""
+    if logging.getLogger().handlers or logging.getLogger("yogo").handlers:
+        return
+    configure_console()
+
+
 def set_console_rank(rank: int) -> None:
     """Rank 0 speaks; other ranks show only warnings and errors, prefixed with their rank."""
     _Format.prefix = f"[rank {rank}] " if rank else ""
-    logging.getLogger("yogo").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger = logging.getLogger("yogo")
+    if any(getattr(h, "_yogo_console", False) for h in logger.handlers):  # else: the caller's
+        logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
 def progress(

@@ -122,6 +122,8 @@ def test_a_stop_anywhere_in_the_first_epoch_is_continued_exactly(
         assert not (tmp_path / "r" / "last.pth").exists()
     else:
         assert "last.pth holds the exact position" in stopped.err
+        last = tmp_path / "r" / "last.pth"  # the exact command to continue
+        assert f"continue with: yogo train --resume {last}" in stopped.err
 
     resumed = run_cli(*args, "--resume", "auto")
     assert resumed.code == 0, resumed.err

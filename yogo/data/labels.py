@@ -54,6 +54,7 @@ WARNING_KINDS = {
     "mixed-sizes": "images of different sizes (resized to --image-hw)",
     "thumbnail": "thumbnails --copy-paste cannot paste (unreadable, or not smaller than a frame)",
     "dataset-definition": "dataset definition notes",
+    "missing-class": "a class with no object in a split",
 }
 # Problems `clip` can repair; the rest are dropped under `clip`.
 CLIPPABLE_KINDS = frozenset({"centre", "outside"})

@@ -337,3 +337,34 @@ def _unlabelled_and_ambiguous(ddf: DatasetDefinition) -> list[Problem]:
         message = f"several images share this stem ({names}); using {chosen.name}"
         problems.append(Problem(chosen, None, "ambiguous-image", message))
     return problems
+
+
+def missing_classes(
+    splits: dict[str, tuple[LabelledSample, ...]], class_names: Sequence[str]
+) -> list[str]:
+    """A sentence for each class that has no object in a split that has samples. In train,
+    the model never learns it (its class probability is pushed to 0, and a fine-tune from
+    this model that has it starts from a huge class loss); in val or test, its AP is
+    unmeasured."""
+    found = []
+    for split in SPLITS:
+        samples = splits[split]
+        if not samples:
+            continue
+        present = {int(c) for s in samples for c in s.boxes[:, 0]}
+        for i, name in enumerate(class_names):
+            if i in present:
+                continue
+            if split == "train":
+                found.append(
+                    f"no object of class '{name}' in the train split: the model will never "
+                    f"predict it, and a fine-tune (--from-pretrained) on data with '{name}' "
+                    "starts from a very large class loss; add frames with it, or drop it "
+                    "from class_names"
+                )
+            else:
+                found.append(
+                    f"no object of class '{name}' in the {split} split: its AP and recall "
+                    "there cannot be measured"
+                )
+    return found

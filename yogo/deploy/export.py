@@ -27,6 +27,7 @@ from yogo import __version__
 from yogo.config import ExportConfig
 from yogo.deploy.predictor import Deployed, load_predictor
 from yogo.errors import RunError, UserError, display_path
+from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
 from yogo.outputs import atomic_path, plan_file, require_output_file
 
@@ -54,6 +55,7 @@ class ExportResult:
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
     """Export, verify, then move into place; a file that fails verification is not kept."""
+    speak_unless_configured()
     cfg.require_valid()
     checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)

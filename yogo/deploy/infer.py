@@ -45,7 +45,7 @@ from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, w
 from yogo.deploy.labelstudio import frame_task, url_prefix
 from yogo.deploy.predictor import Predictor, load_predictor
 from yogo.errors import UserError
-from yogo.log import progress
+from yogo.log import progress, speak_unless_configured
 from yogo.model.boxes import postprocess
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
@@ -143,6 +143,7 @@ class _Plan:
 def infer(cfg: InferConfig) -> InferSummary:
     """Run over every frame of `cfg.path_to_images` or `cfg.path_to_zarr`; write the outputs;
     return the totals."""
+    speak_unless_configured()
     cfg.require_valid()
     if cfg.heatmap_mask_path is not None:
         log.warning("--heatmap-mask-path is ignored: it had no effect in YOGO 1.0.1 either")

@@ -21,6 +21,7 @@ from yogo.ddf import DatasetDefinition, ddf_inputs
 from yogo.dist import resolve_device
 from yogo.errors import UserError, display_path
 from yogo.evaluation.evaluate import evaluate_model
+from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import is_torch_file, load_checkpoint
 from yogo.outputs import Inputs, OutputSet, write_atomic
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 def test(cfg: TestConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes."""
+    speak_unless_configured()
     inputs = test_inputs(cfg)
     checkpoint = load_checkpoint(Path(cfg.checkpoint))
     model_config = checkpoint.model_config

@@ -33,7 +33,7 @@ from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.errors import Interrupted, RunError, display_path
 from yogo.evaluation.evaluate import evaluate_model, evaluate_sharded
 from yogo.evaluation.plots import first_frames, plot_evaluation, plot_train_batch
-from yogo.log import progress, set_console_rank
+from yogo.log import progress, set_console_rank, speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, checkpoint_payload, load_checkpoint, save_checkpoint
 from yogo.model.loss import forward_loss
 from yogo.signals import StopRequest, requeue_slurm_job
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 def train(cfg: TrainConfig) -> Path:
     """Train a detector as `cfg` says; returns the run folder. Under torchrun or srun every
     rank calls this; rank 0 writes the run folder."""
+    speak_unless_configured()
     launched = time.perf_counter()
     cfg.require_valid()
     with StopRequest.install() as stop:  # from the start: a stop during set-up is one too
@@ -337,7 +338,12 @@ def interrupt(
     requeue = run.ctx.is_main and signum == signal.SIGUSR1 and "SLURM_JOB_ID" in os.environ
     if saved:
         where = f"after optimizer step {state.step} ({position})"
+        command = f"yogo train --resume {display_path(run.dir / 'last.pth')}"
         continued = "last.pth holds the exact position"
+        if "SLURM_JOB_ID" in os.environ and not requeue:
+            continued += f"; resubmit the same job script (it resumes by itself), or: {command}"
+        elif not requeue:  # a requeued job continues by itself (Interrupted says so)
+            continued += f"; continue with: {command}"
     else:
         where = position
         continued = (

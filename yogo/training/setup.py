@@ -32,7 +32,7 @@ from yogo.config import (
 from yogo.data.index import INDEX_NAME
 from yogo.data.loader import Batch, Loaders
 from yogo.data.paste import PastePool
-from yogo.data.scan import LabelledSample
+from yogo.data.scan import LabelledSample, missing_classes
 from yogo.data.setup import Data, load_splits, make_data, paste_pool
 from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext
@@ -118,6 +118,9 @@ def setup(
         require_usable_image_hw(model.config.image_hw)
         if ctx.is_main:
             warn_collision_losses(splits["train"], model.config)
+            used = {"train": splits["train"], "val": splits["val"], "test": ()}
+            for message in missing_classes(used, ddf.class_names):
+                log.warning(message)
     model.to(ctx.device)
     train_per_rank = len(splits["train"]) // ctx.world_size
     run_cfg = resolved_config(cfg, ddf, model, pretrained, train_per_rank, ctx, run_dir.name)
