@@ -311,3 +311,17 @@ def test_too_few_values_for_an_option_say_how_many(tmp_path: Path, run_cli, args
     result = run_cli("check", simple_ddf(tmp_path), *args)
     assert result.code == 2
     assert message in result.err
+
+
+def test_train_help_is_in_sections_and_the_command_list_is_whole(run_cli) -> None:
+    """`yogo train --help` was ~150 lines of ungrouped options; `yogo --help` cut each
+    command's summary at ~45 characters."""
+    from yogo.config import TRAIN_HELP_SECTIONS
+
+    text = run_cli("train", "--help").out
+    headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and line[0] != " "]
+    assert headings == ["Arguments", *TRAIN_HELP_SECTIONS, "Options"]
+    assert text.index("--augment-gamma") > text.index("Augmentation:") > text.index("--lr-decay")
+    listing = run_cli("--help").out
+    commands = listing.split("Commands:")[1]
+    assert "..." not in commands and "prints the suggested learning rate" in commands

@@ -27,6 +27,7 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from yogo import __version__
 from yogo.config import (
+    TRAIN_HELP_SECTIONS,
     CheckConfig,
     ExportConfig,
     InferConfig,
@@ -35,6 +36,7 @@ from yogo.config import (
     TrainConfig,
     choices,
     field_docs,
+    help_section,
     load_config,
 )
 from yogo.errors import (
@@ -73,6 +75,31 @@ class _Command(TyperCommand):
                 name = param.metavar or str(param.name).upper()
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        """`yogo --help`'s line for the command: its whole first paragraph, wrapped by the
+        formatter (click cut it at ~45 characters with "...")."""
+        return " ".join((self.help or "").split("\n\n")[0].split())
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """Arguments, then options in their sections (`yogo train --help` has ~60: data, model,
+        optimisation, ...; yogo.config.TRAIN_HELP_SECTIONS), the command's own ones last."""
+        order = ["Arguments", *TRAIN_HELP_SECTIONS, "Options"]
+        sections: dict[str, list[tuple[str, str]]] = {name: [] for name in order}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, TyperArgument):
+                sections["Arguments"].append(record)
+            else:
+                section = getattr(param, "rich_help_panel", None) or "Options"
+                sections.setdefault(section, []).append(record)
+        sections["Options"] = sections.pop("Options")  # the command's own, and --help, last
+        for name, rows in sections.items():
+            if rows:
+                with formatter.section(name):
+                    formatter.write_dl(rows)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         options = {
@@ -159,7 +186,13 @@ def _parameter(
     shown: bool | str = default is not None
     if isinstance(default, tuple | list):
         shown = " ".join(str(v) for v in default)  # as it is typed
-    info = typer.Option(*cli.get("flags", ()), help=doc, metavar=metavar, show_default=shown)
+    info = typer.Option(
+        *cli.get("flags", ()),
+        help=doc,
+        metavar=metavar,
+        show_default=shown,
+        rich_help_panel=help_section(settings, f.name),
+    )
     return inspect.Parameter(
         f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, info]
     )

@@ -379,6 +379,47 @@ class AugmentSettings:
         )
 
 
+# `yogo train --help` in sections (lr-find's too); a test checks that every field has one.
+TRAIN_HELP_SECTIONS = {
+    "Data": (
+        "ddf", "dataset_split_override", "subsample", "bad_labels", "min_label_confidence",
+        "cache", "num_workers",
+    ),
+    "Model": (
+        "model", "from_pretrained", "image_hw", "rgb_images", "normalize_images", "anchor_w",
+        "anchor_h", "neighbour_cells",
+    ),
+    "Optimisation": (
+        "epochs", "batch_size", "learning_rate", "lr_decay_factor", "warmup_epochs",
+        "weight_decay", "grad_clip", "grad_accum", "ema", "swa_epochs",
+    ),
+    "Loss": (
+        "label_smoothing", "no_obj_weight", "iou_weight", "classify_weight", "obj_loss",
+        "obj_target", "class_weights", "sampler",
+    ),
+    "Augmentation": (
+        "augment", "copy_paste", "augment_translate", "augment_scale", "augment_brightness",
+        "augment_contrast", "augment_gamma", "augment_blur", "augment_noise",
+    ),
+    "Run": (
+        "output_dir", "name", "resume", "seed", "val_every", "patience", "obj_thresh",
+        "iou_thresh",
+    ),
+    "Speed and cluster": ("device", "precision", "channels_last", "compile", "dist_timeout"),
+    "Logging": ("wandb", "wandb_entity", "wandb_project", "note", "tags"),
+}  # fmt: skip
+
+
+def help_section(settings: type, name: str) -> str | None:
+    """The `--help` section of a setting (None: the command's plain "Options")."""
+    if settings is not TrainConfig:
+        return None
+    for section, names in TRAIN_HELP_SECTIONS.items():
+        if name in names:
+            return section
+    raise TypeError(f"TrainConfig.{name} is in no section of TRAIN_HELP_SECTIONS")
+
+
 # The TrainConfig fields that set AugmentSettings: `augment_` and its field's name.
 AUGMENT_STRENGTHS = tuple(f"augment_{f.name}" for f in dataclasses.fields(AugmentSettings))
 # The largest strength of each that still makes a frame: a shift of half the frame, a zoom

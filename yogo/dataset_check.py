@@ -39,6 +39,15 @@ from yogo.model.grid import (
     require_usable_image_hw,
 )
 
+NO_VAL = (
+    "no val split: a run cannot pick its best epoch and writes no best.pth; add val to "
+    "dataset_split_fractions"
+)
+NO_TEST = (
+    "no test split: `yogo test` needs --split val, or test_paths or a test fraction in "
+    "dataset_split_fractions"
+)
+
 
 def check(cfg: CheckConfig) -> dict[str, Any]:
     """Scan the DDF's dataset as `cfg` says and report on it: what `yogo check` prints."""
@@ -71,6 +80,10 @@ def check_report(
         Problem(ddf.path, None, "missing-class", m)
         for m in missing_classes(scan.splits, ddf.class_names)
     ]
+    if not scan.splits["val"]:
+        problems.append(Problem(ddf.path, None, "empty-split", NO_VAL))
+    if not scan.splits["test"]:
+        problems.append(Problem(ddf.path, None, "empty-split", NO_TEST))
     if ddf.thumbnail_augmentation and train:
         smallest = (min(s.height for s in train), min(s.width for s in train))
         _, unusable = survey_thumbnails(ddf.thumbnail_augmentation, smallest)

@@ -55,6 +55,7 @@ WARNING_KINDS = {
     "thumbnail": "thumbnails --copy-paste cannot paste (unreadable, or not smaller than a frame)",
     "dataset-definition": "dataset definition notes",
     "missing-class": "a class with no object in a split",
+    "empty-split": "a split without samples",
 }
 # Problems `clip` can repair; the rest are dropped under `clip`.
 CLIPPABLE_KINDS = frozenset({"centre", "outside"})
