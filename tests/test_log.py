@@ -78,3 +78,22 @@ def test_training_curves_draw_no_empty_panel_and_warn_nothing(
     assert len(fig.axes) == panels
     assert all(ax.has_data() for ax in fig.axes)
     assert (tmp_path / "training_curves.png").stat().st_size > 0
+
+
+def test_a_log_line_never_shares_a_line_with_a_progress_bar(capsys) -> None:
+    """ "first optimizer step ..." was printed after the bar's text, on the bar's line."""
+    import logging
+    import sys
+
+    from tqdm import tqdm
+
+    from yogo.log import configure_console
+
+    configure_console()
+    bar = tqdm(total=10, file=sys.stderr)
+    bar.update(3)
+    logging.getLogger("yogo.training").info("first optimizer step 1.0 s after start")
+    bar.close()
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.split("\n") if "first optimizer step" in line]
+    assert line.split("\r")[-1] == "first optimizer step 1.0 s after start", repr(line)

@@ -42,6 +42,7 @@ def test_yogo_lr_find_with_train_flags(tmp_path: Path, run_cli) -> None:
     assert result.code == 0, result.err
     (line,) = [x for x in result.out.splitlines() if x.startswith("suggested lr: ")]
     assert 1e-7 <= float(line.split(": ")[1]) <= 1
+    assert "learning rate" not in result.err  # the default a whole run would get: not this one
     with Image.open(picture) as image:  # the suggestion is marked (its orange dot and line)
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
         assert (np.abs(pixels.astype(int) - (0xD5, 0x5E, 0x00)).sum(axis=1) < 30).sum() > 50

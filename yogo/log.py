@@ -25,7 +25,12 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(self.format(record) + "\n")
+            text = self.format(record)
+            tqdm = sys.modules.get("tqdm")
+            if tqdm is not None and tqdm.tqdm._instances:  # a bar is shown: a line of its own
+                tqdm.tqdm.write(text, file=sys.stderr)
+            else:
+                sys.stderr.write(text + "\n")
         except OSError:
             self.handleError(record)
 

@@ -90,14 +90,15 @@ def test_a_lost_rank_ends_the_job_within_the_timeout(data: Path, tmp_path: Path,
     assert rank0.returncode == 1, output[-3000:]
     assert "rank 0 lost contact with the other processes" in output
     assert "Traceback" not in output
-    # A dead peer is noticed by its closed connection, at once; a silent one by the timer of
-    # --dist-timeout. What gloo says tells them apart ("Timed out waiting 8000ms ...", or
-    # "Application timeout caused pair closure"), where a wall-clock bound could break on a
-    # busy machine.
-    lost = next(line for line in output.splitlines() if "lost contact" in line)
-    gloo_says = lost.split(f"--dist-timeout {TIMEOUT_S} s", 1)[1]
-    timed_out = re.search(r"(?i)timed out|timeout", gloo_says) is not None
-    assert timed_out == (fault == "hangs"), lost
+    # A silent peer can only be noticed by the timer of --dist-timeout, and gloo says so
+    # ("Timed out waiting 8000ms ...", or "Application timeout caused pair closure"): that,
+    # not a wall-clock bound, shows the timer worked. A dead peer is usually noticed at once
+    # by its closed connection, but on a loaded machine the timer may fire first: either
+    # way the job ends with the message (the case failed under load when it required one).
+    if fault == "hangs":
+        lost = next(line for line in output.splitlines() if "lost contact" in line)
+        gloo_says = lost.split(f"--dist-timeout {TIMEOUT_S} s", 1)[1]
+        assert re.search(r"(?i)timed out|timeout", gloo_says), lost
 
 
 AGREE = textwrap.dedent(

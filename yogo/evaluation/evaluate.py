@@ -18,6 +18,7 @@ import torch
 from yogo.data.loader import ShardSampler
 from yogo.dist import DistContext
 from yogo.evaluation.metrics import DetectionMetrics
+from yogo.log import progress
 from yogo.model.boxes import cxcywh_to_xyxy, postprocess
 from yogo.model.loss import YOGOLoss, forward_loss
 from yogo.model.network import YOGO
@@ -41,7 +42,7 @@ def evaluate_model(
     metrics = DetectionMetrics(class_names, obj_thresh)
     total_loss, images_seen = 0.0, 0
     with torch.no_grad():
-        for batch in loader:
+        for batch in progress(loader, "evaluating", unit="batch"):
             images = batch.images.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
             if len(images) == 0:

@@ -33,6 +33,7 @@ from yogo.data.loader import Loaders
 from yogo.dist import setup_process, teardown
 from yogo.errors import UserError
 from yogo.evaluation.plots import save_picture
+from yogo.log import progress
 from yogo.model.loss import forward_loss
 from yogo.outputs import plan_folder
 from yogo.training.setup import Run, setup
@@ -66,7 +67,10 @@ def lr_find(
             f"{start_lr:g} and {end_lr:g}"
         )
     # One process, plain steps: no weight averaging, logging or compilation to get in the way.
-    cfg = dataclasses.replace(cfg, wandb=False, ema=False, swa_epochs=0, compile=False)
+    # The learning rate is the test's own (the run's default would be logged for a whole run).
+    cfg = dataclasses.replace(
+        cfg, wandb=False, ema=False, swa_epochs=0, compile=False, learning_rate=start_lr
+    )
     ctx = setup_process(cfg.device, cfg.dist_timeout)
     if ctx.distributed:
         teardown(ctx)
@@ -86,7 +90,9 @@ def _range_test(run: Run, steps: int, start_lr: float, end_lr: float) -> LRFindR
     smoothed: list[float] = []
     average = 0.0
     run.model.train()
+    bar = progress(total=steps, description="lr-find", unit="step")
     for lr, batch in zip(lrs.tolist(), _batches(run), strict=False):
+        bar.update()
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         _, parts = forward_loss(
@@ -105,6 +111,7 @@ def _range_test(run: Run, steps: int, start_lr: float, end_lr: float) -> LRFindR
         smoothed.append(average / (1 - SMOOTHING ** len(losses)))
         if smoothed[-1] > DIVERGED * min(smoothed):
             break
+    bar.close()
     kept = len(smoothed)
     return suggest(lrs[:kept], np.array(losses), np.array(smoothed))
 
