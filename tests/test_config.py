@@ -161,3 +161,15 @@ def test_cli_and_api_runs_with_the_same_values_save_the_same_settings(
 def test_settings_are_checked_in_the_flags_words(settings: Any, message: str) -> None:
     with pytest.raises(UserError, match=message):
         settings.require_valid()
+
+
+def test_the_docs_list_the_flags_a_resume_uses() -> None:
+    """docs/outputs.md left out --cache, which docs/training.md listed (and resume uses)."""
+    from yogo.training.resume import RESUME_KEEPS_GIVEN
+
+    docs = Path(__file__).parents[1] / "docs"
+    for page in ("outputs.md", "training.md"):
+        text = " ".join((docs / page).read_text().split())
+        sentence = text[text.index("flags given with `--resume`") :][:200]
+        for name in RESUME_KEEPS_GIVEN:
+            assert f"`--{name.replace('_', '-')}`" in sentence, (page, name)

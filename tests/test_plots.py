@@ -64,6 +64,7 @@ def test_yogo_test_plots(trained_run, tmp_path: Path, run_cli) -> None:
     )
     again = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder)
     assert again.code == 2 and "--force" in again.err
+    assert "choose another --plots" in again.err  # it said "give another file name"
     forced = run_cli(
         "test", trained_run.run / "best.pth", trained_run.ddf, "--plots", folder, "--force"
     )

@@ -204,11 +204,16 @@ def _runs_of(ddf: Path, output: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+# Settings of the machine, not of the run: given with --resume, they are used (docs/training.md
+# and docs/outputs.md list them; a test checks both).
+RESUME_KEEPS_GIVEN = ("device", "num_workers", "cache", "dist_timeout")
+
+
 def resumed_config(cfg: TrainConfig, checkpoint: Checkpoint) -> TrainConfig:
     """The resumed run's own settings, with this machine's device, workers, cache and
     timeout when given; other settings given with --resume are reported as ignored."""
     saved = TrainConfig.from_dict(checkpoint.payload["config"])
-    runtime = {"device", "num_workers", "cache", "dist_timeout"}
+    runtime = RESUME_KEEPS_GIVEN
     ignored, overrides = [], {}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(cfg, f.name)
