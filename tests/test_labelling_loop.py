@@ -60,8 +60,11 @@ def test_the_labelling_loop(trained_run, tmp_path: Path, run_cli) -> None:
     assert found > 100  # the model finds the cells: the rest of the loop has labels to use
 
     # 2. The pseudo-labels pre-train as they are (6 columns: class xc yc w h confidence).
-    first = (tmp_path / "pseudo" / "labels" / "scope" / "00.txt").read_text().splitlines()[0]
-    assert len(first.split()) == 6
+    rows = (tmp_path / "pseudo" / "labels" / "scope" / "00.txt").read_text().splitlines()
+    assert len(rows[0].split()) == 6
+    # the confidence is the objectness --obj-thresh kept each row by, not the score
+    objectness = [d["objectness"] for d in by_zarr["scope.zarr/00"]]
+    assert [float(row.split()[5]) for row in rows] == pytest.approx(objectness, abs=1e-6)
     checked = run_cli("check", tmp_path / "pseudo" / "ddf.yml", "--min-label-confidence", "0.5")
     assert checked.code == 0 and "machine-labelled rows" in checked.out, checked.out
     pre = run_cli(

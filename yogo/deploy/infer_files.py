@@ -109,10 +109,12 @@ def _cxcywh(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, f
 
 
 def write_yolo(path: Path, rows: np.ndarray) -> None:
-    """YOLO label format plus a confidence column: class xc yc w h confidence."""
+    """YOLO label format plus a confidence column: class xc yc w h confidence, the confidence
+    being the objectness, the quantity --obj-thresh kept the row by (so --min-label-confidence
+    is a stricter --obj-thresh)."""
     lines = [
-        f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj * prob:.6f}"
-        for x0, y0, x1, y1, obj, prob, cls in rows[:, :7]
+        f"{int(cls)} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f} {obj:.6f}"
+        for x0, y0, x1, y1, obj, _, cls in rows[:, :7]
         for xc, yc, w, h in [_cxcywh(x0, y0, x1, y1)]
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def draw(
     PNG or TIFF (by `target`'s suffix)."""
     from yogo.evaluation.draw import draw_boxes
 
-    scores = rows[:, 4] * rows[:, 5]
+    scores = rows[:, 4]  # objectness: what --obj-thresh compared
     image = draw_boxes(
         pixels, rows[:, :4], rows[:, 6], names, scores, line_width, hide_labels, hide_conf
     )

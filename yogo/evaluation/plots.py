@@ -194,7 +194,10 @@ def plot_predictions(
         for pixels, image in zip(frames, images, strict=False)
     ]
     sheet = mosaic(tiles, columns=min(2, len(tiles)), gap=12)
-    text = f"labels (left) and predictions at objectness >= {obj_thresh:g} (right)"
+    text = (
+        f"labels (left) and predictions at objectness >= {obj_thresh:g} (right); "
+        "the tabs show each box's objectness"
+    )
     save_picture(caption(sheet, text), path)
 
 
@@ -219,6 +222,8 @@ def plot_frame(
     labelled = draw_boxes(
         pixels, truth[:, 1:5], truth[:, 0], class_names, hide_conf=True, min_side=TILE_SIDE
     )
-    scores = shown[:, 4] * shown[:, 5]
-    found = draw_boxes(pixels, shown[:, :4], shown[:, 6], class_names, scores, min_side=TILE_SIDE)
+    objectness = shown[:, 4]  # the number the threshold compares (docs/design.md)
+    found = draw_boxes(
+        pixels, shown[:, :4], shown[:, 6], class_names, objectness, min_side=TILE_SIDE
+    )
     return mosaic([labelled, found], columns=2, gap=3)
