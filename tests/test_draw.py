@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yogo.evaluation.draw import COLOURS, MIN_SIDE, canvas_scale, draw_boxes
+from yogo.evaluation.draw import COLOURS, MIN_SIDE, canvas_scale, draw_boxes, text_colour
 
 NAMES = ("healthy", "ring", "trophozoite")
 
@@ -62,5 +62,27 @@ def test_hidden_labels_and_scores() -> None:
 
 
 def _legend(image) -> bool:
-    """The legend's white panel across the top-left corner."""
-    return bool((np.asarray(image)[:3, :40] == 255).all())
+    """The legend's white column to the right of the 1024 px wide frame (it covered boxes in
+    the frame's top-left corner)."""
+    return image.width > 1024 and bool((np.asarray(image)[:3, 1024:] == 255).all())
+
+
+def test_tab_text_is_black_or_white_by_contrast() -> None:
+    """Black text sat on the dark blue tab."""
+    assert text_colour("#0072B2") == "white"
+    assert [text_colour(c) for c in COLOURS if c != "#0072B2"] == ["black"] * 6
+
+
+def test_a_tab_that_would_cover_another_is_left_out() -> None:
+    """Crowded --draw-boxes tabs overlapped unreadably: the surer box keeps its tab."""
+    pixels = np.full((1, 192, 256), 128, np.uint8)
+    boxes = np.array([[0.3, 0.3, 0.6, 0.6], [0.31, 0.31, 0.62, 0.62]])
+    alone = draw_boxes(pixels, boxes[:1], np.array([0]), NAMES, np.array([0.5]))
+    both = draw_boxes(pixels, boxes, np.array([0, 1]), NAMES, np.array([0.5, 0.9]))
+    outline = draw_boxes(
+        pixels, boxes[:1], np.array([0]), NAMES, np.array([0.5]), hide_conf=True, hide_labels=True
+    )
+    orange = _mask(both, COLOURS[0]).sum()
+    assert orange < _mask(alone, COLOURS[0]).sum()  # its tab is gone ...
+    assert abs(orange - _mask(outline, COLOURS[0])[:, :1024].sum()) < 200  # ... its box stays
+    assert _mask(both, COLOURS[1]).sum() > _mask(outline, COLOURS[0]).sum()  # the surer tab

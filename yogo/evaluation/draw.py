@@ -5,10 +5,11 @@
 
 Readable at any size: a frame is drawn on a canvas at least `MIN_SIDE` px on its shorter side
 (whole-number upscaling, so pixels stay sharp), lines and text scale with that canvas, and a
-label goes on a filled tab in the class's colour. When labels would be much wider than their
-boxes (a frame full of small cells), the tabs show only the scores (or nothing, for labels
-without scores) and a legend in the corner maps colours to class names, so labels do not
-bury the cells.
+label goes on a filled tab in the class's colour, its text black or white by contrast. When
+labels would be much wider than their boxes (a frame full of small cells), the tabs show only
+the numbers (or nothing, for labels without them) and a legend beside the frame maps colours
+to class names, so labels do not bury the cells; a tab that would cover another (the surer
+one is drawn first) is left out, its box kept.
 """
 
 from __future__ import annotations
@@ -71,39 +72,77 @@ def draw_boxes(
     widths = np.array([font.getlength(t) for t in texts])
     ratio = widths / np.maximum(pixel_boxes[:, 2] - pixel_boxes[:, 0], 1)
     crowded = bool(len(boxes)) and float(np.median(ratio)) > CROWDED
-    for k, ((x0, y0, x1, y1), cls) in enumerate(zip(pixel_boxes.tolist(), classes, strict=True)):
+    for (x0, y0, x1, y1), cls in zip(pixel_boxes.tolist(), classes, strict=True):
         draw.rectangle((x0, y0, x1, y1), outline=colour(int(cls)), width=line)
+    # Tabs, the surest first; one that would cover an earlier tab is left out (its box stays).
+    order = np.argsort(-np.asarray(scores)) if scores is not None else range(len(classes))
+    placed: list[tuple[float, float, float, float]] = []
+    for k in order:
         text = shown[k] if crowded else texts[k]
-        if text:
-            _tab(draw, font, (x0, y0), text, colour(int(cls)), line)
+        if not text:
+            continue
+        x0, y0 = pixel_boxes[k, :2].tolist()
+        tab = _tab_box(font, (x0, y0), text, line, image.width)
+        if any(_overlap(tab, other) for other in placed):
+            continue
+        placed.append(tab)
+        _tab(draw, font, tab, text, colour(int(classes[k])), line)
     if (crowded or hide_labels) and len(boxes):
-        _legend(draw, font, [int(c) for c in np.unique(classes)], class_names)
+        return _with_legend(image, font, [int(c) for c in np.unique(classes)], class_names)
     return image
 
 
-def _tab(
-    draw: Any, font: Any, corner: tuple[float, float], text: str, fill: str, line: int
-) -> None:
-    """`text` on a filled tab above the box's top-left corner (inside it at the top edge)."""
+def _tab_box(
+    font: Any, corner: tuple[float, float], text: str, line: int, width: int
+) -> tuple[float, float, float, float]:
+    """Where `text`'s tab goes: above the box's top-left corner (inside it at the top edge),
+    moved left when it would leave the canvas (`width` px) on the right."""
     left, top, right, bottom = font.getbbox(text)
-    tab_h = bottom - top + 2 * line
-    x, y = corner[0], corner[1] - tab_h
+    tab_w, tab_h = right - left + 2 * line, bottom - top + 2 * line
+    x, y = min(corner[0], width - tab_w), corner[1] - tab_h
     if y < 0:
         y = corner[1]
-    draw.rectangle((x, y, x + right - left + 2 * line, y + tab_h), fill=fill)
-    draw.text((x + line - left, y + line - top), text, fill="black", font=font)
+    return (x, y, x + tab_w, y + tab_h)
 
 
-def _legend(draw: Any, font: Any, classes: list[int], class_names: Sequence[str]) -> None:
-    """Colour swatches and class names in the top-left corner, on a white panel."""
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def text_colour(fill: str) -> str:
+    """Black or white, whichever contrasts more with `fill` (WCAG 2 relative luminance):
+    white on the dark blue, black on the others."""
+    channels = [int(fill[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "black" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "white"
+
+
+def _tab(
+    draw: Any, font: Any, tab: tuple[float, float, float, float], text: str, fill: str, line: int
+) -> None:
+    """`text` on a filled tab at `tab` (from _tab_box)."""
+    left, top, _, _ = font.getbbox(text)
+    draw.rectangle(tab, fill=fill)
+    draw.text((tab[0] + line - left, tab[1] + line - top), text, fill=text_colour(fill), font=font)
+
+
+def _with_legend(image: Any, font: Any, classes: list[int], class_names: Sequence[str]) -> Any:
+    """`image` with colour swatches and class names in a white column to its right, where
+    they cover no box."""
+    from PIL import Image, ImageDraw
+
     _, top, _, bottom = font.getbbox("Ag")
     row = bottom - top + 6
-    wide = max(font.getlength(class_names[c]) for c in classes) + row + 12
-    draw.rectangle((0, 0, wide, row * len(classes) + 6), fill="white")
+    wide = int(max(font.getlength(class_names[c]) for c in classes) + row + 16)
+    out = Image.new("RGB", (image.width + wide, image.height), "white")
+    out.paste(image, (0, 0))
+    draw = ImageDraw.Draw(out)
     for i, c in enumerate(classes):
-        y = 3 + i * row
-        draw.rectangle((4, y + 2, 4 + row - 4, y + row - 2), fill=colour(c))
-        draw.text((row + 6, y + 3 - top), class_names[c], fill="black", font=font)
+        x, y = image.width + 6, 3 + i * row
+        draw.rectangle((x, y + 2, x + row - 4, y + row - 2), fill=colour(c))
+        draw.text((x + row + 2, y + 3 - top), class_names[c], fill="black", font=font)
+    return out
 
 
 def mosaic(tiles: Sequence[Any], columns: int, gap: int = 6) -> Any:
