@@ -36,10 +36,12 @@ def _metrics() -> DetectionMetrics:
 def test_precision_recall_f1_against_the_score_threshold() -> None:
     curves = _metrics().threshold_curves(np.array([0.0, 0.5, 0.7, 0.95]))
     precision, recall, f1 = curves["cell"]
-    np.testing.assert_allclose(precision, [2 / 3, 1, 1, 1])  # nothing kept at 0.95: no FP
+    # nothing kept at 0.95: precision is undefined there (it was drawn as 1.0)
+    np.testing.assert_allclose(precision, [2 / 3, 1, 1, np.nan])
     np.testing.assert_allclose(recall, [1, 1, 0.5, 0])
     np.testing.assert_allclose(f1, [0.8, 1, 2 / 3, 0])
     np.testing.assert_allclose(curves["parasite"][1], 0)  # labelled, never found
+    assert np.isnan(curves["parasite"][0]).all()  # ... so no precision to draw
 
 
 def test_every_picture_is_written_and_readable_size(tmp_path: Path) -> None:

@@ -142,7 +142,8 @@ class DetectionMetrics:
         self, thresholds: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per class with labels: precision, recall and F1 at IoU 0.5 of the detections whose
-        score (objectness x class probability) is at least each of `thresholds`."""
+        score (objectness x class probability) is at least each of `thresholds`; precision is
+        nan at a threshold that keeps no detection of the class."""
         score, cls, hit, num_true = self._ranked()
         out = {}
         for c in np.flatnonzero(num_true):
@@ -150,12 +151,12 @@ class DetectionMetrics:
             mine = mine[np.argsort(-score[mine], kind="mergesort")]
             tp = np.concatenate([[0], np.cumsum(hit[0, mine])])
             kept = np.searchsorted(-score[mine], -thresholds, side="right")  # score >= t
-            precision = np.divide(
-                tp[kept], kept, out=np.ones(len(kept)), where=kept > 0
-            )  # nothing kept: no false positive
+            # Nothing kept: precision is undefined (nan, drawn as no line), not 1.
+            precision = np.divide(tp[kept], kept, out=np.full(len(kept), np.nan), where=kept > 0)
             recall = tp[kept] / num_true[c]
-            total = precision + recall
-            f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(kept)), where=total > 0)
+            defined = np.nan_to_num(precision)
+            total = defined + recall
+            f1 = np.divide(2 * defined * recall, total, out=np.zeros(len(kept)), where=total > 0)
             out[self.class_names[c]] = (precision, recall, f1)
         return out
 

@@ -75,18 +75,26 @@ def save_picture(picture: Any, path: Path) -> Path:
     return path
 
 
+# Each class's line also has its own dash pattern, so a line on top of another hides neither.
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def line_style(i: int) -> dict[str, Any]:
+    return {"color": COLOURS[i % len(COLOURS)], "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
+
+
 def _pr_curves(report: dict[str, Any], curves: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = plt.subplots(figsize=(6, 5.5), layout="constrained")
     for i, (name, (recall, precision)) in enumerate(curves.items()):
         ap = report["per_class"][name]["AP50"]
         label = f"{name} (AP50 {ap:.3f})" if ap is not None else name
-        ax.plot(recall, precision, label=label, color=COLOURS[i % len(COLOURS)])
+        ax.plot(recall, precision, label=label, **line_style(i))
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     ax.set_title("precision-recall at IoU 0.5")
-    if curves:
-        ax.legend(loc="lower left")
+    if curves:  # below the plot: inside, it covered the common class's curve
+        fig.legend(loc="outside lower center", ncols=min(3, len(curves)), fontsize=9)
     return save_picture(fig, path)
 
 
@@ -122,20 +130,23 @@ def _confusion(report: dict[str, Any], path: Path) -> Path:
 def _prf_curves(curves: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), layout="constrained")
     for i, (name, (precision, recall, f1)) in enumerate(curves.items()):
-        colour = COLOURS[i % len(COLOURS)]
+        style = line_style(i)
         best = int(np.argmax(f1))
-        axes[0].plot(THRESHOLDS, precision, color=colour, label=name)
-        axes[1].plot(THRESHOLDS, recall, color=colour, label=name)
-        axes[2].plot(THRESHOLDS, f1, color=colour,
-                     label=f"{name} (best {f1[best]:.2f} at {THRESHOLDS[best]:.2f})")  # fmt: skip
-        axes[2].plot(THRESHOLDS[best], f1[best], "o", color=colour)
+        label = f"{name}: best F1 {f1[best]:.2f} at {THRESHOLDS[best]:.2f}"
+        empty = np.flatnonzero(np.isnan(precision))
+        if len(empty):  # precision is undefined there: no line, and the legend says why
+            label += f"; no predictions from {THRESHOLDS[empty[0]]:.2f}"
+        axes[0].plot(THRESHOLDS, precision, label=label, **style)
+        axes[1].plot(THRESHOLDS, recall, **style)
+        axes[2].plot(THRESHOLDS, f1, **style)
+        axes[2].plot(THRESHOLDS[best], f1[best], "o", color=style["color"])
     for ax, title in zip(axes, ("precision", "recall", "F1"), strict=True):
         ax.set(xlabel="score threshold (objectness x class probability)", xlim=(0, 1),
                ylim=(0, 1.02), title=f"{title} at IoU 0.5")  # fmt: skip
-        if curves:
-            ax.legend(loc="lower left" if title == "recall" else "best")
+    if curves:  # one legend below the panels: inside, legends covered the lines
+        fig.legend(loc="outside lower center", ncols=min(3, len(curves)), fontsize=9)
     return save_picture(fig, path)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from yogo.config import TrainConfig
 from yogo.data.scan import LabelledSample
-from yogo.evaluation.plots import save_picture
+from yogo.evaluation.plots import line_style, save_picture
 from yogo.log import init_wandb
 from yogo.model.grid import collision_losses, grid_collisions
 from yogo.model.network import ModelConfig
@@ -98,27 +98,34 @@ def plot_training_curves(rows: list[dict[str, Any]], path: Path) -> None:
     keys = dict.fromkeys(k for row in rows for k in row)  # every column, in order
     per_class = _series(rows, tuple(k for k in keys if k.startswith("val_AP50/")))
     panels = 2 + bool(scores) + bool(per_class)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.6), layout="constrained")
     for key, points in losses.items():
         axes[0].plot(*zip(*points, strict=True), label=key, marker=".")
     axes[0].set(title="loss per image", xlabel="epoch", yscale="log")
     if losses:  # a legend without labelled lines is a matplotlib warning
-        axes[0].legend()
+        _legend_below(axes[0])
     axes[1].plot([r["epoch"] for r in rows], [r["lr"] for r in rows], marker=".")
     axes[1].set(title="learning rate (end of epoch)", xlabel="epoch")
     if scores:
         for key, points in scores.items():
             axes[2].plot(*zip(*points, strict=True), label=key, marker=".")
         axes[2].set(title="validation", xlabel="epoch", ylim=(0, 1))
-        axes[2].legend()
+        _legend_below(axes[2])
     if per_class:  # a mean hides a dead class: each class's own line
-        for key, points in per_class.items():
-            axes[3].plot(*zip(*points, strict=True), label=key.split("/", 1)[1], marker=".")
+        for i, (key, points) in enumerate(per_class.items()):
+            axes[3].plot(
+                *zip(*points, strict=True), label=key.split("/", 1)[1], marker=".", **line_style(i)
+            )
         axes[3].set(title="validation AP@0.5 per class", xlabel="epoch", ylim=(0, 1.02))
-        axes[3].legend(loc="best")
+        _legend_below(axes[3])
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 1.5
     save_picture(fig, path)
+
+
+def _legend_below(ax: Any) -> None:
+    """The panel's legend under its x axis, where it covers no line (inside, it did)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3, fontsize=8, frameon=False)
 
 
 def _series(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[tuple[Any, Any]]]:
