@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -333,30 +333,40 @@ def drop_inherited_locks() -> None:
     _LOCKS.clear()
 
 
-def lock_folder(folder: Path, what: str) -> int | None:
-    """An exclusive `flock` on `folder` itself (no lock file to leave behind), released when
-    the descriptor is closed or the process ends in any way; UserError when another process
-    holds it. None on a file system without locks (a warning says so)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def try_lock(fd: int, place: Path, busy: Callable[[], UserError], take_care: str) -> int | None:
+    """An exclusive `flock` on `fd`, held by this process (`hold_lock`) until the descriptor is
+    closed or the process ends in any way. When another process holds it, `busy()` (called
+    before `fd` is closed) is raised; on a file system without locks a warning asks the user
+    to `take_care` and None is returned (`fd` closed)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        refusal = busy()
         os.close(fd)
-        raise UserError(
-            f"another yogo command is writing {what} here",
-            path=folder,
-            fix="wait for it to end, or choose another folder",
-        ) from None
+        raise refusal from None
     except OSError as e:
         os.close(fd)
         if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF):
             raise
         logging.getLogger(__name__).warning(
-            f"{display_path(folder)}: this file system has no locks ({e.strerror}); make "
-            "sure one command at a time writes here"
+            f"{display_path(place)}: this file system has no locks ({e.strerror}); {take_care}"
         )
         return None
     return hold_lock(fd)
+
+
+def lock_folder(folder: Path, what: str) -> int | None:
+    """`try_lock` on `folder` itself (no lock file to leave behind)."""
+    return try_lock(
+        os.open(folder, os.O_RDONLY | os.O_DIRECTORY),
+        folder,
+        lambda: UserError(
+            f"another yogo command is writing {what} here",
+            path=folder,
+            fix="wait for it to end, or choose another folder",
+        ),
+        "make sure one command at a time writes here",
+    )
 
 
 class OutputSet:

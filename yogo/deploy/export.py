@@ -29,7 +29,7 @@ from yogo.deploy.predictor import Deployed, load_predictor
 from yogo.errors import RunError, UserError, display_path
 from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
-from yogo.outputs import atomic_path, plan_file, require_output_file
+from yogo.outputs import atomic_path, plan_file
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,12 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
     output = Path(cfg.output_filename or checkpoint_path.with_suffix(".onnx"))
-    require_output_file(
-        output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename"
-    )
+    plan_file(output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
     if output.suffix != ".onnx":  # checked before the work, as every output is
         raise UserError(
             f"--output-filename must name an .onnx file, got '{output}'",
             fix="give a name ending in .onnx",
         )
-    plan_file(output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
     height = checkpoint.model_config.image_hw[0]
     if cfg.crop_height is not None and round(cfg.crop_height * height) < 8:
         raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")

@@ -12,8 +12,6 @@ save) is not a run yet: the same --name (or --resume auto) starts it again in pl
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import io
 import logging
@@ -31,11 +29,11 @@ from yogo.dist import DistContext
 from yogo.errors import UserError, display_path
 from yogo.model.checkpoint import Checkpoint
 from yogo.outputs import (
-    hold_lock,
     is_partial,
     plan_folder,
     release_lock,
     remove_partial_files,
+    try_lock,
     write_atomic,
 )
 
@@ -128,29 +126,21 @@ class RunFolder:
         """Lock `run_dir` for this process, or say which job holds it."""
         plan_folder(run_dir, replace=True)  # the run's own files: checkpoints, metrics, ...
         fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+
+        def busy() -> UserError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise UserError(
+            return UserError(
                 f"this run folder is in use by another job ({holder})",
                 path=run_dir,
                 fix="wait for that job to end or stop it; one job at a time trains a run",
-            ) from None
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            log.warning(
-                f"{display_path(run_dir)}: this file system has no locks ({e.strerror}); "
-                "make sure one job at a time trains this run"
             )
-            return cls(run_dir, None)
-        os.ftruncate(fd, 0)
-        holder = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%c}"
-        os.write(fd, holder.encode())
-        return cls(run_dir, hold_lock(fd))
+
+        held = try_lock(fd, run_dir, busy, "make sure one job at a time trains this run")
+        if held is not None:
+            os.ftruncate(fd, 0)
+            holder = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%c}"
+            os.write(fd, holder.encode())
+        return cls(run_dir, held)
 
     def release(self, failed: bool = False) -> None:
         """Let the folder go; after a failure, a folder this job made and left empty goes
