@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from yogo.log import progress
-from yogo.training.report import MetricsCSV, plot_training_curves
+from yogo.training.report import CURVES_EVERY_S, MetricsCSV, TrainingCurves, plot_training_curves
 
 
 def test_progress_bars_start_no_thread() -> None:
@@ -78,6 +78,26 @@ def test_training_curves_draw_no_empty_panel_and_warn_nothing(
     assert len(fig.axes) == panels
     assert all(ax.has_data() for ax in fig.axes)
     assert (tmp_path / "training_curves.png").stat().st_size > 0
+
+
+def test_training_curves_are_redrawn_at_most_once_a_minute_and_at_the_end(tmp_path: Path) -> None:
+    """Drawing took about a second after every epoch, which every rank waited for: in a run
+    of short epochs (the test suite's), more than the training."""
+    path = tmp_path / "training_curves.png"
+    curves = TrainingCurves(path)
+    rows = _rows(with_val=True)
+    curves.update(rows[:1])  # the first epoch of a run that started just now
+    assert not path.exists()
+    curves.update(rows[:2], now=True)  # the run stops or ends
+    drawn = path.stat().st_ino  # each drawing is a new file (written atomically)
+    curves.update(rows[:3])
+    assert path.stat().st_ino == drawn
+    curves.drawn_at -= CURVES_EVERY_S  # a minute later
+    curves.update(rows[:3])
+    assert path.stat().st_ino != drawn and curves.rows_drawn == 3
+    drawn = path.stat().st_ino
+    curves.update(rows[:3], now=True)  # nothing new: not drawn again
+    assert path.stat().st_ino == drawn
 
 
 def test_a_log_line_never_shares_a_line_with_a_progress_bar(capsys) -> None:

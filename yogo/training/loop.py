@@ -9,7 +9,8 @@ metrics row, plots, checkpoints, early stop), then `finish`. Where a run is live
 
 The run folder holds config.yaml (every resolved value; `yogo train --config` repeats the run),
 last.pth (every epoch, and at a stop), best.pth (best val mAP@0.5), metrics.csv,
-training_curves.png, and at the end the validation PR curves and confusion matrix of best.pth.
+training_curves.png (at most a minute behind, current at the end or a stop), and at the end the
+validation PR curves and confusion matrix of best.pth.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from yogo.log import progress, set_console_rank, speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, checkpoint_payload, load_checkpoint, save_checkpoint
 from yogo.model.loss import forward_loss
 from yogo.signals import StopRequest, requeue_slurm_job
-from yogo.training.report import PER_CLASS, plot_training_curves, print_epoch
+from yogo.training.report import PER_CLASS, print_epoch
 from yogo.training.resume import LOSS_PARTS, TrainState, restore_state, save_state, start_or_resume
 from yogo.training.run_folder import claim_run_folder
 from yogo.training.setup import Run, setup
@@ -276,7 +277,6 @@ def end_epoch(
     run.rows.append(row)
     if ctx.is_main:
         run.csv.append(row)
-        plot_training_curves(run.rows, run.dir / "training_curves.png")
         if run.wandb_run is not None:
             run.wandb_run.log({k: v for k, v in row.items() if v is not None}, step=state.step)
         print_epoch(row, report)
@@ -291,6 +291,8 @@ def end_epoch(
         cfg.patience is not None and report is not None and state.since_best >= cfg.patience
     )
     finished = epoch == cfg.epochs or early_stop
+    if ctx.is_main:
+        run.curves.update(run.rows, now=finished)
     state.next_epoch()
     saved = payload(
         run, state, epoch, finished, metrics={k: v for k, v in row.items() if v is not None}
@@ -332,11 +334,14 @@ def payload(
 def interrupt(
     run: Run, state: TrainState, signum: int, position: str, saved: bool = True
 ) -> NoReturn:
-    """Stop after last.pth is saved (or before any training, `saved=False`: nothing to
-    save); on SIGUSR1 inside SLURM, rank 0 requeues the job. The message comes first: a
-    requeue ends the job step within seconds, and srun stops forwarding output when it does."""
+    """Stop after last.pth is saved and training_curves.png brought up to date (or before any
+    training, `saved=False`: nothing to save); on SIGUSR1 inside SLURM, rank 0 requeues the
+    job. The message comes first: a requeue ends the job step within seconds, and srun stops
+    forwarding output when it does."""
     requeue = run.ctx.is_main and signum == signal.SIGUSR1 and "SLURM_JOB_ID" in os.environ
     if saved:
+        if run.ctx.is_main:
+            run.curves.update(run.rows, now=True)
         where = f"after optimizer step {state.step} ({position})"
         command = f"yogo train --resume {display_path(run.dir / 'last.pth')}"
         continued = "last.pth holds the exact position"

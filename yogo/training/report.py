@@ -2,14 +2,16 @@
 training curves and the W&B run.
 
     csv = MetricsCSV(run_dir / "metrics.csv", metric_columns(class_names))
-    csv.append(row); plot_training_curves(rows, run_dir / "training_curves.png")
+    csv.append(row); curves.update(rows)  # curves = TrainingCurves(run_dir / "training_curves.png")
     print_epoch(row, report)          # rank 0: "epoch 3: loss ...; val mAP@0.5 ..."
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,30 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+# training_curves.png is redrawn at most this often (and whenever the run ends or stops).
+CURVES_EVERY_S = 60.0
+
+
+@dataclass
+class TrainingCurves:
+    """training_curves.png, kept current at most a minute behind metrics.csv. Drawing it takes
+    about a second, and every rank waits for rank 0: after each epoch of a run whose epochs
+    take seconds, that was more time than the training."""
+
+    path: Path
+    drawn_at: float = field(default_factory=time.perf_counter)
+    rows_drawn: int = 0
+
+    def update(self, rows: list[dict[str, Any]], now: bool = False) -> None:
+        """Draw `rows` if the picture lacks some and `now` (the run ends or stops) or the last
+        drawing is CURVES_EVERY_S old (the first: the run's start)."""
+        if len(rows) == self.rows_drawn:
+            return
+        if now or time.perf_counter() - self.drawn_at >= CURVES_EVERY_S:
+            plot_training_curves(rows, self.path)
+            self.drawn_at, self.rows_drawn = time.perf_counter(), len(rows)
 
 
 def plot_training_curves(rows: list[dict[str, Any]], path: Path) -> None:

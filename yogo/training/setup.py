@@ -44,7 +44,13 @@ from yogo.model.network import YOGO
 from yogo.training.ema import WeightAverage
 from yogo.training.optim import lr_factor, make_optimizer, precision_context, resolve_precision
 from yogo.training.priors import class_weights, make_model
-from yogo.training.report import MetricsCSV, metric_columns, start_wandb, warn_collision_losses
+from yogo.training.report import (
+    MetricsCSV,
+    TrainingCurves,
+    metric_columns,
+    start_wandb,
+    warn_collision_losses,
+)
 from yogo.training.run_folder import dataset_record, save_config
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,7 @@ class Run:
     data: Data
     wandb_run: Any
     csv: MetricsCSV
+    curves: TrainingCurves
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: set[Path] = field(default_factory=set)
     started: float = 0.0  # perf_counter() at which the run's elapsed time would be 0
@@ -202,6 +209,7 @@ def build_run(
         data=data,
         wandb_run=start_wandb(cfg, run_dir, wandb_id) if ctx.is_main else None,
         csv=MetricsCSV(run_dir / "metrics.csv", metric_columns(ddf.class_names)),
+        curves=TrainingCurves(run_dir / "training_curves.png"),
     )
 
 
