@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -81,13 +82,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sharded_validation_equals_single_process(data: Path, tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
-    for world in (1, 2):
-        mp.spawn(
-            _sharded_validation,
-            args=(world, free_port(), str(data), str(tmp_path / f"{world}.json")),
-            nprocs=world,
-            join=True,
-        )
+    with mock.patch.dict(os.environ):  # one process: this one (no process group)
+        _sharded_validation(0, 1, free_port(), str(data), str(tmp_path / "1.json"))
+    mp.spawn(
+        _sharded_validation,
+        args=(2, free_port(), str(data), str(tmp_path / "2.json")),
+        nprocs=2,
+        join=True,
+    )
     one = json.loads((tmp_path / "1.json").read_text())
     two = json.loads((tmp_path / "2.json").read_text())
     assert one["report"]["num_images"] == two["report"]["num_images"] == 6
@@ -105,38 +107,11 @@ def train_args(data: Path, out: Path, name: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_train_one_run(data: Path, tmp_path: Path) -> None:
-    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2"]
-    command += train_args(data, tmp_path, "two")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "two"
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["1", "2"]
-    # 6 train frames over 2 ranks at batch 2: 2 optimizer steps per epoch, on both ranks
-    payload = torch.load(run / "last.pth", weights_only=True)
-    assert payload["step"] == 4 and payload["finished"] is True
-    assert "world_size: 2" in (run / "config.yaml").read_text()
-    assert done.stdout.count("epoch 1:") + done.stderr.count("epoch 1:") == 1  # rank 0 speaks
-    # one frame cache for the node: rank 1 opened rank 0's (a failure would say "own copy")
-    assert "frame cache: ram" in done.stderr and "own copy" not in done.stderr
-
-
-def test_processes_with_loader_workers_exit(data: Path, tmp_path: Path) -> None:
-    """Loader workers ignore SIGTERM; they must still be gone when train() returns, or the
-    interpreter's exit (terminate, then join) would wait forever."""
-    code = (
-        f"import yogo; yogo.train(yogo.TrainConfig(ddf={str(data)!r}, epochs=1, num_workers=1,"
-        f" wandb=False, output_dir={str(tmp_path)!r}))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-@pytest.mark.slow
-def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_path: Path) -> None:
-    """Multi-node as on a cluster (one torchrun agent per node, c10d rendezvous), on loopback:
-    the run equals the one-node, two-process run exactly."""
+def test_one_node_and_two_nodes_train_the_same_run(data: Path, tmp_path: Path) -> None:
+    """torchrun on one node with 2 processes, and multi-node as on a cluster (one torchrun
+    agent per node, c10d rendezvous) on loopback, side by side: one run each, exactly equal.
+    (Loader workers ignore SIGTERM and must be gone when train() returns, or the
+    interpreter's exit would wait forever: tests/distributed/test_resume.py's runs use one.)"""
     endpoint = f"127.0.0.1:{free_port()}"
     launcher = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
     launcher += ["--rdzv-endpoint", endpoint, "--rdzv-id", "yogo-test"]
@@ -150,19 +125,28 @@ def test_two_torchrun_agents_with_c10d_rendezvous_train_one_run(data: Path, tmp_
         )
         for node in range(2)
     ]
-    one_node = subprocess.run(
+    done = subprocess.run(
         [*TORCHRUN, "--standalone", "--nproc-per-node", "2", *train_args(data, tmp_path, "one")],
         env=ENV,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
     for agent in agents:
         output = agent.communicate(timeout=300)[0]
         assert agent.returncode == 0, output[-3000:]
+
+    run = tmp_path / "one"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert "world_size: 2" in (run / "config.yaml").read_text()
+    assert done.stdout.count("epoch 1:") + done.stderr.count("epoch 1:") == 1  # rank 0 speaks
+    # one frame cache for the node: rank 1 opened rank 0's (a failure would say "own copy")
+    assert "frame cache: ram" in done.stderr and "own copy" not in done.stderr
+    # 6 train frames over 2 ranks at batch 2: 2 optimizer steps per epoch, on both ranks
     a = torch.load(tmp_path / "nodes" / "last.pth", weights_only=True)
-    b = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
+    b = torch.load(run / "last.pth", weights_only=True)
     assert a["finished"] and b["finished"] and a["step"] == b["step"] == 4
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert "world_size: 2" in (tmp_path / "nodes" / "config.yaml").read_text()

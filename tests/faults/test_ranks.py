@@ -107,34 +107,42 @@ AGREE = textwrap.dedent(
     from yogo.dist import setup_process, teardown
     from yogo.signals import StopRequest
     ctx = setup_process("cpu", timeout_s=60)
-    stop = StopRequest()
-    stop.signum = int(os.environ["TEST_SIGNAL"])
-    nonfinite = torch.tensor(os.environ["TEST_NONFINITE"] == "1")
-    print("agreed", *stop.agree(ctx, nonfinite), flush=True)
+    cases = zip(os.environ["TEST_SIGNALS"].split(), os.environ["TEST_NONFINITE"].split())
+    for signum, nonfinite in cases:
+        stop = StopRequest()
+        stop.signum = int(signum)
+        print("agreed", *stop.agree(ctx, torch.tensor(nonfinite == "1")), flush=True)
     teardown(ctx)
     """
 )
 
+# (signal on rank 0, on rank 1), (non-finite loss on rank 0, on rank 1), what both decide
+DECISIONS = [
+    (("0", "0"), ("0", "0"), "agreed 0 0"),
+    (("0", "10"), ("0", "0"), "agreed 10 0"),  # SIGUSR1 on rank 1 only: both stop
+    (("15", "10"), ("0", "0"), "agreed 15 0"),  # SIGTERM wins over SIGUSR1
+    (("0", "0"), ("0", "1"), "agreed 0 2"),  # NaN on rank 1 only: both know, and where
+    (("0", "0"), ("1", "0"), "agreed 0 1"),
+]
 
-@pytest.mark.parametrize(
-    ("signals", "nonfinite", "expected"),
-    [
-        (("0", "0"), ("0", "0"), "agreed 0 0"),
-        (("0", "10"), ("0", "0"), "agreed 10 0"),  # SIGUSR1 on rank 1 only: both stop
-        (("15", "10"), ("0", "0"), "agreed 15 0"),  # SIGTERM wins over SIGUSR1
-        (("0", "0"), ("0", "1"), "agreed 0 2"),  # NaN on rank 1 only: both know, and where
-        (("0", "0"), ("1", "0"), "agreed 0 1"),
-    ],
-)
-def test_every_rank_takes_the_same_decision(signals, nonfinite, expected) -> None:
+
+def test_every_rank_takes_the_same_decision() -> None:
+    """Every case of DECISIONS in turn, in one pair of processes."""
     ranks = start_ranks(
         [sys.executable, "-c", AGREE],
-        [{"TEST_SIGNAL": signals[r], "TEST_NONFINITE": nonfinite[r]} for r in range(2)],
+        [
+            {
+                "TEST_SIGNALS": " ".join(signals[rank] for signals, _, _ in DECISIONS),
+                "TEST_NONFINITE": " ".join(nonfinite[rank] for _, nonfinite, _ in DECISIONS),
+            }
+            for rank in range(2)
+        ],
     )
     outputs = [p.communicate(timeout=120)[0] for p in ranks]
     for process, output in zip(ranks, outputs, strict=True):
         assert process.returncode == 0, output
-        assert expected in output.splitlines(), output
+        decided = [line for line in output.splitlines() if line.startswith("agreed")]
+        assert decided == [expected for _, _, expected in DECISIONS], output
 
 
 def test_a_diverging_loss_stops_all_ranks_before_the_optimizer_step(
