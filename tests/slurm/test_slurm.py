@@ -51,7 +51,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(root / "data", 24, (64, 96), seed=4, split_fractions=(0.75, 0.25, 0.0))
 
 
-def train_args(ddf: Path, out: Path, epochs: int = 5) -> list[str]:
+def train_args(ddf: Path, out: Path, epochs: int = 3) -> list[str]:
     return [
         YOGO,
         "train",
