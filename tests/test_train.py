@@ -544,10 +544,19 @@ yogo.train(yogo.TrainConfig(ddf=sys.argv[1], epochs=1, batch_size=4, num_workers
 def test_the_python_api_prints_what_the_cli_prints(smear: Path, tmp_path: Path) -> None:
     """yogo.train() trained silently: logging was never set up. A caller that set up logging
     keeps its own handlers."""
+    started = {
+        mode: subprocess.Popen(
+            [sys.executable, "-c", API, str(smear), mode, str(tmp_path / mode)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("plain", "configured")  # side by side: each is mostly a start-up
+    }
     runs = {}
-    for mode in ("plain", "configured"):
-        command = [sys.executable, "-c", API, str(smear), mode, str(tmp_path / mode)]
-        runs[mode] = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert runs[mode].returncode == 0, runs[mode].stderr[-2000:]
+    for mode, process in started.items():
+        out, err = process.communicate(timeout=600)
+        runs[mode] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        assert process.returncode == 0, err[-2000:]
     assert "epoch 1: loss" in runs["plain"].stderr and "run folder:" in runs["plain"].stderr
     assert "run folder:" not in runs["configured"].stderr  # INFO: below the caller's level
