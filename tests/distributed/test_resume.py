@@ -67,19 +67,18 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 @pytest.mark.parametrize(
     ("launcher", "extra"),
     [
-        (TORCHRUN, ["--no-wandb"]),
-        ([sys.executable], ["--ema", "--wandb"]),  # EMA and the W&B run continue too
+        (TORCHRUN, ["--ema", "--wandb"]),  # the EMA and the W&B run continue too
         ([sys.executable], ["--no-wandb", "--swa-epochs", "4"]),  # stopped mid-average
     ],
-    ids=["2-processes", "1-process-ema-wandb", "1-process-swa"],
+    ids=["2-processes-ema-wandb", "1-process-swa"],
 )
 def test_sigterm_mid_epoch_then_resume_is_exact(
     data: Path, tmp_path: Path, request: pytest.FixtureRequest, launcher, extra
 ) -> None:
     """A real signal to every process of the job (loader workers too), a resume in new
-    processes. The plain one-process run is in the two averaged cases: their weights are
-    averages of its weights, so any difference in those shows (and faults/test_stops.py stops
-    it at every moment of an epoch, in this process)."""
+    processes. The weights compared are averages (EMA, SWA) of the plain run's, so any
+    difference in those shows too (faults/test_stops.py stops a plain run at every moment of
+    an epoch, in this process)."""
     env = {**ENV, "WANDB_MODE": "offline"}
     with open(tmp_path / "plain.log", "w") as plain_log:  # while the stopped run runs
         plain = subprocess.Popen(
@@ -91,9 +90,10 @@ def test_sigterm_mid_epoch_then_resume_is_exact(
         )
     request.addfinalizer(lambda: kill_group(plain))
 
-    # last.pth is first written at the end of epoch 1; a signal just after that lands inside
-    # epoch 2, unless the machine is so busy that it lands in the epoch's validation (then the
-    # run stops at the epoch end, also exact but not what this test is about): try again.
+    # best.pth is the last file written at the end of epoch 1 (the first validation always
+    # improves on none); a signal just after it lands inside epoch 2, unless the machine is
+    # so busy that it lands before the epoch end's stop check (then the run stops at the
+    # epoch end, also exact but not what this test is about): try again.
     for attempt, delay in enumerate((0.05, 0.0, 0.15)):
         run = tmp_path / f"stopped-{attempt}"
         process = subprocess.Popen(
@@ -105,7 +105,7 @@ def test_sigterm_mid_epoch_then_resume_is_exact(
             start_new_session=True,
         )
         deadline = time.time() + 300
-        while not (run / "last.pth").exists():
+        while not (run / "best.pth").exists():
             assert process.poll() is None and time.time() < deadline
             time.sleep(0.02)
         time.sleep(delay)
