@@ -269,7 +269,7 @@ def test_many_problems_print_a_few_per_kind_and_json_keeps_all(tmp_path: Path, r
     assert result.code == 0
     assert result.out.count("error: width and height must be > 0") == 10
     assert "... and 490 more like this (yogo check --json lists all)" in result.out
-    assert len(result.out) < 3000
+    assert len(result.out.splitlines()) < 40  # not 500 (a line's length follows the tmp path)
     report = json.loads((tmp_path / "r.json").read_text())
     assert file_problems(report) == {"size": 500}
     with pytest.raises(UserError) as info:
