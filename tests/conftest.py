@@ -8,6 +8,13 @@ run); CI runs them all."""
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported (it reads this once): the tests train tiny models on tiny frames,
+# where one thread per process is faster than two (13% on tests/faults/test_stops.py here),
+# and the processes a test starts inherit it, so every side of a comparison agrees.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import contextlib
 import io
 import socket
