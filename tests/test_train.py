@@ -468,6 +468,22 @@ def test_inside_slurm_runs_are_named_by_job_and_resume_by_default(
     # The same command again (what a requeue runs) resumes that run; it is finished here.
     again = run_cli("train", smear, *FAST, "--output-dir", tmp_path)
     assert again.code == 2 and "the run 'slurm-777' is finished" in again.err
+    # Requeued after its last epoch, before the end-of-run pictures were written (preempted
+    # then, and killed at the end of the grace time): the job writes them and succeeds.
+    run = tmp_path / "slurm-777"
+    pictures = sorted(run.glob("val_*.png"))
+    assert pictures
+    for picture in pictures:
+        picture.unlink()
+    weights = (run / "last.pth").read_bytes()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    requeued = run_cli("train", smear, *FAST, "--output-dir", tmp_path)
+    assert requeued.code == 0, requeued.err
+    assert "finished training before this job was requeued" in requeued.err
+    assert sorted(run.glob("val_*.png")) == pictures
+    assert (run / "last.pth").read_bytes() == weights
+    assert "epoch 1:" not in requeued.err  # nothing trained again
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
     named = run_cli("train", smear, *FAST, "--output-dir", tmp_path, "--name", "mine")
     assert named.code == 0 and (tmp_path / "mine").is_dir()
     # A repeat of a run's config.yaml inside a job is that job's run too.

@@ -81,6 +81,11 @@ def slurm_job_id() -> str | None:
     return env.get("SLURM_JOB_ID")
 
 
+def slurm_restart() -> bool:
+    """True in a SLURM job that runs again after a requeue (SLURM_RESTART_COUNT > 0)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+
+
 def launcher_env() -> tuple[int, int, int]:
     """(rank, local rank, world size) from torchrun's or srun's environment, else (0, 0, 1)."""
     env = os.environ

@@ -51,6 +51,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(root / "data", 24, (64, 96), seed=4, split_fractions=(0.75, 0.25, 0.0))
 
 
+@pytest.fixture(scope="module")
+def slow_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frames large enough that the epochs after the first take ~15 s here: preemption takes
+    SLURM up to ~7 s on a loaded machine, and a job that ends first is not preempted at all."""
+    root = tmp_path_factory.mktemp("slurm_slow")
+    return write_dataset(root / "data", 64, (256, 384), seed=4, split_fractions=(0.75, 0.25, 0.0))
+
+
 def train_args(ddf: Path, out: Path, epochs: int = 3) -> list[str]:
     return [
         YOGO,
@@ -93,20 +101,26 @@ def job(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", shown))
 
 
-def wait_for(condition, timeout: float = 300, what: str = "") -> float:
+def wait_for(condition, timeout: float = 300, what: str = "", log: Path | None = None) -> float:
     start = time.time()
     while not condition():
-        assert time.time() - start < timeout, f"timed out waiting for {what}"
+        if time.time() - start > timeout:
+            tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+            pytest.fail(f"timed out waiting for {what}\n{tail}")
         time.sleep(0.2)
     return time.time() - start
 
 
-def running_again(job_id: str) -> None:
+def running_again(job_id: str, log: Path) -> None:
     """Wait until the job has been requeued once and runs again."""
-    wait_for(
-        lambda: job(job_id)["Restarts"] == "1" and job(job_id)["JobState"] == "RUNNING",
-        what=f"job {job_id} requeued and running again",
-    )
+
+    def requeued() -> bool:
+        shown = job(job_id)
+        if shown["JobState"] == "COMPLETED":
+            pytest.fail(f"job {job_id} ended without a requeue\n{log.read_text()[-4000:]}")
+        return shown["Restarts"] == "1" and shown["JobState"] == "RUNNING"
+
+    wait_for(requeued, what=f"job {job_id} requeued and running again", log=log)
 
 
 def finished(job_id: str, log: Path) -> None:
@@ -144,13 +158,12 @@ def test_usr1_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data, tmp_p
         "submit_multinode.sh", train_args(data, out), tmp_path, "--nodes=1", "--gpus-per-node=2"
     )
     stopped = sbatch("submit_2gpu.sh", train_args(data, out), tmp_path)
-    run = out / f"slurm-{stopped}"
+    run, log = out / f"slurm-{stopped}", tmp_path / f"yogo-{stopped}.out"
     wait_for(lambda: (run / "last.pth").exists(), what="epoch 1")  # then inside epoch 2
     signalled = time.time()
     subprocess.run(["scancel", "--signal=USR1", stopped], check=True)
-    running_again(stopped)
+    running_again(stopped, log)
     back = time.time() - signalled
-    log = tmp_path / f"yogo-{stopped}.out"
     finished(stopped, log)
     finished(reference, tmp_path / f"yogo-{reference}.out")
 
@@ -168,15 +181,18 @@ def test_usr1_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data, tmp_p
     )
 
 
-def test_preemption_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data, tmp_path) -> None:
+def test_preemption_requeues_and_the_job_ends_as_if_uninterrupted(
+    cluster, slow_data, tmp_path
+) -> None:
     out = tmp_path / "out"
     reference = subprocess.Popen(
-        [*train_args(data, out), "--name", "reference"],
+        [*train_args(slow_data, out), "--name", "reference"],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stderr=subprocess.PIPE,
         text=True,
     )
-    low = sbatch("submit_1gpu.sh", train_args(data, out), tmp_path, "--partition=low")
+    low = sbatch("submit_1gpu.sh", train_args(slow_data, out), tmp_path, "--partition=low")
+    log = tmp_path / f"yogo-{low}.out"
     run = out / f"slurm-{low}"
     wait_for(lambda: (run / "last.pth").exists(), what="epoch 1")
     preempted = time.time()
@@ -194,9 +210,8 @@ def test_preemption_requeues_and_the_job_ends_as_if_uninterrupted(cluster, data,
         text=True,
         check=True,
     ).stdout.strip()
-    running_again(low)
+    running_again(low, log)
     back = time.time() - preempted
-    log = tmp_path / f"yogo-{low}.out"
     finished(low, log)
     assert job(high)["JobState"] == "COMPLETED"
     assert reference.wait(timeout=300) == 0, reference.stderr.read() if reference.stderr else ""

@@ -86,7 +86,9 @@ def run_training(
     stop_signal, _ = stop.agree(ctx, no_loss)
     if stop_signal:
         interrupt(run, state, stop_signal, "during set-up", saved=resume is not None)
-    for epoch in range(state.epoch, run.cfg.epochs + 1):
+    # A requeued SLURM job whose run had finished training only writes the end-of-run results.
+    trained = resume is not None and resume.payload.get("finished", False)
+    for epoch in range(run.cfg.epochs + 1 if trained else state.epoch, run.cfg.epochs + 1):
         row = train_one_epoch(run, state, stop)
         report = validate(run, row) if run.validation_due(epoch) else None
         if end_epoch(run, state, stop, row, report):

@@ -23,6 +23,7 @@ import torch
 
 from yogo.config import TrainConfig, load_config
 from yogo.ddf import ddf_inputs
+from yogo.dist import slurm_restart
 from yogo.errors import UserError, display_path
 from yogo.model.checkpoint import Checkpoint, load_checkpoint, require_checkpoint_file
 from yogo.model.network import YOGO
@@ -120,7 +121,8 @@ log = logging.getLogger(__name__)
 def find_resume(cfg: TrainConfig) -> Checkpoint | None:
     """The checkpoint `--resume` names: a last.pth or its run folder, or with "auto" the
     unfinished run OUTPUT_DIR/NAME (without --name: the newest unfinished run of the DDF
-    under OUTPUT_DIR). None: start a new run."""
+    under OUTPUT_DIR). None: start a new run. A finished run is refused, except in a requeued
+    SLURM job, which then writes the end-of-run results its first run may not have."""
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
@@ -149,6 +151,14 @@ def find_resume(cfg: TrainConfig) -> Checkpoint | None:
             path=path,
             fix="give the run's last.pth; to start from these weights use --from-pretrained",
         )
+    if checkpoint.payload.get("finished") and cfg.resume == "auto" and slurm_restart():
+        # Requeued after its last epoch (killed while writing the end-of-run pictures, or
+        # preempted then): the job ends with what an uninterrupted one wrote.
+        log.info(
+            f"{display_path(path.parent)} finished training before this job was requeued: "
+            "writing its end-of-run results"
+        )
+        return checkpoint
     if checkpoint.payload.get("finished"):
         ddf = checkpoint.payload.get("config", {}).get("ddf") or "DDF"
         best = path.with_name("best.pth") if path.with_name("best.pth").is_file() else path
