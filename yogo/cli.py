@@ -461,7 +461,7 @@ def infer(ctx: typer.Context, **settings: Any) -> None:
 
     cfg = InferConfig(**_given(ctx, InferConfig))
     summary = run_inference(cfg)
-    if cfg.count:
+    if summary.counts:
         typer.echo(format_counts(summary))
     typer.echo(
         f"{summary.images} image(s), {summary.detections} detection(s) in "
@@ -474,8 +474,8 @@ def infer(ctx: typer.Context, **settings: Any) -> None:
             typer.echo(f"Label Studio tasks: {display_path(path)} (docs/labelling-loop.md)")
     if summary.images and not summary.detections:
         typer.echo(
-            f"nothing found at --obj-thresh {cfg.obj_thresh:g}: lower it (e.g. --obj-thresh "
-            f"{cfg.obj_thresh / 2:g}) to see less certain objects",
+            f"nothing found at {summary.thresholds}: "
+            "lower them (e.g. --obj-thresh 0.2 for every class) to see less certain objects",
             err=True,
         )
     if summary.unreadable:

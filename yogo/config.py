@@ -490,8 +490,19 @@ class TestConfig:
     """Dataset definition file; its class names must be the model's."""
     split: Split = "test"
     """The split to evaluate."""
-    obj_thresh: float = 0.5
-    """Objectness threshold of precision, recall, F1, the counts and the confusion matrix."""
+    obj_thresh: float | None = None
+    """One objectness threshold for every class, for precision, recall, F1, the counts and
+    the confusion matrix (default: the model's per-class thresholds, fitted on validation;
+    0.5 for a model without them). docs/counting.md"""
+    fit_thresholds: str | None = option(None, metavar="NEW.pth")
+    """Fit the per-class thresholds, calibration and count correction on the DDF's val split
+    and write the checkpoint with them to NEW.pth (never the input); then test with them."""
+    ratio: list[str] | None = option(None, metavar="A[+B]/C")
+    """A ratio of corrected counts to report with its 95% interval, e.g. ring+troph/healthy
+    (repeatable)."""
+    report: str | None = option(None, metavar="FILE.html")
+    """Write a self-contained HTML report: counts with intervals, predicted against true
+    counts per frame, reliability diagram, confusion matrix, detections per class."""
     iou_thresh: float = 0.5
     """NMS IoU threshold."""
     batch_size: int = option(16, "-bs", "--batch-size")
@@ -622,8 +633,14 @@ class InferConfig:
     """Image URLs in the tasks start with this (default: Label Studio's local-files URL)."""
     recursive: bool = False
     """Also look in sub-folders."""
-    obj_thresh: float = 0.5
-    """Minimum objectness of a detection."""
+    obj_thresh: float | None = None
+    """Minimum objectness of a detection, for every class (default: the model's per-class
+    thresholds, fitted on validation; 0.5 for a model without them). docs/counting.md"""
+    ratio: list[str] | None = option(None, metavar="A[+B]/C")
+    """A ratio of corrected counts to report per specimen with its 95% interval, e.g.
+    ring+troph/healthy (repeatable; needs --count)."""
+    report: str | None = option(None, metavar="FILE.html")
+    """Write a self-contained HTML report of the counts per specimen (needs --count)."""
     iou_thresh: float = 0.5
     """Class-agnostic NMS IoU threshold."""
     min_class_confidence_threshold: float = 0.0
@@ -767,7 +784,7 @@ def _require_positive(cfg: object, *names: str) -> None:
 def _require_fractions(cfg: object, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
-        if not 0 <= value <= 1:
+        if value is not None and not 0 <= value <= 1:
             raise UserError(f"--{_flag(name)} must be in [0, 1], got {value}")
 
 

@@ -27,6 +27,7 @@ from yogo import __version__
 from yogo.config import ExportConfig
 from yogo.deploy.predictor import Deployed, load_predictor
 from yogo.errors import RunError, UserError, display_path
+from yogo.evaluation.counting import count_model_of
 from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
 from yogo.outputs import atomic_path, plan_file
@@ -224,6 +225,8 @@ def _add_metadata(
         "source_checkpoint": checkpoint.path.name,
         "source_format": checkpoint.source,
         "output": "xc, yc, w, h (normalised to the full frame), objectness, class probabilities",
+        # per-class thresholds, calibration and count correction (docs/counting.md)
+        "counting": json.dumps(count_model_of(checkpoint).to_plain()),
     }
     for key, value in metadata.items():
         entry = model.metadata_props.add()

@@ -45,6 +45,7 @@ from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, w
 from yogo.deploy.labelstudio import frame_task, url_prefix
 from yogo.deploy.predictor import Predictor, load_predictor
 from yogo.errors import UserError
+from yogo.evaluation.counting import Ratio, old_checkpoint_note
 from yogo.log import progress, speak_unless_configured
 from yogo.model.boxes import postprocess
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
@@ -58,6 +59,8 @@ class InferSummary:
     images: int = 0
     detections: int = 0
     totals: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)  # counts.json: corrected, per specimen
+    thresholds: str = ""  # the objectness thresholds used, in words
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (frame name, reason)
     seconds: float = 0.0
     kind: str = ""  # the predictor that ran: "pytorch on cpu", "onnxruntime on CPU", ...
@@ -135,7 +138,7 @@ class _Plan:
     def every_file(self, count: bool) -> list[Path]:
         """Every file this run will write under the output folder."""
         planned = [self.out / "predictions.json"]
-        planned += [self.out / "counts.csv"] if count else []
+        planned += [self.out / "counts.csv", self.out / "counts.json"] if count else []
         planned += [p for p in (self.npy, self.ddf) if p is not None]
         return planned + [p for stem in self.frames.stems for p in self.per_frame(stem)]
 
@@ -154,10 +157,17 @@ def infer(cfg: InferConfig) -> InferSummary:
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
     inputs = Inputs.of(*frames.inputs, cfg.model, folders=[frames.folder])
-    files = plan.every_file(cfg.count)
-    outside = _plan_label_studio(plan, files, cfg.force, inputs)
+    counting = bool(cfg.count or cfg.ratio or cfg.report)
+    names = cfg.class_names or predictor.class_names
+    ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
+    files = plan.every_file(counting)
+    files += _plan_named_file(
+        plan.label_studio, "--label-studio", plan.out, files, cfg.force, inputs
+    )
+    report = Path(cfg.report) if cfg.report else None
+    files += _plan_named_file(report, "--report", plan.out, files, cfg.force, inputs)
     outputs = OutputSet(
-        plan.out, "infer", files + outside, force=cfg.force, inputs=inputs, option="--output-dir"
+        plan.out, "infer", files, force=cfg.force, inputs=inputs, option="--output-dir"
     )
     if cfg.class_names:
         if len(cfg.class_names) != len(predictor.class_names):
@@ -166,6 +176,17 @@ def infer(cfg: InferConfig) -> InferSummary:
                 f"{len(predictor.class_names)} classes"
             )
         predictor = dataclasses.replace(predictor, class_names=tuple(cfg.class_names))
+    if cfg.obj_thresh is not None:
+        if predictor.counting.fitted:
+            log.info(
+                f"--obj-thresh {cfg.obj_thresh:g} for every class instead of the model's "
+                f"{predictor.counting.describe()}: counts are not corrected"
+            )
+        predictor = dataclasses.replace(
+            predictor, counting=predictor.counting.with_threshold(cfg.obj_thresh)
+        )
+    elif (note := old_checkpoint_note(predictor.counting)) is not None:
+        log.info(note)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
     dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
@@ -177,8 +198,44 @@ def infer(cfg: InferConfig) -> InferSummary:
             summary, found = _predict_all(predictor, loader, plan, cfg)
         summary.seconds = time.perf_counter() - start
         summary.kind = predictor.kind
+        summary.thresholds = predictor.counting.describe()
+        if counting:
+            summary.counts = specimen_counts(predictor, plan.frames, found, ratios)
         summary.written = _write_results(plan, predictor, cfg, summary, found, split)
+        if report is not None:
+            from yogo.evaluation.html_report import write_infer_report
+
+            write_infer_report(report, summary.counts, predictor.counting)
+            summary.written.append(report)
     return summary
+
+
+def specimen_counts(
+    predictor: Predictor, frames: Frames, found: list[Found], ratios: list[Ratio]
+) -> dict[str, Any]:
+    """counts.json: per class the raw count, the corrected one and its 95% interval, for all
+    frames and per specimen (the folder holding the frames, or the zarr store), with the
+    ratios (docs/counting.md)."""
+    counting = predictor.counting
+    names = frames.names
+    root = frames.folder.name
+    groups: dict[str, list[Found]] = {}
+    for f in found:
+        parent = str(Path(names[f.index]).parent)
+        groups.setdefault(root if parent == "." else parent, []).append(f)
+
+    def counted(part: list[Found]) -> dict[str, Any]:
+        raw = np.sum([f.per_class for f in part], axis=0) if part else np.zeros(len(names))
+        return {"frames": len(part), **counting.correct(raw, len(part), ratios).to_plain()}
+
+    return {
+        "class_names": list(predictor.class_names),
+        "thresholds": counting.describe(),
+        "fitted_on": counting.source or None,
+        "corrected": counting.fitted,
+        "all": counted(found),
+        "specimens": {name: counted(part) for name, part in sorted(groups.items())},
+    }
 
 
 def _predict_all(
@@ -197,7 +254,7 @@ def _predict_all(
         decoded = predictor.run(np.stack([resized for _, (resized, _, _) in good]))
         detections = postprocess(
             decoded,
-            cfg.obj_thresh,
+            predictor.counting.thresholds,
             cfg.iou_thresh,
             cfg.min_class_confidence_threshold,
             class_probs=True,
@@ -240,18 +297,22 @@ def _write_results(
         "model": predictor.kind,
         "class_names": list(names),
         "thresholds": {
-            "obj_thresh": cfg.obj_thresh,
+            "obj_thresh": dict(zip(names, predictor.counting.thresholds, strict=True)),
             "iou_thresh": cfg.iou_thresh,
             "min_class_confidence_threshold": cfg.min_class_confidence_threshold,
         },
         "boxes": "x0, y0, x1, y1 and xc, yc, w, h normalised to the image (0..1); "
-        "confidence = objectness x class probability",
-        "images": [record(frame_names[f.index], f.height_width, f.rows, names) for f in found],
+        "confidence = objectness x class probability; calibrated_confidence = the chance "
+        "that the detection is right, from the model's calibration (docs/counting.md)",
+        "images": [
+            record(frame_names[f.index], f.height_width, f.rows, names, calibrated(predictor, f))
+            for f in found
+        ],
         "unreadable": [{"path": name, "reason": why} for name, why in summary.unreadable],
     }
     written = [plan.out / "predictions.json"]
     write_atomic(written[0], json.dumps(document, separators=(",", ":")))
-    if cfg.count:
+    if summary.counts:
         table = io.StringIO(newline="")
         writer = csv.writer(table)
         writer.writerow(["image", "total", *names])
@@ -259,20 +320,28 @@ def _write_results(
             writer.writerow([frame_names[f.index], len(f.rows), *f.per_class.tolist()])
         written.append(plan.out / "counts.csv")
         write_atomic(written[-1], table.getvalue())
+        written.append(plan.out / "counts.json")
+        write_atomic(written[-1], json.dumps(summary.counts, indent=2) + "\n")
     if plan.npy is not None:
         written.append(plan.npy)
         write_npy(plan.npy, found, len(names))
     if plan.ddf is not None:
         written.append(plan.ddf)
-        write_atomic(plan.ddf, _pseudo_label_ddf(plan, cfg, names, split))
+        ddf = _pseudo_label_ddf(plan, cfg, names, split, predictor.counting.describe())
+        write_atomic(plan.ddf, ddf)
     if plan.label_studio is not None:
         written.append(plan.label_studio)
         write_atomic(plan.label_studio, _label_studio_tasks(plan, cfg, names, found))
     return written
 
 
+def calibrated(predictor: Predictor, f: Found) -> np.ndarray:
+    """The calibrated confidence of each detection of a frame."""
+    return predictor.counting.calibrate(f.rows[:, 4] * f.rows[:, 5], f.rows[:, 6].astype(np.int64))
+
+
 def _pseudo_label_ddf(
-    plan: _Plan, cfg: InferConfig, names: Sequence[str], split: SplitFractions
+    plan: _Plan, cfg: InferConfig, names: Sequence[str], split: SplitFractions, thresholds: str
 ) -> str:
     """A DDF that trains on the labels/ this run wrote: the frames' folders (or, for a zarr
     store, the images/ written beside the labels) with the matching labels/ folders."""
@@ -288,8 +357,8 @@ def _pseudo_label_ddf(
             for p in parents
         ]
     comment = (
-        f"Machine labels (pseudo-labels) by yogo infer {Path(cfg.model).name}, objectness >= "
-        f"{cfg.obj_thresh:g}; the 6th label column is the confidence (--min-label-confidence)."
+        f"Machine labels (pseudo-labels) by yogo infer {Path(cfg.model).name}, {thresholds}; "
+        "the 6th label column is the confidence (--min-label-confidence)."
     )
     return ddf_text(comment, names, split, folders)
 
@@ -319,21 +388,23 @@ def _label_studio_tasks(
     return json.dumps(tasks, indent=1)
 
 
-def _plan_label_studio(plan: _Plan, files: list[Path], force: bool, inputs: Inputs) -> list[Path]:
-    """--label-studio: never one of this run's own files; inside --output-dir it is one file
-    of the set (returned), elsewhere a file of its own, planned here."""
-    if plan.label_studio is None:
+def _plan_named_file(
+    path: Path | None, option: str, out: Path, files: list[Path], force: bool, inputs: Inputs
+) -> list[Path]:
+    """--label-studio or --report: never one of this run's other files; inside --output-dir
+    it is one file of the set (returned), elsewhere a file of its own, planned here."""
+    if path is None:
         return []
     own = {os.path.realpath(p) for p in files}
-    if os.path.realpath(plan.label_studio) in own:
+    if os.path.realpath(path) in own:
         raise UserError(
-            "--label-studio names a file this run writes itself",
-            path=plan.label_studio,
-            fix="give another file name, e.g. OUTPUT_DIR/label-studio-tasks.json",
+            f"{option} names a file this run writes itself",
+            path=path,
+            fix=f"give another file name, e.g. OUTPUT_DIR/{option.strip('-')}-file",
         )
-    if os.path.realpath(plan.label_studio.parent) == os.path.realpath(plan.out):
-        return [plan.label_studio]
-    plan_file(plan.label_studio, force=force, inputs=inputs, option="--label-studio")
+    if os.path.realpath(path.parent) == os.path.realpath(out):
+        return [path]
+    plan_file(path, force=force, inputs=inputs, option=option)
     return []
 
 
@@ -361,8 +432,31 @@ def _progress(loader: Any, total: int, show: bool) -> Iterator[Any]:
 
 
 def format_counts(summary: InferSummary) -> str:
-    width = max([len(n) for n in summary.totals] + [5])
-    lines = [f"{'class':<{width}}  count"]
-    lines += [f"{name:<{width}}  {n:>5}" for name, n in summary.totals.items()]
-    lines.append(f"{'total':<{width}}  {summary.detections:>5}")
+    """The counts per class (corrected, with 95% intervals, when the model has a fitted
+    correction), per specimen when there are several, and the ratios."""
+    counts = summary.counts
+    if not counts:
+        return ""
+    parts = [("all frames", counts["all"])]
+    if len(counts["specimens"]) > 1:
+        parts += list(counts["specimens"].items())
+    width = max([len(n) for n in counts["class_names"]] + [5])
+    lines = [f"counts at {counts['thresholds']}"]
+    for title, part in parts:
+        lines.append(f"{title} ({part['frames']} frames):")
+        for name, c in part["per_class"].items():
+            line = f"  {name:<{width}}  {c['count']:>6}"
+            if c["count_corrected"] is not None:
+                low, high = c["count_ci95"]
+                line += f"  corrected {c['count_corrected']:>9.1f}  95% CI [{low:.1f}, {high:.1f}]"
+            elif counts["corrected"]:
+                line += "  (not corrected: the model counts too few of them right on validation)"
+            lines.append(line)
+        for text, r in part["ratios"].items():
+            value = "-" if r["value"] is None else f"{r['value']:.4g}"
+            ci = r["ci95"]
+            bounds = "" if ci is None or None in ci else f"  95% CI [{ci[0]:.4g}, {ci[1]:.4g}]"
+            lines.append(f"  {text}: {value}{bounds}")
+    if not counts["corrected"]:
+        lines.append("(raw counts: this model has no fitted count correction; docs/counting.md)")
     return "\n".join(lines)

@@ -61,13 +61,18 @@ def write_npy(path: Path, found: list[Found], num_classes: int) -> None:
 
 
 def record(
-    name: str, original_hw: tuple[int, int], rows: np.ndarray, names: Sequence[str]
+    name: str,
+    original_hw: tuple[int, int],
+    rows: np.ndarray,
+    names: Sequence[str],
+    calibrated: np.ndarray,
 ) -> dict[str, Any]:
     x0, y0, x1, y1, objectness, class_prob, classes = rows[:, :7].T
     columns = (
         np.stack(
             [
                 objectness * class_prob,
+                calibrated,
                 objectness,
                 class_prob,
                 x0,
@@ -88,10 +93,11 @@ def record(
             "class": cls,
             "class_name": names[cls],
             "confidence": v[0],
-            "objectness": v[1],
-            "class_probability": v[2],
-            "xyxy": v[3:7],
-            "cxcywh": v[7:11],
+            "calibrated_confidence": v[1],
+            "objectness": v[2],
+            "class_probability": v[3],
+            "xyxy": v[4:8],
+            "cxcywh": v[8:12],
         }
         for cls, v in zip(classes.astype(np.int64).tolist(), columns, strict=True)
     ]

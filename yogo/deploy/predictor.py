@@ -25,6 +25,7 @@ from torch import nn
 from yogo.config import require_crop_height
 from yogo.dist import resolve_device
 from yogo.errors import UserError
+from yogo.evaluation.counting import CountModel, count_model_of
 from yogo.model.checkpoint import load_checkpoint
 from yogo.model.network import YOGO
 
@@ -59,6 +60,7 @@ class Detections:
 
     boxes: np.ndarray  # (N, 4) float: x0, y0, x1, y1 in pixels of the image given
     scores: np.ndarray  # (N,) objectness x class probability, the score AP ranks by
+    calibrated: np.ndarray  # (N,) the score through the model's calibration: P(right)
     classes: np.ndarray  # (N,) int class index
     class_names: list[str]  # (N,) the class of each detection by name
     objectness: np.ndarray  # (N,)
@@ -78,17 +80,19 @@ class Predictor:
     image_hw: tuple[int, int]
     channels: int
     kind: str  # "pytorch" or "onnxruntime", and on what
+    counting: CountModel  # thresholds, calibration, count correction (docs/counting.md)
 
     def predict(
         self,
         images: Sequence[np.ndarray | str | Path],
-        obj_thresh: float = 0.5,
+        obj_thresh: float | None = None,
         iou_thresh: float = 0.5,
         min_class_confidence: float = 0.0,
         batch_size: int = 16,
     ) -> list[Detections]:
-        """Detections per image, after the post-processing of `yogo infer` (thresholds,
-        class-agnostic NMS, boxes clipped to the image). Each image is a path or an array:
+        """Detections per image, after the post-processing of `yogo infer` (the model's
+        per-class thresholds unless `obj_thresh` gives one for all, class-agnostic NMS, boxes
+        clipped to the image). Each image is a path or an array:
         uint8 or uint16, (H, W) or (H, W, C); any size (resized to the model's, boxes in the
         image's own pixels)."""
         from yogo.data.images import array_to_uint8, decode_image
@@ -97,7 +101,7 @@ class Predictor:
 
         items = _require_images(images)
         for name, value in (("obj_thresh", obj_thresh), ("iou_thresh", iou_thresh)):
-            if not 0 <= value <= 1:
+            if value is not None and not 0 <= value <= 1:
                 raise UserError(f"{name} must be in [0, 1], got {value}")
         if not 0 <= min_class_confidence <= 1:
             raise UserError(f"min_class_confidence must be in [0, 1], got {min_class_confidence}")
@@ -112,7 +116,8 @@ class Predictor:
                 for item in items[start : start + batch_size]
             ]
             batch = np.stack([resize(torch.from_numpy(f), self.image_hw).numpy() for f in frames])
-            found = postprocess(self.run(batch), obj_thresh, iou_thresh, min_class_confidence)
+            thresholds = self.counting.thresholds if obj_thresh is None else obj_thresh
+            found = postprocess(self.run(batch), thresholds, iou_thresh, min_class_confidence)
             for frame, rows in zip(frames, found, strict=True):
                 height, width = frame.shape[1:]
                 r = rows.numpy().astype(np.float64)
@@ -122,6 +127,7 @@ class Predictor:
                     Detections(
                         boxes=boxes,
                         scores=r[:, 4] * r[:, 5],
+                        calibrated=self.counting.calibrate(r[:, 4] * r[:, 5], classes),
                         classes=classes,
                         class_names=[self.class_names[c] for c in classes],
                         objectness=r[:, 4],
@@ -197,7 +203,8 @@ def load_predictor(
         return decoded.float().cpu()
 
     kind = f"pytorch on {device}" + (f", {str(reduced).removeprefix('torch.')}" if half else "")
-    return Predictor(run, config.class_names, config.image_hw, config.channels, kind)
+    counting = count_model_of(checkpoint)
+    return Predictor(run, config.class_names, config.image_hw, config.channels, kind, counting)
 
 
 def _onnx_predictor(
@@ -255,10 +262,24 @@ def _onnx_predictor(
         return torch.from_numpy(np.concatenate(parts))
 
     hw = json.loads(metadata["image_hw"])
+    names = tuple(json.loads(metadata["class_names"]))
+    try:
+        counting = (
+            CountModel.from_plain(json.loads(metadata["counting"]), names)
+            if "counting" in metadata
+            else CountModel.default(names)
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(
+            f"has damaged counting metadata ({type(e).__name__}: {e})",
+            path=path,
+            fix="export it again with `yogo export`",
+        ) from None
     return Predictor(
         run,
-        tuple(json.loads(metadata["class_names"])),
+        names,
         (int(hw[0]), int(hw[1])),
         int(metadata.get("channels", shape[1])),
         f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}",
+        counting,
     )

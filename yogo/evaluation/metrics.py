@@ -1,7 +1,7 @@
 """Detection metrics with COCO's rules: AP per class (101-point), mAP@0.5 and @0.5:0.95,
 precision/recall/F1 at an objectness threshold, a confusion matrix with background, counts.
 
-    metrics = DetectionMetrics(class_names, obj_thresh=0.5)
+    metrics = DetectionMetrics(class_names, obj_thresh=0.5)  # or one threshold per class
     metrics.update(detections, truths)   # per image: (N, 7) detections, (M, 5) class + xyxy
     report = metrics.compute()           # plain dict (the `yogo test --json` content)
 
@@ -35,10 +35,29 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class DetectionMetrics:
-    def __init__(self, class_names: Sequence[str], obj_thresh: float = 0.5) -> None:
+    def __init__(
+        self, class_names: Sequence[str], obj_thresh: float | Sequence[float] = 0.5
+    ) -> None:
         self.class_names = tuple(class_names)
-        self.obj_thresh = obj_thresh
+        self.thresholds = per_class_thresholds(obj_thresh, len(self.class_names))
         self.images: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @property
+    def obj_thresh(self) -> float | None:
+        """The objectness threshold when every class has the same one, else None."""
+        same = len(set(self.thresholds.tolist())) <= 1
+        return float(self.thresholds[0]) if same and len(self.thresholds) else None
+
+    def describe_thresholds(self) -> str:
+        """ "objectness >= 0.5", or the per-class thresholds."""
+        if self.obj_thresh is not None:
+            return f"objectness >= {self.obj_thresh:g}"
+        pairs = zip(self.class_names, self.thresholds.tolist(), strict=True)
+        return f"objectness >= per-class thresholds ({', '.join(f'{n} {t:.3g}' for n, t in pairs)})"
+
+    def kept(self, det: np.ndarray) -> np.ndarray:
+        """The detections at or above their class's objectness threshold."""
+        return det[det[:, 4] >= self.thresholds[det[:, 6].astype(np.int64)]]
 
     def update(self, detections: Sequence[torch.Tensor], truths: Sequence[torch.Tensor]) -> None:
         """Add images: detections (N, 7) x0, y0, x1, y1, objectness, class prob, class;
@@ -52,7 +71,9 @@ class DetectionMetrics:
         num_classes = len(self.class_names)
         ap = self._average_precision()  # (T, C), nan where a class has no labels
         ap50, ap50_95 = ap[0], ap.mean(axis=0)
-        confusion, tp, num_pred = self._at_threshold()
+        confusion = self.frame_confusions().sum(axis=0)
+        tp = np.diag(confusion)[:num_classes]
+        num_pred = confusion[:, :num_classes].sum(axis=0)
         num_true = np.zeros(num_classes, dtype=np.int64)
         for _, truth in self.images:
             num_true += np.bincount(truth[:, 0].astype(np.int64), minlength=num_classes)
@@ -70,6 +91,7 @@ class DetectionMetrics:
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
+                "threshold": float(self.thresholds[i]),
                 "num_true": int(num_true[i]),
                 "num_pred": int(num_pred[i]),
                 "count_error": _number((num_pred[i] - num_true[i]) / num_true[i])
@@ -82,6 +104,7 @@ class DetectionMetrics:
             "mAP50": _mean(ap50),
             "mAP50_95": _mean(ap50_95),
             "obj_thresh": self.obj_thresh,
+            "thresholds": self.describe_thresholds(),
             "per_class": per_class,
             "class_names": list(self.class_names),
             "confusion_matrix": confusion.tolist(),
@@ -168,7 +191,7 @@ class DetectionMetrics:
         num_classes = len(self.class_names)
         out = []
         for det, truth in self.images:
-            kept = det[det[:, 4] >= self.obj_thresh]
+            kept = self.kept(det)
             kept = kept[np.argsort(-(kept[:, 4] * kept[:, 5]), kind="stable")]
             hits = _greedy_hits(kept, truth, IOU_THRESHOLDS[:1])[0]
             out.append(
@@ -186,20 +209,18 @@ class DetectionMetrics:
         """Recall and precision (envelope) at IoU 0.5, per class that has labels."""
         return {self.class_names[c]: curves[0] for c, curves in self._curves().items()}
 
-    def _at_threshold(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Confusion matrix (C+1, C+1): rows true class, columns predicted class, the last
-        row/column background; true positives and predictions per class, all at
-        `obj_thresh` and IoU 0.5 (class-agnostic greedy matching by objectness)."""
+    def frame_confusions(self) -> np.ndarray:
+        """Per image, the confusion matrix (F, C+1, C+1): rows true class, columns predicted
+        class, the last row/column background (false detections, missed labels), at the
+        thresholds and IoU 0.5 (class-agnostic greedy matching by objectness)."""
         n = len(self.class_names)
-        confusion = np.zeros((n + 1, n + 1), dtype=np.int64)
-        tp = np.zeros(n, dtype=np.int64)
-        num_pred = np.zeros(n, dtype=np.int64)
-        for det, truth in self.images:
-            det = det[det[:, 4] >= self.obj_thresh]
+        out = np.zeros((len(self.images), n + 1, n + 1), dtype=np.int64)
+        for f, (det, truth) in enumerate(self.images):
+            confusion = out[f]
+            det = self.kept(det)
             det = det[np.argsort(-det[:, 4], kind="stable")]
             pred_class = det[:, 6].astype(np.int64)
             true_class = truth[:, 0].astype(np.int64)
-            num_pred += np.bincount(pred_class, minlength=n)
             iou = box_iou(det[:, :4], truth[:, 1:])
             matched = np.zeros(len(truth), dtype=bool)
             for d in range(len(det)):
@@ -208,28 +229,62 @@ class DetectionMetrics:
                     g = int(candidates.argmax())
                     matched[g] = True
                     confusion[true_class[g], pred_class[d]] += 1
-                    tp[pred_class[d]] += int(true_class[g] == pred_class[d])
                 else:
                     confusion[n, pred_class[d]] += 1
             confusion[:n, n] += np.bincount(true_class[~matched], minlength=n)
-        return confusion, tp, num_pred
+        return out
+
+    def matches(self, image: int, kept: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """An image's detections (at the thresholds with `kept`), highest score first, and
+        whether each matches a label of its class at IoU 0.5."""
+        det, truth = self.images[image]
+        det = self.kept(det) if kept else det
+        det = det[np.argsort(-(det[:, 4] * det[:, 5]), kind="stable")]
+        return det, _greedy_hits(det, truth, IOU_THRESHOLDS[:1])[0]
+
+    def detections_by_class(self, kept: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per class: objectness, score (objectness x class probability) and whether each
+        detection matches a label of its class at IoU 0.5, over every image; all detections
+        ranked for AP, or with `kept` those at the thresholds."""
+        n = len(self.class_names)
+        parts: list[list[np.ndarray]] = [[] for _ in range(3)]
+        classes = []
+        for i in range(len(self.images)):
+            det, hits = self.matches(i, kept)
+            parts[0].append(det[:, 4])
+            parts[1].append(det[:, 4] * det[:, 5])
+            parts[2].append(hits)
+            classes.append(det[:, 6].astype(np.int64))
+        if not self.images:
+            return [(np.zeros(0), np.zeros(0), np.zeros(0, bool)) for _ in range(n)]
+        obj, score, hit = (np.concatenate(p) for p in parts)
+        cls = np.concatenate(classes)
+        return [(obj[cls == c], score[cls == c], hit[cls == c]) for c in range(n)]
 
     def _count_errors(self) -> dict[str, float | None]:
-        """Mean over images of |predicted count - true count| per class (at obj_thresh)."""
+        """Mean over images of |predicted count - true count| per class (at the thresholds)."""
         n = len(self.class_names)
         if not self.images:
             return {name: None for name in self.class_names}
         errors = np.zeros(n)
         for det, truth in self.images:
-            predicted = np.bincount(
-                det[det[:, 4] >= self.obj_thresh, 6].astype(np.int64), minlength=n
-            )
+            predicted = np.bincount(self.kept(det)[:, 6].astype(np.int64), minlength=n)
             true = np.bincount(truth[:, 0].astype(np.int64), minlength=n)
             errors += np.abs(predicted - true)
         return {
             name: float(e / len(self.images))
             for name, e in zip(self.class_names, errors, strict=True)
         }
+
+
+def per_class_thresholds(obj_thresh: float | Sequence[float], num_classes: int) -> np.ndarray:
+    """One objectness threshold per class, from one for all or a sequence of them."""
+    if isinstance(obj_thresh, int | float):
+        return np.full(num_classes, float(obj_thresh))
+    thresholds = np.asarray(obj_thresh, dtype=np.float64)
+    if thresholds.shape != (num_classes,):
+        raise ValueError(f"{len(thresholds)} thresholds for {num_classes} classes")
+    return thresholds
 
 
 def _greedy_hits(det: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -23,6 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from yogo.evaluation.counting import (
+    CALIBRATION_BINS,
+    CountModel,
+    expected_calibration_error,
+    reliability,
+)
 from yogo.evaluation.draw import COLOURS, caption, draw_boxes, mosaic
 from yogo.evaluation.metrics import DetectionMetrics
 from yogo.model.boxes import cxcywh_to_xyxy
@@ -42,14 +48,13 @@ def plot_evaluation(
     report = metrics.compute()
     written = [
         _pr_curves(report, metrics.pr_curves(), Path(f"{prefix}_pr_curves.png")),
-        _confusion(report, Path(f"{prefix}_confusion_matrix.png")),
+        save_picture(confusion_figure(report), Path(f"{prefix}_confusion_matrix.png")),
         _prf_curves(metrics.threshold_curves(THRESHOLDS), Path(f"{prefix}_prf_curves.png")),
         _per_class_ap(report, Path(f"{prefix}_per_class_ap.png")),
     ]
     if frames:
         written.append(Path(f"{prefix}_predictions.png"))
-        names = tuple(report["class_names"])
-        plot_predictions(frames, metrics.images, names, report["obj_thresh"], written[-1])
+        plot_predictions(frames, metrics, written[-1])
     return written
 
 
@@ -61,6 +66,12 @@ def planned(prefix: Path) -> list[Path]:
 
 def save_picture(picture: Any, path: Path) -> Path:
     """A matplotlib figure (closed afterwards) or a PIL image as a PNG, written atomically."""
+    write_atomic(path, picture_png(picture))
+    return path
+
+
+def picture_png(picture: Any) -> bytes:
+    """A matplotlib figure (closed afterwards) or a PIL image as PNG bytes."""
     buffer = io.BytesIO()
     if hasattr(picture, "savefig"):
         import matplotlib.pyplot as plt
@@ -71,8 +82,7 @@ def save_picture(picture: Any, path: Path) -> Path:
         plt.close(picture)
     else:
         picture.save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 # Each class's line also has its own dash pattern, so a line on top of another hides neither.
@@ -98,7 +108,7 @@ def _pr_curves(report: dict[str, Any], curves: dict[str, Any], path: Path) -> Pa
     return save_picture(fig, path)
 
 
-def _confusion(report: dict[str, Any], path: Path) -> Path:
+def confusion_figure(report: dict[str, Any]) -> Any:
     """Counts, and each true class's row as shares, side by side; text dark on light cells
     and light on dark ones, so every cell can be read."""
     import matplotlib.pyplot as plt
@@ -121,10 +131,71 @@ def _confusion(report: dict[str, Any], path: Path) -> Path:
         ax.set_yticks(range(len(names)), names)
         ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.suptitle(
-        f"confusion matrix at objectness >= {report['obj_thresh']:g}, IoU 0.5 "
-        f"({report['num_images']} images)"
+        f"confusion matrix at {report['thresholds']}, IoU 0.5 ({report['num_images']} images)"
     )
-    return save_picture(fig, path)
+    return fig
+
+
+def reliability_figure(metrics: DetectionMetrics, counting: CountModel) -> Any:
+    """The reliability diagram of the detections at the metrics' thresholds: fraction right
+    against confidence, before and after the model's calibration, with the ECE of each and
+    how many detections each bin holds."""
+    import matplotlib.pyplot as plt
+
+    kept = metrics.detections_by_class(kept=True)
+    raw = np.concatenate([score for _, score, _ in kept])
+    hit = np.concatenate([h for _, _, h in kept])
+    classes = np.concatenate([np.full(len(score), c) for c, (_, score, _) in enumerate(kept)])
+    calibrated = counting.calibrate(raw, classes.astype(np.int64))
+    fig, (ax, bars) = plt.subplots(
+        2, 1, figsize=(6, 6.5), height_ratios=(3, 1), sharex=True, layout="constrained"
+    )
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, label="perfectly calibrated")
+    for i, (name, confidence) in enumerate((("raw", raw), ("calibrated", calibrated))):
+        mean_conf, fraction, count = reliability(confidence, hit)
+        ece = expected_calibration_error(confidence, hit)
+        label = f"{name} (ECE {ece:.3f})" if ece is not None else name
+        shown = count > 0
+        (line,) = ax.plot(
+            mean_conf[shown], fraction[shown], marker="o", label=label, **line_style(i)
+        )
+        centres = (np.arange(CALIBRATION_BINS) + 0.5) / CALIBRATION_BINS
+        width = 0.45 / CALIBRATION_BINS
+        bars.bar(centres + (i - 0.5) * width, count, width=width, color=line.get_color())
+    ax.set(ylabel="fraction right (IoU 0.5, same class)", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(f"reliability diagram: {len(raw)} detections, {CALIBRATION_BINS} bins")
+    ax.legend(loc="upper left", fontsize=9)
+    bars.set(xlabel="confidence", ylabel="detections", yscale="log")
+    return fig
+
+
+def count_scatter_figure(
+    true: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]
+) -> Any:
+    """Predicted against true count per frame, one panel per class, with the identity."""
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    columns = min(n, 4)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.4 * columns, 3.3 * rows), squeeze=False, layout="constrained"
+    )
+    for c, ax in enumerate(axes.flat):
+        if c >= n:
+            ax.set_visible(False)
+            continue
+        top = max(1, int(max(true[:, c].max(initial=0), predicted[:, c].max(initial=0))))
+        ax.plot([0, top], [0, top], color="0.6", lw=1)
+        jitter = np.random.default_rng(c).uniform(-0.15, 0.15, size=(2, len(true)))
+        ax.scatter(true[:, c] + jitter[0], predicted[:, c] + jitter[1], s=12, alpha=0.6,
+                   color=COLOURS[c % len(COLOURS)])  # fmt: skip
+        ax.set(xlabel="true count per frame", ylabel="predicted", title=class_names[c])
+        margin = 0.5 + 0.04 * top
+        ax.set_xlim(-margin, top + margin)
+        ax.set_ylim(-margin, top + margin)
+    fig.suptitle(f"predicted against true counts, {len(true)} frames")
+    return fig
 
 
 def _prf_curves(curves: dict[str, Any], path: Path) -> Path:
@@ -191,22 +262,16 @@ def plot_train_batch(
     save_picture(caption(sheet, "training batch after augmentation, with its labels"), path)
 
 
-def plot_predictions(
-    frames: list[np.ndarray],
-    images: list[tuple[np.ndarray, np.ndarray]],
-    class_names: tuple[str, ...],
-    obj_thresh: float,
-    path: Path,
-) -> None:
-    """Frames (uint8 (C, H, W)) drawn twice side by side: their labels, and the predictions
-    at `obj_thresh`; `images` are DetectionMetrics.images: (detections (N, 7), truths (M, 5))."""
+def plot_predictions(frames: list[np.ndarray], metrics: DetectionMetrics, path: Path) -> None:
+    """Frames (uint8 (C, H, W)), the first of `metrics.images`, drawn twice side by side:
+    their labels, and the predictions at the metrics' thresholds."""
     tiles = [
-        plot_frame(pixels, image, class_names, obj_thresh)
-        for pixels, image in zip(frames, images, strict=False)
+        plot_frame(pixels, image, metrics.class_names, metrics.thresholds)
+        for pixels, image in zip(frames, metrics.images, strict=False)
     ]
     sheet = mosaic(tiles, columns=min(2, len(tiles)), gap=12)
     text = (
-        f"labels (left) and predictions at objectness >= {obj_thresh:g} (right); "
+        f"labels (left) and predictions at {metrics.describe_thresholds()} (right); "
         "the tabs show each box's objectness"
     )
     save_picture(caption(sheet, text), path)
@@ -224,12 +289,13 @@ def plot_frame(
     pixels: np.ndarray,
     image: tuple[np.ndarray, np.ndarray],
     class_names: tuple[str, ...],
-    obj_thresh: float,
+    thresholds: np.ndarray,
 ) -> Any:
-    """One frame twice, side by side: its labels, and the predictions at `obj_thresh`;
-    `image` is one of DetectionMetrics.images: (detections (N, 7), truths (M, 5))."""
+    """One frame twice, side by side: its labels, and the predictions at or above their
+    class's objectness threshold; `image` is one of DetectionMetrics.images: (detections
+    (N, 7), truths (M, 5))."""
     det, truth = image
-    shown = det[det[:, 4] >= obj_thresh]
+    shown = det[det[:, 4] >= thresholds[det[:, 6].astype(np.int64)]]
     labelled = draw_boxes(
         pixels, truth[:, 1:5], truth[:, 0], class_names, hide_conf=True, min_side=TILE_SIDE
     )

@@ -13,17 +13,34 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from yogo.config import TestConfig
 from yogo.data.dataset import DetectionDataset
 from yogo.data.loader import Loaders, default_num_workers
-from yogo.data.scan import DatasetScan, require_trainable, scan_dataset
+from yogo.data.scan import DatasetScan, LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition, ddf_inputs
 from yogo.dist import resolve_device
 from yogo.errors import UserError, display_path
+from yogo.evaluation.counting import (
+    CountModel,
+    Ratio,
+    calibration_errors,
+    count_model_of,
+    fit_count_model,
+    old_checkpoint_note,
+)
 from yogo.evaluation.evaluate import evaluate_model
+from yogo.evaluation.metrics import DetectionMetrics
 from yogo.log import speak_unless_configured
-from yogo.model.checkpoint import is_torch_file, load_checkpoint
-from yogo.outputs import Inputs, OutputSet, write_atomic
+from yogo.model.checkpoint import (
+    Checkpoint,
+    checkpoint_payload,
+    is_torch_file,
+    load_checkpoint,
+    save_checkpoint,
+)
+from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +51,65 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     inputs = test_inputs(cfg)
     checkpoint = load_checkpoint(Path(cfg.checkpoint))
     model_config = checkpoint.model_config
+    names = model_config.class_names
+    counting = count_model_of(checkpoint)
+    ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
     ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
-    if ddf.class_names != model_config.class_names:
+    if ddf.class_names != names:
         raise UserError(
-            f"the checkpoint's classes [{', '.join(model_config.class_names)}] differ from the "
+            f"the checkpoint's classes [{', '.join(names)}] differ from the "
             f"DDF's [{', '.join(ddf.class_names)}]",
             path=ddf.path,
             fix="test with a DDF that lists the model's class_names in the same order",
         )
     split = cfg.split
-    if not ddf.splits[split]:
-        # Suggest only splits that hold samples, never the one just asked for.
-        others = [f"use --split {s}" for s in ("val", "test") if s != split and ddf.splits[s]]
-        add = (
-            "add test_paths or a test fraction to dataset_split_fractions"
-            if split == "test"
-            else f"give {split} a fraction in dataset_split_fractions"
-        )
-        raise UserError(
-            f"the DDF has no {split} split (no test_paths and no {split} fraction)"
-            if split == "test"
-            else f"the {split} split of the DDF is empty",
-            path=ddf.path,
-            fix=", or ".join([add, *others, "re-split with --dataset-split-override"]),
-        )
+    _require_split(ddf, split)
+    if cfg.fit_thresholds:
+        _require_split(ddf, "val")
     scan = scan_dataset(ddf, cfg.bad_labels)
     _require_usable(scan, split)
+    fitted = (
+        plan_file(
+            Path(cfg.fit_thresholds), force=cfg.force, inputs=inputs, option="--fit-thresholds"
+        )
+        if cfg.fit_thresholds
+        else None
+    )
+    html = (
+        plan_file(Path(cfg.report), force=cfg.force, inputs=inputs, option="--report")
+        if cfg.report
+        else None
+    )
     plots = _plot_outputs(cfg, split, inputs)
     device = resolve_device(cfg.device)
     model = checkpoint.build_model().to(device)
-    dataset = DetectionDataset(scan.splits[split], model_config.image_hw, model_config.channels)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
-    with Loaders() as loaders:
-        loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
-        metrics, _ = evaluate_model(
-            model, loader, device, model_config.class_names, cfg.obj_thresh, cfg.iou_thresh
-        )
+
+    def evaluate(samples: tuple[LabelledSample, ...]) -> tuple[DetectionDataset, Any]:
+        dataset = DetectionDataset(samples, model_config.image_hw, model_config.channels)
+        with Loaders() as loaders:
+            loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
+            metrics, _ = evaluate_model(model, loader, device, names, 0.5, cfg.iou_thresh)
+        return dataset, metrics
+
+    if fitted is not None:
+        _require_usable(scan, "val")
+        _, val_metrics = evaluate(scan.splits["val"])
+        source = f"{ddf.path.name} val split, {len(val_metrics.images)} frames"
+        counting = fit_count_model(val_metrics, source)
+        save_checkpoint(fitted, fitted_payload(checkpoint, counting))
+        log.info(f"wrote {display_path(fitted)}: {counting.describe()}, fitted on the {source}")
+    if cfg.obj_thresh is not None:
+        if counting.fitted:
+            log.info(
+                f"--obj-thresh {cfg.obj_thresh:g} for every class instead of the model's "
+                f"{counting.describe()}: counts are not corrected"
+            )
+        counting = counting.with_threshold(cfg.obj_thresh)
+    elif (note := old_checkpoint_note(counting)) is not None:
+        log.info(note)
+    dataset, metrics = evaluate(scan.splits[split])
+    metrics.thresholds = np.asarray(counting.thresholds)
     if plots is not None:
         from yogo.evaluation.plots import first_frames, plot_evaluation
 
@@ -87,9 +127,114 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         "tags": cfg.tags or [],
         **metrics.compute(),
     }
+    counted = count_report(metrics, counting, ratios, _specimens(ddf, dataset, metrics))
+    for name, values in counted.pop("per_class").items():
+        report["per_class"][name].update(values)
+    report.update(counted)
+    if html is not None:
+        from yogo.evaluation.html_report import write_test_report
+
+        write_test_report(html, report, metrics, counting, dataset)
     if cfg.wandb or cfg.wandb_resume_id:
         _log_to_wandb(cfg, report)
     return report
+
+
+def _require_split(ddf: DatasetDefinition, split: str) -> None:
+    if ddf.splits[split]:
+        return
+    # Suggest only splits that hold samples, never the one just asked for.
+    others = [f"use --split {s}" for s in ("val", "test") if s != split and ddf.splits[s]]
+    add = (
+        "add test_paths or a test fraction to dataset_split_fractions"
+        if split == "test"
+        else f"give {split} a fraction in dataset_split_fractions"
+    )
+    raise UserError(
+        f"the DDF has no {split} split (no test_paths and no {split} fraction)"
+        if split == "test"
+        else f"the {split} split of the DDF is empty",
+        path=ddf.path,
+        fix=", or ".join([add, *others, "re-split with --dataset-split-override"]),
+    )
+
+
+def fitted_payload(checkpoint: Checkpoint, counting: CountModel) -> dict[str, Any]:
+    """A checkpoint's content with `counting` in it: a yogo checkpoint keeps its settings
+    (not a last.pth's resume state: the file is a model, not a run to continue); a YOGO
+    1.0.1 file becomes a yogo checkpoint with the same weights."""
+    if checkpoint.source == "yogo":
+        kept = {k: v for k, v in checkpoint.payload.items() if k not in ("resume", "format")}
+        kept["finished"] = True
+    else:
+        kept = checkpoint_payload(checkpoint.build_model(), converted_from=checkpoint.source)
+    return {**kept, "counting": counting.to_plain()}
+
+
+def count_report(
+    metrics: DetectionMetrics,
+    counting: CountModel,
+    ratios: list[Ratio],
+    specimens: dict[str, list[int]],
+) -> dict[str, Any]:
+    """The counting part of `yogo test`'s report: per class the corrected count of the
+    split with its 95% interval and the calibration error; the same per specimen (DDF
+    entry); the ratios; where the thresholds come from."""
+    names = metrics.class_names
+    errors = metrics.frame_errors()
+    frame_counts = np.array([e["pred"] for e in errors]).reshape(-1, len(names))
+    true_counts = np.array([e["true"] for e in errors]).reshape(-1, len(names))
+    whole = counting.correct(frame_counts.sum(axis=0), len(frame_counts), ratios)
+    ece = calibration_errors(metrics, counting)
+    per_class = {}
+    for name, counted in whole.to_plain()["per_class"].items():
+        per_class[name] = {
+            "threshold_rule": counting.rules[names.index(name)],
+            "count_corrected": counted["count_corrected"],
+            "count_ci95": counted["count_ci95"],
+            "count_corrected_error": None
+            if counted["count_corrected"] is None or not true_counts[:, names.index(name)].sum()
+            else counted["count_corrected"] / true_counts[:, names.index(name)].sum() - 1,
+            "ece": ece[name]["calibrated"],
+            "ece_raw": ece[name]["raw"],
+        }
+    by_specimen = {}
+    for entry, frames in specimens.items():
+        counts = counting.correct(frame_counts[frames].sum(axis=0), len(frames), ratios)
+        plain = counts.to_plain()
+        for i, name in enumerate(names):
+            plain["per_class"][name]["num_true"] = int(true_counts[frames, i].sum())
+        by_specimen[entry] = {"frames": len(frames), **plain}
+    return {
+        "counting": {
+            "thresholds": counting.describe(),
+            "fitted_on": counting.source or None,
+            "corrected": counting.fitted,
+        },
+        "ece": ece["all"]["calibrated"],
+        "ece_raw": ece["all"]["raw"],
+        "per_class": per_class,
+        "ratios": whole.to_plain()["ratios"],
+        "specimens": by_specimen,
+    }
+
+
+def _specimens(
+    ddf: DatasetDefinition, dataset: DetectionDataset, metrics: DetectionMetrics
+) -> dict[str, list[int]]:
+    """The evaluated frames of each DDF entry (a folder pair: one specimen), by entry name;
+    none when frames were skipped (then they are out of step with the dataset)."""
+    if len(metrics.images) != len(dataset):
+        log.warning("frames were skipped while evaluating: no counts per DDF entry")
+        return {}
+    entries = (*ddf.dataset_paths, *ddf.test_paths)
+    pairs = [(pair.name, pair.label_path.resolve()) for pair in entries]
+    out: dict[str, list[int]] = {}
+    for i, sample in enumerate(dataset.samples):
+        label = sample.label.resolve()
+        name = next((n for n, folder in pairs if label.is_relative_to(folder)), "other")
+        out.setdefault(name, []).append(i)
+    return out
 
 
 def test_inputs(cfg: TestConfig) -> Inputs:
@@ -163,7 +308,7 @@ def write_worst(
     outputs.extend(list(pictures.values()))  # listed before they are written
     folder.mkdir(exist_ok=True)
     for i, path in pictures.items():
-        image = plot_frame(dataset.frame(i).numpy(), metrics.images[i], names, metrics.obj_thresh)
+        image = plot_frame(dataset.frame(i).numpy(), metrics.images[i], names, metrics.thresholds)
         save_picture(image, path)
 
 
@@ -232,8 +377,7 @@ def format_test_report(report: dict[str, Any], include_background: bool = True) 
         names, matrix = names[:-1], [row[:-1] for row in matrix[:-1]]
     cell = max(6, *(len(n) for n in names))
     lines.append(
-        f"confusion matrix at objectness >= {report['obj_thresh']}, IoU 0.5 "
-        "(rows true, columns predicted):"
+        f"confusion matrix at {report['thresholds']}, IoU 0.5 (rows true, columns predicted):"
     )
     lines.append(" " * (cell + 2) + " ".join(f"{n:>{cell}}" for n in names))
     for name, row in zip(names, matrix, strict=True):

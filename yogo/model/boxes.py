@@ -13,6 +13,7 @@ Coordinates are normalised to the image (0..1). `cxcywh` is centre x, centre y, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ def build_targets(
 
 def postprocess(
     decoded: torch.Tensor,
-    obj_thresh: float = 0.5,
+    obj_thresh: float | Sequence[float] = 0.5,
     iou_thresh: float = 0.5,
     min_class_confidence: float = 0.0,
     class_probs: bool = False,
@@ -154,17 +155,23 @@ def postprocess(
     """Decoded output (B, 5 + C, Sy, Sx) -> per image (N, 7) detections after class-agnostic
     NMS, highest objectness first: x0, y0, x1, y1 (normalised), objectness, class
     probability, class index (and with `class_probs`, the C class probabilities: (N, 7 + C)).
-    Every threshold applies to every output."""
+    `obj_thresh` is one objectness threshold or one per class: NMS runs on the candidates at
+    or above the lowest, then each detection must reach its class's (what `yogo test`'s
+    metrics do, so test and infer count the same)."""
     batch = decoded.shape[0]
     flat = decoded.flatten(2).transpose(1, 2)  # (B, Sy*Sx, 5 + C)
     class_prob, class_index = flat[..., 5:].max(dim=-1)
-    keep = (flat[..., 4] >= obj_thresh) & (class_prob >= min_class_confidence)
+    thresholds = torch.as_tensor(obj_thresh, dtype=flat.dtype, device=flat.device).reshape(-1)
+    keep = (flat[..., 4] >= thresholds.min()) & (class_prob >= min_class_confidence)
     image, cell = keep.nonzero(as_tuple=True)
     boxes = cxcywh_to_xyxy(flat[image, cell, :4])
     objectness = flat[image, cell, 4]
     from torchvision.ops import batched_nms
 
     kept = batched_nms(boxes, objectness, image, iou_thresh)
+    if len(thresholds) > 1:
+        own = thresholds[class_index[image[kept], cell[kept]]]
+        kept = kept[objectness[kept] >= own]
     rows = torch.cat(
         [
             boxes[kept],

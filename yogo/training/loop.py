@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -32,8 +33,15 @@ from yogo.config import TrainConfig
 from yogo.data.loader import Loaders
 from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.errors import Interrupted, RunError, display_path
+from yogo.evaluation.counting import calibration_errors, fit_count_model
 from yogo.evaluation.evaluate import evaluate_model, evaluate_sharded
-from yogo.evaluation.plots import first_frames, plot_evaluation, plot_train_batch
+from yogo.evaluation.plots import (
+    first_frames,
+    plot_evaluation,
+    plot_train_batch,
+    reliability_figure,
+    save_picture,
+)
 from yogo.log import progress, set_console_rank, speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, checkpoint_payload, load_checkpoint, save_checkpoint
 from yogo.model.loss import forward_loss
@@ -315,6 +323,10 @@ def end_epoch(
     return early_stop
 
 
+def _ece(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def payload(
     run: Run, state: TrainState, epoch: int, finished: bool, **extra: Any
 ) -> dict[str, Any]:
@@ -367,10 +379,13 @@ def interrupt(
 
 
 def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
-    """best.pth's PR curves and confusion matrix on the whole val split; the summary."""
+    """On the whole val split with best.pth: fit the per-class thresholds, calibration and
+    count correction into best.pth (docs/counting.md), then its pictures at those
+    thresholds; the summary."""
     cfg, device = run.cfg, run.ctx.device
     if len(run.data.val_set) and run.ctx.is_main:
-        best = load_checkpoint(run.dir / "best.pth").build_model().to(device)
+        checkpoint = load_checkpoint(run.dir / "best.pth")
+        best = checkpoint.build_model().to(device)
         pin = device.type == "cuda"
         whole_val = loaders.make(
             run.data.val_set, cfg.batch_size, run.data.num_workers, cfg.seed, pin
@@ -378,7 +393,19 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
         metrics, _ = evaluate_model(
             best, whole_val, device, run.class_names, cfg.obj_thresh, cfg.iou_thresh
         )
+        source = f"{Path(cfg.ddf).name} val split, {len(metrics.images)} frames"
+        counting = fit_count_model(metrics, source)
+        save_checkpoint(
+            run.dir / "best.pth", {**checkpoint.payload, "counting": counting.to_plain()}
+        )
+        metrics.thresholds = np.asarray(counting.thresholds)
         plot_evaluation(metrics, run.dir / "val", first_frames(run.data.val_set, metrics))
+        save_picture(reliability_figure(metrics, counting), run.dir / "val_reliability.png")
+        ece = calibration_errors(metrics, counting)["all"]
+        log.info(
+            f"best.pth: {counting.describe()}; calibration error (ECE) on val "
+            f"{_ece(ece['raw'])} raw, {_ece(ece['calibrated'])} calibrated (docs/counting.md)"
+        )
     if run.skipped:
         log.warning(f"{len(run.skipped)} image(s) failed to decode and were skipped:")
         for path in sorted(run.skipped):
