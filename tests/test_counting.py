@@ -4,8 +4,13 @@ truth in about 95% of repeated measurements."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from yogo.errors import UserError
 from yogo.evaluation.counting import (
@@ -59,7 +64,8 @@ def test_the_95_intervals_cover_the_true_counts_in_about_95_percent_of_draws() -
         corrected_error.append(counts.corrected / true - 1)
         raw_error.append(counted / true - 1)
     coverage = np.mean(inside, axis=0)
-    print(f"\n95% interval coverage over 200 draws: {dict(zip(NAMES, coverage.round(3)))}")
+    shown = ", ".join(f"{n} {c:.3f}" for n, c in zip(NAMES, coverage, strict=True))
+    print(f"\n95% interval coverage over 200 draws: {shown}")
     assert ((coverage >= 0.90) & (coverage <= 0.99)).all(), coverage
     assert np.abs(np.mean(corrected_error, axis=0)).max() < 0.02
     assert np.abs(np.mean(raw_error, axis=0)).max() > 0.05  # what the correction removes
@@ -154,3 +160,127 @@ def test_fitting_on_detections_picks_thresholds_calibration_and_the_frame_matric
     assert again.thresholds == model.thresholds and again.platt == model.platt
     with pytest.raises(ValueError, match="does not match"):
         CountModel.from_plain(model.to_plain(), ("healthy", "ring", "troph"))
+
+
+# --- through the commands (a trained model) ----------------------------------------------
+
+
+def stripped(checkpoint: Path, out: Path) -> Path:
+    """`checkpoint` as yogo wrote it before fitting thresholds: no counting entry."""
+    payload = torch.load(checkpoint, weights_only=True)
+    payload.pop("counting")
+    torch.save(payload, out)
+    return out
+
+
+@pytest.mark.slow
+def test_training_fits_the_counting_into_best_pth_and_test_uses_it(
+    trained_run, run_cli, tmp_path: Path
+) -> None:
+    best = trained_run.run / "best.pth"
+    stored = torch.load(best, weights_only=True)["counting"]
+    assert len(stored["thresholds"]) == 3 and set(stored["rules"]) <= {"unbiased", "f1", "default"}
+    assert (trained_run.run / "val_reliability.png").is_file()
+    result = run_cli(
+        "test", best, trained_run.ddf, "--json", tmp_path / "t.json", "--ratio", "ring/healthy"
+    )
+    assert result.code == 0, result.err
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["counting"]["corrected"] and "val split" in report["counting"]["fitted_on"]
+    assert report["ece"] is not None and report["ece_raw"] is not None
+    for name, c in report["per_class"].items():
+        i = report["class_names"].index(name)
+        assert c["threshold"] == pytest.approx(stored["thresholds"][i])
+        assert {"count_error", "count_corrected", "count_ci95", "ece"} <= set(c)
+        if c["count_corrected"] is not None:
+            low, high = c["count_ci95"]
+            assert low <= c["count_corrected"] <= high
+    assert "ring/healthy" in report["ratios"]
+    (entry,) = report["specimens"].values()  # the synthetic set is one DDF entry
+    assert entry["frames"] == report["num_images"]
+    # --obj-thresh replaces the thresholds for every class, says so, and corrects nothing
+    given = run_cli(
+        "test", best, trained_run.ddf, "--obj-thresh", "0.4", "--json", tmp_path / "g.json"
+    )
+    assert given.code == 0 and "--obj-thresh 0.4 for every class instead of" in given.err
+    report = json.loads((tmp_path / "g.json").read_text())
+    assert {c["threshold"] for c in report["per_class"].values()} == {0.4}
+    assert all(c["count_corrected"] is None for c in report["per_class"].values())
+
+
+@pytest.mark.slow
+def test_fit_thresholds_writes_a_new_checkpoint_and_never_the_input(
+    trained_run, run_cli, tmp_path: Path
+) -> None:
+    """An old checkpoint (no counting entry) gets 0.5 with a note; --fit-thresholds writes
+    the fitted copy (the same weights) to a new file, never over its input or an existing
+    file without --force."""
+    old = stripped(trained_run.run / "best.pth", tmp_path / "old.pth")
+    before = old.read_bytes()
+    plain = run_cli("test", old, trained_run.ddf, "--json", tmp_path / "o.json")
+    assert plain.code == 0 and "no thresholds fitted on validation" in plain.err
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert {c["threshold"] for c in report["per_class"].values()} == {0.5}
+    for force in ([], ["--force"]):
+        onto = run_cli("test", old, trained_run.ddf, "--fit-thresholds", old, *force)
+        assert onto.code == 2 and "input" in onto.err
+    fitted = tmp_path / "fitted.pth"
+    made = run_cli("test", old, trained_run.ddf, "--fit-thresholds", fitted)
+    assert made.code == 0, made.err
+    assert old.read_bytes() == before
+    new = torch.load(fitted, weights_only=True)
+    original = torch.load(trained_run.run / "best.pth", weights_only=True)
+    assert new["counting"]["thresholds"] == pytest.approx(original["counting"]["thresholds"])
+    assert all(torch.equal(new["state_dict"][k], v) for k, v in original["state_dict"].items())
+    again = run_cli("test", old, trained_run.ddf, "--fit-thresholds", fitted)
+    assert again.code == 2 and "--force" in again.err
+
+
+def test_a_yogo_1_0_1_model_counts_at_0_5_with_a_note() -> None:
+    from yogo.deploy.predictor import load_predictor
+    from yogo.evaluation.counting import old_checkpoint_note
+
+    fixture = Path(__file__).parent / "fixtures" / "yogo-v1" / "base_model_7cls_772x1032.pth"
+    predictor = load_predictor(fixture, "cpu")
+    assert predictor.counting.thresholds == (0.5,) * 7 and not predictor.counting.fitted
+    note = old_checkpoint_note(predictor.counting)
+    assert note is not None and "0.5 for every class" in note
+
+
+@pytest.mark.slow
+def test_infer_counts_per_specimen_with_the_models_thresholds_pth_and_onnx_alike(
+    trained_run, run_cli, tmp_path: Path
+) -> None:
+    """Two folders of frames are two specimens; counts.json has the raw and corrected counts
+    with intervals for each and for all; the .onnx carries the same counting as the .pth."""
+    from yogo.data.scan import scan_dataset
+    from yogo.ddf import DatasetDefinition
+
+    samples = scan_dataset(DatasetDefinition.from_yaml(trained_run.ddf)).splits["test"]
+    frames = tmp_path / "frames"
+    for i, sample in enumerate(samples):
+        (frames / f"slide{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(sample.image, frames / f"slide{i % 2}" / sample.image.name)
+    best = trained_run.run / "best.pth"
+    onnx = tmp_path / "m.onnx"
+    assert run_cli("export", best, "--output-filename", onnx).code == 0
+    documents = {}
+    for model in (best, onnx):
+        out = tmp_path / model.suffix.strip(".")
+        result = run_cli(
+            "infer", model, "--path-to-images", frames, "--recursive", "--output-dir", out,
+            "--count", "--ratio", "ring+trophozoite/healthy",
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        assert "counts at per-class objectness thresholds" in result.out
+        documents[model.suffix] = json.loads((out / "counts.json").read_text())
+        detections = json.loads((out / "predictions.json").read_text())["images"][0]
+        assert all(0 <= d["calibrated_confidence"] <= 1 for d in detections["detections"])
+    counts = documents[".pth"]
+    assert counts == documents[".onnx"]
+    assert sorted(counts["specimens"]) == ["slide0", "slide1"]
+    assert counts["all"]["frames"] == len(samples)
+    for name, c in counts["all"]["per_class"].items():
+        parts = [s["per_class"][name]["count"] for s in counts["specimens"].values()]
+        assert c["count"] == sum(parts)
+    assert "ring+trophozoite/healthy" in counts["all"]["ratios"]

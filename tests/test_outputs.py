@@ -398,8 +398,17 @@ def test_every_file_a_command_writes_is_listed_here(
     runs = {
         "check": (["check", ddf, "--json", out / "r.json"], {"JSON": "out/r.json"}),
         "test": (
-            ["test", model, ddf, "--json", out / "t.json", "--plots", out / "plots", "--worst", 2],
-            {"JSON": "out/t.json", "PLOTS": "out/plots", "SPLIT": "test"},
+            [
+                *("test", model, ddf, "--json", out / "t.json", "--plots", out / "plots"),
+                *("--worst", 2, "--report", out / "t.html", "--fit-thresholds", out / "fitted.pth"),
+            ],
+            {
+                "JSON": "out/t.json",
+                "PLOTS": "out/plots",
+                "SPLIT": "test",
+                "HTML": "out/t.html",
+                "FITTED": "out/fitted.pth",
+            },
         ),
         "export": (["export", model, "--output-filename", out / "m.onnx"], {"ONNX": "out/m.onnx"}),
         "infer": (
@@ -418,8 +427,10 @@ def test_every_file_a_command_writes_is_listed_here(
                 "0.1",
                 "--label-studio",
                 out / "tasks.json",
+                "--report",
+                out / "infer.html",
             ],
-            {"OUT": "out/infer", "TASKS": "out/tasks.json"},
+            {"OUT": "out/infer", "TASKS": "out/tasks.json", "HTML": "out/infer.html"},
         ),
         "lr-find": (
             ["lr-find", ddf, "--steps", 40, "-bs", 4, "--num-workers", 0, "--plot", out / "lr.png"],

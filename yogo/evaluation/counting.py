@@ -30,7 +30,7 @@ CALIBRATION_BINS = 15
 BOOTSTRAP_DRAWS = 2000
 THRESHOLD_FLOOR = 0.01  # the lowest objectness `yogo test` ranks (evaluate.AP_OBJECTNESS_FLOOR)
 MIN_RECALL = 0.1  # a class counted right less often is not corrected (CountModel.countable)
-MIN_PLATT_DETECTIONS = 30  # fewer (of either outcome: 5) and a class shares the pooled fit
+PLATT_PRIOR = 20.0  # the pull of each class's calibration towards the fit of all classes
 
 
 @dataclass(frozen=True)
@@ -358,28 +358,24 @@ def fit_platt(
     scores: np.ndarray, classes: np.ndarray, hits: np.ndarray, num_classes: int
 ) -> tuple[tuple[float, float], ...]:
     """Per class (a, b) so that sigmoid(a logit(score) + b) is the chance that a detection
-    is right; a class with few detections (or of one outcome) shares the pooled fit."""
-    pooled = _platt(scores, hits)
-    fits = []
-    for c in range(num_classes):
-        mine = classes == c
-        positives = int(hits[mine].sum())
-        negatives = int(mine.sum()) - positives
-        enough = mine.sum() >= MIN_PLATT_DETECTIONS and min(positives, negatives) >= 5
-        fits.append(_platt(scores[mine], hits[mine]) if enough else pooled)
-    return tuple(fits)
+    is right: each class's own fit, shrunk towards the fit of all classes together by
+    a penalty of weight PLATT_PRIOR (a rare class with few detections stays near it)."""
+    pooled = np.array(_platt(scores, hits, np.array([1.0, 0.0]), 1.0))
+    return tuple(
+        _platt(scores[classes == c], hits[classes == c], pooled, PLATT_PRIOR)
+        for c in range(num_classes)
+    )
 
 
-def _platt(scores: np.ndarray, hits: np.ndarray, ridge: float = 1.0) -> tuple[float, float]:
-    """Logistic regression of `hits` on logit(`scores`) by Newton's method, shrunk towards
-    the identity (a = 1, b = 0) by `ridge` pseudo-observations' worth."""
-    if len(scores) == 0:
-        return (1.0, 0.0)
+def _platt(
+    scores: np.ndarray, hits: np.ndarray, prior: np.ndarray, ridge: float
+) -> tuple[float, float]:
+    """Logistic regression of `hits` on logit(`scores`) by damped Newton steps, with a
+    penalty ridge/2 |theta - prior|^2."""
     x = _logit(scores)
     y = hits.astype(np.float64)
     design = np.stack([x, np.ones_like(x)], axis=1)
-    theta = np.array([1.0, 0.0])
-    prior = theta.copy()
+    theta = prior.astype(np.float64).copy()
 
     def loss(t: np.ndarray) -> float:
         z = design @ t
@@ -391,7 +387,7 @@ def _platt(scores: np.ndarray, hits: np.ndarray, ridge: float = 1.0) -> tuple[fl
         hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
         before, scale = loss(theta), 1.0
-        while loss(theta - scale * step) > before and scale > 1e-6:  # damped Newton
+        while loss(theta - scale * step) > before and scale > 1e-6:
             scale /= 2
         theta = theta - scale * step
         if np.abs(scale * step).max() < 1e-9:
