@@ -375,6 +375,6 @@ def test_finding_nothing_says_which_threshold_and_how_to_lower_it(
     images, _ = test_split
     result = infer(run_cli, models["pth"], images, tmp_path / "o", "--obj-thresh", "1")
     assert result.code == 0, result.err
-    assert "nothing found at --obj-thresh 1: lower it (e.g. --obj-thresh 0.5)" in result.err
+    assert "nothing found at objectness >= 1: lower it (e.g. --obj-thresh 0.5)" in result.err
     some = infer(run_cli, models["pth"], images, tmp_path / "p", "--obj-thresh", "0.3")
     assert "nothing found" not in some.err

@@ -151,7 +151,8 @@ def test_every_file_follows_the_umask(
         os.umask(old)
     written = [checkpoint.with_suffix(".onnx"), tmp_path / "r.json", tasks]
     written += [p for p in out.rglob("*") if p.is_file()]
-    assert len(written) == 10  # out: predictions, labels, boxes, counts, ddf.yml, .npy, manifest
+    # out: predictions, labels, boxes, counts.csv and .json, ddf.yml, .npy, manifest
+    assert len(written) == 11
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
 

@@ -174,4 +174,5 @@ def test_a_yogo_infer_line(trained_run, tmp_path: Path, run_cli, caplog) -> None
     assert set(array[0].astype(int)) <= set(range(len(frames)))
     assert (array[5] >= 0.4).all() and (array[7] >= 0.1).all()
     np.testing.assert_allclose(array[8:].max(axis=0), array[7], rtol=1e-6)
-    assert result.out.splitlines()[0].split() == ["class", "count"]
+    assert result.out.splitlines()[0] == "counts at objectness >= 0.4"
+    assert result.out.splitlines()[2].split()[0] == "A"  # the names given, in the counts too

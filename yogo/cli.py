@@ -473,10 +473,13 @@ def infer(ctx: typer.Context, **settings: Any) -> None:
         elif cfg.label_studio is not None and path == Path(cfg.label_studio):
             typer.echo(f"Label Studio tasks: {display_path(path)} (docs/labelling-loop.md)")
     if summary.images and not summary.detections:
+        lower = (
+            f"lower it (e.g. --obj-thresh {cfg.obj_thresh / 2:g})"
+            if cfg.obj_thresh is not None
+            else "give a lower one for every class (e.g. --obj-thresh 0.2)"
+        )
         typer.echo(
-            f"nothing found at {summary.thresholds}: "
-            "lower them (e.g. --obj-thresh 0.2 for every class) to see less certain objects",
-            err=True,
+            f"nothing found at {summary.thresholds}: {lower} to see less certain objects", err=True
         )
     if summary.unreadable:
         typer.echo(

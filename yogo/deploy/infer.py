@@ -157,10 +157,10 @@ def infer(cfg: InferConfig) -> InferSummary:
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
     inputs = Inputs.of(*frames.inputs, cfg.model, folders=[frames.folder])
-    counting = bool(cfg.count or cfg.ratio or cfg.report)
+    counts_wanted = bool(cfg.count or cfg.ratio or cfg.report)
     names = cfg.class_names or predictor.class_names
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
-    files = plan.every_file(counting)
+    files = plan.every_file(counts_wanted)
     files += _plan_named_file(
         plan.label_studio, "--label-studio", plan.out, files, cfg.force, inputs
     )
@@ -175,7 +175,9 @@ def infer(cfg: InferConfig) -> InferSummary:
                 f"--class-names has {len(cfg.class_names)} names for a model with "
                 f"{len(predictor.class_names)} classes"
             )
-        predictor = dataclasses.replace(predictor, class_names=tuple(cfg.class_names))
+        names = tuple(cfg.class_names)
+        renamed = dataclasses.replace(predictor.counting, class_names=names)
+        predictor = dataclasses.replace(predictor, class_names=names, counting=renamed)
     if cfg.obj_thresh is not None:
         if predictor.counting.fitted:
             log.info(
@@ -199,7 +201,7 @@ def infer(cfg: InferConfig) -> InferSummary:
         summary.seconds = time.perf_counter() - start
         summary.kind = predictor.kind
         summary.thresholds = predictor.counting.describe()
-        if counting:
+        if counts_wanted:
             summary.counts = specimen_counts(predictor, plan.frames, found, ratios)
         summary.written = _write_results(plan, predictor, cfg, summary, found, split)
         if report is not None:
@@ -452,6 +454,9 @@ def format_counts(summary: InferSummary) -> str:
             elif counts["corrected"]:
                 line += "  (not corrected: the model counts too few of them right on validation)"
             lines.append(line)
+        lines.append(
+            f"  {'total':<{width}}  {sum(c['count'] for c in part['per_class'].values()):>6}"
+        )
         for text, r in part["ratios"].items():
             value = "-" if r["value"] is None else f"{r['value']:.4g}"
             ci = r["ci95"]

@@ -28,6 +28,7 @@ from yogo.model.checkpoint import Checkpoint
 DEFAULT_THRESHOLD = 0.5
 CALIBRATION_BINS = 15
 BOOTSTRAP_DRAWS = 2000
+JEFFREYS = 0.5  # the mean random pseudo-count added to each outcome of a bootstrap draw
 THRESHOLD_FLOOR = 0.01  # the lowest objectness `yogo test` ranks (evaluate.AP_OBJECTNESS_FLOOR)
 MIN_RECALL = 0.1  # a class counted right less often is not corrected (CountModel.countable)
 PLATT_PRIOR = 20.0  # the pull of each class's calibration towards the fit of all classes
@@ -485,8 +486,13 @@ def _bootstrap(
         observed += rng.multinomial(objects, row, size=draws)[:, :n]
     picks = rng.integers(0, val_frames, size=(draws, val_frames))
     counts = np.stack([np.bincount(p, minlength=val_frames) for p in picks])  # (draws, F)
-    resampled = np.einsum("bf,fij->bij", counts, confusion)
-    again, rate = _mixing(resampled, val_frames)
+    resampled = np.einsum("bf,fij->bij", counts, confusion).astype(np.float64)
+    # Each outcome gets a random pseudo-count (Gamma(1/2): half a count on average), so an
+    # outcome never seen on validation (a class never missed in 40 labels) is not certain
+    # never to happen: its interval is not [n, n].
+    outcomes = resampled[:, :n] + rng.gamma(JEFFREYS, size=resampled[:, :n].shape)
+    again = outcomes[..., :n] / outcomes.sum(axis=-1, keepdims=True)
+    rate = (resampled[:, n, :n] + rng.gamma(JEFFREYS, size=(draws, n))) / val_frames
     # a class the resample left without labels keeps the whole split's row
     empty = resampled[:, :n].sum(axis=-1) == 0
     again[empty] = np.broadcast_to(mixing, again.shape)[empty]
