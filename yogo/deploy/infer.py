@@ -45,7 +45,7 @@ from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, w
 from yogo.deploy.labelstudio import frame_task, url_prefix
 from yogo.deploy.predictor import Predictor, load_predictor
 from yogo.errors import UserError
-from yogo.evaluation.counting import Ratio, old_checkpoint_note
+from yogo.evaluation.counting import Ratio, thresholds_for
 from yogo.log import progress, speak_unless_configured
 from yogo.model.boxes import postprocess
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
@@ -178,17 +178,9 @@ def infer(cfg: InferConfig) -> InferSummary:
         names = tuple(cfg.class_names)
         renamed = dataclasses.replace(predictor.counting, class_names=names)
         predictor = dataclasses.replace(predictor, class_names=names, counting=renamed)
-    if cfg.obj_thresh is not None:
-        if predictor.counting.fitted:
-            log.info(
-                f"--obj-thresh {cfg.obj_thresh:g} for every class instead of the model's "
-                f"{predictor.counting.describe()}: counts are not corrected"
-            )
-        predictor = dataclasses.replace(
-            predictor, counting=predictor.counting.with_threshold(cfg.obj_thresh)
-        )
-    elif (note := old_checkpoint_note(predictor.counting)) is not None:
-        log.info(note)
+    predictor = dataclasses.replace(
+        predictor, counting=thresholds_for(predictor.counting, cfg.obj_thresh)
+    )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
     dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
@@ -219,15 +211,16 @@ def specimen_counts(
     frames and per specimen (the folder holding the frames, or the zarr store), with the
     ratios (docs/counting.md)."""
     counting = predictor.counting
-    names = frames.names
+    frame_names = frames.names
     root = frames.folder.name
     groups: dict[str, list[Found]] = {}
     for f in found:
-        parent = str(Path(names[f.index]).parent)
+        parent = str(Path(frame_names[f.index]).parent)
         groups.setdefault(root if parent == "." else parent, []).append(f)
 
     def counted(part: list[Found]) -> dict[str, Any]:
-        raw = np.sum([f.per_class for f in part], axis=0) if part else np.zeros(len(names))
+        empty = np.zeros(len(predictor.class_names), dtype=np.int64)
+        raw = np.sum([f.per_class for f in part], axis=0) if part else empty
         return {"frames": len(part), **counting.correct(raw, len(part), ratios).to_plain()}
 
     return {

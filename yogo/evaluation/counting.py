@@ -14,6 +14,7 @@ confidences as the model gives them, raw counts without intervals.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import numpy as np
 from yogo.errors import UserError
 from yogo.evaluation.metrics import DetectionMetrics
 from yogo.model.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 CALIBRATION_BINS = 15
@@ -189,6 +192,22 @@ def count_model_of(checkpoint: Checkpoint) -> CountModel:
             path=checkpoint.path,
             fix="fit it again: yogo test CHECKPOINT DDF --fit-thresholds NEW.pth",
         ) from None
+
+
+def thresholds_for(model: CountModel, obj_thresh: float | None) -> CountModel:
+    """The model's counting, or with `--obj-thresh` one threshold for every class (saying
+    that it replaces the model's and what that costs); a model without fitted thresholds
+    gets its note."""
+    if obj_thresh is None:
+        if (note := old_checkpoint_note(model)) is not None:
+            log.info(note)
+        return model
+    if model.fitted:
+        log.info(
+            f"--obj-thresh {obj_thresh:g} for every class instead of the model's "
+            f"{model.describe()}: counts are not corrected"
+        )
+    return model.with_threshold(obj_thresh)
 
 
 def old_checkpoint_note(model: CountModel) -> str | None:

@@ -94,22 +94,22 @@ def write_infer_report(path: Path, counts: dict[str, Any], counting: CountModel)
     the validation confusion matrix the correction uses (infer has no labels to compare
     with: the other pictures are in `yogo test --report`)."""
     names = tuple(counts["class_names"])
+    specimens = counts["specimens"]
+    if len(specimens) > 1:
+        specimens = {"all frames": counts["all"], **specimens}
     parts = [
         "<h1>yogo infer: counts per specimen</h1>",
         _setup(None, None, counts, counts["all"]["frames"]),
         "<h2>Per specimen</h2>",
-        _specimen_table({"all frames": counts["all"], **counts["specimens"]}, names, False),
+        _specimen_table(specimens, names, with_truth=False),
     ]
-    ratio_rows = {
-        name: part["ratios"] for name, part in counts["specimens"].items() if part["ratios"]
-    }
-    if ratio_rows:
+    if counts["all"]["ratios"]:
         parts.append("<h2>Ratios</h2>")
-        for name, ratios in ratio_rows.items():
-            parts += [f"<p>{_e(name)}</p>", _ratio_table(ratios)]
+        for name, part in specimens.items():
+            parts += [f"<p>{_e(name)}</p>", _ratio_table(part["ratios"])]
     if counting.confusion is not None:
         summed = counting.confusion.sum(axis=0)
-        fake_report = {
+        summed_report = {
             "class_names": list(names),
             "confusion_matrix": summed.tolist(),
             "thresholds": counting.describe(),
@@ -118,7 +118,7 @@ def write_infer_report(path: Path, counts: dict[str, Any], counting: CountModel)
         parts += [
             "<h2>The validation confusion matrix behind the correction</h2>",
             f'<p class="note">{_e(counting.source)}</p>',
-            _figure(confusion_figure(fake_report), "validation confusion matrix"),
+            _figure(confusion_figure(summed_report), "validation confusion matrix"),
         ]
     _write(path, "yogo infer: counts", parts)
 

@@ -26,6 +26,7 @@ import numpy as np
 from yogo.evaluation.counting import (
     CALIBRATION_BINS,
     CountModel,
+    calibration_errors,
     expected_calibration_error,
     reliability,
 )
@@ -141,6 +142,7 @@ def reliability_figure(metrics: DetectionMetrics, counting: CountModel) -> Any:
     against confidence, before and after the model's calibration, with the ECE of each and
     how many detections each bin holds."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     kept = metrics.detections_by_class(kept=True)
     raw = np.concatenate([score for _, score, _ in kept])
@@ -156,17 +158,34 @@ def reliability_figure(metrics: DetectionMetrics, counting: CountModel) -> Any:
         ece = expected_calibration_error(confidence, hit)
         label = f"{name} (ECE {ece:.3f})" if ece is not None else name
         shown = count > 0
-        (line,) = ax.plot(
-            mean_conf[shown], fraction[shown], marker="o", label=label, **line_style(i)
-        )
+        (line,) = ax.plot(mean_conf[shown], fraction[shown], label=label, **line_style(i))
+        # a bin's dot grows with its detections: a bin of one is a guess, not a finding
+        sizes = 8 + 120 * np.sqrt(count[shown] / max(int(count.max()), 1))
+        ax.scatter(mean_conf[shown], fraction[shown], s=sizes, color=line.get_color(), zorder=3)
         centres = (np.arange(CALIBRATION_BINS) + 0.5) / CALIBRATION_BINS
         width = 0.45 / CALIBRATION_BINS
         bars.bar(centres + (i - 0.5) * width, count, width=width, color=line.get_color())
     ax.set(ylabel="fraction right (IoU 0.5, same class)", xlim=(0, 1), ylim=(0, 1.02))
-    ax.set_title(f"reliability diagram: {len(raw)} detections, {CALIBRATION_BINS} bins")
+    ax.set_title(
+        f"reliability diagram: {len(raw)} detections, {CALIBRATION_BINS} bins (dot area: share)"
+    )
     ax.legend(loc="upper left", fontsize=9)
+    per_class = calibration_errors(metrics, counting)
+    lines = ["ECE per class, raw → calibrated"] + [
+        f"{name}: {ece_text(e['raw'])} → {ece_text(e['calibrated'])}"
+        for name, e in per_class.items()
+        if name != "all"
+    ]
+    ax.text(0.98, 0.03, "\n".join(lines), ha="right", va="bottom", ma="left", fontsize=8,
+            transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.8"})  # fmt: skip
     bars.set(xlabel="confidence", ylabel="detections", yscale="log")
+    bars.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    bars.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     return fig
+
+
+def ece_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def count_scatter_figure(

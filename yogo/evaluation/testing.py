@@ -28,7 +28,7 @@ from yogo.evaluation.counting import (
     calibration_errors,
     count_model_of,
     fit_count_model,
-    old_checkpoint_note,
+    thresholds_for,
 )
 from yogo.evaluation.evaluate import evaluate_model
 from yogo.evaluation.metrics import DetectionMetrics
@@ -68,6 +68,8 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         _require_split(ddf, "val")
     scan = scan_dataset(ddf, cfg.bad_labels)
     _require_usable(scan, split)
+    if cfg.fit_thresholds:
+        _require_usable(scan, "val")
     fitted = (
         plan_file(
             Path(cfg.fit_thresholds), force=cfg.force, inputs=inputs, option="--fit-thresholds"
@@ -85,7 +87,9 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     model = checkpoint.build_model().to(device)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
 
-    def evaluate(samples: tuple[LabelledSample, ...]) -> tuple[DetectionDataset, Any]:
+    def evaluate(
+        samples: tuple[LabelledSample, ...],
+    ) -> tuple[DetectionDataset, DetectionMetrics]:
         dataset = DetectionDataset(samples, model_config.image_hw, model_config.channels)
         with Loaders() as loaders:
             loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
@@ -93,21 +97,12 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         return dataset, metrics
 
     if fitted is not None:
-        _require_usable(scan, "val")
         _, val_metrics = evaluate(scan.splits["val"])
         source = f"{ddf.path.name} val split, {len(val_metrics.images)} frames"
         counting = fit_count_model(val_metrics, source)
         save_checkpoint(fitted, fitted_payload(checkpoint, counting))
         log.info(f"wrote {display_path(fitted)}: {counting.describe()}, fitted on the {source}")
-    if cfg.obj_thresh is not None:
-        if counting.fitted:
-            log.info(
-                f"--obj-thresh {cfg.obj_thresh:g} for every class instead of the model's "
-                f"{counting.describe()}: counts are not corrected"
-            )
-        counting = counting.with_threshold(cfg.obj_thresh)
-    elif (note := old_checkpoint_note(counting)) is not None:
-        log.info(note)
+    counting = thresholds_for(counting, cfg.obj_thresh)
     dataset, metrics = evaluate(scan.splits[split])
     metrics.thresholds = np.asarray(counting.thresholds)
     if plots is not None:
@@ -332,8 +327,9 @@ def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:
     if run is None:
         return
     values = {f"{split}/mAP50": report["mAP50"], f"{split}/mAP50_95": report["mAP50_95"]}
+    values[f"{split}/ece"] = report["ece"]
     for name, per_class in report["per_class"].items():
-        for key in ("AP50", "AP50_95", "precision", "recall", "f1"):
+        for key in ("AP50", "AP50_95", "precision", "recall", "f1", "count_error", "ece"):
             values[f"{split}/{name}/{key}"] = per_class[key]
     run.summary.update({k: v for k, v in values.items() if v is not None})
     run.log({k: v for k, v in values.items() if v is not None})
@@ -382,4 +378,37 @@ def format_test_report(report: dict[str, Any], include_background: bool = True) 
     lines.append(" " * (cell + 2) + " ".join(f"{n:>{cell}}" for n in names))
     for name, row in zip(names, matrix, strict=True):
         lines.append(f"{name:>{cell}}  " + " ".join(f"{n:>{cell}}" for n in row))
+    if "counting" in report:
+        lines += _format_counting(report, width)
     return "\n".join(lines)
+
+
+def _format_counting(report: dict[str, Any], width: int) -> list[str]:
+    """The counts part of the printed report (docs/counting.md)."""
+    counting = report["counting"]
+    lines = [
+        f"counts at {counting['thresholds']}"
+        + (f", corrected with the {counting['fitted_on']}:" if counting["corrected"] else ":"),
+        f"{'class':<{width}}  {'true':>6} {'counted':>8} {'error':>7} {'corrected':>10} "
+        f"{'95% interval':>20} {'ECE raw':>8} {'calib.':>7}",
+    ]
+    for name, c in report["per_class"].items():
+        error = "-" if c["count_error"] is None else f"{c['count_error']:+.1%}"
+        corrected, interval = "-", "-"
+        if c["count_corrected"] is not None:
+            corrected = f"{c['count_corrected']:.1f}"
+            interval = f"[{c['count_ci95'][0]:.1f}, {c['count_ci95'][1]:.1f}]"
+        ece = ["-" if v is None else f"{v:.3f}" for v in (c["ece_raw"], c["ece"])]
+        lines.append(
+            f"{name:<{width}}  {c['num_true']:>6} {c['num_pred']:>8} {error:>7} "
+            f"{corrected:>10} {interval:>20} {ece[0]:>8} {ece[1]:>7}"
+        )
+    overall = ["-" if v is None else f"{v:.3f}" for v in (report["ece_raw"], report["ece"])]
+    lines.append(f"calibration error (ECE, 15 bins): {overall[0]} raw, {overall[1]} calibrated")
+    for text, r in report["ratios"].items():
+        value = "-" if r["value"] is None else f"{r['value']:.4g}"
+        bounds = "" if r["ci95"] is None else f" [{r['ci95'][0]:.4g}, {r['ci95'][1]:.4g}]"
+        lines.append(f"{text}: {value}{bounds}")
+    if not counting["corrected"]:
+        lines.append("(counts not corrected: docs/counting.md)")
+    return lines

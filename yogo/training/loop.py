@@ -36,6 +36,7 @@ from yogo.errors import Interrupted, RunError, display_path
 from yogo.evaluation.counting import calibration_errors, fit_count_model
 from yogo.evaluation.evaluate import evaluate_model, evaluate_sharded
 from yogo.evaluation.plots import (
+    ece_text,
     first_frames,
     plot_evaluation,
     plot_train_batch,
@@ -323,10 +324,6 @@ def end_epoch(
     return early_stop
 
 
-def _ece(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def payload(
     run: Run, state: TrainState, epoch: int, finished: bool, **extra: Any
 ) -> dict[str, Any]:
@@ -404,7 +401,8 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
         ece = calibration_errors(metrics, counting)["all"]
         log.info(
             f"best.pth: {counting.describe()}; calibration error (ECE) on val "
-            f"{_ece(ece['raw'])} raw, {_ece(ece['calibrated'])} calibrated (docs/counting.md)"
+            f"{ece_text(ece['raw'])} raw, {ece_text(ece['calibrated'])} calibrated "
+            "(docs/counting.md)"
         )
     if run.skipped:
         log.warning(f"{len(run.skipped)} image(s) failed to decode and were skipped:")
