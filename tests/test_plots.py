@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from yogo.evaluation.counting import fit_count_model
 from yogo.evaluation.metrics import DetectionMetrics
 from yogo.evaluation.plots import THRESHOLDS, planned, plot_evaluation
 
@@ -46,7 +47,9 @@ def test_precision_recall_f1_against_the_score_threshold() -> None:
 
 def test_every_picture_is_written_and_readable_size(tmp_path: Path) -> None:
     frames = [np.full((1, 96, 128), 128, np.uint8)]  # the frame the metrics' image came from
-    written = plot_evaluation(_metrics(), tmp_path / "val", frames)
+    metrics = _metrics()
+    counting = fit_count_model(metrics, "the test's frame")
+    written = plot_evaluation(metrics, tmp_path / "val", counting, frames)
     assert written == planned(tmp_path / "val")
     for path in written:
         with Image.open(path) as image:

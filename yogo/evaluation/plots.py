@@ -1,14 +1,15 @@
 """The pictures of an evaluation, for the run folder (validation of best.pth) and
 `yogo test --plots DIR`: what people look at to see where a model fails, class by class.
 
-    plot_evaluation(metrics, Path("run/val"))   # run/val_pr_curves.png, run/val_...png
+    plot_evaluation(metrics, Path("run/val"), counting)   # run/val_pr_curves.png, ...
 
 - `<prefix>_pr_curves.png`: precision-recall at IoU 0.5 per class, AP in the legend;
 - `<prefix>_confusion_matrix.png`: counts, and normalised per true class, with the
   objectness threshold in the title;
 - `<prefix>_prf_curves.png`: precision, recall and F1 of each class against the score
   threshold (objectness x class probability), the best F1 marked;
-- `<prefix>_per_class_ap.png`: AP@0.5 and AP@0.5:0.95 per class as bars.
+- `<prefix>_per_class_ap.png`: AP@0.5 and AP@0.5:0.95 per class as bars;
+- `<prefix>_reliability.png`: the reliability diagram, raw and calibrated (docs/counting.md).
 
 And what the model is fed and what it finds, as drawings: `train_batch.png` (a training batch
 after augmentation, with its labels) and `val_predictions.png` (frames with their labels
@@ -39,10 +40,14 @@ THRESHOLDS = np.linspace(0, 1, 101)
 
 
 def plot_evaluation(
-    metrics: DetectionMetrics, prefix: Path, frames: list[np.ndarray] | None = None
+    metrics: DetectionMetrics,
+    prefix: Path,
+    counting: CountModel,
+    frames: list[np.ndarray] | None = None,
 ) -> list[Path]:
-    """Write the pictures of `metrics`, and with `frames` (the first frames evaluated, uint8
-    (C, H, W) in order) `<prefix>_predictions.png`; their paths."""
+    """Write the pictures of `metrics` (the reliability diagram with `counting`'s
+    calibration), and with `frames` (the first frames evaluated, uint8 (C, H, W) in order)
+    `<prefix>_predictions.png`; their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,6 +57,7 @@ def plot_evaluation(
         save_picture(confusion_figure(report), Path(f"{prefix}_confusion_matrix.png")),
         _prf_curves(metrics.threshold_curves(THRESHOLDS), Path(f"{prefix}_prf_curves.png")),
         _per_class_ap(report, Path(f"{prefix}_per_class_ap.png")),
+        save_picture(reliability_figure(metrics, counting), Path(f"{prefix}_reliability.png")),
     ]
     if frames:
         written.append(Path(f"{prefix}_predictions.png"))
@@ -60,9 +66,9 @@ def plot_evaluation(
 
 
 def planned(prefix: Path) -> list[Path]:
-    """The files `plot_evaluation(..., prefix, frames)` writes."""
-    kinds = ("pr_curves", "confusion_matrix", "prf_curves", "per_class_ap", "predictions")
-    return [Path(f"{prefix}_{kind}.png") for kind in kinds]
+    """The files `plot_evaluation(..., prefix, counting, frames)` writes."""
+    kinds = "pr_curves confusion_matrix prf_curves per_class_ap reliability predictions"
+    return [Path(f"{prefix}_{kind}.png") for kind in kinds.split()]
 
 
 def save_picture(picture: Any, path: Path) -> Path:

@@ -110,7 +110,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
 
         with plots:
             prefix = Path(cfg.plots or "") / split
-            plot_evaluation(metrics, prefix, first_frames(dataset, metrics))
+            plot_evaluation(metrics, prefix, counting, first_frames(dataset, metrics))
             if cfg.worst is not None:
                 write_worst(metrics, dataset, plots, prefix, cfg.worst)
     report = {

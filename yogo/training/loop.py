@@ -40,8 +40,6 @@ from yogo.evaluation.plots import (
     first_frames,
     plot_evaluation,
     plot_train_batch,
-    reliability_figure,
-    save_picture,
 )
 from yogo.log import progress, set_console_rank, speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, checkpoint_payload, load_checkpoint, save_checkpoint
@@ -396,8 +394,8 @@ def finish(run: Run, state: TrainState, loaders: Loaders) -> None:
             run.dir / "best.pth", {**checkpoint.payload, "counting": counting.to_plain()}
         )
         metrics.thresholds = np.asarray(counting.thresholds)
-        plot_evaluation(metrics, run.dir / "val", first_frames(run.data.val_set, metrics))
-        save_picture(reliability_figure(metrics, counting), run.dir / "val_reliability.png")
+        val_frames = first_frames(run.data.val_set, metrics)
+        plot_evaluation(metrics, run.dir / "val", counting, val_frames)
         ece = calibration_errors(metrics, counting)["all"]
         log.info(
             f"best.pth: {counting.describe()}; calibration error (ECE) on val "
