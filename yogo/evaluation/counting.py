@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from yogo.errors import UserError
-from yogo.evaluation.metrics import DetectionMetrics
+from yogo.evaluation.metrics import DetectionMetrics, threshold_words
 from yogo.model.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,7 @@ class CountModel:
 
     def describe(self) -> str:
         """The thresholds in words, for reports and log lines."""
-        if len(set(self.thresholds)) == 1 and set(self.rules) <= {"given", "default"}:
-            return f"objectness >= {self.thresholds[0]:g}"
-        parts = [f"{n} {t:.3g}" for n, t in zip(self.class_names, self.thresholds, strict=True)]
-        return f"per-class objectness thresholds ({', '.join(parts)})"
+        return threshold_words(self.class_names, self.thresholds)
 
     def correct(
         self,

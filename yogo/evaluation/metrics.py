@@ -49,11 +49,7 @@ class DetectionMetrics:
         return float(self.thresholds[0]) if same and len(self.thresholds) else None
 
     def describe_thresholds(self) -> str:
-        """ "objectness >= 0.5", or the per-class thresholds."""
-        if self.obj_thresh is not None:
-            return f"objectness >= {self.obj_thresh:g}"
-        pairs = zip(self.class_names, self.thresholds.tolist(), strict=True)
-        return f"objectness >= per-class thresholds ({', '.join(f'{n} {t:.3g}' for n, t in pairs)})"
+        return threshold_words(self.class_names, self.thresholds.tolist())
 
     def kept(self, det: np.ndarray) -> np.ndarray:
         """The detections at or above their class's objectness threshold."""
@@ -275,6 +271,14 @@ class DetectionMetrics:
             name: float(e / len(self.images))
             for name, e in zip(self.class_names, errors, strict=True)
         }
+
+
+def threshold_words(class_names: Sequence[str], thresholds: Sequence[float]) -> str:
+    """'objectness >= 0.5', or 'per-class objectness thresholds (a 0.3, b 0.62)'."""
+    if len(set(thresholds)) == 1:
+        return f"objectness >= {thresholds[0]:g}"
+    pairs = zip(class_names, thresholds, strict=True)
+    return f"per-class objectness thresholds ({', '.join(f'{n} {t:.3g}' for n, t in pairs)})"
 
 
 def per_class_thresholds(obj_thresh: float | Sequence[float], num_classes: int) -> np.ndarray:

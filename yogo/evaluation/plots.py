@@ -184,9 +184,13 @@ def reliability_figure(metrics: DetectionMetrics, counting: CountModel) -> Any:
     ]
     ax.text(0.98, 0.03, "\n".join(lines), ha="right", va="bottom", ma="left", fontsize=8,
             transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.8"})  # fmt: skip
-    bars.set(xlabel="confidence", ylabel="detections", yscale="log")
-    bars.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    bars.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    bars.set(xlabel="confidence", ylabel="detections")
+    if len(raw):  # counts over decades; none at all (an untrained model) stays linear
+        bars.set_yscale("log")
+        bars.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        bars.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+    else:
+        ax.text(0.5, 0.5, "no detections at these thresholds", ha="center", va="center")
     return fig
 
 
