@@ -284,3 +284,23 @@ def test_infer_counts_per_specimen_with_the_models_thresholds_pth_and_onnx_alike
         parts = [s["per_class"][name]["count"] for s in counts["specimens"].values()]
         assert c["count"] == sum(parts)
     assert "ring+trophozoite/healthy" in counts["all"]["ratios"]
+
+
+@pytest.mark.slow
+def test_bad_counting_inputs_are_one_message_each(trained_run, run_cli, tmp_path: Path) -> None:
+    """A damaged counting entry names the file and how to fit it again; --fit-thresholds
+    needs a val split to fit on; --ratio names a class the model has."""
+    payload = torch.load(trained_run.run / "best.pth", weights_only=True)
+    payload["counting"]["thresholds"] = [0.5, 2.0, 0.5]
+    damaged = tmp_path / "damaged.pth"
+    torch.save(payload, damaged)
+    result = run_cli("test", damaged, trained_run.ddf)
+    assert result.code == 2 and "damaged.pth" in result.err
+    assert "damaged counting entry" in result.err and "--fit-thresholds NEW.pth" in result.err
+    no_val = run_cli(
+        "test", trained_run.run / "best.pth", trained_run.ddf, "--fit-thresholds",
+        tmp_path / "new.pth", "--dataset-split-override", "0.5", "0", "0.5",
+    )  # fmt: skip
+    assert no_val.code == 2 and "val split" in no_val.err and not (tmp_path / "new.pth").exists()
+    ratio = run_cli("test", trained_run.run / "best.pth", trained_run.ddf, "--ratio", "ring/rbc")
+    assert ratio.code == 2 and "'rbc' is not a class of this model" in ratio.err

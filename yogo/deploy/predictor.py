@@ -25,7 +25,7 @@ from torch import nn
 from yogo.config import require_crop_height
 from yogo.dist import resolve_device
 from yogo.errors import UserError
-from yogo.evaluation.counting import CountModel, count_model_of
+from yogo.evaluation.counting import CountModel, count_model_of, read_count_model
 from yogo.model.checkpoint import load_checkpoint
 from yogo.model.network import YOGO
 
@@ -263,18 +263,8 @@ def _onnx_predictor(
 
     hw = json.loads(metadata["image_hw"])
     names = tuple(json.loads(metadata["class_names"]))
-    try:
-        counting = (
-            CountModel.from_plain(json.loads(metadata["counting"]), names)
-            if "counting" in metadata
-            else CountModel.default(names)
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(
-            f"has damaged counting metadata ({type(e).__name__}: {e})",
-            path=path,
-            fix="export it again with `yogo export`",
-        ) from None
+    stored = json.loads(metadata["counting"]) if "counting" in metadata else None
+    counting = read_count_model(stored, names, path, "export it again with `yogo export`")
     return Predictor(
         run,
         names,

@@ -18,6 +18,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,17 +178,23 @@ class CountModel:
 def count_model_of(checkpoint: Checkpoint) -> CountModel:
     """The checkpoint's fitted CountModel, or the default for one without (older yogo
     checkpoints, YOGO 1.0.1 files)."""
-    names = checkpoint.model_config.class_names
+    fix = "fit it again: yogo test CHECKPOINT DDF --fit-thresholds NEW.pth"
     plain = checkpoint.payload.get("counting")
+    return read_count_model(plain, checkpoint.model_config.class_names, checkpoint.path, fix)
+
+
+def read_count_model(
+    plain: dict[str, Any] | None, class_names: Sequence[str], path: Path, fix: str
+) -> CountModel:
+    """A stored CountModel (a checkpoint's entry, an ONNX file's metadata), the default when
+    there is none; a damaged one is a UserError naming `path`, with `fix`."""
     if plain is None:
-        return CountModel.default(names)
+        return CountModel.default(class_names)
     try:
-        return CountModel.from_plain(plain, names)
+        return CountModel.from_plain(plain, class_names)
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(
-            f"has a damaged counting entry ({type(e).__name__}: {e})",
-            path=checkpoint.path,
-            fix="fit it again: yogo test CHECKPOINT DDF --fit-thresholds NEW.pth",
+            f"has a damaged counting entry ({type(e).__name__}: {e})", path=path, fix=fix
         ) from None
 
 

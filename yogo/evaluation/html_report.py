@@ -208,7 +208,11 @@ def _specimen_table(specimens: dict[str, Any], names: Sequence[str], with_truth:
         rows.append(f"<tr><td>{_e(specimen)}</td><td>{part['frames']}</td>{''.join(cells)}</tr>")
     note = (
         '<p class="note">Counted &rarr; corrected [95% interval] per class.</p>'
-        if any(p["per_class"][names[0]]["count_corrected"] is not None for p in specimens.values())
+        if any(
+            c["count_corrected"] is not None
+            for part in specimens.values()
+            for c in part["per_class"].values()
+        )
         else ""
     )
     return f"<table>{head}</tr>{''.join(rows)}</table>{note}"
