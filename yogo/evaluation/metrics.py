@@ -180,16 +180,14 @@ class DetectionMetrics:
         return out
 
     def frame_errors(self) -> list[dict[str, Any]]:
-        """Per image, at the objectness threshold and IoU 0.5: labels no detection of their
-        class matched (`misses`), detections that matched no label of their class (`extras`:
-        a wrong class counts once in each), the summed score of the extras, and the true and
-        predicted counts per class."""
+        """Per image, at the thresholds and IoU 0.5: labels no detection of their class
+        matched (`misses`), detections that matched no label of their class (`extras`: a wrong
+        class counts once in each), the summed score of the extras, and the true and predicted
+        counts per class."""
         num_classes = len(self.class_names)
         out = []
-        for det, truth in self.images:
-            kept = self.kept(det)
-            kept = kept[np.argsort(-(kept[:, 4] * kept[:, 5]), kind="stable")]
-            hits = _greedy_hits(kept, truth, IOU_THRESHOLDS[:1])[0]
+        for i, (_, truth) in enumerate(self.images):
+            kept, hits = self.matches(i)
             out.append(
                 {
                     "misses": int(len(truth) - hits.sum()),
