@@ -41,6 +41,7 @@ th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: ri
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 table.setup td { text-align: left; }
+.ci { white-space: nowrap; }
 .note { color: #555; font-size: 0.9em; }
 .bad { color: #b00020; font-weight: 600; }
 img.figure { max-width: 100%; display: block; margin: 0.5em 0; }
@@ -280,7 +281,7 @@ def _data_url(png: bytes) -> str:
 def _interval(ci: Sequence[float | None] | None, digits: int) -> str:
     if ci is None or None in ci:
         return "-"
-    return f"[{_n(ci[0], digits)}, {_n(ci[1], digits)}]"
+    return f'<span class="ci">[{_n(ci[0], digits)}, {_n(ci[1], digits)}]</span>'
 
 
 def _n(value: float | None, digits: int) -> str:
