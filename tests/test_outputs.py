@@ -430,6 +430,8 @@ def test_every_file_a_command_writes_is_listed_here(
                 out / "tasks.json",
                 "--report",
                 out / "infer.html",
+                "--heatmap-mask",
+                "auto",
             ],
             {"OUT": "out/infer", "TASKS": "out/tasks.json", "HTML": "out/infer.html"},
         ),

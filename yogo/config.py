@@ -659,15 +659,28 @@ class InferConfig:
     """Frame-reading processes (default: this process's share of the CPUs, at most 8)."""
     use_tqdm: bool = True
     """A progress bar (on a terminal)."""
+    heatmap_mask: Literal["auto"] | None = None
+    """auto: mask the grid cells where a class is detected in more than --heatmap-min-fraction
+    of the frames (stuck cells, debris); their detections are counted apart, and the mask is
+    written as heatmap_mask.npy and heatmap.png."""
+    heatmap_min_fraction: float = 0.8
+    """With --heatmap-mask auto: the share of frames above which a class's cell is masked."""
     heatmap_mask_path: str | None = None
-    """Accepted for YOGO 1.0.1 command lines and ignored, with a note (it had no effect
-    there either)."""
+    """A mask to apply (.npy, boolean): grid- or frame-sized, for every class or per class."""
     force: bool = False
     """Replace the files of an earlier run in --output-dir (never an input image)."""
 
     def require_valid(self) -> None:
         require_choices(self)
-        _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")
+        _require_fractions(
+            self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold",
+            "heatmap_min_fraction",
+        )  # fmt: skip
+        if self.heatmap_mask is not None and self.heatmap_mask_path is not None:
+            raise UserError(
+                "--heatmap-mask auto and --heatmap-mask-path both choose the mask",
+                fix="give one of them",
+            )
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
         require_crop_height(self.crop_height)
