@@ -239,3 +239,59 @@ def test_the_wider_centre_decoding_of_neighbour_cell_models_is_in_the_graph(
         np.abs(got[:, 0] - Deployed(narrow)(torch.from_numpy(images)).detach().numpy()[:, 0]).max()
         > 0.01
     )
+
+
+@pytest.mark.slow
+def test_openvino_fp32_and_fp16_nhwc_run_in_infer_like_the_pth(
+    run_cli, trained_run, tmp_path
+) -> None:
+    """`--format openvino` writes an .xml and its .bin with yogo's metadata; `yogo infer`
+    runs it: fp32 finds what the .pth finds (boxes within 1 px, the same counts), fp16 with
+    (B, H, W, C) input within a few detections."""
+    import openvino as ov
+
+    checkpoint = tmp_path / "best.pth"
+    shutil.copy(trained_run.run / "best.pth", checkpoint)
+    fp32 = run_cli("export", checkpoint, "--format", "openvino")
+    assert fp32.code == 0, fp32.err
+    assert "verified with openvino" in fp32.out
+    xml = tmp_path / "best.xml"
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    model = ov.Core().read_model(str(xml))
+    assert json.loads(model.get_rt_info(["yogo", "class_names"]).astype(str))[0] == "healthy"
+    half = tmp_path / "half.xml"
+    fp16 = run_cli(
+        "export", checkpoint, "--format", "openvino", "--precision", "fp16", "--input-layout",
+        "nhwc", "--output-filename", half,
+    )  # fmt: skip
+    assert fp16.code == 0, fp16.err
+    assert list(ov.Core().read_model(str(half)).inputs[0].get_partial_shape())[1:] == [96, 128, 1]
+    images = trained_run.ddf.parent / "images"
+    found = {}
+    for model_file in (checkpoint, xml, half):
+        out = tmp_path / f"out-{model_file.stem}-{model_file.suffix[1:]}"
+        result = run_cli("infer", model_file, "--path-to-images", images, "--output-dir", out)
+        assert result.code == 0, result.err
+        document = json.loads((out / "predictions.json").read_text())
+        found[model_file] = {i["image"]: i["detections"] for i in document["images"]}
+    reference, same, near = found[checkpoint], found[xml], found[half]
+    for name, detections in reference.items():
+        assert [d["class"] for d in same[name]] == [d["class"] for d in detections]
+        for a, b in zip(same[name], detections, strict=True):
+            assert np.abs(np.subtract(a["xyxy"], b["xyxy"])).max() * 128 < 1  # within 1 px
+    total = sum(len(d) for d in reference.values())
+    assert abs(sum(len(d) for d in near.values()) - total) <= max(3, 0.02 * total)
+
+
+def test_bad_openvino_requests(run_cli, trained_run, tmp_path) -> None:
+    checkpoint = trained_run.run / "best.pth"
+    fp16 = run_cli("export", checkpoint, "--precision", "fp16")
+    assert fp16.code == 2 and "fp16 is for --format openvino" in fp16.err
+    name = run_cli("export", checkpoint, "--format", "openvino", "--output-filename",
+                   tmp_path / "m.onnx")  # fmt: skip
+    assert name.code == 2 and "must name a .xml file" in name.err
+    (tmp_path / "m.bin").write_bytes(b"precious")
+    bin_exists = run_cli("export", checkpoint, "--format", "openvino", "--output-filename",
+                         tmp_path / "m.xml")  # fmt: skip
+    assert bin_exists.code == 2 and "m.bin" in bin_exists.err and "--force" in bin_exists.err
+    assert (tmp_path / "m.bin").read_bytes() == b"precious" and not (tmp_path / "m.xml").exists()

@@ -439,7 +439,7 @@ def export(ctx: typer.Context, **settings: Any) -> None:
     typer.echo(
         f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
         f"output predictions {list(result.output_shape)}\n"
-        f"verified with onnxruntime on {result.images}: max abs error "
+        f"verified with {result.runtime} on {result.images}: max abs error "
         f"{result.max_abs_error:.2e} (tolerance {result.tolerance[0]:.2g}), w/h relative error "
         f"{result.max_wh_relative_error:.2e} (tolerance {result.tolerance[1]:.2g})"
     )

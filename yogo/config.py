@@ -33,6 +33,9 @@ from yogo.errors import UserError
 Precision = Literal["auto", "32", "bf16", "fp16"]
 ResolvedPrecision = Literal["32", "bf16", "fp16"]
 CacheMode = Literal["auto", "ram", "disk", "none"]
+ExportFormat = Literal["onnx", "openvino"]
+ExportPrecision = Literal["fp32", "fp16"]
+InputLayout = Literal["nchw", "nhwc"]
 Sampler = Literal["random", "balanced"]
 ObjLoss = Literal["mse", "bce"]
 ObjTarget = Literal["one", "iou"]
@@ -566,14 +569,21 @@ MIN_OPSET, MAX_OPSET = 16, 23  # measured: docs/export-and-infer.md
 
 @dataclass
 class ExportConfig:
-    """`yogo export`: a checkpoint to ONNX, verified before it is kept."""
+    """`yogo export`: a checkpoint to ONNX or OpenVINO, verified before it is kept."""
 
     checkpoint: str = option(argument=True, metavar="CHECKPOINT")
     """A .pth checkpoint (yogo or YOGO 1.0.1)."""
     output_filename: str | None = None
-    """Where to write (default: the checkpoint's path with .onnx)."""
+    """Where to write (default: the checkpoint's path with .onnx, or .xml for openvino)."""
     crop_height: float | None = option(None, metavar="F")
     """Run on the centred band of round(F * H) rows, F in (0, 1] (default: the whole frame)."""
+    format: ExportFormat = "onnx"
+    """onnx (onnxruntime and most runtimes), or openvino (an OpenVINO IR .xml with its .bin,
+    for the scope's device; needs `pip install 'yogo[openvino]'`)."""
+    precision: ExportPrecision = "fp32"
+    """fp32, or fp16 (openvino: half-size weights, computed in fp16 where the device can)."""
+    input_layout: InputLayout = "nchw"
+    """uint8 frames as (B, C, H, W), or (B, H, W, C) as cameras and OpenCV give them."""
     opset: int = 18
     """ONNX opset, 16 to 23 (the exporter writes 18; others are converted from it, and below
     16 the converter fails on yogo's graphs)."""
@@ -586,7 +596,13 @@ class ExportConfig:
     """Replace an existing file."""
 
     def require_valid(self) -> None:
+        require_choices(self)
         require_crop_height(self.crop_height)
+        if self.precision == "fp16" and self.format != "openvino":
+            raise UserError(
+                "--precision fp16 is for --format openvino (an ONNX file stays fp32)",
+                fix="add --format openvino",
+            )
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(
                 f"--opset {self.opset} is not supported",
@@ -600,7 +616,7 @@ class InferConfig:
     """`yogo infer`: detect (and count) objects in images with a .pth or .onnx model."""
 
     model: str = option(argument=True, metavar="MODEL")
-    """A .pth checkpoint or an exported .onnx."""
+    """A .pth checkpoint, or an exported .onnx or OpenVINO .xml."""
     path_to_images: str | None = option(None, "--path-to-images", "--path-to-image")
     """An image, or a folder of PNG, JPEG, TIFF or BMP images."""
     path_to_zarr: str | None = None

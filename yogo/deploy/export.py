@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 # near the clamp (80, an untrained or YOGO 1.0.1 model on 0..255 input) reach 2e-4 relative.
 ATOL = 1e-4
 WH_RTOL = 1e-3
+# fp16 weights and arithmetic (OpenVINO --precision fp16): ~3 significant digits
+FP16_ATOL = 1e-2
+FP16_WH_RTOL = 1e-2
 VERIFY_IMAGES = 8
 
 
@@ -52,34 +57,52 @@ class ExportResult:
     input_shape: tuple[int | str, ...]
     output_shape: tuple[int | str, ...]
     nodes: tuple[int, int] | None = None  # graph nodes before and after --simplify
+    runtime: str = "onnxruntime"  # what ran the exported file to verify it
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
-    """Export, verify, then move into place; a file that fails verification is not kept."""
+    """Export, verify, then move into place; a file that fails verification is not kept.
+    `--format openvino` converts the verified ONNX graph to an OpenVINO IR (.xml and .bin)."""
     speak_unless_configured()
     cfg.require_valid()
     checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
-    output = Path(cfg.output_filename or checkpoint_path.with_suffix(".onnx"))
+    openvino = cfg.format == "openvino"
+    suffix = ".xml" if openvino else ".onnx"
+    output = Path(cfg.output_filename or checkpoint_path.with_suffix(suffix))
     plan_file(output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
-    if output.suffix != ".onnx":  # checked before the work, as every output is
+    if output.suffix != suffix:  # checked before the work, as every output is
         raise UserError(
-            f"--output-filename must name an .onnx file, got '{output}'",
-            fix="give a name ending in .onnx",
+            f"--output-filename must name a {suffix} file for --format {cfg.format}, got "
+            f"'{output}'",
+            fix=f"give a name ending in {suffix}",
         )
+    if openvino:
+        plan_file(
+            output.with_suffix(".bin"), force=cfg.force, inputs=[checkpoint_path],
+            option="--output-filename",
+        )  # fmt: skip
+        _require_openvino()
     height = checkpoint.model_config.image_hw[0]
     if cfg.crop_height is not None and round(cfg.crop_height * height) < 8:
         raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")
-    deployed = Deployed(checkpoint.build_model(), cfg.crop_height)
-    images, source = verification_images(checkpoint)
+    nhwc = cfg.input_layout == "nhwc"
+    deployed = Deployed(checkpoint.build_model(), cfg.crop_height, channels_last=nhwc)
+    images, source = verification_images(checkpoint)  # (B, C, H, W), as predictors take them
+    fed = np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if nhwc else images
+    metadata = _metadata(cfg, checkpoint)
+    expected, tolerance = pytorch_reference(deployed, fed)
+    if cfg.precision == "fp16":  # weights and arithmetic in half precision
+        tolerance = (max(tolerance[0], FP16_ATOL), max(tolerance[1], FP16_WH_RTOL))
 
-    with atomic_path(output) as temp:  # torch.onnx writes into it; kept only when verified
-        _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
-        _require_opset(temp, cfg.opset)
-        nodes = _simplify(temp) if cfg.simplify else None
-        input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)
-        expected, tolerance = pytorch_reference(deployed, images)
-        got = load_predictor(temp, "cpu").run(images).numpy()  # as `yogo infer` runs it
+    with tempfile.TemporaryDirectory(prefix="yogo-export-") as work:
+        graph = Path(work) / "model.onnx"
+        _write_onnx(deployed, fed, graph, cfg.opset, cfg.dynamic_batch)
+        _require_opset(graph, cfg.opset)
+        nodes = _simplify(graph) if cfg.simplify else None
+        input_shape, output_shape = _add_metadata(graph, metadata)
+        written = _to_openvino(graph, metadata, cfg.precision) if openvino else graph
+        got = load_predictor(written, "cpu").run(images).numpy()  # as `yogo infer` runs it
         error, wh_error = compare(got, expected)
         if not (error <= tolerance[0] and wh_error <= tolerance[1]):
             raise RunError(
@@ -88,9 +111,42 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
                 f"{wh_error:.3g} (tolerance {tolerance[1]:.2g}); nothing was written. "
                 "Try another --opset."
             )
+        if openvino:  # the weights first: an .xml is never there without its .bin
+            _publish_copy(written.with_suffix(".bin"), output.with_suffix(".bin"))
+        _publish_copy(written, output)
+    runtime = "openvino" if openvino else "onnxruntime"
     return ExportResult(
-        output, error, wh_error, tolerance, source, input_shape, output_shape, nodes
+        output, error, wh_error, tolerance, source, input_shape, output_shape, nodes, runtime
     )
+
+
+def _publish_copy(source: Path, target: Path) -> None:
+    """Copy a verified file into place through the output rule (atomic, planned)."""
+    with atomic_path(target) as partial:
+        shutil.copyfile(source, partial)
+
+
+def _require_openvino() -> None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--format openvino needs the openvino package",
+            fix="pip install 'yogo[openvino]'",
+        ) from None
+
+
+def _to_openvino(graph: Path, metadata: dict[str, str], precision: str) -> Path:
+    """The ONNX graph as an OpenVINO IR beside it (model.xml and model.bin), with yogo's
+    metadata in its rt_info; fp16 stores the weights in half precision."""
+    import openvino as ov
+
+    model = ov.convert_model(str(graph))
+    for key, value in metadata.items():
+        model.set_rt_info(value, ["yogo", key])
+    xml = graph.with_suffix(".xml")
+    ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+    return xml
 
 
 def pytorch_reference(
@@ -204,20 +260,15 @@ def _simplify(path: Path) -> tuple[int, int]:
     return before, after
 
 
-def _add_metadata(
-    path: Path, crop_height: float | None, checkpoint: Checkpoint
-) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
-    """Add yogo's metadata to the file; returns its input and output shapes."""
-    import onnx
-
+def _metadata(cfg: ExportConfig, checkpoint: Checkpoint) -> dict[str, str]:
+    """What an exported file carries: everything `yogo infer` needs to run it and count."""
     model_config = checkpoint.model_config
-    model = onnx.load(str(path))
-    metadata = {
+    return {
         "class_names": json.dumps(list(model_config.class_names)),
         "image_hw": json.dumps(list(model_config.image_hw)),
         "channels": str(model_config.channels),
         "normalize_images": json.dumps(model_config.normalize_images),
-        "crop_height": json.dumps(crop_height),
+        "crop_height": json.dumps(cfg.crop_height),
         "anchors": json.dumps([model_config.anchor_w, model_config.anchor_h]),
         "centre_range": json.dumps(model_config.centre_range),
         "model_name": model_config.model_name,
@@ -225,9 +276,20 @@ def _add_metadata(
         "source_checkpoint": checkpoint.path.name,
         "source_format": checkpoint.source,
         "output": "xc, yc, w, h (normalised to the full frame), objectness, class probabilities",
+        "input_layout": cfg.input_layout,
+        "precision": cfg.precision,
         # per-class thresholds, calibration and count correction (docs/counting.md)
         "counting": json.dumps(count_model_of(checkpoint).to_plain()),
     }
+
+
+def _add_metadata(
+    path: Path, metadata: dict[str, str]
+) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
+    """Add yogo's metadata to the ONNX file; returns its input and output shapes."""
+    import onnx
+
+    model = onnx.load(str(path))
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -158,7 +158,10 @@ def infer(cfg: InferConfig) -> InferSummary:
     plan = _Plan.of(cfg, frames)
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
-    inputs = Inputs.of(*frames.inputs, cfg.model, folders=[frames.folder])
+    model_files = [Path(cfg.model)]
+    if model_files[0].suffix == ".xml":  # an OpenVINO IR's weights are an input too
+        model_files.append(model_files[0].with_suffix(".bin"))
+    inputs = Inputs.of(*frames.inputs, *model_files, folders=[frames.folder])
     counts_wanted = bool(cfg.count or cfg.ratio or cfg.report)
     names = cfg.class_names or predictor.class_names
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
