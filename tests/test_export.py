@@ -295,3 +295,58 @@ def test_bad_openvino_requests(run_cli, trained_run, tmp_path) -> None:
                          tmp_path / "m.xml")  # fmt: skip
     assert bin_exists.code == 2 and "m.bin" in bin_exists.err and "--force" in bin_exists.err
     assert (tmp_path / "m.bin").read_bytes() == b"precious" and not (tmp_path / "m.xml").exists()
+
+
+def test_accuracy_limits_name_the_class_and_the_figures() -> None:
+    from yogo.deploy.accuracy import Accuracy
+
+    def report(map50: float, counts: dict[str, int]) -> dict:
+        per_class = {
+            n: {"AP50": map50, "num_pred": c, "count_error": 0.0} for n, c in counts.items()
+        }
+        return {"mAP50": map50, "per_class": per_class}
+
+    same = Accuracy(10, report(0.9, {"a": 500, "b": 40}), report(0.895, {"a": 505, "b": 41}))
+    assert same.problems(0.01) == []  # a drop of 0.005, 1% and one object
+    worse = Accuracy(10, report(0.9, {"a": 500, "b": 40}), report(0.85, {"a": 530, "b": 40}))
+    problems = worse.problems(0.01)
+    assert len(problems) == 2
+    assert "mAP@0.5 drops by 0.0500 (0.9000 -> 0.8500)" in problems[0]
+    assert "count of a moves from 500 to 530 (+6.0%)" in problems[1]
+
+
+@pytest.mark.slow
+def test_int8_exports_are_calibrated_verified_and_run_in_infer(
+    run_cli, trained_run, tmp_path
+) -> None:
+    """Both int8 paths calibrate on the DDF's train frames, print the accuracy beside
+    PyTorch's, write it to NAME.verification.json and into the file, and `yogo infer` runs
+    them. The small test model is weak (a quantised model may move its counts), so the
+    limits are lifted here: the limits themselves are tested above and on the quality set
+    (docs/benchmarks.md)."""
+    checkpoint = tmp_path / "best.pth"
+    shutil.copy(trained_run.run / "best.pth", checkpoint)
+    for fmt, name in (("openvino", "vino.xml"), ("onnx", "ort.onnx")):
+        out = tmp_path / name
+        result = run_cli(
+            "export", checkpoint, "--format", fmt, "--precision", "int8", "--output-filename",
+            out, "--calibration-frames", "16", "--force-accuracy",
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        assert "accuracy beside PyTorch on" in result.out and "max abs error" not in result.out
+        report = json.loads(out.with_suffix(".verification.json").read_text())
+        assert report["frames"] > 0 and {"pytorch", "exported", "map_drop"} <= set(report)
+        images = trained_run.ddf.parent / "images"
+        ran = run_cli("infer", out, "--path-to-images", images, "--output-dir", tmp_path / fmt)
+        assert ran.code == 0, ran.err
+
+
+def test_int8_needs_frames_to_calibrate_on(run_cli, trained_run, tmp_path) -> None:
+    import torch
+
+    payload = torch.load(trained_run.run / "best.pth", weights_only=True)
+    payload["config"]["ddf"] = str(tmp_path / "gone.yml")
+    torch.save(payload, tmp_path / "moved.pth")
+    result = run_cli("export", tmp_path / "moved.pth", "--precision", "int8")
+    assert result.code == 2 and "--calibration DDF" in result.err
+    assert not (tmp_path / "moved.onnx").exists()

@@ -34,7 +34,7 @@ Precision = Literal["auto", "32", "bf16", "fp16"]
 ResolvedPrecision = Literal["32", "bf16", "fp16"]
 CacheMode = Literal["auto", "ram", "disk", "none"]
 ExportFormat = Literal["onnx", "openvino"]
-ExportPrecision = Literal["fp32", "fp16"]
+ExportPrecision = Literal["fp32", "fp16", "int8"]
 InputLayout = Literal["nchw", "nhwc"]
 Sampler = Literal["random", "balanced"]
 ObjLoss = Literal["mse", "bce"]
@@ -581,7 +581,21 @@ class ExportConfig:
     """onnx (onnxruntime and most runtimes), or openvino (an OpenVINO IR .xml with its .bin,
     for the scope's device; needs `pip install 'yogo[openvino]'`)."""
     precision: ExportPrecision = "fp32"
-    """fp32, or fp16 (openvino: half-size weights, computed in fp16 where the device can)."""
+    """fp32; fp16 (openvino: half-size weights, computed in fp16 where the device can); or
+    int8 (post-training quantisation, calibrated on --calibration's frames: NNCF for
+    openvino, onnxruntime's static quantisation for onnx)."""
+    calibration: str | None = option(None, metavar="DDF")
+    """The DDF whose train (else val) frames calibrate int8, and whose --verify-split checks
+    the file (default: the checkpoint's own DDF)."""
+    calibration_frames: int = 300
+    """How many frames calibrate int8 (spread over the split)."""
+    verify_split: Split = "test"
+    """The split the exported file is compared with PyTorch on (mAP@0.5, counts)."""
+    max_map_drop: float = 0.01
+    """Refuse a file whose mAP@0.5 on --verify-split is this much below PyTorch's (or whose
+    count of any class moves by more than 2%)."""
+    force_accuracy: bool = False
+    """Keep a file that fails those limits (say so, and keep the figures)."""
     input_layout: InputLayout = "nchw"
     """uint8 frames as (B, C, H, W), or (B, H, W, C) as cameras and OpenCV give them."""
     opset: int = 18
@@ -598,6 +612,8 @@ class ExportConfig:
     def require_valid(self) -> None:
         require_choices(self)
         require_crop_height(self.crop_height)
+        _require_positive(self, "calibration_frames")
+        _require_fractions(self, "max_map_drop")
         if self.precision == "fp16" and self.format != "openvino":
             raise UserError(
                 "--precision fp16 is for --format openvino (an ONNX file stays fp32)",

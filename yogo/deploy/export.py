@@ -21,6 +21,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +33,10 @@ from yogo.errors import RunError, UserError, display_path
 from yogo.evaluation.counting import count_model_of
 from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
-from yogo.outputs import atomic_path, plan_file
+from yogo.outputs import atomic_path, plan_file, write_atomic
+
+if TYPE_CHECKING:
+    from yogo.deploy.accuracy import Accuracy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class ExportResult:
     output_shape: tuple[int | str, ...]
     nodes: tuple[int, int] | None = None  # graph nodes before and after --simplify
     runtime: str = "onnxruntime"  # what ran the exported file to verify it
+    accuracy: Accuracy | None = None  # on --verify-split, beside PyTorch
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
@@ -94,6 +99,16 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     expected, tolerance = pytorch_reference(deployed, fed)
     if cfg.precision == "fp16":  # weights and arithmetic in half precision
         tolerance = (max(tolerance[0], FP16_ATOL), max(tolerance[1], FP16_WH_RTOL))
+    labelled = _labelled_ddf(cfg, checkpoint)
+    if cfg.precision == "int8" and labelled is None:
+        raise UserError(
+            "--precision int8 calibrates on frames of a dataset definition, and this "
+            "checkpoint's cannot be read here",
+            fix="add --calibration DDF (its train frames calibrate, its test split verifies)",
+        )
+    report = output.with_suffix(".verification.json") if labelled is not None else None
+    if report is not None:
+        plan_file(report, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
 
     with tempfile.TemporaryDirectory(prefix="yogo-export-") as work:
         graph = Path(work) / "model.onnx"
@@ -101,23 +116,178 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         _require_opset(graph, cfg.opset)
         nodes = _simplify(graph) if cfg.simplify else None
         input_shape, output_shape = _add_metadata(graph, metadata)
-        written = _to_openvino(graph, metadata, cfg.precision) if openvino else graph
-        got = load_predictor(written, "cpu").run(images).numpy()  # as `yogo infer` runs it
-        error, wh_error = compare(got, expected)
-        if not (error <= tolerance[0] and wh_error <= tolerance[1]):
+        written = graph
+        if cfg.precision == "int8":
+            assert labelled is not None
+            frames = _calibration_frames(labelled, checkpoint, cfg.calibration_frames, nhwc)
+            written = _int8(graph, metadata, frames, openvino)
+        elif openvino:
+            written = _to_openvino(graph, metadata, cfg.precision)
+        exported = load_predictor(written, "cpu")  # as `yogo infer` runs it
+        error, wh_error = compare(exported.run(images).numpy(), expected)
+        numeric = cfg.precision == "int8" or (
+            error <= tolerance[0] and wh_error <= tolerance[1]
+        )  # int8 is judged by its accuracy below, not by its raw outputs
+        if not numeric:
             raise RunError(
                 f"the exported model disagrees with PyTorch on {source}: max abs error "
                 f"{error:.3g} (tolerance {tolerance[0]:.2g}), w/h relative error "
                 f"{wh_error:.3g} (tolerance {tolerance[1]:.2g}); nothing was written. "
                 "Try another --opset."
             )
+        accuracy = None
+        if labelled is not None:
+            accuracy = _verify_accuracy(cfg, checkpoint_path, exported, labelled, checkpoint)
         if openvino:  # the weights first: an .xml is never there without its .bin
             _publish_copy(written.with_suffix(".bin"), output.with_suffix(".bin"))
         _publish_copy(written, output)
+        if report is not None and accuracy is not None:
+            write_atomic(report, json.dumps(accuracy.to_plain(), indent=2) + "\n")
     runtime = "openvino" if openvino else "onnxruntime"
     return ExportResult(
-        output, error, wh_error, tolerance, source, input_shape, output_shape, nodes, runtime
+        output,
+        error,
+        wh_error,
+        tolerance,
+        source,
+        input_shape,
+        output_shape,
+        nodes,
+        runtime,
+        accuracy,
     )
+
+
+def _labelled_ddf(cfg: ExportConfig, checkpoint: Checkpoint) -> Path | None:
+    """The DDF to calibrate and verify on: --calibration, else the checkpoint's own when it
+    can be read here and has the --verify-split (else None, with a note)."""
+    named = cfg.calibration or (checkpoint.payload.get("config") or {}).get("ddf")
+    if not named:
+        log.info("no dataset definition to verify the file's accuracy on (--calibration DDF)")
+        return None
+    from yogo.ddf import DatasetDefinition
+
+    try:
+        ddf = DatasetDefinition.from_yaml(Path(named))
+    except UserError as e:
+        if cfg.calibration:
+            raise
+        log.info(f"the file's accuracy is not verified: {str(e).splitlines()[0]}")
+        return None
+    if ddf.class_names != checkpoint.model_config.class_names:
+        raise UserError(
+            f"its classes [{', '.join(ddf.class_names)}] are not the model's",
+            path=ddf.path,
+            fix="give the DDF the model was trained on (--calibration)",
+        )
+    if not ddf.splits[cfg.verify_split]:
+        log.info(f"the file's accuracy is not verified: {named} has no {cfg.verify_split} split")
+        return None if cfg.precision != "int8" else Path(named)
+    return Path(named)
+
+
+def _calibration_frames(ddf: Path, checkpoint: Checkpoint, count: int, nhwc: bool) -> np.ndarray:
+    """Up to `count` training frames (else validation frames) in the exported input layout."""
+    from yogo.deploy.accuracy import labelled_frames
+
+    config = checkpoint.model_config
+    frames, _ = labelled_frames(ddf, "train", config, count)
+    if not len(frames):
+        frames, _ = labelled_frames(ddf, "val", config, count)
+    if not len(frames):
+        raise UserError("has no train or val frames to calibrate int8 on", path=ddf)
+    return np.ascontiguousarray(frames.transpose(0, 2, 3, 1)) if nhwc else frames
+
+
+def _int8(graph: Path, metadata: dict[str, str], frames: np.ndarray, openvino: bool) -> Path:
+    """The float graph quantised to int8 on `frames`: NNCF on its OpenVINO IR, or
+    onnxruntime's static quantisation (QDQ, per-channel weights) of the ONNX graph."""
+    if openvino:
+        import nncf
+        import openvino as ov
+
+        model = ov.convert_model(str(graph))
+        data = nncf.Dataset([frame[None] for frame in frames])
+        quantized = nncf.quantize(model, data, subset_size=len(frames))
+        for key, value in metadata.items():
+            quantized.set_rt_info(value, ["yogo", key])
+        xml = graph.with_name("int8.xml")
+        ov.save_model(quantized, str(xml), compress_to_fp16=False)
+        return xml
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Frames(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter([{"images": frame[None]} for frame in frames])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    import onnx
+
+    convolutions = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "Conv"]
+    out = graph.with_name("int8.onnx")
+    root = logging.getLogger()  # onnxruntime advises pre-processing there, at every call
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(
+            str(graph),
+            str(out),
+            Frames(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],  # the decoding (sigmoid, exp, softmax) stays float
+            # The first convolution (on the raw pixels) and the head (the objectness and class
+            # logits) stay float: quantised, the quality set's small class fell from AP 0.94
+            # to 0.65 and its count from 368 to 3,004 (docs/benchmarks.md).
+            nodes_to_exclude=[convolutions[0], convolutions[-1]],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        root.setLevel(level)
+    _add_metadata(out, {k: v for k, v in metadata.items() if k not in _onnx_keys(out)})
+    return out
+
+
+def _onnx_keys(path: Path) -> set[str]:
+    import onnx
+
+    return {p.key for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _verify_accuracy(
+    cfg: ExportConfig, checkpoint_path: Path, exported: Any, ddf: Path, checkpoint: Checkpoint
+) -> Accuracy | None:
+    """The exported file beside PyTorch on --verify-split: printed; refused (RunError)
+    past the limits unless --force-accuracy."""
+    from yogo.deploy.accuracy import compare_accuracy, labelled_frames
+
+    frames, truths = labelled_frames(ddf, cfg.verify_split, checkpoint.model_config)
+    if not len(frames):
+        return None
+    pytorch = load_predictor(checkpoint_path, "cpu", cfg.crop_height)
+    accuracy = compare_accuracy(pytorch, exported, frames, truths)
+    log.info(
+        f"accuracy on the {cfg.verify_split} split of {display_path(ddf)} ({len(frames)} "
+        f"frames, the model's thresholds):\n{accuracy.table()}"
+    )
+    problems = accuracy.problems(cfg.max_map_drop)
+    if problems and not cfg.force_accuracy:
+        raise RunError(
+            "the exported model is less accurate than PyTorch: "
+            + "; ".join(problems)
+            + ". Nothing was written (--force-accuracy keeps it anyway)."
+        )
+    for problem in problems:
+        log.warning(f"kept with --force-accuracy although {problem}")
+    return accuracy
 
 
 def _publish_copy(source: Path, target: Path) -> None:
