@@ -138,6 +138,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         accuracy = None
         if labelled is not None:
             accuracy = _verify_accuracy(cfg, checkpoint_path, exported, labelled, checkpoint)
+        if accuracy is not None:  # the figures travel with the file
+            _add_verification(written, json.dumps(accuracy.to_plain()))
         if openvino:  # the weights first: an .xml is never there without its .bin
             _publish_copy(written.with_suffix(".bin"), output.with_suffix(".bin"))
         _publish_copy(written, output)
@@ -254,6 +256,21 @@ def _int8(graph: Path, metadata: dict[str, str], frames: np.ndarray, openvino: b
         root.setLevel(level)
     _add_metadata(out, {k: v for k, v in metadata.items() if k not in _onnx_keys(out)})
     return out
+
+
+def _add_verification(path: Path, figures: str) -> None:
+    """The accuracy figures into the verified file's metadata (`verification`, JSON)."""
+    if path.suffix == ".onnx":
+        _add_metadata(path, {"verification": figures})
+        return
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    model.set_rt_info(figures, ["yogo", "verification"])
+    again = path.with_name("verified.xml")
+    ov.save_model(model, str(again), compress_to_fp16=False)
+    again.replace(path)
+    again.with_suffix(".bin").replace(path.with_suffix(".bin"))
 
 
 def _onnx_keys(path: Path) -> set[str]:

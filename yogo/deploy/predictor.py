@@ -290,7 +290,7 @@ def _openvino_predictor(path: Path, crop_height: float | None, half: bool) -> Pr
 METADATA_KEYS = (
     "class_names", "image_hw", "channels", "normalize_images", "crop_height", "anchors",
     "centre_range", "model_name", "yogo_version", "source_checkpoint", "source_format",
-    "output", "counting", "input_layout", "precision",
+    "output", "counting", "input_layout", "precision", "verification",
 )  # fmt: skip
 
 

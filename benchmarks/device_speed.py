@@ -1,0 +1,131 @@
+"""Latency and throughput of every export format on this CPU, side by side, in one run:
+PyTorch, onnxruntime fp32 and int8, OpenVINO fp32, fp16 and int8, on 772x1032 frames and on
+the scope's centred band of 193 rows (--crop-height 0.25), at batch 1 (the scope's case) and
+batched.
+
+    python benchmarks/device_speed.py --rounds 3
+
+Uses the YOGO 1.0.1 base_model checkpoint in tests/fixtures (772x1032, 7 classes; random
+weights, so the int8 files are kept with --force-accuracy: this measures speed, the quality
+set measures accuracy). int8 calibrates on synthetic frames written with its class names.
+Each measurement is the model alone on in-memory uint8 frames after a warm-up; the formats
+take turns, round after round (the VM's speed drifts), and each keeps its best round.
+Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FIXTURE = (
+    Path(__file__).resolve().parents[1] / "tests/fixtures/yogo-v1/base_model_7cls_772x1032.pth"
+)
+FORMATS = [  # (name, --format, --precision); None: the .pth through PyTorch
+    ("PyTorch fp32", None, None),
+    ("onnxruntime fp32", "onnx", "fp32"),
+    ("onnxruntime int8", "onnx", "int8"),
+    ("OpenVINO fp32", "openvino", "fp32"),
+    ("OpenVINO fp16", "openvino", "fp16"),
+    ("OpenVINO int8", "openvino", "int8"),
+]
+BAND = 0.25  # 193 of 772 rows
+
+
+def export_all(checkpoint: Path, ddf: Path, root: Path) -> dict[tuple[str, float | None], Path]:
+    from yogo.config import ExportConfig
+    from yogo.deploy.export import export_onnx
+
+    files: dict[tuple[str, float | None], Path] = {}
+    for crop in (None, BAND):
+        for name, fmt, precision in FORMATS:
+            if fmt is None:
+                files[(name, crop)] = checkpoint
+                continue
+            suffix = ".xml" if fmt == "openvino" else ".onnx"
+            target = root / f"{fmt}-{precision}-{crop or 1}{suffix}"
+            cfg = ExportConfig(
+                checkpoint=str(checkpoint),
+                output_filename=str(target),
+                format=fmt,  # type: ignore[arg-type]
+                precision=precision,  # type: ignore[arg-type]
+                crop_height=crop,
+                calibration=str(ddf),
+                calibration_frames=32,
+                force_accuracy=True,
+            )
+            files[(name, crop)] = export_onnx(cfg).path
+    return files
+
+
+def rate(predictor: object, frames: np.ndarray, batch: int) -> float:
+    """Frames per second over `frames`, `batch` at a time."""
+    run = predictor.run  # type: ignore[attr-defined]
+    run(frames[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        run(frames[i : i + batch])
+    return len(frames) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    from yogo.data.synth import synthetic_frames, write_dataset
+    from yogo.deploy.predictor import load_predictor
+    from yogo.model.checkpoint import load_checkpoint
+
+    names = load_checkpoint(FIXTURE).model_config.class_names
+    root = Path(tempfile.mkdtemp(prefix="yogo-device-speed-"))
+    try:
+        checkpoint = root / "base_model.pth"
+        shutil.copy(FIXTURE, checkpoint)
+        ddf = write_dataset(
+            root / "data", 40, (772, 1032), class_names=names, seed=1,
+            split_fractions=(0.8, 0.1, 0.1),
+        )  # fmt: skip
+        files = export_all(checkpoint, ddf, root)
+        frames = synthetic_frames(args.frames, (772, 1032), 1, seed=0)
+        predictors = {
+            key: load_predictor(path, "cpu", key[1] if path.suffix == ".pth" else None)
+            for key, path in files.items()
+        }
+        best: dict[tuple[str, float | None, int], float] = {}
+        for _ in range(args.rounds):  # A, B, C, ..., A, B, C, ...
+            for (name, crop), predictor in predictors.items():
+                for batch in (1, args.batch_size):
+                    fps = rate(predictor, frames, batch)
+                    best[(name, crop, batch)] = max(best.get((name, crop, batch), 0.0), fps)
+    finally:
+        shutil.rmtree(root)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}; best of "
+        f"{args.rounds} rounds, {args.frames} frames each, model only\n"
+    )
+    b = args.batch_size
+    print(
+        f"| format | 772x1032 batch 1 (frames/s) | batch {b} | 193x1032 band batch 1 | batch {b} |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    reference = best[("onnxruntime fp32", None, 1)]
+    for name, _, _ in FORMATS:
+        cells = [best[(name, crop, batch)] for crop in (None, BAND) for batch in (1, b)]
+        print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    ratio = best[("OpenVINO int8", None, 1)] / reference
+    print(f"\nOpenVINO int8 / onnxruntime fp32 at batch 1, full frame: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
