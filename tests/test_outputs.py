@@ -411,7 +411,10 @@ def test_every_file_a_command_writes_is_listed_here(
                 "FITTED": "out/fitted.pth",
             },
         ),
-        "export": (["export", model, "--output-filename", out / "m.onnx"], {"ONNX": "out/m.onnx"}),
+        "export": (
+            ["export", model, "--output-filename", out / "m.onnx"],
+            {"ONNX": "out/m.onnx", "VERIFICATION": "out/m.verification.json"},
+        ),
         "infer": (
             [
                 "infer",

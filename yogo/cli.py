@@ -441,7 +441,7 @@ def export(ctx: typer.Context, **settings: Any) -> None:
         f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
         f"output predictions {list(result.output_shape)}"
     )
-    if cfg.precision != "int8":  # int8 is judged by its accuracy alone
+    if cfg.precision == "fp32" or result.accuracy is None:  # else judged by accuracy alone
         typer.echo(
             f"verified with {result.runtime} on {result.images}: max abs error "
             f"{result.max_abs_error:.2e} (tolerance {result.tolerance[0]:.2g}), w/h relative "

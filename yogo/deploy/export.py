@@ -125,10 +125,11 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
             written = _to_openvino(graph, metadata, cfg.precision)
         exported = load_predictor(written, "cpu")  # as `yogo infer` runs it
         error, wh_error = compare(exported.run(images).numpy(), expected)
-        numeric = cfg.precision == "int8" or (
-            error <= tolerance[0] and wh_error <= tolerance[1]
-        )  # int8 is judged by its accuracy below, not by its raw outputs
-        if not numeric:
+        # Reduced precision is judged by its accuracy below where a DDF allows it, not by
+        # its raw outputs (fp16 of a model that amplifies rounding, as YOGO 1.0.1's fixture
+        # does, moves them by 0.03); without one fp16 must stay within FP16_ATOL.
+        judged_by_accuracy = cfg.precision != "fp32" and labelled is not None
+        if not (judged_by_accuracy or (error <= tolerance[0] and wh_error <= tolerance[1])):
             raise RunError(
                 f"the exported model disagrees with PyTorch on {source}: max abs error "
                 f"{error:.3g} (tolerance {tolerance[0]:.2g}), w/h relative error "
