@@ -91,7 +91,8 @@ def test_an_existing_file_is_never_replaced_without_force(run_cli, trained_run, 
     assert target.read_bytes() == b"precious"
     assert run_cli("export", checkpoint, "--output-filename", target, "--force").code == 0
     assert metadata(target)["model_name"] == "base_model"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp files left
+    # no temp files left; the accuracy figures beside the file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.verification.json"]
 
 
 def test_crop_height_runs_on_the_centred_band_in_full_frame_units(
@@ -289,7 +290,7 @@ def test_bad_openvino_requests(run_cli, trained_run, tmp_path) -> None:
     assert fp16.code == 2 and "fp16 is for --format openvino" in fp16.err
     name = run_cli("export", checkpoint, "--format", "openvino", "--output-filename",
                    tmp_path / "m.onnx")  # fmt: skip
-    assert name.code == 2 and "must name a .xml file" in name.err
+    assert name.code == 2 and "must name an .xml file" in name.err
     (tmp_path / "m.bin").write_bytes(b"precious")
     bin_exists = run_cli("export", checkpoint, "--format", "openvino", "--output-filename",
                          tmp_path / "m.xml")  # fmt: skip

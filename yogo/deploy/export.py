@@ -78,7 +78,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     plan_file(output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
     if output.suffix != suffix:  # checked before the work, as every output is
         raise UserError(
-            f"--output-filename must name a {suffix} file for --format {cfg.format}, got "
+            f"--output-filename must name an {suffix} file for --format {cfg.format}, got "
             f"'{output}'",
             fix=f"give a name ending in {suffix}",
         )
