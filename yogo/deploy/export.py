@@ -16,8 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
-import tempfile
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from yogo.errors import RunError, UserError, display_path
 from yogo.evaluation.counting import count_model_of
 from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
-from yogo.outputs import atomic_path, plan_file, write_atomic
+from yogo.outputs import atomic_path, partial_folder, plan_file, write_atomic
 
 if TYPE_CHECKING:
     from yogo.deploy.accuracy import Accuracy
@@ -110,8 +109,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
     if report is not None:
         plan_file(report, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
 
-    with tempfile.TemporaryDirectory(prefix="yogo-export-") as work:
-        graph = Path(work) / "model.onnx"
+    with partial_folder(output) as work:
+        graph = work / "model.onnx"
         _write_onnx(deployed, fed, graph, cfg.opset, cfg.dynamic_batch)
         _require_opset(graph, cfg.opset)
         nodes = _simplify(graph) if cfg.simplify else None
@@ -142,8 +141,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         if accuracy is not None:  # the figures travel with the file
             _add_verification(written, json.dumps(accuracy.to_plain()))
         if openvino:  # the weights first: an .xml is never there without its .bin
-            _publish_copy(written.with_suffix(".bin"), output.with_suffix(".bin"))
-        _publish_copy(written, output)
+            _publish(written.with_suffix(".bin"), output.with_suffix(".bin"))
+        _publish(written, output)
         if report is not None and accuracy is not None:
             write_atomic(report, json.dumps(accuracy.to_plain(), indent=2) + "\n")
     runtime = "openvino" if openvino else "onnxruntime"
@@ -308,10 +307,10 @@ def _verify_accuracy(
     return accuracy
 
 
-def _publish_copy(source: Path, target: Path) -> None:
-    """Copy a verified file into place through the output rule (atomic, planned)."""
+def _publish(source: Path, target: Path) -> None:
+    """Move a verified file from the work folder into place through the output rule."""
     with atomic_path(target) as partial:
-        shutil.copyfile(source, partial)
+        os.replace(source, partial)
 
 
 def _require_openvino() -> None:
