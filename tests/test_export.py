@@ -134,7 +134,7 @@ def test_without_the_runs_data_synthetic_frames_verify_it(run_cli, trained_run, 
     result = run_cli("export", tmp_path / "elsewhere.pth")
     assert result.code == 0, result.err
     assert "synthetic frames (its images cannot be read here: " in result.out
-    assert "warning: verifying the ONNX file on synthetic frames" in result.err
+    assert "warning: verifying the exported file on synthetic frames" in result.err
 
 
 @pytest.mark.parametrize(
@@ -335,6 +335,7 @@ def test_int8_exports_are_calibrated_verified_and_run_in_infer(
         )  # fmt: skip
         assert result.code == 0, result.err
         assert "accuracy beside PyTorch on" in result.out and "max abs error" not in result.out
+        assert result.out.startswith("wrote "), result.out  # NNCF's progress bars: stderr
         report = json.loads(out.with_suffix(".verification.json").read_text())
         assert report["frames"] > 0 and {"pytorch", "exported", "map_drop"} <= set(report)
         images = trained_run.ddf.parent / "images"

@@ -125,6 +125,11 @@ def test_a_given_mask_is_applied_and_bad_ones_are_refused(
     both = run_cli("infer", model, "--path-to-images", stuck, "--heatmap-mask", "auto",
                    "--heatmap-mask-path", tmp_path / "frame.npy")  # fmt: skip
     assert both.code == 2 and "both choose the mask" in both.err
+    # several runs at once: a stuck object of one would sit in a fraction of the frames only
+    runs = run_cli("infer", model, "--path-to-images", tmp_path, "--recursive", "--output-dir",
+                   tmp_path / "r", "--heatmap-mask", "auto")  # fmt: skip
+    assert runs.code == 2 and "once per specimen" in runs.err and "specimens" in runs.err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
 def test_the_cell_of_a_detection_is_its_centres() -> None:

@@ -13,10 +13,12 @@ file, as `yogo infer` runs it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +94,8 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")
     nhwc = cfg.input_layout == "nhwc"
     deployed = Deployed(checkpoint.build_model(), cfg.crop_height, channels_last=nhwc)
-    images, source = verification_images(checkpoint)  # (B, C, H, W), as predictors take them
+    # (B, C, H, W), as predictors take them
+    images, source = verification_images(checkpoint, cfg.calibration)
     fed = np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if nhwc else images
     metadata = _metadata(cfg, checkpoint)
     expected, tolerance = pytorch_reference(deployed, fed)
@@ -205,12 +208,15 @@ def _int8(graph: Path, metadata: dict[str, str], frames: np.ndarray, openvino: b
     """The float graph quantised to int8 on `frames`: NNCF on its OpenVINO IR, or
     onnxruntime's static quantisation (QDQ, per-channel weights) of the ONNX graph."""
     if openvino:
+        # nncf imports torch's extension builder, which warns that this machine has no CUDA
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         import nncf
         import openvino as ov
 
         model = ov.convert_model(str(graph))
         data = nncf.Dataset([frame[None] for frame in frames])
-        quantized = nncf.quantize(model, data, subset_size=len(frames))
+        with contextlib.redirect_stdout(sys.stderr):  # its progress bars; stdout is the result
+            quantized = nncf.quantize(model, data, subset_size=len(frames))
         for key, value in metadata.items():
             quantized.set_rt_info(value, ["yogo", key])
         xml = graph.with_name("int8.xml")
@@ -352,12 +358,15 @@ def pytorch_reference(
     return expected, (max(ATOL, 2 * noise), max(WH_RTOL, 2 * wh_noise))
 
 
-def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
-    """Up to 8 frames at the model size, uint8 (B, C, H, W): the run's validation images when
-    its DDF can be read, else synthetic smear frames (with a warning saying why)."""
+def verification_images(
+    checkpoint: Checkpoint, ddf_path: str | None = None
+) -> tuple[np.ndarray, str]:
+    """Up to 8 frames at the model size, uint8 (B, C, H, W): the validation images of
+    `ddf_path` (else of the run's DDF) when it can be read, else synthetic smear frames (with
+    a warning saying why)."""
     config = checkpoint.model_config
-    ddf_path = (checkpoint.payload.get("config") or {}).get("ddf")
-    why = "the checkpoint names no dataset definition"
+    ddf_path = ddf_path or (checkpoint.payload.get("config") or {}).get("ddf")
+    why = "the checkpoint names no dataset definition (--calibration DDF gives one)"
     if ddf_path:
         from yogo.data.images import ImageError, decode_image
         from yogo.data.transforms import resize
@@ -380,7 +389,7 @@ def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
             why = f"{display_path(ddf_path)} lists no images"
     from yogo.data.synth import synthetic_frames
 
-    log.warning(f"verifying the ONNX file on synthetic frames: {why}")
+    log.warning(f"verifying the exported file on synthetic frames: {why}")
     frames_array = synthetic_frames(4, config.image_hw, config.channels, seed=0)
     return frames_array, f"4 synthetic frames ({why})"
 

@@ -38,16 +38,13 @@ class Heatmap:
         rows_per_frame: Sequence[np.ndarray], num_classes: int, grid: tuple[int, int]
     ) -> Heatmap:
         hits = np.zeros((num_classes, *grid), dtype=np.int64)
+        occupied = np.zeros(grid, dtype=np.int64)
         for rows in rows_per_frame:
             cls, y, x = cells(rows, grid)
             seen = np.zeros_like(hits, dtype=bool)
             seen[cls, y, x] = True  # a cell counts once per frame
             hits += seen
-        # any class: a frame counts once however many classes were there
-        occupied = np.zeros(grid, dtype=np.int64)
-        for rows in rows_per_frame:
-            _, y, x = cells(rows, grid)
-            occupied += np.bincount(y * grid[1] + x, minlength=grid[0] * grid[1]).reshape(grid) > 0
+            occupied += seen.any(axis=0)  # and once for any class, however many were there
         return Heatmap(len(rows_per_frame), hits, occupied)
 
     def fraction(self) -> np.ndarray:

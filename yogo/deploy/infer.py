@@ -166,6 +166,8 @@ def infer(cfg: InferConfig) -> InferSummary:
     names = cfg.class_names or predictor.class_names
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
     masking = cfg.heatmap_mask is not None or cfg.heatmap_mask_path is not None
+    if cfg.heatmap_mask is not None:
+        _require_one_run(frames)
     files = plan.every_file(counts_wanted, masking)
     files += _plan_named_file(
         plan.label_studio, "--label-studio", plan.out, files, cfg.force, inputs
@@ -271,6 +273,27 @@ def _total(found: list[Found], num_classes: int, masked: bool = False) -> list[i
     return [int(n) for n in total]
 
 
+def _specimens(frames: Frames) -> list[str]:
+    """The specimen each frame belongs to: the folder holding it (or the zarr store)."""
+    parents = [str(Path(name).parent) for name in frames.names]
+    return [frames.folder.name if parent == "." else parent for parent in parents]
+
+
+def _require_one_run(frames: Frames) -> None:
+    """--heatmap-mask auto finds what stays put during one run; over several specimens a stuck
+    object of one run would sit in a fraction of the frames only, and go unmasked."""
+    specimens = sorted(set(_specimens(frames)))
+    if len(specimens) > 1:
+        shown = ", ".join(specimens[:3]) + (", ..." if len(specimens) > 3 else "")
+        raise UserError(
+            f"--heatmap-mask auto finds the objects that stay put during one run, and these "
+            f"frames are {len(specimens)} specimens ({shown})",
+            path=frames.folder,
+            fix="run yogo infer once per specimen's folder or store (its heatmap_mask.npy "
+            "can then be given to other runs with --heatmap-mask-path)",
+        )
+
+
 def specimen_counts(
     predictor: Predictor, frames: Frames, found: list[Found], ratios: list[Ratio]
 ) -> dict[str, Any]:
@@ -278,12 +301,10 @@ def specimen_counts(
     frames and per specimen (the folder holding the frames, or the zarr store), with the
     ratios (docs/counting.md)."""
     counting = predictor.counting
-    frame_names = frames.names
-    root = frames.folder.name
+    specimen = _specimens(frames)
     groups: dict[str, list[Found]] = {}
     for f in found:
-        parent = str(Path(frame_names[f.index]).parent)
-        groups.setdefault(root if parent == "." else parent, []).append(f)
+        groups.setdefault(specimen[f.index], []).append(f)
 
     def counted(part: list[Found]) -> dict[str, Any]:
         n = len(predictor.class_names)

@@ -304,9 +304,9 @@ def _exported(
 ) -> Predictor:
     """A predictor over an exported file's `infer` (its own input layout), from its
     metadata."""
-    if "class_names" not in metadata or "image_hw" not in metadata:
+    if not {"class_names", "image_hw", "channels"} <= metadata.keys():
         raise UserError(
-            "has no yogo metadata (class names, image size)",
+            "has no yogo metadata (class names, image size, channels)",
             path=path,
             fix="export it with `yogo export`",
         )
