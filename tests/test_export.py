@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,22 @@ def test_openvino_fp32_and_fp16_nhwc_run_in_infer_like_the_pth(
             assert np.abs(np.subtract(a["xyxy"], b["xyxy"])).max() * 128 < 1  # within 1 px
     total = sum(len(d) for d in reference.values())
     assert abs(sum(len(d) for d in near.values()) - total) <= max(3, 0.02 * total)
+
+
+def test_without_openvino_the_message_names_the_extra(
+    run_cli, trained_run, tmp_path, monkeypatch
+) -> None:
+    """Exporting to OpenVINO, or running an .xml, on an install without the extra."""
+    checkpoint = trained_run.run / "best.pth"
+    (tmp_path / "m.xml").write_text("<net/>")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails
+    export = run_cli("export", checkpoint, "--format", "openvino", "--output-filename",
+                     tmp_path / "new.xml")  # fmt: skip
+    assert export.code == 2 and "pip install 'yogo[openvino]'" in export.err, export.err
+    assert not (tmp_path / "new.xml").exists()
+    infer = run_cli("infer", tmp_path / "m.xml", "--path-to-images", trained_run.ddf.parent /
+                    "images", "--output-dir", tmp_path / "out")  # fmt: skip
+    assert infer.code == 2 and "pip install 'yogo[openvino]'" in infer.err, infer.err
 
 
 def test_bad_openvino_requests(run_cli, trained_run, tmp_path) -> None:

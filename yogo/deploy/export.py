@@ -217,11 +217,7 @@ def _int8(graph: Path, metadata: dict[str, str], frames: np.ndarray, openvino: b
         data = nncf.Dataset([frame[None] for frame in frames])
         with contextlib.redirect_stdout(sys.stderr):  # its progress bars; stdout is the result
             quantized = nncf.quantize(model, data, subset_size=len(frames))
-        for key, value in metadata.items():
-            quantized.set_rt_info(value, ["yogo", key])
-        xml = graph.with_name("int8.xml")
-        ov.save_model(quantized, str(xml), compress_to_fp16=False)
-        return xml
+        return _save_ir(quantized, metadata, graph.with_name("int8.xml"), fp16=False)
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -335,10 +331,16 @@ def _to_openvino(graph: Path, metadata: dict[str, str], precision: str) -> Path:
     import openvino as ov
 
     model = ov.convert_model(str(graph))
+    return _save_ir(model, metadata, graph.with_suffix(".xml"), fp16=precision == "fp16")
+
+
+def _save_ir(model: Any, metadata: dict[str, str], xml: Path, fp16: bool) -> Path:
+    """An OpenVINO model saved as `xml` and its .bin, yogo's metadata in its rt_info."""
+    import openvino as ov
+
     for key, value in metadata.items():
         model.set_rt_info(value, ["yogo", key])
-    xml = graph.with_suffix(".xml")
-    ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+    ov.save_model(model, str(xml), compress_to_fp16=fp16)
     return xml
 
 
