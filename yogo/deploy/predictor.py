@@ -186,10 +186,10 @@ def load_predictor(
     crop_height: float | None = None,
     half: bool = False,
 ) -> Predictor:
-    """A .pth (yogo or YOGO 1.0.1) or a yogo-exported .onnx, on `device_name` (None: the GPU
-    when there is one); a .pth on the centred band of round(crop_height * H) rows (an .onnx
-    has its band built in by `yogo export --crop-height`), in reduced precision with `half`
-    (fp16 on a GPU, bf16 on a CPU)."""
+    """A .pth (yogo or YOGO 1.0.1), a yogo-exported .onnx or OpenVINO .xml (on the CPU), on
+    `device_name` (None: the GPU when there is one); a .pth on the centred band of
+    round(crop_height * H) rows (an exported file has its band built in by `yogo export
+    --crop-height`), in reduced precision with `half` (fp16 on a GPU, bf16 on a CPU)."""
     path = Path(path)
     require_crop_height(crop_height)
     if not path.is_file():
