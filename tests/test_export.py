@@ -42,7 +42,7 @@ def test_yogo_v1_checkpoint_exports_and_matches_its_reference(run_cli, tmp_path)
     shutil.copy(FIXTURE / "base_model_7cls_772x1032.pth", checkpoint)
     result = run_cli("export", checkpoint)
     assert result.code == 0, result.err
-    assert "synthetic frames (the checkpoint names no dataset definition)" in result.out
+    assert "synthetic frames (the checkpoint names no dataset definition" in result.out
     assert "max abs error" in result.out
     onnx_path = tmp_path / "v1.onnx"  # the checkpoint path with .onnx, nothing else changed
     images = np.load(FIXTURE / "input_uint8_2x1x772x1032.npy")
