@@ -411,7 +411,17 @@ def test_every_file_a_command_writes_is_listed_here(
                 "FITTED": "out/fitted.pth",
             },
         ),
-        "export": (["export", model, "--output-filename", out / "m.onnx"], {"ONNX": "out/m.onnx"}),
+        "export": (  # the most files: OpenVINO's .xml and .bin, int8 calibrated on the DDF
+            [
+                *("export", model, "--output-filename", out / "m.xml", "--format", "openvino"),
+                *("--precision", "int8", "--calibration", ddf, "--force-accuracy"),
+            ],
+            {
+                "MODEL": "out/m.xml",
+                "WEIGHTS": "out/m.bin",
+                "VERIFICATION": "out/m.verification.json",
+            },
+        ),
         "infer": (
             [
                 "infer",
@@ -430,6 +440,8 @@ def test_every_file_a_command_writes_is_listed_here(
                 out / "tasks.json",
                 "--report",
                 out / "infer.html",
+                "--heatmap-mask",
+                "auto",
             ],
             {"OUT": "out/infer", "TASKS": "out/tasks.json", "HTML": "out/infer.html"},
         ),

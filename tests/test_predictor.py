@@ -98,3 +98,24 @@ def test_settings_are_checked_as_the_cli_checks_them(trained_run) -> None:
         predictor.predict([image], obj_thresh=1.5)
     with pytest.raises(UserError, match="batch_size"):
         predictor.predict([image], batch_size=0)
+
+
+def test_a_model_file_yogo_did_not_export_is_refused(tmp_path: Path) -> None:
+    """An ONNX file without yogo's metadata (class names, frame size, channels): one message."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from yogo.deploy.predictor import load_predictor
+
+    tensor = [1, 1, 8, 8]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["out"])],
+        "foreign",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, tensor)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, tensor)],
+    )
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    with pytest.raises(UserError, match="has no yogo metadata") as raised:
+        load_predictor(path, "cpu")
+    assert "foreign.onnx" in str(raised.value) and "yogo export" in str(raised.value)

@@ -13,7 +13,7 @@
     >>> onnx_file = yogo.export_onnx(yogo.ExportConfig(checkpoint=best)).path
     >>> summary = yogo.infer(yogo.InferConfig(model=str(onnx_file), path_to_images="frames/"))
     >>> model, model_config = yogo.load_model(best)
-    >>> predictor = yogo.load_predictor(best)            # or an .onnx
+    >>> predictor = yogo.load_predictor(best)            # or an .onnx, an .xml
     >>> found = predictor.predict(["frame.png"])[0]      # boxes in pixels, names, scores
 
 Each CLI command is one of these calls with its settings object (yogo.config): the same

@@ -431,18 +431,29 @@ def test_command(
 @app.command(cls=_Command)
 @with_settings(ExportConfig)
 def export(ctx: typer.Context, **settings: Any) -> None:
-    """Write an ONNX model (uint8 frames in, decoded predictions out), verified with
-    onnxruntime against PyTorch before it is kept."""
+    """Write an ONNX or OpenVINO model (uint8 frames in, decoded predictions out), fp32,
+    fp16 or int8, verified against PyTorch before it is kept."""
     from yogo.deploy.export import export_onnx
 
-    result = export_onnx(ExportConfig(**_given(ctx, ExportConfig)))
+    cfg = ExportConfig(**_given(ctx, ExportConfig))
+    result = export_onnx(cfg)
     typer.echo(
         f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
-        f"output predictions {list(result.output_shape)}\n"
-        f"verified with onnxruntime on {result.images}: max abs error "
-        f"{result.max_abs_error:.2e} (tolerance {result.tolerance[0]:.2g}), w/h relative error "
-        f"{result.max_wh_relative_error:.2e} (tolerance {result.tolerance[1]:.2g})"
+        f"output predictions {list(result.output_shape)}"
     )
+    if cfg.precision == "fp32" or result.accuracy is None:  # else judged by accuracy alone
+        typer.echo(
+            f"verified with {result.runtime} on {result.images}: max abs error "
+            f"{result.max_abs_error:.2e} (tolerance {result.tolerance[0]:.2g}), w/h relative "
+            f"error {result.max_wh_relative_error:.2e} (tolerance {result.tolerance[1]:.2g})"
+        )
+    if (accuracy := result.accuracy) is not None:
+        counts = ", ".join(f"{n} {a} ({b})" for n, (b, a) in accuracy.count_shifts().items())
+        typer.echo(
+            f"accuracy beside PyTorch on {accuracy.frames} labelled frames: mAP@0.5 "
+            f"{accuracy.exported['mAP50']:.4f} ({accuracy.pytorch['mAP50']:.4f}); counts "
+            f"{counts} (PyTorch's in brackets)"
+        )
     if result.nodes is not None:
         before, after = result.nodes
         typer.echo(

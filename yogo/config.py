@@ -33,6 +33,9 @@ from yogo.errors import UserError
 Precision = Literal["auto", "32", "bf16", "fp16"]
 ResolvedPrecision = Literal["32", "bf16", "fp16"]
 CacheMode = Literal["auto", "ram", "disk", "none"]
+ExportFormat = Literal["onnx", "openvino"]
+ExportPrecision = Literal["fp32", "fp16", "int8"]
+InputLayout = Literal["nchw", "nhwc"]
 Sampler = Literal["random", "balanced"]
 ObjLoss = Literal["mse", "bce"]
 ObjTarget = Literal["one", "iou"]
@@ -566,14 +569,35 @@ MIN_OPSET, MAX_OPSET = 16, 23  # measured: docs/export-and-infer.md
 
 @dataclass
 class ExportConfig:
-    """`yogo export`: a checkpoint to ONNX, verified before it is kept."""
+    """`yogo export`: a checkpoint to ONNX or OpenVINO, verified before it is kept."""
 
     checkpoint: str = option(argument=True, metavar="CHECKPOINT")
     """A .pth checkpoint (yogo or YOGO 1.0.1)."""
     output_filename: str | None = None
-    """Where to write (default: the checkpoint's path with .onnx)."""
+    """Where to write (default: the checkpoint's path with .onnx, or .xml for openvino)."""
     crop_height: float | None = option(None, metavar="F")
     """Run on the centred band of round(F * H) rows, F in (0, 1] (default: the whole frame)."""
+    format: ExportFormat = "onnx"
+    """onnx (onnxruntime and most runtimes), or openvino (an OpenVINO IR .xml with its .bin,
+    for the scope's device; needs `pip install 'yogo[openvino]'`)."""
+    precision: ExportPrecision = "fp32"
+    """fp32; fp16 (openvino: half-size weights, computed in fp16 where the device can); or
+    int8 (post-training quantisation, calibrated on --calibration's frames: NNCF for
+    openvino, onnxruntime's static quantisation for onnx)."""
+    calibration: str | None = option(None, metavar="DDF")
+    """The DDF whose train (else val) frames calibrate int8, and whose --verify-split checks
+    the file (default: the checkpoint's own DDF)."""
+    calibration_frames: int = 300
+    """How many frames calibrate int8 (spread over the split)."""
+    verify_split: Split = "test"
+    """The split the exported file is compared with PyTorch on (mAP@0.5, counts)."""
+    max_map_drop: float = 0.01
+    """Refuse a file whose mAP@0.5 on --verify-split is this much below PyTorch's (or whose
+    count of any class moves by more than 2%)."""
+    force_accuracy: bool = False
+    """Keep a file that fails those limits (say so, and keep the figures)."""
+    input_layout: InputLayout = "nchw"
+    """uint8 frames as (B, C, H, W), or (B, H, W, C) as cameras and OpenCV give them."""
     opset: int = 18
     """ONNX opset, 16 to 23 (the exporter writes 18; others are converted from it, and below
     16 the converter fails on yogo's graphs)."""
@@ -586,7 +610,15 @@ class ExportConfig:
     """Replace an existing file."""
 
     def require_valid(self) -> None:
+        require_choices(self)
         require_crop_height(self.crop_height)
+        _require_positive(self, "calibration_frames")
+        _require_fractions(self, "max_map_drop")
+        if self.precision == "fp16" and self.format != "openvino":
+            raise UserError(
+                "--precision fp16 is for --format openvino (an ONNX file stays fp32)",
+                fix="add --format openvino",
+            )
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(
                 f"--opset {self.opset} is not supported",
@@ -600,7 +632,7 @@ class InferConfig:
     """`yogo infer`: detect (and count) objects in images with a .pth or .onnx model."""
 
     model: str = option(argument=True, metavar="MODEL")
-    """A .pth checkpoint or an exported .onnx."""
+    """A .pth checkpoint, or an exported .onnx or OpenVINO .xml."""
     path_to_images: str | None = option(None, "--path-to-images", "--path-to-image")
     """An image, or a folder of PNG, JPEG, TIFF or BMP images."""
     path_to_zarr: str | None = None
@@ -659,15 +691,28 @@ class InferConfig:
     """Frame-reading processes (default: this process's share of the CPUs, at most 8)."""
     use_tqdm: bool = True
     """A progress bar (on a terminal)."""
+    heatmap_mask: Literal["auto"] | None = None
+    """auto: mask the grid cells where a class is detected in more than --heatmap-min-fraction
+    of the frames (stuck cells, debris); their detections are counted apart, and the mask is
+    written as heatmap_mask.npy and heatmap.png."""
+    heatmap_min_fraction: float = 0.8
+    """With --heatmap-mask auto: the share of frames above which a class's cell is masked."""
     heatmap_mask_path: str | None = None
-    """Accepted for YOGO 1.0.1 command lines and ignored, with a note (it had no effect
-    there either)."""
+    """A mask to apply (.npy, boolean): grid- or frame-sized, for every class or per class."""
     force: bool = False
     """Replace the files of an earlier run in --output-dir (never an input image)."""
 
     def require_valid(self) -> None:
         require_choices(self)
-        _require_fractions(self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold")
+        _require_fractions(
+            self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold",
+            "heatmap_min_fraction",
+        )  # fmt: skip
+        if self.heatmap_mask is not None and self.heatmap_mask_path is not None:
+            raise UserError(
+                "--heatmap-mask auto and --heatmap-mask-path both choose the mask",
+                fix="give one of them",
+            )
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
         require_crop_height(self.crop_height)

@@ -29,6 +29,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -222,11 +223,32 @@ def is_partial(name: str) -> bool:
     return name.startswith(".") and PARTIAL in name
 
 
+@contextlib.contextmanager
+def partial_folder(path: Path) -> Iterator[Path]:
+    """A new hidden work folder beside `path` (`.model.1234.partial.work`), for outputs built
+    from several intermediate files; removed when the block ends, however it ends. Built
+    beside the output, the finished file is moved into place by a rename, not copied."""
+    folder = path.with_name(f".{path.stem}.{os.getpid()}{PARTIAL}.work")
+    try:
+        folder.mkdir()
+        yield folder
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise _write_failed(path, e) from e
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def remove_partial_files(folder: Path) -> list[Path]:
-    """Delete the temporary files killed writes left in `folder`; returns them."""
-    stale = sorted(p for p in folder.iterdir() if p.is_file() and is_partial(p.name))
+    """Delete the temporary files (and work folders) killed writes left in `folder`; returns
+    them."""
+    stale = sorted(p for p in folder.iterdir() if is_partial(p.name))
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
 
 
@@ -271,10 +293,15 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     except OSError as e:
         if e.errno not in DISK_ERRORS:
             raise
-        kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-        raise WriteFailed(path, f"{e.strerror or e}; {kept}") from e
+        raise _write_failed(path, e) from e
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _write_failed(path: Path, error: OSError) -> WriteFailed:
+    """The disk's error writing `path`, as a message."""
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    return WriteFailed(path, f"{error.strerror or error}; {kept}")
 
 
 def _publish(partial: Path, path: Path, replace: bool) -> None:

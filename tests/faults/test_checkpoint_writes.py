@@ -88,12 +88,16 @@ def test_first_write_on_a_full_disk_says_nothing_was_written(small_disk: Path) -
 
 
 def test_only_partial_files_are_removed(tmp_path: Path) -> None:
-    """Every temporary name yogo writes under (and an older yogo's `.last.pth.partial`)."""
+    """Every temporary name yogo writes under (and an older yogo's `.last.pth.partial`), and
+    the work folder a killed export leaves beside its output."""
     partials = [".best.pth.partial", ".label_index.77.partial.npz", ".last.12.partial.pth"]
     for name in [*partials, "last.pth", "notes.partial", ".hidden.pth"]:
         (tmp_path / name).write_text("x")
+    work = tmp_path / ".best.31.partial.work"
+    work.mkdir()
+    (work / "model.onnx").write_text("x")
     removed = remove_partial_files(tmp_path)
-    assert [p.name for p in removed] == partials
+    assert [p.name for p in removed] == sorted([*partials, work.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".hidden.pth",
         "last.pth",

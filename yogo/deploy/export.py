@@ -13,12 +13,16 @@ file, as `yogo infer` runs it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,7 +34,10 @@ from yogo.errors import RunError, UserError, display_path
 from yogo.evaluation.counting import count_model_of
 from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
-from yogo.outputs import atomic_path, plan_file
+from yogo.outputs import atomic_path, partial_folder, plan_file, write_atomic
+
+if TYPE_CHECKING:
+    from yogo.deploy.accuracy import Accuracy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,9 @@ log = logging.getLogger(__name__)
 # near the clamp (80, an untrained or YOGO 1.0.1 model on 0..255 input) reach 2e-4 relative.
 ATOL = 1e-4
 WH_RTOL = 1e-3
+# fp16 weights and arithmetic (OpenVINO --precision fp16): ~3 significant digits
+FP16_ATOL = 1e-2
+FP16_WH_RTOL = 1e-2
 VERIFY_IMAGES = 8
 
 
@@ -52,45 +62,286 @@ class ExportResult:
     input_shape: tuple[int | str, ...]
     output_shape: tuple[int | str, ...]
     nodes: tuple[int, int] | None = None  # graph nodes before and after --simplify
+    runtime: str = "onnxruntime"  # what ran the exported file to verify it
+    accuracy: Accuracy | None = None  # on --verify-split, beside PyTorch
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
-    """Export, verify, then move into place; a file that fails verification is not kept."""
+    """Export, verify, then move into place; a file that fails verification is not kept.
+    `--format openvino` converts the verified ONNX graph to an OpenVINO IR (.xml and .bin)."""
     speak_unless_configured()
     cfg.require_valid()
     checkpoint_path = Path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
-    output = Path(cfg.output_filename or checkpoint_path.with_suffix(".onnx"))
+    openvino = cfg.format == "openvino"
+    suffix = ".xml" if openvino else ".onnx"
+    output = Path(cfg.output_filename or checkpoint_path.with_suffix(suffix))
     plan_file(output, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
-    if output.suffix != ".onnx":  # checked before the work, as every output is
+    if output.suffix != suffix:  # checked before the work, as every output is
         raise UserError(
-            f"--output-filename must name an .onnx file, got '{output}'",
-            fix="give a name ending in .onnx",
+            f"--output-filename must name an {suffix} file for --format {cfg.format}, got "
+            f"'{output}'",
+            fix=f"give a name ending in {suffix}",
         )
+    if openvino:
+        plan_file(
+            output.with_suffix(".bin"), force=cfg.force, inputs=[checkpoint_path],
+            option="--output-filename",
+        )  # fmt: skip
+        _require_openvino()
     height = checkpoint.model_config.image_hw[0]
     if cfg.crop_height is not None and round(cfg.crop_height * height) < 8:
         raise UserError(f"--crop-height {cfg.crop_height} leaves fewer than 8 rows")
-    deployed = Deployed(checkpoint.build_model(), cfg.crop_height)
-    images, source = verification_images(checkpoint)
+    nhwc = cfg.input_layout == "nhwc"
+    deployed = Deployed(checkpoint.build_model(), cfg.crop_height, channels_last=nhwc)
+    # (B, C, H, W), as predictors take them
+    images, source = verification_images(checkpoint, cfg.calibration)
+    fed = np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if nhwc else images
+    metadata = _metadata(cfg, checkpoint)
+    expected, tolerance = pytorch_reference(deployed, fed)
+    if cfg.precision == "fp16":  # weights and arithmetic in half precision
+        tolerance = (max(tolerance[0], FP16_ATOL), max(tolerance[1], FP16_WH_RTOL))
+    labelled = _labelled_ddf(cfg, checkpoint)
+    if cfg.precision == "int8" and labelled is None:
+        raise UserError(
+            "--precision int8 calibrates on frames of a dataset definition, and this "
+            "checkpoint's cannot be read here",
+            fix="add --calibration DDF (its train frames calibrate, its test split verifies)",
+        )
+    report = output.with_suffix(".verification.json") if labelled is not None else None
+    if report is not None:
+        plan_file(report, force=cfg.force, inputs=[checkpoint_path], option="--output-filename")
 
-    with atomic_path(output) as temp:  # torch.onnx writes into it; kept only when verified
-        _write_onnx(deployed, images, temp, cfg.opset, cfg.dynamic_batch)
-        _require_opset(temp, cfg.opset)
-        nodes = _simplify(temp) if cfg.simplify else None
-        input_shape, output_shape = _add_metadata(temp, cfg.crop_height, checkpoint)
-        expected, tolerance = pytorch_reference(deployed, images)
-        got = load_predictor(temp, "cpu").run(images).numpy()  # as `yogo infer` runs it
-        error, wh_error = compare(got, expected)
-        if not (error <= tolerance[0] and wh_error <= tolerance[1]):
+    with partial_folder(output) as work:
+        graph = work / "model.onnx"
+        _write_onnx(deployed, fed, graph, cfg.opset, cfg.dynamic_batch)
+        _require_opset(graph, cfg.opset)
+        nodes = _simplify(graph) if cfg.simplify else None
+        input_shape, output_shape = _add_metadata(graph, metadata)
+        written = graph
+        if cfg.precision == "int8":
+            assert labelled is not None
+            frames = _calibration_frames(labelled, checkpoint, cfg.calibration_frames, nhwc)
+            written = _int8(graph, metadata, frames, openvino)
+        elif openvino:
+            written = _to_openvino(graph, metadata, cfg.precision)
+        exported = load_predictor(written, "cpu")  # as `yogo infer` runs it
+        error, wh_error = compare(exported.run(images).numpy(), expected)
+        # Reduced precision is judged by its accuracy below where a DDF allows it, not by
+        # its raw outputs (fp16 of a model that amplifies rounding, as YOGO 1.0.1's fixture
+        # does, moves them by 0.03); without one fp16 must stay within FP16_ATOL.
+        judged_by_accuracy = cfg.precision != "fp32" and labelled is not None
+        if not (judged_by_accuracy or (error <= tolerance[0] and wh_error <= tolerance[1])):
             raise RunError(
                 f"the exported model disagrees with PyTorch on {source}: max abs error "
                 f"{error:.3g} (tolerance {tolerance[0]:.2g}), w/h relative error "
                 f"{wh_error:.3g} (tolerance {tolerance[1]:.2g}); nothing was written. "
                 "Try another --opset."
             )
+        accuracy = None
+        if labelled is not None:
+            accuracy = _verify_accuracy(cfg, checkpoint_path, exported, labelled, checkpoint)
+        if accuracy is not None:  # the figures travel with the file
+            _add_verification(written, json.dumps(accuracy.to_plain()))
+        if openvino:  # the weights first: an .xml is never there without its .bin
+            _publish(written.with_suffix(".bin"), output.with_suffix(".bin"))
+        _publish(written, output)
+        if report is not None and accuracy is not None:
+            write_atomic(report, json.dumps(accuracy.to_plain(), indent=2) + "\n")
+    runtime = "openvino" if openvino else "onnxruntime"
     return ExportResult(
-        output, error, wh_error, tolerance, source, input_shape, output_shape, nodes
+        output,
+        error,
+        wh_error,
+        tolerance,
+        source,
+        input_shape,
+        output_shape,
+        nodes,
+        runtime,
+        accuracy,
     )
+
+
+def _labelled_ddf(cfg: ExportConfig, checkpoint: Checkpoint) -> Path | None:
+    """The DDF to calibrate and verify on: --calibration, else the checkpoint's own when it
+    can be read here and has the --verify-split (else None, with a note)."""
+    named = cfg.calibration or (checkpoint.payload.get("config") or {}).get("ddf")
+    if not named:
+        log.info("no dataset definition to verify the file's accuracy on (--calibration DDF)")
+        return None
+    from yogo.ddf import DatasetDefinition
+
+    try:
+        ddf = DatasetDefinition.from_yaml(Path(named))
+    except UserError as e:
+        if cfg.calibration:
+            raise
+        log.info(f"the file's accuracy is not verified: {str(e).splitlines()[0]}")
+        return None
+    if ddf.class_names != checkpoint.model_config.class_names:
+        raise UserError(
+            f"its classes [{', '.join(ddf.class_names)}] are not the model's",
+            path=ddf.path,
+            fix="give the DDF the model was trained on (--calibration)",
+        )
+    if not ddf.splits[cfg.verify_split]:
+        log.info(f"the file's accuracy is not verified: {named} has no {cfg.verify_split} split")
+        return None if cfg.precision != "int8" else Path(named)
+    return Path(named)
+
+
+def _calibration_frames(ddf: Path, checkpoint: Checkpoint, count: int, nhwc: bool) -> np.ndarray:
+    """Up to `count` training frames (else validation frames) in the exported input layout."""
+    from yogo.deploy.accuracy import labelled_frames
+
+    config = checkpoint.model_config
+    frames, _ = labelled_frames(ddf, "train", config, count)
+    if not len(frames):
+        frames, _ = labelled_frames(ddf, "val", config, count)
+    if not len(frames):
+        raise UserError("has no train or val frames to calibrate int8 on", path=ddf)
+    return np.ascontiguousarray(frames.transpose(0, 2, 3, 1)) if nhwc else frames
+
+
+def _int8(graph: Path, metadata: dict[str, str], frames: np.ndarray, openvino: bool) -> Path:
+    """The float graph quantised to int8 on `frames`: NNCF on its OpenVINO IR, or
+    onnxruntime's static quantisation (QDQ, per-channel weights) of the ONNX graph."""
+    if openvino:
+        # nncf imports torch's extension builder, which warns that this machine has no CUDA
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        import nncf
+        import openvino as ov
+
+        model = ov.convert_model(str(graph))
+        data = nncf.Dataset([frame[None] for frame in frames])
+        with contextlib.redirect_stdout(sys.stderr):  # its progress bars; stdout is the result
+            quantized = nncf.quantize(model, data, subset_size=len(frames))
+        return _save_ir(quantized, metadata, graph.with_name("int8.xml"), fp16=False)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Frames(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.items = iter([{"images": frame[None]} for frame in frames])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    import onnx
+
+    convolutions = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "Conv"]
+    out = graph.with_name("int8.onnx")
+    root = logging.getLogger()  # onnxruntime advises pre-processing there, at every call
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(
+            str(graph),
+            str(out),
+            Frames(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],  # the decoding (sigmoid, exp, softmax) stays float
+            # The first convolution (on the raw pixels) and the head (the objectness and class
+            # logits) stay float: quantised, the quality set's small class fell from AP 0.94
+            # to 0.65 and its count from 368 to 3,004 (docs/benchmarks.md).
+            nodes_to_exclude=[convolutions[0], convolutions[-1]],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        root.setLevel(level)
+    _add_metadata(out, {k: v for k, v in metadata.items() if k not in _onnx_keys(out)})
+    return out
+
+
+def _add_verification(path: Path, figures: str) -> None:
+    """The accuracy figures into the verified file's metadata (`verification`, JSON)."""
+    if path.suffix == ".onnx":
+        _add_metadata(path, {"verification": figures})
+        return
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    model.set_rt_info(figures, ["yogo", "verification"])
+    again = path.with_name("verified.xml")
+    ov.save_model(model, str(again), compress_to_fp16=False)
+    again.replace(path)
+    again.with_suffix(".bin").replace(path.with_suffix(".bin"))
+
+
+def _onnx_keys(path: Path) -> set[str]:
+    import onnx
+
+    return {p.key for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _verify_accuracy(
+    cfg: ExportConfig, checkpoint_path: Path, exported: Any, ddf: Path, checkpoint: Checkpoint
+) -> Accuracy | None:
+    """The exported file beside PyTorch on --verify-split: printed; refused (RunError)
+    past the limits unless --force-accuracy."""
+    from yogo.deploy.accuracy import compare_accuracy, labelled_frames
+
+    frames, truths = labelled_frames(ddf, cfg.verify_split, checkpoint.model_config)
+    if not len(frames):
+        return None
+    pytorch = load_predictor(checkpoint_path, "cpu", cfg.crop_height)
+    accuracy = compare_accuracy(pytorch, exported, frames, truths)
+    log.info(
+        f"accuracy on the {cfg.verify_split} split of {display_path(ddf)} ({len(frames)} "
+        f"frames, the model's thresholds):\n{accuracy.table()}"
+    )
+    problems = accuracy.problems(cfg.max_map_drop)
+    if problems and not cfg.force_accuracy:
+        raise RunError(
+            "the exported model is less accurate than PyTorch: "
+            + "; ".join(problems)
+            + ". Nothing was written (--force-accuracy keeps it anyway)."
+        )
+    for problem in problems:
+        log.warning(f"kept with --force-accuracy although {problem}")
+    return accuracy
+
+
+def _publish(source: Path, target: Path) -> None:
+    """Move a verified file from the work folder into place through the output rule."""
+    with atomic_path(target) as partial:
+        os.replace(source, partial)
+
+
+def _require_openvino() -> None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--format openvino needs the openvino package",
+            fix="pip install 'yogo[openvino]'",
+        ) from None
+
+
+def _to_openvino(graph: Path, metadata: dict[str, str], precision: str) -> Path:
+    """The ONNX graph as an OpenVINO IR beside it (model.xml and model.bin), with yogo's
+    metadata in its rt_info; fp16 stores the weights in half precision."""
+    import openvino as ov
+
+    model = ov.convert_model(str(graph))
+    return _save_ir(model, metadata, graph.with_suffix(".xml"), fp16=precision == "fp16")
+
+
+def _save_ir(model: Any, metadata: dict[str, str], xml: Path, fp16: bool) -> Path:
+    """An OpenVINO model saved as `xml` and its .bin, yogo's metadata in its rt_info."""
+    import openvino as ov
+
+    for key, value in metadata.items():
+        model.set_rt_info(value, ["yogo", key])
+    ov.save_model(model, str(xml), compress_to_fp16=fp16)
+    return xml
 
 
 def pytorch_reference(
@@ -109,12 +360,15 @@ def pytorch_reference(
     return expected, (max(ATOL, 2 * noise), max(WH_RTOL, 2 * wh_noise))
 
 
-def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
-    """Up to 8 frames at the model size, uint8 (B, C, H, W): the run's validation images when
-    its DDF can be read, else synthetic smear frames (with a warning saying why)."""
+def verification_images(
+    checkpoint: Checkpoint, ddf_path: str | None = None
+) -> tuple[np.ndarray, str]:
+    """Up to 8 frames at the model size, uint8 (B, C, H, W): the validation images of
+    `ddf_path` (else of the run's DDF) when it can be read, else synthetic smear frames (with
+    a warning saying why)."""
     config = checkpoint.model_config
-    ddf_path = (checkpoint.payload.get("config") or {}).get("ddf")
-    why = "the checkpoint names no dataset definition"
+    ddf_path = ddf_path or (checkpoint.payload.get("config") or {}).get("ddf")
+    why = "the checkpoint names no dataset definition (--calibration DDF gives one)"
     if ddf_path:
         from yogo.data.images import ImageError, decode_image
         from yogo.data.transforms import resize
@@ -137,7 +391,7 @@ def verification_images(checkpoint: Checkpoint) -> tuple[np.ndarray, str]:
             why = f"{display_path(ddf_path)} lists no images"
     from yogo.data.synth import synthetic_frames
 
-    log.warning(f"verifying the ONNX file on synthetic frames: {why}")
+    log.warning(f"verifying the exported file on synthetic frames: {why}")
     frames_array = synthetic_frames(4, config.image_hw, config.channels, seed=0)
     return frames_array, f"4 synthetic frames ({why})"
 
@@ -204,20 +458,15 @@ def _simplify(path: Path) -> tuple[int, int]:
     return before, after
 
 
-def _add_metadata(
-    path: Path, crop_height: float | None, checkpoint: Checkpoint
-) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
-    """Add yogo's metadata to the file; returns its input and output shapes."""
-    import onnx
-
+def _metadata(cfg: ExportConfig, checkpoint: Checkpoint) -> dict[str, str]:
+    """What an exported file carries: everything `yogo infer` needs to run it and count."""
     model_config = checkpoint.model_config
-    model = onnx.load(str(path))
-    metadata = {
+    return {
         "class_names": json.dumps(list(model_config.class_names)),
         "image_hw": json.dumps(list(model_config.image_hw)),
         "channels": str(model_config.channels),
         "normalize_images": json.dumps(model_config.normalize_images),
-        "crop_height": json.dumps(crop_height),
+        "crop_height": json.dumps(cfg.crop_height),
         "anchors": json.dumps([model_config.anchor_w, model_config.anchor_h]),
         "centre_range": json.dumps(model_config.centre_range),
         "model_name": model_config.model_name,
@@ -225,9 +474,20 @@ def _add_metadata(
         "source_checkpoint": checkpoint.path.name,
         "source_format": checkpoint.source,
         "output": "xc, yc, w, h (normalised to the full frame), objectness, class probabilities",
+        "input_layout": cfg.input_layout,
+        "precision": cfg.precision,
         # per-class thresholds, calibration and count correction (docs/counting.md)
         "counting": json.dumps(count_model_of(checkpoint).to_plain()),
     }
+
+
+def _add_metadata(
+    path: Path, metadata: dict[str, str]
+) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
+    """Add yogo's metadata to the ONNX file; returns its input and output shapes."""
+    import onnx
+
+    model = onnx.load(str(path))
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

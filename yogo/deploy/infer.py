@@ -41,11 +41,13 @@ from yogo.data.images import ImageError
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.ddf import SplitFractions, ddf_text, parse_split_override
+from yogo.deploy.heatmap import Heatmap, heatmap_figure, load_mask, masked
 from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, write_yolo
 from yogo.deploy.labelstudio import frame_task, url_prefix
 from yogo.deploy.predictor import Predictor, load_predictor
-from yogo.errors import UserError
+from yogo.errors import UserError, display_path
 from yogo.evaluation.counting import Ratio, thresholds_for
+from yogo.evaluation.plots import save_picture
 from yogo.log import progress, speak_unless_configured
 from yogo.model.boxes import postprocess
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
@@ -59,6 +61,7 @@ class InferSummary:
     images: int = 0
     detections: int = 0
     totals: dict[str, int] = field(default_factory=dict)
+    masked: dict[str, int] = field(default_factory=dict)  # in the heatmap mask, counted apart
     counts: dict[str, Any] = field(default_factory=dict)  # counts.json: corrected, per specimen
     thresholds: str = ""  # the objectness thresholds used, in words
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (frame name, reason)
@@ -135,9 +138,10 @@ class _Plan:
             paths.append(self.out / "images" / f"{stem}.png")
         return paths
 
-    def every_file(self, count: bool) -> list[Path]:
+    def every_file(self, count: bool, heatmap: bool) -> list[Path]:
         """Every file this run will write under the output folder."""
         planned = [self.out / "predictions.json"]
+        planned += [self.out / "heatmap_mask.npy", self.out / "heatmap.png"] if heatmap else []
         planned += [self.out / "counts.csv", self.out / "counts.json"] if count else []
         planned += [p for p in (self.npy, self.ddf) if p is not None]
         return planned + [p for stem in self.frames.stems for p in self.per_frame(stem)]
@@ -148,19 +152,23 @@ def infer(cfg: InferConfig) -> InferSummary:
     return the totals."""
     speak_unless_configured()
     cfg.require_valid()
-    if cfg.heatmap_mask_path is not None:
-        log.warning("--heatmap-mask-path is ignored: it had no effect in YOGO 1.0.1 either")
     split = parse_split_override(cfg.split_fractions, "--split-fractions")
     predictor = load_predictor(Path(cfg.model), cfg.device, cfg.crop_height, cfg.half)
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
-    inputs = Inputs.of(*frames.inputs, cfg.model, folders=[frames.folder])
+    model_files = [Path(cfg.model)]
+    if model_files[0].suffix == ".xml":  # an OpenVINO IR's weights are an input too
+        model_files.append(model_files[0].with_suffix(".bin"))
+    inputs = Inputs.of(*frames.inputs, *model_files, folders=[frames.folder])
     counts_wanted = bool(cfg.count or cfg.ratio or cfg.report)
     names = cfg.class_names or predictor.class_names
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
-    files = plan.every_file(counts_wanted)
+    masking = cfg.heatmap_mask is not None or cfg.heatmap_mask_path is not None
+    if cfg.heatmap_mask is not None:
+        _require_one_run(frames)
+    files = plan.every_file(counts_wanted, masking)
     files += _plan_named_file(
         plan.label_studio, "--label-studio", plan.out, files, cfg.force, inputs
     )
@@ -181,6 +189,12 @@ def infer(cfg: InferConfig) -> InferSummary:
     predictor = dataclasses.replace(
         predictor, counting=thresholds_for(predictor.counting, cfg.obj_thresh)
     )
+    grid = _grid(predictor) if masking else (0, 0)
+    given_mask = (
+        load_mask(Path(cfg.heatmap_mask_path), len(names), grid, predictor.image_hw)
+        if cfg.heatmap_mask_path is not None
+        else None
+    )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
     dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
@@ -190,6 +204,12 @@ def infer(cfg: InferConfig) -> InferSummary:
             workers = min(workers, max(0, len(frames) // cfg.batch_size))
             loader = loaders.make(dataset, cfg.batch_size, workers, collate_fn=_as_list)
             summary, found = _predict_all(predictor, loader, plan, cfg)
+        if masking:
+            found = _apply_mask(found, given_mask, grid, cfg, predictor, plan.out)
+            n = len(predictor.class_names)
+            summary.totals = dict(zip(predictor.class_names, _total(found, n), strict=True))
+            inside = _total(found, n, masked=True)
+            summary.masked = dict(zip(predictor.class_names, inside, strict=True))
         summary.seconds = time.perf_counter() - start
         summary.kind = predictor.kind
         summary.thresholds = predictor.counting.describe()
@@ -204,6 +224,76 @@ def infer(cfg: InferConfig) -> InferSummary:
     return summary
 
 
+def _grid(predictor: Predictor) -> tuple[int, int]:
+    """The model's output grid (Sy, Sx): its output on one blank frame."""
+    blank = np.zeros((1, predictor.channels, *predictor.image_hw), np.uint8)
+    sy, sx = predictor.run(blank).shape[-2:]
+    return int(sy), int(sx)
+
+
+def _apply_mask(
+    found: list[Found],
+    given: np.ndarray | None,
+    grid: tuple[int, int],
+    cfg: InferConfig,
+    predictor: Predictor,
+    out: Path,
+) -> list[Found]:
+    """Flag the detections in the heatmap mask (the given one, or with --heatmap-mask auto
+    the cells where a class sits in most frames); write the mask and its picture."""
+    names = predictor.class_names
+    heatmap = None
+    if given is None:
+        heatmap = Heatmap.of([f.rows for f in found], len(names), grid)
+        mask = heatmap.mask(cfg.heatmap_min_fraction)
+    else:
+        mask = given
+    buffer = io.BytesIO()
+    np.save(buffer, mask)
+    write_atomic(out / "heatmap_mask.npy", buffer.getvalue())
+    figure = heatmap_figure(heatmap, mask, names, cfg.heatmap_min_fraction)
+    save_picture(figure, out / "heatmap.png")
+    log.info(
+        f"heatmap mask: {int(mask.sum())} grid cell(s) of {mask.shape[1]}x{mask.shape[2]} "
+        f"masked; their detections are counted apart ({display_path(out / 'heatmap.png')})"
+    )
+    flagged = []
+    for f in found:
+        flags = masked(f.rows, mask)
+        kept = np.bincount(f.rows[~flags, 6].astype(np.int64), minlength=len(names))
+        flagged.append(dataclasses.replace(f, per_class=kept, masked=flags))
+    return flagged
+
+
+def _total(found: list[Found], num_classes: int, masked: bool = False) -> list[int]:
+    """Per class, the detections outside the mask (or with `masked`, inside it)."""
+    total = np.zeros(num_classes, dtype=np.int64)
+    for f in found:
+        total += f.masked_per_class() if masked else f.per_class
+    return [int(n) for n in total]
+
+
+def _specimens(frames: Frames) -> list[str]:
+    """The specimen each frame belongs to: the folder holding it (or the zarr store)."""
+    parents = [str(Path(name).parent) for name in frames.names]
+    return [frames.folder.name if parent == "." else parent for parent in parents]
+
+
+def _require_one_run(frames: Frames) -> None:
+    """--heatmap-mask auto finds what stays put during one run; over several specimens a stuck
+    object of one run would sit in a fraction of the frames only, and go unmasked."""
+    specimens = sorted(set(_specimens(frames)))
+    if len(specimens) > 1:
+        shown = ", ".join(specimens[:3]) + (", ..." if len(specimens) > 3 else "")
+        raise UserError(
+            f"--heatmap-mask auto finds the objects that stay put during one run, and these "
+            f"frames are {len(specimens)} specimens ({shown})",
+            path=frames.folder,
+            fix="run yogo infer once per specimen's folder or store (its heatmap_mask.npy "
+            "can then be given to other runs with --heatmap-mask-path)",
+        )
+
+
 def specimen_counts(
     predictor: Predictor, frames: Frames, found: list[Found], ratios: list[Ratio]
 ) -> dict[str, Any]:
@@ -211,17 +301,19 @@ def specimen_counts(
     frames and per specimen (the folder holding the frames, or the zarr store), with the
     ratios (docs/counting.md)."""
     counting = predictor.counting
-    frame_names = frames.names
-    root = frames.folder.name
+    specimen = _specimens(frames)
     groups: dict[str, list[Found]] = {}
     for f in found:
-        parent = str(Path(frame_names[f.index]).parent)
-        groups.setdefault(root if parent == "." else parent, []).append(f)
+        groups.setdefault(specimen[f.index], []).append(f)
 
     def counted(part: list[Found]) -> dict[str, Any]:
-        empty = np.zeros(len(predictor.class_names), dtype=np.int64)
-        raw = np.sum([f.per_class for f in part], axis=0) if part else empty
-        return {"frames": len(part), **counting.correct(raw, len(part), ratios).to_plain()}
+        n = len(predictor.class_names)
+        raw = np.array(_total(part, n))
+        out = {"frames": len(part), **counting.correct(raw, len(part), ratios).to_plain()}
+        if any(f.masked is not None for f in part):  # --heatmap-mask: counted apart
+            inside = _total(part, n, masked=True)
+            out["masked"] = dict(zip(predictor.class_names, inside, strict=True))
+        return out
 
     return {
         "class_names": list(predictor.class_names),
@@ -300,7 +392,14 @@ def _write_results(
         "confidence = objectness x class probability; calibrated_confidence = the chance "
         "that the detection is right, from the model's calibration (docs/counting.md)",
         "images": [
-            record(frame_names[f.index], f.height_width, f.rows, names, calibrated(predictor, f))
+            record(
+                frame_names[f.index],
+                f.height_width,
+                f.rows,
+                names,
+                calibrated(predictor, f),
+                f.masked,
+            )
             for f in found
         ],
         "unreadable": [{"path": name, "reason": why} for name, why in summary.unreadable],
@@ -310,9 +409,13 @@ def _write_results(
     if summary.counts:
         table = io.StringIO(newline="")
         writer = csv.writer(table)
-        writer.writerow(["image", "total", *names])
+        masking = bool(summary.masked)
+        apart = [f"masked_{n}" for n in names] if masking else []
+        writer.writerow(["image", "total", *names, *apart])
         for f in found:
-            writer.writerow([frame_names[f.index], len(f.rows), *f.per_class.tolist()])
+            inside = f.masked_per_class().tolist() if masking else []
+            total = int(f.per_class.sum())
+            writer.writerow([frame_names[f.index], total, *f.per_class.tolist(), *inside])
         written.append(plan.out / "counts.csv")
         write_atomic(written[-1], table.getvalue())
         written.append(plan.out / "counts.json")
@@ -450,6 +553,9 @@ def format_counts(summary: InferSummary) -> str:
         lines.append(
             f"  {'total':<{width}}  {sum(c['count'] for c in part['per_class'].values()):>6}"
         )
+        if "masked" in part:
+            inside = ", ".join(f"{n} {k}" for n, k in part["masked"].items())
+            lines.append(f"  in the heatmap mask, counted apart: {inside}")
         for text, r in part["ratios"].items():
             value = "-" if r["value"] is None else f"{r['value']:.4g}"
             ci = r["ci95"]

@@ -29,7 +29,13 @@ class Found:
     index: int
     rows: np.ndarray
     height_width: tuple[int, int]
-    per_class: np.ndarray  # (C,) detections of each class
+    per_class: np.ndarray  # (C,) detections of each class (outside the heatmap mask, if any)
+    masked: np.ndarray | None = None  # (N,) bool: in the heatmap mask (counted apart)
+
+    def masked_per_class(self) -> np.ndarray:
+        """(C,) the detections of each class inside the heatmap mask."""
+        flags = np.zeros(len(self.rows), bool) if self.masked is None else self.masked
+        return np.bincount(self.rows[flags, 6].astype(np.int64), minlength=len(self.per_class))
 
 
 def write_npy(path: Path, found: list[Found], num_classes: int) -> None:
@@ -66,6 +72,7 @@ def record(
     rows: np.ndarray,
     names: Sequence[str],
     calibrated: np.ndarray,
+    in_mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
     x0, y0, x1, y1, objectness, class_prob, classes = rows[:, :7].T
     columns = (
@@ -101,6 +108,9 @@ def record(
         }
         for cls, v in zip(classes.astype(np.int64).tolist(), columns, strict=True)
     ]
+    if in_mask is not None:  # --heatmap-mask: where stuck objects sit, counted apart
+        for detection, flag in zip(detections, in_mask.tolist(), strict=True):
+            detection["masked"] = flag
     height, width = original_hw
     return {
         "image": name,

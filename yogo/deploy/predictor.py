@@ -37,15 +37,20 @@ class Deployed(nn.Module):
     range the model was trained on), decoded predictions out, optionally on the centred band
     of round(crop_height * H) rows (outputs stay in full-frame coordinates)."""
 
-    def __init__(self, model: YOGO, crop_height: float | None = None) -> None:
+    def __init__(
+        self, model: YOGO, crop_height: float | None = None, channels_last: bool = False
+    ) -> None:
         super().__init__()
         self.model = model.eval()
         height = model.config.image_hw[0]
         self.band = round(crop_height * height) if crop_height is not None else height
         self.top = (height - self.band) // 2
         self.height = height
+        self.channels_last = channels_last  # frames come as (B, H, W, C)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.permute(0, 3, 1, 2)
         if self.band == self.height:
             return self.model.predict(images)
         decoded = self.model.predict(images[:, :, self.top : self.top + self.band])
@@ -181,16 +186,18 @@ def load_predictor(
     crop_height: float | None = None,
     half: bool = False,
 ) -> Predictor:
-    """A .pth (yogo or YOGO 1.0.1) or a yogo-exported .onnx, on `device_name` (None: the GPU
-    when there is one); a .pth on the centred band of round(crop_height * H) rows (an .onnx
-    has its band built in by `yogo export --crop-height`), in reduced precision with `half`
-    (fp16 on a GPU, bf16 on a CPU)."""
+    """A .pth (yogo or YOGO 1.0.1), a yogo-exported .onnx or OpenVINO .xml (on the CPU), on
+    `device_name` (None: the GPU when there is one); a .pth on the centred band of
+    round(crop_height * H) rows (an exported file has its band built in by `yogo export
+    --crop-height`), in reduced precision with `half` (fp16 on a GPU, bf16 on a CPU)."""
     path = Path(path)
     require_crop_height(crop_height)
     if not path.is_file():
         raise UserError("model file does not exist", path=path)
     if path.suffix == ".onnx":
         return _onnx_predictor(path, device_name, crop_height, half)
+    if path.suffix == ".xml":
+        return _openvino_predictor(path, crop_height, half)
     checkpoint = load_checkpoint(path)
     config = checkpoint.model_config
     device = resolve_device(device_name)
@@ -235,41 +242,96 @@ def _onnx_predictor(
             fix="re-export it with `yogo export` (or another --opset)",
         ) from None
     metadata = session.get_modelmeta().custom_metadata_map
-    if "class_names" not in metadata or "image_hw" not in metadata:
+    shape = session.get_inputs()[0].shape
+    one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
+
+    def infer(images: np.ndarray) -> np.ndarray:
+        if not one_at_a_time:
+            out: np.ndarray = session.run(None, {"images": images})[0]
+            return out
+        return np.concatenate([session.run(None, {"images": image[None]})[0] for image in images])
+
+    kind = f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}"
+    return _exported(path, metadata, infer, kind, crop_height, half)
+
+
+def _openvino_predictor(path: Path, crop_height: float | None, half: bool) -> Predictor:
+    """An OpenVINO IR (`yogo export --format openvino`) on this machine's CPU."""
+    try:
+        import openvino as ov
+    except ImportError:
         raise UserError(
-            "has no yogo metadata (class names, image size)",
+            "running an OpenVINO model needs the openvino package",
+            path=path,
+            fix="pip install 'yogo[openvino]'",
+        ) from None
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as e:
+        raise UserError(
+            f"OpenVINO cannot read this model: {str(e).splitlines()[0]}", path=path
+        ) from None
+    metadata = {
+        key: model.get_rt_info(["yogo", key]).astype(str)
+        for key in METADATA_KEYS
+        if model.has_rt_info(["yogo", key])
+    }
+    compiled = core.compile_model(model, "CPU")
+
+    def infer(images: np.ndarray) -> np.ndarray:
+        out: np.ndarray = compiled(images)[0]
+        return out.astype(np.float32)
+
+    return _exported(path, metadata, infer, "openvino on CPU", crop_height, half)
+
+
+# What `yogo export` stores in a model file (ONNX metadata_props, OpenVINO rt_info "yogo").
+METADATA_KEYS = (
+    "class_names", "image_hw", "channels", "normalize_images", "crop_height", "anchors",
+    "centre_range", "model_name", "yogo_version", "source_checkpoint", "source_format",
+    "output", "counting", "input_layout", "precision", "verification",
+)  # fmt: skip
+
+
+def _exported(
+    path: Path,
+    metadata: dict[str, str],
+    infer: Callable[[np.ndarray], np.ndarray],
+    kind: str,
+    crop_height: float | None,
+    half: bool,
+) -> Predictor:
+    """A predictor over an exported file's `infer` (its own input layout), from its
+    metadata."""
+    if not {"class_names", "image_hw", "channels"} <= metadata.keys():
+        raise UserError(
+            "has no yogo metadata (class names, image size, channels)",
             path=path,
             fix="export it with `yogo export`",
         )
     built_in = json.loads(metadata.get("crop_height", "null"))
     if crop_height is not None and crop_height != built_in:
         raise UserError(
-            f"--crop-height {crop_height:g} differs from this .onnx file's "
+            f"--crop-height {crop_height:g} differs from this {path.suffix} file's "
             f"({'none' if built_in is None else f'{built_in:g}'}): a band is built into the graph",
             path=path,
             fix=f"re-export with `yogo export CHECKPOINT --crop-height {crop_height:g}`, "
             "or run the .pth",
         )
     if half:
-        log.info("--half: an .onnx file runs in the precision it was exported in")
-    shape = session.get_inputs()[0].shape
-    one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
+        log.info(f"--half: a {path.suffix} file runs in the precision it was exported in")
+    channels_last = metadata.get("input_layout", "nchw") == "nhwc"
 
-    def run(images: np.ndarray) -> torch.Tensor:
-        if not one_at_a_time:
-            return torch.from_numpy(session.run(None, {"images": images})[0])
-        parts = [session.run(None, {"images": image[None]})[0] for image in images]
-        return torch.from_numpy(np.concatenate(parts))
+    def run(images: np.ndarray) -> torch.Tensor:  # (B, C, H, W), as every predictor takes
+        if channels_last:
+            images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+        return torch.from_numpy(infer(images))
 
     hw = json.loads(metadata["image_hw"])
     names = tuple(json.loads(metadata["class_names"]))
     stored = json.loads(metadata["counting"]) if "counting" in metadata else None
     counting = read_count_model(stored, names, path, "export it again with `yogo export`")
     return Predictor(
-        run,
-        names,
-        (int(hw[0]), int(hw[1])),
-        int(metadata.get("channels", shape[1])),
-        f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}",
-        counting,
+        run, names, (int(hw[0]), int(hw[1])), int(metadata["channels"]), kind, counting
     )
