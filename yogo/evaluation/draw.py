@@ -66,7 +66,10 @@ def draw_boxes(
     pixel_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * canvas
     classes = np.asarray(classes).astype(np.int64)
     names = ["" if hide_labels else class_names[c] for c in classes]
-    shown = ["" if hide_conf or scores is None else f"{scores[k]:.2f}" for k in range(len(classes))]
+    shown = [
+        "" if hide_conf or scores is None or np.isnan(scores[k]) else f"{scores[k]:.2f}"
+        for k in range(len(classes))
+    ]  # a NaN score: a label's box, drawn without one
     texts = [f"{name} {score}".strip() for name, score in zip(names, shown, strict=True)]
     # Crowded frames (labels much wider than their boxes) show scores only, all of them alike.
     widths = np.array([font.getlength(t) for t in texts])
