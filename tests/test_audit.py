@@ -150,7 +150,12 @@ def test_planted_errors_rank_first_and_a_sort_restores_them(run_cli, tmp_path: P
         assert matches, p  # the true row is back (a person's, or the model's box)
         machine = [row for row in rows_now if len(row) == 6]  # accepted extras: confidence
         assert len(machine) == (p.kind != "swapped"), (p, machine)
-    # the new DDF: same frames, the corrected labels, and it trains and tests
+    # the new DDF: the same frames in the same splits, over the corrected labels
+    from yogo.ddf import DatasetDefinition
+
+    old_splits, new_splits = (DatasetDefinition.from_yaml(d).splits for d in (ddf, new / "ddf.yml"))
+    for split in ("train", "val", "test"):
+        assert [s.image for s in new_splits[split]] == [s.image for s in old_splits[split]]
     checked = run_cli("check", new / "ddf.yml")
     assert checked.code == 0, checked.err
 

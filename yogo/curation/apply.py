@@ -278,19 +278,26 @@ def _token(name: str, names: tuple[str, ...], label_studio_ids: dict[int, str] |
 
 
 def _ddf(definition: DatasetDefinition, layout: dict[FolderPair, Path], out: Path) -> str:
-    fractions = definition.split_fractions
-    folders = [
-        (pair.name, str(pair.image_path.resolve()), os.path.relpath(folder, out))
-        for pair, folder in layout.items()
-        if pair in definition.dataset_paths
-    ]
-    tests = [
-        (pair.name, str(pair.image_path.resolve()), os.path.relpath(folder, out))
-        for pair, folder in layout.items()
-        if pair in definition.test_paths
-    ]
+    """The new DDF: the same entries (names, images, test_paths) over the new label folders."""
+
+    def entries(pairs: tuple[FolderPair, ...]) -> list[tuple[str, str, str]]:
+        return [
+            (
+                pair.name.split(".", 1)[-1],  # "dataset_paths.run1" -> "run1"
+                str(pair.image_path.resolve()),
+                os.path.relpath(layout[pair], out),
+            )
+            for pair in pairs
+        ]
+
     comment = f"yogo audit --apply: the labels of {definition.path.resolve()}, corrected"
-    return ddf_text(comment, definition.class_names, fractions, folders, tests)
+    return ddf_text(
+        comment,
+        definition.class_names,
+        definition.split_fractions,
+        entries(definition.dataset_paths),
+        entries(definition.test_paths),
+    )
 
 
 def _changes_csv(changes: list[Change], targets: dict[Path, Path]) -> str:

@@ -262,11 +262,11 @@ def describe(rows: AuditRows, row: int, class_names: Sequence[str]) -> str:
     predicted = int(rows.predicted_class[row])
     model = f"{class_names[predicted]} {rows.score[row]:.2f}" if predicted >= 0 else ""
     if kind == EXTRA:
-        return f"extra: no label; model {model}"
+        return f"extra\nno label; model {model}"
     label = class_names[int(rows.label_class[row])]
     if kind == MISSED:
-        return f"missed: label {label}; model: objectness {1 - rows.disagreement[row]:.2f}"
-    return f"{KINDS[kind]}: label {label}; model {model}"
+        return f"missed\nlabel {label}; model nothing"
+    return f"{KINDS[kind]}\nlabel {label}; model {model}"
 
 
 CSV_COLUMNS = (
