@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import time
@@ -50,7 +49,7 @@ from yogo.evaluation.metrics import box_iou
 from yogo.evaluation.plots import save_picture
 from yogo.log import progress, speak_unless_configured
 from yogo.model.boxes import postprocess
-from yogo.outputs import Inputs, OutputSet, write_atomic
+from yogo.outputs import Inputs, OutputSet, atomic_path, write_atomic
 
 log = logging.getLogger("yogo")
 
@@ -205,9 +204,11 @@ def audit_rows(
                 continue
             decoded = predictor.run(np.stack([frame for _, frame in good]))
             found = postprocess(decoded, thresholds, iou_thresh, class_probs=True)
-            for (i, _), det, out in zip(good, found, decoded.numpy(), strict=True):
-                sample = samples[i]
-                parts.append(frame_rows(i, sample.boxes, sample.lines, det.numpy(), out))
+            per_frame = [
+                frame_rows(i, samples[i].boxes, samples[i].lines, det.numpy(), out)
+                for (i, _), det, out in zip(good, found, decoded.numpy(), strict=True)
+            ]
+            parts.append(AuditRows.concatenate(per_frame))  # a batch's rows: one set of columns
     if not parts:
         empty = np.zeros((0, 7 + len(predictor.class_names)))
         parts.append(frame_rows(0, np.zeros((0, 5)), np.zeros(0), empty, np.zeros((5, 1, 1))))
@@ -306,14 +307,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_csv(rows: Iterator[list[Any]]) -> bytes:
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(rows)
-    return text.getvalue().encode()
-
-
 def manifest(
     checkpoint: Path,
     ddf: Path,
@@ -403,9 +396,10 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
             title = f"{name}: the {len(tiles)} most suspect, in rank order (audit.csv)"
             save_picture(caption(mosaic(tiles, columns=min(8, len(tiles))), title),
                          out / f"sheet_{name}.png")  # fmt: skip
-        write_atomic(
-            out / "audit.csv", write_csv(csv_rows(rows, order, samples, names, thumbnails))
-        )
+        with atomic_path(out / "audit.csv") as partial, open(partial, "w", newline="") as f:
+            writer = csv.writer(f)  # streamed: millions of rows are never one string
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(csv_rows(rows, order, samples, names, thumbnails))
         labels = sorted({samples[int(rows.sample[row])].label for row in thumbnails})
         hashes = {str(label): sha256(label) for label in labels}  # what --apply may change
         kinds = {kind: int((rows.kind == i).sum()) for i, kind in enumerate(KINDS)}
