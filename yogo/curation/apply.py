@@ -32,7 +32,7 @@ from yogo.log import speak_unless_configured
 from yogo.outputs import Inputs, OutputSet, write_atomic
 
 log = logging.getLogger("yogo")
-NAME = re.compile(r"\d{5}_.+_(L\d+|extra)\.png")
+NAME = re.compile(r"\d{5,}_.+_(L\d+|extra)\.png")  # thumbnail_name's
 
 
 @dataclass(frozen=True)

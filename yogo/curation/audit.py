@@ -65,8 +65,8 @@ FORMAT_VERSION = 1
 
 @dataclass
 class AuditRows:
-    """One row per label box and per unlabelled detection, as columns (compact: ~40 bytes a
-    row, so 100k frames of 30 objects stay near 120 MB)."""
+    """One row per label box and per unlabelled detection, as columns: 57 bytes a row (100k
+    frames of 34 objects: 190 MB; the audit's peak there was 1.5 GB, docs/benchmarks.md)."""
 
     sample: np.ndarray  # (R,) int32: index into the audited samples
     line: np.ndarray  # (R,) int32: the label's line in its file, 0 for an extra
