@@ -468,13 +468,21 @@ def test_every_file_a_command_writes_is_listed_here(
             {"RUN": "out/runs/r"},
         ),
         "synth": (["synth", out / "synth", "--num-images", 2], {"OUT": "out/synth"}),
+        "audit": (  # the audit, then --apply of it: both write through the rule
+            [
+                ["audit", model, ddf, "--output-dir", out / "audit", "--max-thumbnails", 5],
+                ["audit", "--apply", out / "audit", "--out", out / "new"],
+            ],
+            {"AUDIT": "out/audit", "NEW": "out/new"},
+        ),
     }
     documented = documented_writes()
     assert sorted(documented) == sorted(runs)
     for command, (args, names) in runs.items():
         before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-        result = run_cli(*args)
-        assert result.code == 0, (command, result.err)
+        for line in args if isinstance(args[0], list) else [args]:
+            result = run_cli(*line)
+            assert result.code == 0, (command, result.err)
         after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
         assert {p: after[p] for p in before if p in after} == before, command  # none changed
         new = sorted(str(p.relative_to(tmp_path)) for p in set(after) - set(before))

@@ -28,6 +28,7 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 from yogo import __version__
 from yogo.config import (
     TRAIN_HELP_SECTIONS,
+    AuditConfig,
     CheckConfig,
     ExportConfig,
     InferConfig,
@@ -128,7 +129,15 @@ class _Command(TyperCommand):
         return super().parse_args(ctx, args)
 
 
-SETTINGS = (CheckConfig, TrainConfig, TestConfig, ExportConfig, InferConfig, SynthConfig)
+SETTINGS = (
+    CheckConfig,
+    TrainConfig,
+    TestConfig,
+    ExportConfig,
+    InferConfig,
+    SynthConfig,
+    AuditConfig,
+)
 
 
 def with_settings(
@@ -511,6 +520,23 @@ def synth(ctx: typer.Context, **settings: Any) -> None:
     cfg.require_valid()
     ddf = write_dataset(**dataclasses.asdict(cfg))
     typer.echo(f"wrote {cfg.num_images} frames and {ddf}")
+
+
+@app.command(cls=_Command)
+@with_settings(AuditConfig, optional=("checkpoint", "ddf"))
+def audit(ctx: typer.Context, **settings: Any) -> None:
+    """Rank every label by how much the model disagrees with it (missed, extra, other class,
+    poor box), with thumbnails to sort by hand; --apply writes the sorted corrections."""
+    cfg = AuditConfig(**_given(ctx, AuditConfig))
+    cfg.require_valid()
+    if cfg.apply is not None:
+        from yogo.curation.apply import apply_audit, format_changes
+
+        typer.echo(format_changes(apply_audit(cfg)))
+        return
+    from yogo.curation.audit import format_audit, run_audit
+
+    typer.echo(format_audit(run_audit(cfg)))
 
 
 def _json_to_stdout(json_path: Path | None) -> bool:

@@ -41,6 +41,7 @@ ObjLoss = Literal["mse", "bce"]
 ObjTarget = Literal["one", "iou"]
 BadLabelsPolicy = Literal["error", "drop", "clip"]
 Split = Literal["test", "val", "train"]
+AuditSplit = Literal["all", "train", "val", "test"]
 ZarrLayout = Literal["auto", "hwn", "nhw", "nhwc"]
 DrawingFileType = Literal["png", "tif", "tiff", ".png", ".tif", ".tiff"]  # YOGO wrote ".png"
 ImageFormat = Literal["png", "tif", "jpg", "bmp"]
@@ -790,6 +791,69 @@ class SynthConfig:
 
     def require_valid(self) -> None:
         require_choices(self)
+
+
+@dataclass
+class AuditConfig:
+    """`yogo audit`: rank every label by how much the model disagrees with it, with thumbnails
+    to sort by hand; `--apply` writes the sorted corrections as a new label set."""
+
+    checkpoint: str | None = option(None, argument=True, metavar="CHECKPOINT")
+    """A .pth checkpoint, or an exported .onnx or .xml, trained on the DDF's classes."""
+    ddf: str | None = option(None, argument=True, metavar="DDF")
+    """The dataset definition whose labels to audit (with --apply, optional: it must be the
+    one the audit was made from)."""
+    split: AuditSplit = "all"
+    """The split to audit (all: every labelled frame)."""
+    output_dir: str = "audit"
+    """A new folder for audit.csv, the thumbnails (one folder per class, and delete/) and the
+    contact sheets."""
+    max_thumbnails: int = 1000
+    """Thumbnails for the most suspect rows, at most this many (audit.csv ranks every row)."""
+    bad_labels: BadLabelsPolicy = "drop"
+    """Label rows with problems (docs/check.md): drop leaves them out of the audit (`yogo
+    check` lists them), error stops."""
+    apply: str | None = option(None, metavar="AUDIT_DIR")
+    """Write the corrections sorted in AUDIT_DIR (thumbnails moved between class folders, or
+    into delete/) as a new label set in --out, with a DDF over it; nothing else is read."""
+    out: str | None = option(None, metavar="NEW_DIR")
+    """With --apply: a new folder for the corrected labels and their ddf.yml."""
+    accept_extras: bool = False
+    """With --apply: add the model's unlabelled detections left in their class folder as
+    machine labels (with their confidence); moved ones are added either way, deleted ones
+    never."""
+    batch_size: int = option(16, "-bs", "--batch-size")
+    """Frames per batch."""
+    device: str | None = None
+    """cpu, cuda or cuda:N (default: cuda if available, else cpu)."""
+    num_workers: int | None = None
+    """Frame-reading processes (default: this process's share of the CPUs, at most 8)."""
+    force: bool = False
+    """Replace the files of an earlier audit in --output-dir (or --out)."""
+
+    def require_valid(self) -> None:
+        require_choices(self)
+        _require_positive(self, "max_thumbnails", "batch_size")
+        _require_workers(self.num_workers)
+        if self.apply is not None and self.out is None:
+            raise UserError("--apply needs --out NEW_DIR", fix="add --out NEW_DIR, a new folder")
+        if self.apply is None and (self.out is not None or self.accept_extras):
+            raise UserError(
+                "--out and --accept-extras go with --apply AUDIT_DIR",
+                fix="yogo audit --apply AUDIT_DIR --out NEW_DIR",
+            )
+        if self.apply is None and (self.checkpoint is None or self.ddf is None):
+            raise UserError(
+                "yogo audit needs a CHECKPOINT and a DDF (or --apply AUDIT_DIR --out NEW_DIR)",
+                fix="yogo audit run/best.pth data.yml",
+            )
+        if self.apply is not None and self.checkpoint and not self.ddf:
+            self.checkpoint, self.ddf = None, self.checkpoint  # `yogo audit DDF --apply ...`
+        if self.apply is not None and self.checkpoint:
+            raise UserError(
+                "--apply reads the audit folder (and the DDF it names); it runs no model",
+                fix="yogo audit --apply AUDIT_DIR --out NEW_DIR",
+            )
 
 
 def _flag(name: str) -> str:

@@ -164,9 +164,11 @@ def ddf_text(
     class_names: Sequence[str],
     fractions: SplitFractions,
     folders: Sequence[tuple[str, str, str]],
+    test_folders: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """A DDF as yogo writes one (`yogo synth`, `yogo infer --save-preds`): `folders` are
-    (name, image_path, label_path), paths absolute or relative to the DDF's folder."""
+    """A DDF as yogo writes one (`yogo synth`, `yogo infer --save-preds`, `yogo audit
+    --apply`): `folders` (and `test_folders`, its test_paths) are (name, image_path,
+    label_path), paths absolute or relative to the DDF's folder."""
     names = ", ".join(json.dumps(name) for name in class_names)
     train, val, test = fractions.train, fractions.val, fractions.test
     lines = [
@@ -175,12 +177,15 @@ def ddf_text(
         f"dataset_split_fractions: {{train: {train:g}, val: {val:g}, test: {test:g}}}",
         "dataset_paths:",
     ]
-    for name, image_path, label_path in folders:
-        lines += [
-            f"  {_yaml_text(name)}:",
-            f"    image_path: {_yaml_text(image_path)}",
-            f"    label_path: {_yaml_text(label_path)}",
-        ]
+    for key, entries in (("dataset_paths", folders), ("test_paths", test_folders)):
+        if key == "test_paths" and entries:
+            lines.append("test_paths:")
+        for name, image_path, label_path in entries:
+            lines += [
+                f"  {_yaml_text(name)}:",
+                f"    image_path: {_yaml_text(image_path)}",
+                f"    label_path: {_yaml_text(label_path)}",
+            ]
     return "\n".join(lines) + "\n"
 
 

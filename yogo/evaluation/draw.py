@@ -66,7 +66,10 @@ def draw_boxes(
     pixel_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * canvas
     classes = np.asarray(classes).astype(np.int64)
     names = ["" if hide_labels else class_names[c] for c in classes]
-    shown = ["" if hide_conf or scores is None else f"{scores[k]:.2f}" for k in range(len(classes))]
+    shown = [
+        "" if hide_conf or scores is None or np.isnan(scores[k]) else f"{scores[k]:.2f}"
+        for k in range(len(classes))
+    ]  # a NaN score: a label's box, drawn without one
     texts = [f"{name} {score}".strip() for name, score in zip(names, shown, strict=True)]
     # Crowded frames (labels much wider than their boxes) show scores only, all of them alike.
     widths = np.array([font.getlength(t) for t in texts])
@@ -162,13 +165,17 @@ def mosaic(tiles: Sequence[Any], columns: int, gap: int = 6) -> Any:
 
 
 def caption(image: Any, text: str) -> Any:
-    """`image` with a line of text above it, on white."""
+    """`image` with text above it (a line per line of `text`), on white."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=max(12, round(min(image.size) / 30)))
-    _, top, _, bottom = font.getbbox(text)
-    band = int(bottom - top) + 10
+    lines = text.split("\n")
+    _, top, _, bottom = font.getbbox("".join(lines))
+    height = int(bottom - top) + 4
+    band = height * len(lines) + 6
     out = Image.new("RGB", (image.width, image.height + band), "white")
     out.paste(image, (0, band))
-    ImageDraw.Draw(out).text((6, 5 - top), text, fill="black", font=font)
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((6, 5 - top + i * height), line, fill="black", font=font)
     return out
