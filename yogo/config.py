@@ -815,7 +815,7 @@ class AuditConfig:
     check` lists them), error stops."""
     apply: str | None = option(None, metavar="AUDIT_DIR")
     """Write the corrections sorted in AUDIT_DIR (thumbnails moved between class folders, or
-    into delete/) as a new label set in --out, with a DDF over it; nothing else is read."""
+    into delete/) as a new label set in --out, with a DDF over it; no model is run."""
     out: str | None = option(None, metavar="NEW_DIR")
     """With --apply: a new folder for the corrected labels and their ddf.yml."""
     accept_extras: bool = False
