@@ -246,6 +246,13 @@ def test_bad_audit_folders_and_requests_get_one_message_each(
     model = trained_run.run / "best.pth"
     assert "go with --apply" in refused(model, ddf, "--accept-extras")
     assert "needs a CHECKPOINT and a DDF" in refused(ddf)
+    renamed_classes = tmp_path / "renamed.yml"
+    renamed_classes.write_text(
+        ddf.read_text().replace("healthy", "normal").replace("images", str(data / "images"))
+        .replace("labels", str(data / "labels"))
+    )  # fmt: skip
+    err = refused(model, renamed_classes, "--output-dir", tmp_path / "x")
+    assert "differ from the DDF's" in err and not (tmp_path / "x").exists()
     again = refused(model, ddf, "--output-dir", audit)
     assert "already holds" in again and "--force" in again
     fine = run_cli("audit", "--apply", audit, "--out", tmp_path / "fine")

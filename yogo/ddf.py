@@ -108,6 +108,16 @@ class DatasetDefinition:
             self.files, [*self.dataset_paths, *self.test_paths], self.thumbnail_augmentation
         )
 
+    def require_classes(self, names: Sequence[str], whose: str, fix: str) -> None:
+        """A UserError unless this DDF lists `names` in that order (`whose`: "the model's")."""
+        if tuple(self.class_names) != tuple(names):
+            raise UserError(
+                f"{whose} classes [{', '.join(names)}] differ from the DDF's "
+                f"[{', '.join(self.class_names)}]",
+                path=self.path,
+                fix=fix,
+            )
+
     @property
     def samples(self) -> tuple[Sample, ...]:
         """Every sample of every split, sorted by label path."""

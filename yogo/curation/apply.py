@@ -75,13 +75,7 @@ def apply_audit(cfg: AuditConfig) -> ApplySummary:
         )
     _require_unchanged(manifest)
     definition = DatasetDefinition.from_yaml(manifest["ddf"])
-    if definition.class_names != names:
-        raise UserError(
-            f"its classes are now [{', '.join(definition.class_names)}], the audit's were "
-            f"[{', '.join(names)}]",
-            path=definition.path,
-            fix="audit again with this DDF",
-        )
+    definition.require_classes(names, "the audit's", "audit again with this DDF")
     summary = ApplySummary(out, names)
     edits: dict[Path, dict[int, str | None]] = {}  # label file -> line -> new class (None: delete)
     adds: dict[Path, list[tuple[str, list[str], str | None]]] = {}  # (class, box, confidence)

@@ -354,18 +354,14 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     names = definition.class_names
     planned = [out / "audit.csv", out / "audit.json", *(out / f"sheet_{n}.png" for n in names)]
     folders = [out / n for n in (*names, DELETE)]
+    predictor = load_predictor(checkpoint, cfg.device)
+    definition.require_classes(
+        predictor.class_names, "the model's", "audit with a model trained on this DDF's classes"
+    )
     with OutputSet(
         out, "audit", planned, force=cfg.force, inputs=inputs, option="--output-dir",
         subfolders=folders,
     ) as files:  # fmt: skip
-        predictor = load_predictor(checkpoint, cfg.device)
-        if tuple(predictor.class_names) != tuple(names):
-            raise UserError(
-                f"the model's classes [{', '.join(predictor.class_names)}] are not the DDF's "
-                f"[{', '.join(names)}]",
-                path=ddf_path,
-                fix="audit with a model trained on this DDF's classes",
-            )
         scan = scan_dataset(definition, cfg.bad_labels)
         if scan.policy == "error" and scan.errors:
             require_trainable(scan)  # names every problem

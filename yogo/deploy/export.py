@@ -179,12 +179,11 @@ def _labelled_ddf(cfg: ExportConfig, checkpoint: Checkpoint) -> Path | None:
             raise
         log.info(f"the file's accuracy is not verified: {str(e).splitlines()[0]}")
         return None
-    if ddf.class_names != checkpoint.model_config.class_names:
-        raise UserError(
-            f"its classes [{', '.join(ddf.class_names)}] are not the model's",
-            path=ddf.path,
-            fix="give the DDF the model was trained on (--calibration)",
-        )
+    ddf.require_classes(
+        checkpoint.model_config.class_names,
+        "the model's",
+        "give the DDF the model was trained on (--calibration)",
+    )
     if not ddf.splits[cfg.verify_split]:
         log.info(f"the file's accuracy is not verified: {named} has no {cfg.verify_split} split")
         return None if cfg.precision != "int8" else Path(named)

@@ -55,13 +55,9 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     counting = count_model_of(checkpoint)
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
     ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
-    if ddf.class_names != names:
-        raise UserError(
-            f"the checkpoint's classes [{', '.join(names)}] differ from the "
-            f"DDF's [{', '.join(ddf.class_names)}]",
-            path=ddf.path,
-            fix="test with a DDF that lists the model's class_names in the same order",
-        )
+    ddf.require_classes(
+        names, "the checkpoint's", "test with a DDF that lists the model's class_names in order"
+    )
     split = cfg.split
     _require_split(ddf, split)
     if cfg.fit_thresholds:
