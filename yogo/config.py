@@ -492,6 +492,12 @@ class TestConfig:
     """A .pth checkpoint (yogo or YOGO 1.0.1)."""
     ddf: str = option(argument=True, metavar="DDF")
     """Dataset definition file; its class names must be the model's."""
+    models: list[str] | None = option(None, "--model", metavar="MODEL.pth")
+    """Another checkpoint to test together with CHECKPOINT (repeatable): the ensemble's
+    detections are fused by weighted box fusion (docs/export-and-infer.md "Ensembles")."""
+    tta: bool = False
+    """Test-time flips: run each model on every frame as it is and flipped left-right,
+    top-bottom and both, and fuse the four (4x the time)."""
     split: Split = "test"
     """The split to evaluate."""
     obj_thresh: float | None = None
@@ -549,6 +555,13 @@ class TestConfig:
         _require_fractions(self, "obj_thresh", "iou_thresh")
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
+        if self.fit_thresholds and (self.models or self.tta):
+            raise UserError(
+                "--fit-thresholds fits one checkpoint's thresholds, calibration and count "
+                "correction; --model and --tta test several views fused",
+                fix="fit each checkpoint on its own (yogo test CHECKPOINT DDF --fit-thresholds "
+                "NEW.pth), then test the ensemble of the fitted ones",
+            )
         if self.worst is not None:
             if self.worst < 1:
                 raise UserError(f"--worst must be >= 1, got {self.worst}")
@@ -634,6 +647,12 @@ class InferConfig:
 
     model: str = option(argument=True, metavar="MODEL")
     """A .pth checkpoint, or an exported .onnx or OpenVINO .xml."""
+    models: list[str] | None = option(None, "--model", metavar="MODEL")
+    """Another model to run together with MODEL (repeatable): the ensemble's detections are
+    fused by weighted box fusion (docs/export-and-infer.md "Ensembles")."""
+    tta: bool = False
+    """Test-time flips: run each model on every frame as it is and flipped left-right,
+    top-bottom and both, and fuse the four (4x the time)."""
     path_to_images: str | None = option(None, "--path-to-images", "--path-to-image")
     """An image, or a folder of PNG, JPEG, TIFF or BMP images."""
     path_to_zarr: str | None = None

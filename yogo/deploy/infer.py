@@ -41,15 +41,15 @@ from yogo.data.images import ImageError
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.ddf import SplitFractions, ddf_text, parse_split_override
+from yogo.deploy.ensemble import load_ensemble
 from yogo.deploy.heatmap import Heatmap, heatmap_figure, load_mask, masked
 from yogo.deploy.infer_files import Found, draw, record, write_npy, write_png, write_yolo
 from yogo.deploy.labelstudio import frame_task, url_prefix
-from yogo.deploy.predictor import Predictor, load_predictor
+from yogo.deploy.predictor import Predictor
 from yogo.errors import UserError, display_path
 from yogo.evaluation.counting import Ratio, thresholds_for
 from yogo.evaluation.plots import save_picture
 from yogo.log import progress, speak_unless_configured
-from yogo.model.boxes import postprocess
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
 log = logging.getLogger(__name__)
@@ -153,14 +153,17 @@ def infer(cfg: InferConfig) -> InferSummary:
     speak_unless_configured()
     cfg.require_valid()
     split = parse_split_override(cfg.split_fractions, "--split-fractions")
-    predictor = load_predictor(Path(cfg.model), cfg.device, cfg.crop_height, cfg.half)
+    model_paths = [Path(cfg.model), *map(Path, cfg.models or [])]
+    predictor = load_ensemble(model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta)
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
-    model_files = [Path(cfg.model)]
-    if model_files[0].suffix == ".xml":  # an OpenVINO IR's weights are an input too
-        model_files.append(model_files[0].with_suffix(".bin"))
+    # An OpenVINO IR's weights are an input too.
+    model_files = [
+        *model_paths,
+        *(p.with_suffix(".bin") for p in model_paths if p.suffix == ".xml"),
+    ]
     inputs = Inputs.of(*frames.inputs, *model_files, folders=[frames.folder])
     counts_wanted = bool(cfg.count or cfg.ratio or cfg.report)
     names = cfg.class_names or predictor.class_names
@@ -338,9 +341,8 @@ def _predict_all(
         summary.unreadable += [(frame_names[i], item) for i, item in batch if isinstance(item, str)]
         if not good:
             continue
-        decoded = predictor.run(np.stack([resized for _, (resized, _, _) in good]))
-        detections = postprocess(
-            decoded,
+        detections = predictor.detect(
+            np.stack([resized for _, (resized, _, _) in good]),
             predictor.counting.thresholds,
             cfg.iou_thresh,
             cfg.min_class_confidence_threshold,
@@ -382,6 +384,8 @@ def _write_results(
     frame_names = plan.frames.names
     document = {
         "model": predictor.kind,
+        "model_files": [cfg.model, *(cfg.models or [])],
+        "tta": cfg.tta,
         "class_names": list(names),
         "thresholds": {
             "obj_thresh": dict(zip(names, predictor.counting.thresholds, strict=True)),
@@ -455,10 +459,16 @@ def _pseudo_label_ddf(
             for p in parents
         ]
     comment = (
-        f"Machine labels (pseudo-labels) by yogo infer {Path(cfg.model).name}, {thresholds}; "
+        f"Machine labels (pseudo-labels) by yogo infer {_model_names(cfg)}, {thresholds}; "
         "the 6th label column is the confidence (--min-label-confidence)."
     )
     return ddf_text(comment, names, split, folders)
+
+
+def _model_names(cfg: InferConfig) -> str:
+    """The model file names, and the flips, of a run: what machine labels came from."""
+    names = " + ".join(Path(p).name for p in [cfg.model, *(cfg.models or [])])
+    return names + (" with flips (--tta)" if cfg.tta else "")
 
 
 def _label_studio_tasks(
@@ -471,7 +481,7 @@ def _label_studio_tasks(
         assert isinstance(plan.frames, ImageFiles)
         root, relative = plan.frames.root, plan.frames.names
     prefix = url_prefix(root, cfg.label_studio_url_prefix)
-    version = f"yogo {__version__} {Path(cfg.model).name}"
+    version = f"yogo {__version__} {_model_names(cfg)}"
     tasks = [
         frame_task(
             plan.frames.names[f.index],

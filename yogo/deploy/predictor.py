@@ -87,6 +87,21 @@ class Predictor:
     kind: str  # "pytorch" or "onnxruntime", and on what
     counting: CountModel  # thresholds, calibration, count correction (docs/counting.md)
 
+    def detect(
+        self,
+        images: np.ndarray,
+        obj_thresh: float | Sequence[float],
+        iou_thresh: float = 0.5,
+        min_class_confidence: float = 0.0,
+        class_probs: bool = False,
+    ) -> list[torch.Tensor]:
+        """uint8 (B, C, H, W) frames at `image_hw` -> per frame the (N, 7) detections of
+        `yogo.model.boxes.postprocess` (with `class_probs`, (N, 7 + C))."""
+        from yogo.model.boxes import postprocess
+
+        decoded = self.run(images)
+        return postprocess(decoded, obj_thresh, iou_thresh, min_class_confidence, class_probs)
+
     def predict(
         self,
         images: Sequence[np.ndarray | str | Path],
@@ -102,7 +117,6 @@ class Predictor:
         image's own pixels)."""
         from yogo.data.images import array_to_uint8, decode_image
         from yogo.data.transforms import resize
-        from yogo.model.boxes import postprocess
 
         items = _require_images(images)
         for name, value in (("obj_thresh", obj_thresh), ("iou_thresh", iou_thresh)):
@@ -122,7 +136,7 @@ class Predictor:
             ]
             batch = np.stack([resize(torch.from_numpy(f), self.image_hw).numpy() for f in frames])
             thresholds = self.counting.thresholds if obj_thresh is None else obj_thresh
-            found = postprocess(self.run(batch), thresholds, iou_thresh, min_class_confidence)
+            found = self.detect(batch, thresholds, iou_thresh, min_class_confidence)
             for frame, rows in zip(frames, found, strict=True):
                 height, width = frame.shape[1:]
                 r = rows.numpy().astype(np.float64)

@@ -14,6 +14,7 @@ confidences as the model gives them, raw counts without intervals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
@@ -549,3 +550,17 @@ def _round(value: float) -> float:
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 6)
+
+
+def ensemble_counting(model: CountModel, first: Path, views: int) -> CountModel:
+    """The counting of several fused views (`--model`, `--tta`): the first model's thresholds,
+    applied to the fused objectness; its calibration and count correction were fitted to its
+    own scores alone, so they are dropped (raw counts), and a log line says so."""
+    if not model.fitted and all(tuple(p) == (1.0, 0.0) for p in model.platt):
+        return model
+    log.info(
+        f"{views} views fused: the thresholds are {first.name}'s; its calibration and count "
+        "correction were fitted to its own scores, so counts are not corrected"
+    )
+    n = len(model.class_names)
+    return dataclasses.replace(model, platt=((1.0, 0.0),) * n, confusion=None)

@@ -10,9 +10,10 @@ results in dataset order, so the metrics equal a single-process evaluation of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from yogo.data.loader import ShardSampler
@@ -58,6 +59,22 @@ def evaluate_model(
             images_seen += len(images)
     mean_loss = total_loss / images_seen if loss_fn is not None and images_seen else None
     return metrics, mean_loss
+
+
+def evaluate_detector(
+    detect: Callable[[np.ndarray], list[torch.Tensor]],
+    loader: torch.utils.data.DataLoader[Any],
+    class_names: Sequence[str],
+) -> DetectionMetrics:
+    """The metrics of `detect` (uint8 (B, C, H, W) frames -> per frame (N, 7) detections, as
+    `yogo.model.boxes.postprocess` gives them, down to AP_OBJECTNESS_FLOOR) over `loader`:
+    how `yogo test` evaluates a predictor, an ensemble or test-time flips."""
+    metrics = DetectionMetrics(class_names, 0.5)
+    for batch in progress(loader, "evaluating", unit="batch"):
+        if len(batch.images):
+            found = detect(batch.images.numpy())
+            metrics.update(found, _truths(batch.labels, len(batch.images)))
+    return metrics
 
 
 def _truths(labels: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

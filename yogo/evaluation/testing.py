@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from yogo.config import TestConfig
 from yogo.data.dataset import DetectionDataset
@@ -27,10 +28,11 @@ from yogo.evaluation.counting import (
     Ratio,
     calibration_errors,
     count_model_of,
+    ensemble_counting,
     fit_count_model,
     thresholds_for,
 )
-from yogo.evaluation.evaluate import evaluate_model
+from yogo.evaluation.evaluate import AP_OBJECTNESS_FLOOR, evaluate_detector
 from yogo.evaluation.metrics import DetectionMetrics
 from yogo.log import speak_unless_configured
 from yogo.model.checkpoint import (
@@ -40,6 +42,7 @@ from yogo.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from yogo.model.fusion import FLIPS, Run, detect_views, require_matching
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,14 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(Path(cfg.checkpoint))
     model_config = checkpoint.model_config
     names = model_config.class_names
+    others = [load_checkpoint(Path(path)) for path in cfg.models or []]
+    model_paths = [Path(cfg.checkpoint), *map(Path, cfg.models or [])]
+    flips = FLIPS if cfg.tta else FLIPS[:1]
     counting = count_model_of(checkpoint)
+    if others or cfg.tta:
+        configs = [c.model_config for c in (checkpoint, *others)]
+        require_matching(model_paths, [(c.class_names, c.image_hw, c.channels) for c in configs])
+        counting = ensemble_counting(counting, model_paths[0], len(model_paths) * len(flips))
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
     ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
     ddf.require_classes(
@@ -80,8 +90,11 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     )
     plots = _plot_outputs(cfg, split, inputs)
     device = resolve_device(cfg.device)
-    model = checkpoint.build_model().to(device)
+    runs = [_run(c, device) for c in (checkpoint, *others)]
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+
+    def detect(images: np.ndarray) -> list[torch.Tensor]:
+        return detect_views(runs, images, AP_OBJECTNESS_FLOOR, cfg.iou_thresh, flips=flips)
 
     def evaluate(
         samples: tuple[LabelledSample, ...],
@@ -89,7 +102,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         dataset = DetectionDataset(samples, model_config.image_hw, model_config.channels)
         with Loaders() as loaders:
             loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
-            metrics, _ = evaluate_model(model, loader, device, names, 0.5, cfg.iou_thresh)
+            metrics = evaluate_detector(detect, loader, names)
         return dataset, metrics
 
     if fitted is not None:
@@ -112,6 +125,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     report = {
         "split": split,
         "checkpoint": cfg.checkpoint,
+        **({"models": list(map(str, model_paths)), "tta": cfg.tta} if others or cfg.tta else {}),
         "ddf": str(ddf.path),
         "iou_thresh": cfg.iou_thresh,
         "note": cfg.note,
@@ -129,6 +143,17 @@ def test(cfg: TestConfig) -> dict[str, Any]:
     if cfg.wandb or cfg.wandb_resume_id:
         _log_to_wandb(cfg, report)
     return report
+
+
+def _run(checkpoint: Checkpoint, device: torch.device) -> Run:
+    """A checkpoint's model as a function: uint8 frames -> its decoded output, on the CPU."""
+    model = checkpoint.build_model().to(device).eval()
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.predict(torch.from_numpy(images).to(device)).float().cpu()
+
+    return run
 
 
 def _require_split(ddf: DatasetDefinition, split: str) -> None:
@@ -237,7 +262,7 @@ def test_inputs(cfg: TestConfig) -> Inputs:
             path=cfg.ddf,
             fix=f"yogo test {cfg.ddf} {cfg.checkpoint} (the checkpoint comes first)",
         )
-    return Inputs.of(cfg.checkpoint, cfg.ddf) | ddf_inputs(cfg.ddf)
+    return Inputs.of(cfg.checkpoint, *(cfg.models or []), cfg.ddf) | ddf_inputs(cfg.ddf)
 
 
 def _plot_outputs(cfg: TestConfig, split: str, inputs: Inputs) -> OutputSet | None:
