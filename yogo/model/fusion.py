@@ -106,79 +106,68 @@ def fuse_detections(
     """One frame's detections from `views` (M tensors (N_i, 7 + C)) -> (K, 7 + C), highest
     objectness first.
 
-    "wbf": boxes are clustered class-agnostically, highest objectness first, each joining the
-    cluster whose fused box it overlaps most if that IoU exceeds `iou_thresh`. A cluster's box
-    and class probabilities are their objectness-weighted means; its objectness is the mean
-    objectness times min(T, M) / M for T boxes, so an object only some views found scores
-    lower. "nms": class-agnostic NMS over every view's boxes (the most confident box wins,
-    the others' evidence is dropped)."""
+    "wbf": the boxes class-agnostic NMS keeps (over all views, by objectness) seed the
+    clusters, and every box joins the seed it overlaps most. A cluster's box and class
+    probabilities are its boxes' objectness-weighted means, its objectness their mean times
+    min(T, M) / M for T boxes, so an object only some views found scores lower (the rules of
+    weighted box fusion, which matches boxes one at a time against running means instead of
+    seeds: the same clusters but at the margins, and a Python loop per box). "nms": the
+    seeds alone (the most confident box wins, the other views' evidence is dropped)."""
     if not views:
         raise ValueError("fuse_detections needs at least one view")
+    from torchvision.ops import nms
+
     rows = torch.cat(list(views)).double()
-    if method == "nms":
-        from torchvision.ops import nms
+    weights = rows[:, 4].clamp(min=1e-9)  # an objectness of 0 still has a box
+    seeds = nms(rows[:, :4], weights, iou_thresh)
+    if method == "nms" or len(rows) == 0:
+        return rows[seeds].float()
+    cluster = _nearest(rows[:, :4].float(), rows[seeds, :4].float())
+    cluster[seeds] = torch.arange(len(seeds))
 
-        return rows[nms(rows[:, :4], rows[:, 4], iou_thresh)].float()
-    if len(rows) == 0:
-        return rows.float()
-    found = rows.numpy()
-    found = found[np.argsort(-found[:, 4], kind="stable")]
-    boxes, objectness, probabilities = found[:, :4], found[:, 4], found[:, 7:]
-    weights = np.maximum(objectness, 1e-9)  # an objectness of 0 still has a box
-    cluster = _clusters(boxes, weights, iou_thresh)
-    k = int(cluster.max()) + 1
-    weight = np.bincount(cluster, weights, minlength=k)
-    size = np.bincount(cluster, minlength=k)
-    box_sum = np.zeros((k, 4))
-    np.add.at(box_sum, cluster, boxes * weights[:, None])
-    prob_sum = np.zeros((k, probabilities.shape[1]))
-    np.add.at(prob_sum, cluster, probabilities * weights[:, None])
-    views_count = len(views)
-    mean_objectness = np.bincount(cluster, objectness, minlength=k) / size
-    fused_objectness = mean_objectness * np.minimum(size, views_count) / views_count
-    fused_probabilities = prob_sum / weight[:, None]
-    fused = np.concatenate(
+    def per_cluster(values: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(len(seeds), *values.shape[1:], dtype=values.dtype)
+        return total.index_add_(0, cluster, values)
+
+    size = per_cluster(torch.ones_like(weights))
+    objectness = per_cluster(rows[:, 4]) / size * size.clamp(max=len(views)) / len(views)
+    weighted = torch.cat([rows[:, :4], rows[:, 7:]], dim=1) * weights[:, None]
+    means = per_cluster(weighted) / per_cluster(weights)[:, None]
+    probabilities = means[:, 4:]
+    class_prob, class_index = probabilities.max(dim=1)
+    fused = torch.cat(
         [
-            box_sum / weight[:, None],
-            fused_objectness[:, None],
-            fused_probabilities.max(axis=1, keepdims=True),
-            fused_probabilities.argmax(axis=1)[:, None].astype(np.float64),
-            fused_probabilities,
+            means[:, :4],
+            objectness[:, None],
+            class_prob[:, None],
+            class_index[:, None],
+            probabilities,
         ],
-        axis=1,
+        dim=1,
     )
-    return torch.from_numpy(fused[np.argsort(-fused_objectness, kind="stable")]).float()
+    return fused[objectness.argsort(descending=True, stable=True)].float()
 
 
-def _clusters(boxes: np.ndarray, weights: np.ndarray, iou_thresh: float) -> np.ndarray:
-    """The cluster of each box (sorted by weight, highest first): WBF's matching against the
-    running weighted mean box of each cluster."""
-    n = len(boxes)
-    cluster = np.empty(n, dtype=np.int64)
-    fused = np.empty((n, 4))
-    box_sum = np.zeros((n, 4))
-    weight = np.zeros(n)
-    k = 0
-    for i in range(n):
-        box = boxes[i]
-        j = k
-        if k:
-            candidates = fused[:k]
-            left = np.maximum(candidates[:, 0], box[0])
-            top = np.maximum(candidates[:, 1], box[1])
-            right = np.minimum(candidates[:, 2], box[2])
-            bottom = np.minimum(candidates[:, 3], box[3])
-            inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
-            areas = (candidates[:, 2] - candidates[:, 0]) * (candidates[:, 3] - candidates[:, 1])
-            own = (box[2] - box[0]) * (box[3] - box[1])
-            iou = inter / np.maximum(areas + own - inter, 1e-12)
-            best = int(iou.argmax())
-            if iou[best] > iou_thresh:
-                j = best
-        if j == k:
-            k += 1
-        cluster[i] = j
-        box_sum[j] += box * weights[i]
-        weight[j] += weights[i]
-        fused[j] = box_sum[j] / weight[j]
-    return cluster
+def _nearest(boxes: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """For each of `boxes` (N, 4 xyxy), the index of the seed box (K, 4) it overlaps most.
+    Only seeds whose left edge lies within one seed width left of the box's and before its
+    right edge can overlap it: with seeds sorted by left edge, those are a run found by
+    binary search, so N x (seeds per run) IoUs are computed instead of N x K."""
+    order = seeds[:, 0].argsort()
+    seeds = seeds[order]
+    widest = float((seeds[:, 2] - seeds[:, 0]).max())
+    start = torch.searchsorted(seeds[:, 0].contiguous(), (boxes[:, 0] - widest).contiguous())
+    stop = torch.searchsorted(seeds[:, 0].contiguous(), boxes[:, 2].contiguous(), right=True)
+    span = int((stop - start).max().clamp(min=1))
+    index = start[:, None] + torch.arange(span)
+    inside = index < stop[:, None]
+    near = seeds[index.clamp(max=len(seeds) - 1)]  # (N, span, 4)
+    box = boxes[:, None]
+    width = torch.minimum(box[..., 2], near[..., 2]) - torch.maximum(box[..., 0], near[..., 0])
+    height = torch.minimum(box[..., 3], near[..., 3]) - torch.maximum(box[..., 1], near[..., 1])
+    inter = width.clamp(min=0) * height.clamp(min=0)
+    area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
+    near_area = (near[..., 2] - near[..., 0]) * (near[..., 3] - near[..., 1])
+    iou = inter / (area + near_area - inter).clamp(min=1e-12)
+    best = iou.masked_fill(~inside, -1.0).argmax(dim=1)
+    return order[index.gather(1, best[:, None]).squeeze(1)]
