@@ -290,7 +290,8 @@ def test_help_shows_how_values_are_typed(run_cli, monkeypatch) -> None:
     assert "--tags TAG..." in train
     patience = " ".join(train[train.index("--patience") :].split("--obj-thresh")[0].split())
     assert "(default: off)" in patience
-    assert "Usage: yogo test [OPTIONS] CHECKPOINT DDF" in run_cli("test", "--help").out
+    tested = run_cli("test", "--help").out  # CHECKPOINT DDF, or --folds RUN_DIR...
+    assert "Usage: yogo test [OPTIONS] [CHECKPOINT] [DDF]" in tested and "RUN_DIR..." in tested
 
 
 @pytest.mark.parametrize(

@@ -644,3 +644,59 @@ def test_labels_without_images_are_listed_with_no_image(tmp_path: Path) -> None:
     ddf = DatasetDefinition.from_yaml(path)
     assert [(s.label.stem, s.image is not None) for s in ddf.samples] == [("a", True), ("b", False)]
     assert [p.name for p in ddf.unlabelled_images] == ["extra.png"]
+
+
+def folds_ddf(root: Path, sizes: dict[str, int], specimens: dict[str, str] | None = None) -> Path:
+    """A DDF with one folder pair per entry of `sizes` (name -> label files), `specimen:`
+    keys from `specimens`, and a test_paths pair."""
+    entries = []
+    for name, n in sizes.items():
+        make_folder_pair(root / name, {f"{name}_{i}": "0 0.5 0.5 0.2 0.2\n" for i in range(n)})
+        specimen = f"\n    specimen: {specimens[name]}" if name in (specimens or {}) else ""
+        folders = f"\n    image_path: {name}/images\n    label_path: {name}/labels"
+        entries.append(f"  {name}:{folders}{specimen}")
+    make_folder_pair(root / "held", {"held_0": "0 0.5 0.5 0.2 0.2\n"})
+    text = "class_names: [a, b]\ndataset_paths:\n" + "\n".join(entries)
+    text += "\ntest_paths:\n  held:\n    image_path: held/images\n    label_path: held/labels\n"
+    path = root / "ddf.yml"
+    path.write_text(text)
+    return path
+
+
+def test_folds_never_split_a_specimen_and_cover_every_frame_once(tmp_path: Path) -> None:
+    sizes = {"run1": 6, "run2": 5, "run3": 4, "run4": 3, "run5": 2}
+    ddf = folds_ddf(tmp_path, sizes, specimens={"run4": "patient7", "run5": "patient7"})
+    vals = []
+    for fold in range(3):
+        d = DatasetDefinition.from_yaml(ddf, folds=(3, fold))
+        train, val = ({s.label.parent.parent.name for s in d.splits[k]} for k in ("train", "val"))
+        assert not train & val and train | val == set(sizes)
+        assert {"run4", "run5"} <= train or {"run4", "run5"} <= val  # one specimen, one side
+        assert [s.label.name for s in d.splits["test"]] == ["held_0.txt"]  # test_paths alone
+        vals.append(val)
+        assert d.splits == DatasetDefinition.from_yaml(ddf, folds=(3, fold)).splits  # stable
+    assert set().union(*vals) == set(sizes) and sum(map(len, vals)) == len(sizes)
+    # Largest specimen first into the emptiest fold: run1 (6), run2 (5), patient7 (5), then
+    # run3 (4) into the lower of the two folds of 5.
+    assert vals == [{"run1"}, {"run2", "run3"}, {"run4", "run5"}]
+
+
+def test_more_folds_than_specimens_and_bad_specimen_keys_are_refused(tmp_path: Path) -> None:
+    ddf = folds_ddf(tmp_path, {"run1": 2, "run2": 2, "run3": 2}, {"run2": "s", "run3": "s"})
+    with pytest.raises(UserError) as raised:
+        DatasetDefinition.from_yaml(ddf, folds=(3, 0))
+    message = str(raised.value)
+    assert "--folds 3 needs at least 3 specimens" in message and "holds 2" in message
+    assert "--folds 2 or fewer" in message
+    included = write_yaml(
+        tmp_path / "outer.yml",
+        """
+        class_names: [a, b]
+        dataset_paths:
+          inner:
+            defn_path: ddf.yml
+            specimen: s
+        """,
+    )
+    with pytest.raises(UserError, match="put specimen: on the folder pairs"):
+        DatasetDefinition.from_yaml(included)

@@ -25,6 +25,7 @@ def test_each_script_asks_for_what_its_name_says_and_comes_back_after_a_stop() -
     """1, 2 and 4 GPUs on one node, and several nodes: what a lab picks the script by. Each is
     requeued and warned (SIGUSR1) before its time limit, so a stopped job continues."""
     gpus = {"submit_1gpu.sh": "1", "submit_2gpu.sh": "2", "submit_4gpu.sh": "4"}
+    gpus["submit_folds.sh"] = "1"  # one GPU per fold, the folds as an array
     assert set(gpus) < set(SCRIPTS) and "submit_multinode.sh" in SCRIPTS
     for script in SCRIPTS:
         header = _sbatch(script)
@@ -33,6 +34,7 @@ def test_each_script_asks_for_what_its_name_says_and_comes_back_after_a_stop() -
         else:
             assert int(header["nodes"]) > 1, script
         assert "requeue" in header, script
+        assert ("array" in header) == (script == "submit_folds.sh"), script
         assert header["signal"].startswith("USR1@"), script
 
 

@@ -409,7 +409,7 @@ def lr_find_command(
 
 
 @app.command(name="test", cls=_Command)
-@with_settings(TestConfig)
+@with_settings(TestConfig, optional=("checkpoint", "ddf"))
 def test_command(
     ctx: typer.Context,
     json_path: Annotated[
@@ -421,7 +421,9 @@ def test_command(
     ] = False,
     **settings: Any,
 ) -> None:
-    """Evaluate a checkpoint on a split: COCO-rule AP, P/R/F1, confusion matrix, counts."""
+    """Evaluate a checkpoint (or an ensemble: --model, --tta) on a split: COCO-rule AP,
+    P/R/F1, confusion matrix, counts; or with --folds, cross-validation runs per class."""
+    from yogo.evaluation.folds import fold_inputs, format_fold_report, test_folds
     from yogo.evaluation.testing import format_test_report, test, test_inputs
 
     cfg = TestConfig(**_given(ctx, TestConfig))
@@ -430,9 +432,14 @@ def test_command(
     if dump_to_disk and json_path is None:
         json_path = Path("test_metrics.json")  # YOGO 1.0.1 wrote test_metrics.pkl here
         option = "--dump-to-disk"
-    _require_json_output(json_path, cfg.force, test_inputs(cfg), option)
-    report = test(cfg)
-    text = format_test_report(report, cfg.include_background)
+    inputs = fold_inputs(cfg.folds) if cfg.folds else test_inputs(cfg)
+    _require_json_output(json_path, cfg.force, inputs, option)
+    if cfg.folds:
+        report = test_folds(cfg)
+        text = format_fold_report(report)
+    else:
+        report = test(cfg)
+        text = format_test_report(report, cfg.include_background)
     typer.echo(text, err=_json_to_stdout(json_path))
     _write_json(json_path, report)
 

@@ -140,6 +140,13 @@ class TrainConfig:
     named --name if it is unfinished, else a new one)."""
     dataset_split_override: list[float] | None = option(None, metavar="TRAIN VAL TEST")
     """Re-split all the DDF's data (test_paths included) into these fractions."""
+    folds: int | None = option(None, metavar="K")
+    """Cross-validation: cut dataset_paths into K folds by specimen (a folder pair, or the
+    pairs sharing a `specimen:` key) and train on all but --fold; test_paths stay the test
+    split (docs/training.md, "Folds by specimen")."""
+    fold: int | None = option(None, metavar="I")
+    """With --folds: the fold held out as the validation split, 0 to K-1 (SLURM:
+    $SLURM_ARRAY_TASK_ID; scripts/submit_folds.sh)."""
     model: str = "base_model"
     """Network: base_model (YOGO 1.0.1's, ~0.4M parameters); half_filters, quarter_filters,
     double_filters (its filters x0.5, x0.25, x2); shallow_model (its last 3x3 block left
@@ -206,6 +213,9 @@ class TrainConfig:
     sampler: Sampler = "random"
     """random (every frame once per epoch) or balanced (frames holding rare classes drawn
     more often)."""
+    hard_frames: float = 0.0
+    """Share of each batch drawn from the hardest frames of the last epoch (the top share of
+    frames by their training loss); 0: off (docs/training.md, "Hard frames")."""
     augment: bool = True
     """Augment the train split: flips (and 90-degree rotations of square inputs) and the
     augmentations below whose strength is above 0; off: none of them."""
@@ -271,6 +281,7 @@ class TrainConfig:
         """Raise a UserError naming the flag of the first invalid value."""
         require_choices(self)
         _require_positive(self, "epochs", "batch_size", "grad_accum", "val_every")
+        require_folds(self.folds, self.fold, self.dataset_split_override)
         if self.name is not None and (self.name in ("", ".", "..") or "/" in self.name):
             raise UserError(
                 f"--name must name one new folder inside --output-dir, got '{self.name}'",
@@ -286,6 +297,7 @@ class TrainConfig:
             _require(getattr(self, name) <= top, name, f"at most {top:g}")
         _require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         _require(0 <= self.copy_paste <= 1, "copy_paste", "in [0, 1]")
+        _require(0 <= self.hard_frames < 1, "hard_frames", "in [0, 1)")
         _require(self.swa_epochs >= 0, "swa_epochs", ">= 0")
         if self.ema and self.swa_epochs:
             raise UserError(
@@ -386,8 +398,8 @@ class AugmentSettings:
 # `yogo train --help` in sections (lr-find's too); a test checks that every field has one.
 TRAIN_HELP_SECTIONS = {
     "Data": (
-        "ddf", "dataset_split_override", "subsample", "bad_labels", "min_label_confidence",
-        "cache", "num_workers",
+        "ddf", "dataset_split_override", "folds", "fold", "subsample", "bad_labels",
+        "min_label_confidence", "cache", "num_workers",
     ),
     "Model": (
         "model", "from_pretrained", "image_hw", "rgb_images", "normalize_images", "anchor_w",
@@ -399,7 +411,7 @@ TRAIN_HELP_SECTIONS = {
     ),
     "Loss": (
         "label_smoothing", "no_obj_weight", "iou_weight", "classify_weight", "obj_loss",
-        "obj_target", "class_weights", "sampler",
+        "obj_target", "class_weights", "sampler", "hard_frames",
     ),
     "Augmentation": (
         "augment", "copy_paste", "augment_translate", "augment_scale", "augment_brightness",
@@ -488,10 +500,14 @@ class TestConfig:
 
     __test__ = False  # not a pytest test class, whatever its name says
 
-    checkpoint: str = option(argument=True, metavar="CHECKPOINT")
+    checkpoint: str | None = option(None, argument=True, metavar="CHECKPOINT")
     """A .pth checkpoint (yogo or YOGO 1.0.1)."""
-    ddf: str = option(argument=True, metavar="DDF")
+    ddf: str | None = option(None, argument=True, metavar="DDF")
     """Dataset definition file; its class names must be the model's."""
+    folds: list[str] | None = option(None, metavar="RUN_DIR...")
+    """Instead of CHECKPOINT DDF: the runs of `yogo train --folds K --fold I`, each tested on
+    the fold it held out; each class's AP, recall and count error as mean +- std over the
+    folds (docs/training.md, "Folds by specimen")."""
     models: list[str] | None = option(None, "--model", metavar="MODEL.pth")
     """Another checkpoint to test together with CHECKPOINT (repeatable): the ensemble's
     detections are fused by weighted box fusion (docs/export-and-infer.md "Ensembles")."""
@@ -555,6 +571,7 @@ class TestConfig:
         _require_fractions(self, "obj_thresh", "iou_thresh")
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
+        self.paths()
         if self.fit_thresholds and (self.models or self.tta):
             raise UserError(
                 "--fit-thresholds fits one checkpoint's thresholds, calibration and count "
@@ -570,6 +587,49 @@ class TestConfig:
                     "--worst writes its frames into the --plots folder",
                     fix="add --plots DIR",
                 )
+
+    def paths(self) -> tuple[str, str]:
+        """CHECKPOINT and DDF; a UserError when they are missing, or given with --folds."""
+        if self.folds:
+            given = [f for f in ("checkpoint", "ddf", "models", "fit_thresholds", "plots",
+                                 "report") if getattr(self, f)]  # fmt: skip
+            if given:
+                raise UserError(
+                    f"--folds tests each run's best.pth on its own held-out fold; "
+                    f"{', '.join(given)} cannot go with it",
+                    fix="yogo test --folds RUN_DIR... alone, or test one run: yogo test "
+                    "RUN/best.pth DDF",
+                )
+            return "", ""
+        if self.checkpoint is None or self.ddf is None:
+            raise UserError(
+                "yogo test needs a CHECKPOINT and a DDF",
+                fix="yogo test RUN/best.pth DDF (or --folds RUN_DIR... for folds)",
+            )
+        return self.checkpoint, self.ddf
+
+
+def require_folds(folds: int | None, fold: int | None, split_override: list[float] | None) -> None:
+    """--folds K with --fold I in 0..K-1, or neither; never with --dataset-split-override."""
+    if folds is None and fold is None:
+        return
+    if folds is None or fold is None:
+        raise UserError(
+            "--folds K and --fold I go together",
+            fix="give both: --folds 5 --fold 0 trains fold 0 of 5",
+        )
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise UserError(
+            f"--fold {fold} is not a fold of --folds {folds}",
+            fix=f"give --fold 0 to {folds - 1}",
+        )
+    if split_override is not None:
+        raise UserError(
+            "--folds decides the train and val splits; --dataset-split-override would too",
+            fix="leave out --dataset-split-override",
+        )
 
 
 def require_crop_height(value: float | None) -> None:

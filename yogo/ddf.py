@@ -39,6 +39,7 @@ TOP_KEYS = (
 )
 FOLDER_KEYS = ("image_path", "label_path")
 INCLUDE_KEY = "defn_path"
+SPECIMEN_KEY = "specimen"  # folder pairs with the same value are one specimen for --folds
 FRACTION_TOLERANCE = 1e-6
 # Keys people write because other tools (or YOGO's own docs) use them; each maps to ours.
 KNOWN_MISSPELLINGS = {
@@ -63,6 +64,12 @@ class FolderPair:
     source: Path  # the DDF that lists them
     line: int
     name: str  # "dataset_paths.run1"
+    specimen: str | None = None  # its `specimen:` key; None: a specimen of its own
+
+    @property
+    def group(self) -> str:
+        """The specimen this pair's frames belong to (`yogo train --folds` never splits one)."""
+        return self.specimen if self.specimen is not None else f"{self.source}#{self.name}"
 
 
 @dataclass(frozen=True)
@@ -125,14 +132,19 @@ class DatasetDefinition:
 
     @classmethod
     def from_yaml(
-        cls, path: str | os.PathLike[str], split_override: Sequence[float] | None = None
+        cls,
+        path: str | os.PathLike[str],
+        split_override: Sequence[float] | None = None,
+        folds: tuple[int, int] | None = None,
     ) -> DatasetDefinition:
         """Load, validate and split `path`.
 
         `split_override` (train, val, test) re-splits the union of all data, test paths
-        included, as `--dataset-split-override` does.
+        included, as `--dataset-split-override` does. `folds` (K, I): dataset_paths is cut
+        into K folds by specimen (`specimen_folds`); fold I is val, the others train, and test
+        is test_paths alone (`yogo train --folds K --fold I`).
         """
-        return _Loader(Path(path)).load(split_override)
+        return _Loader(Path(path)).load(split_override, folds)
 
 
 def ddf_inputs(path: str | os.PathLike[str]) -> Inputs:
@@ -276,11 +288,25 @@ class _Loader:
             tests = []
         return top, pool, tests, self.fractions(top, test_mode), self.thumbnails(top)
 
-    def load(self, split_override: Sequence[float] | None) -> DatasetDefinition:
+    def load(
+        self, split_override: Sequence[float] | None, folds: tuple[int, int] | None = None
+    ) -> DatasetDefinition:
         top, pool, tests, fractions, thumbnails = self.parse()
         top_folder = top.path.parent
-        listed_pool, listed_tests = self.list_samples(pool), self.list_samples(tests)
-        if split_override is not None:
+        per_pair = [self.list_samples([pair]) for pair in pool]
+        listed_pool = [s for samples in per_pair for s in samples]
+        listed_tests = self.list_samples(tests)
+        if folds is not None:
+            count, held_out = folds
+            assigned = specimen_folds(top.path, pool, [len(s) for s in per_pair], count)
+            train = _sorted(
+                [s for f, ss in zip(assigned, per_pair, strict=True) if f != held_out for s in ss]
+            )
+            val = _sorted(
+                [s for f, ss in zip(assigned, per_pair, strict=True) if f == held_out for s in ss]
+            )
+            test = _sorted(listed_tests)
+        elif split_override is not None:
             fractions = parse_split_override(split_override)
             train, val, test = _split(listed_pool + listed_tests, fractions, top_folder)
         else:
@@ -354,14 +380,21 @@ class _Loader:
             spec = spec_node.mapping(file.path, f"{key}.{name}")
             place = f"{where(file.path, spec_node.key_line)} ({key}.{name})"
             for spec_key, value in spec.items():
-                if spec_key not in (*FOLDER_KEYS, INCLUDE_KEY):
+                if spec_key not in (*FOLDER_KEYS, INCLUDE_KEY, SPECIMEN_KEY):
                     raise UserError(
                         f"unknown key '{spec_key}' in {key}.{name}",
                         path=file.path,
                         line=value.key_line,
-                        fix=_suggest(spec_key, (*FOLDER_KEYS, INCLUDE_KEY)),
+                        fix=_suggest(spec_key, (*FOLDER_KEYS, INCLUDE_KEY, SPECIMEN_KEY)),
                     )
             if INCLUDE_KEY in spec:
+                if SPECIMEN_KEY in spec:
+                    raise UserError(
+                        f"{key}.{name} includes a DDF and has a specimen key",
+                        path=file.path,
+                        line=spec[SPECIMEN_KEY].key_line,
+                        fix="put specimen: on the folder pairs of the included DDF",
+                    )
                 if set(spec) & set(FOLDER_KEYS):
                     raise UserError(
                         f"{key}.{name} has both defn_path and image_path/label_path",
@@ -390,9 +423,17 @@ class _Loader:
                 spec_node.key_line,
                 "remove one of them (each image/label folder pair may appear once)",
             )
-            pairs.append(
-                FolderPair(image_path, label_path, file.path, spec_node.key_line, f"{key}.{name}")
+            specimen = (
+                spec[SPECIMEN_KEY].text(file.path, f"{key}.{name}.{SPECIMEN_KEY}")
+                if SPECIMEN_KEY in spec
+                else None
             )
+            pairs.append(
+                FolderPair(
+                    image_path, label_path, file.path, spec_node.key_line, f"{key}.{name}",
+                    specimen,
+                )
+            )  # fmt: skip
         return pairs
 
     def once(
@@ -624,6 +665,37 @@ class _Loader:
                 for stem, path in zip(label_stems, labels, strict=True)
             ]
         return samples
+
+
+def specimen_folds(
+    ddf_path: Path, pairs: Sequence[FolderPair], frames: Sequence[int], folds: int
+) -> list[int]:
+    """The fold (0..folds-1) of each folder pair: specimens (`FolderPair.group`), largest
+    first, each to the fold with the fewest frames so far (ties: the lower fold; specimens of
+    one size in name order: the `specimen:` value or the entry's name), so the folds are
+    about equal and the same for every run."""
+    sizes: dict[str, int] = {}
+    names = {}
+    for pair, n in zip(pairs, frames, strict=True):
+        sizes[pair.group] = sizes.get(pair.group, 0) + n
+        names[pair.group] = pair.specimen or pair.name
+    if folds > len(sizes):
+        raise UserError(
+            f"--folds {folds} needs at least {folds} specimens, and dataset_paths holds "
+            f"{len(sizes)} ({', '.join(sorted(names.values()))}): the frames of one specimen "
+            "are never split "
+            "between training and validation",
+            path=ddf_path,
+            fix=f"--folds {len(sizes)} or fewer, or list each specimen as its own "
+            "dataset_paths entry (docs/dataset-definition.md, 'Folds by specimen')",
+        )
+    fold_frames = [0] * folds
+    fold_of = {}
+    for group in sorted(sizes, key=lambda g: (-sizes[g], names[g], g)):
+        fold = fold_frames.index(min(fold_frames))
+        fold_of[group] = fold
+        fold_frames[fold] += sizes[group]
+    return [fold_of[pair.group] for pair in pairs]
 
 
 def _not_a_folder(path: Path) -> str:

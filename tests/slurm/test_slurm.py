@@ -238,3 +238,29 @@ def test_a_script_without_a_command_says_how_to_use_it(cluster, tmp_path) -> Non
     )
     assert job(job_id)["ExitCode"] == "2:0"
     assert "usage: sbatch" in (tmp_path / f"yogo-{job_id}.out").read_text()
+
+
+def test_the_folds_script_trains_one_fold_per_array_task(cluster, tmp_path) -> None:
+    """Two specimens, --folds 2: two array tasks, each holding out the other specimen; then
+    `yogo test --folds` sums them up."""
+    lines = ["class_names: [healthy, ring, trophozoite]", "dataset_paths:"]
+    for seed, name in enumerate(("slide1", "slide2")):
+        write_dataset(tmp_path / name, 8, (64, 96), seed=seed)
+        lines += [f"  {name}: {{image_path: {name}/images, label_path: {name}/labels}}"]
+    ddf = tmp_path / "folds.yml"
+    ddf.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    command = [*train_args(ddf, out, epochs=1), "--folds", "2"]
+    array = sbatch("submit_folds.sh", command, tmp_path, "--array=0-1")
+    for task in ("0", "1"):
+        finished(f"{array}_{task}", tmp_path / f"yogo-{array}_{task}.out")
+    runs = sorted(out.glob(f"folds-{array}-fold*"))
+    assert [r.name for r in runs] == [f"folds-{array}-fold0", f"folds-{array}-fold1"]
+    for fold, run in enumerate(runs):
+        record = (run / "config.yaml").read_text()
+        assert f"fold: {fold}\n" in record and "folds: 2\n" in record and "val: 8" in record
+    tested = subprocess.run(
+        [YOGO, "test", "--folds", *map(str, runs)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert tested.returncode == 0, tested.stderr
+    assert "2 of 2 folds" in tested.stdout

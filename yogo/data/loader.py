@@ -155,7 +155,8 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     """This rank's share of a seeded permutation per epoch, as tokens `epoch * n + index` (so
     the dataset knows the epoch), optionally starting `skip` samples in (resuming). With
     `weights` (one per sample, `--sampler balanced`), an epoch is n draws with replacement in
-    proportion to them instead.
+    proportion to them instead. With `hard_share` and a pool of hard frames (`set_epoch`), that
+    share of each rank's batches of `batch_size` is drawn from the pool (`--hard-frames`).
 
     Like DistributedSampler, the permutation is padded to a multiple of the world size so every
     rank runs the same number of steps."""
@@ -167,15 +168,20 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         world_size: int,
         seed: int,
         weights: torch.Tensor | None = None,
+        hard_share: float = 0.0,
+        batch_size: int = 1,
     ) -> None:
         self.length, self.rank, self.world_size, self.seed = length, rank, world_size, seed
         self.weights = weights
+        self.hard_share, self.batch_size = hard_share, batch_size
         self.epoch, self.skip = 0, 0
+        self.hard: list[int] = []
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
+    def set_epoch(self, epoch: int, skip: int = 0, hard: Sequence[int] = ()) -> None:
+        self.epoch, self.skip, self.hard = epoch, skip, list(hard)
 
-    def _indices(self) -> list[int]:
+    def indices(self) -> list[int]:
+        """This rank's sample indices of the epoch, from `skip` on: what it yields, in order."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         if self.weights is None:
             order = torch.randperm(self.length, generator=generator).tolist()
@@ -183,16 +189,24 @@ class EpochSampler(torch.utils.data.Sampler[int]):
             order = torch.multinomial(
                 self.weights, self.length, replacement=True, generator=generator
             ).tolist()
+        per_batch = round(self.hard_share * self.batch_size)
+        if self.hard and per_batch:
+            shuffled = torch.randperm(len(self.hard), generator=generator).tolist()
+            pool = [self.hard[i] for i in shuffled]
+            places = [
+                p for p in range(len(order)) if (p // self.world_size) % self.batch_size < per_batch
+            ]
+            for k, p in enumerate(places):
+                order[p] = pool[k % len(pool)]
         padding = (-len(order)) % self.world_size
         order += order[:padding]
-        return order[self.rank :: self.world_size]
+        return order[self.rank :: self.world_size][self.skip :]
 
     def __iter__(self) -> Iterator[int]:
-        mine = self._indices()[self.skip :]
-        return iter(self.epoch * self.length + i for i in mine)
+        return iter(self.epoch * self.length + i for i in self.indices())
 
     def __len__(self) -> int:
-        return len(self._indices()) - self.skip
+        return len(self.indices())
 
 
 def class_counts(train: Sequence[LabelledSample], num_classes: int) -> np.ndarray:

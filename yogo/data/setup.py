@@ -42,6 +42,7 @@ class Data:
 
     train_loader: torch.utils.data.DataLoader[Any]
     train_sampler: EpochSampler
+    train_set: DetectionDataset
     val_set: DetectionDataset
     val_loader: torch.utils.data.DataLoader[Any]
     val_shard: ShardSampler
@@ -102,13 +103,17 @@ def make_data(
             f"sampler balanced: frames holding rare classes drawn up to "
             f"{float(weights.max() / weights.min()):.1f}x as often as the others"
         )
-    train_sampler = EpochSampler(len(train_set), ctx.rank, ctx.world_size, cfg.seed, weights)
+    train_sampler = EpochSampler(
+        len(train_set), ctx.rank, ctx.world_size, cfg.seed, weights, cfg.hard_frames,
+        cfg.batch_size,
+    )  # fmt: skip
     val_set = DetectionDataset(splits["val"], model.image_hw, model.channels)
     attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
     val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
     return Data(
         loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler),
         train_sampler,
+        train_set,
         val_set,
         loaders.make(val_set, cfg.batch_size, workers, cfg.seed, pin, val_shard),
         val_shard,
@@ -175,7 +180,8 @@ def load_splits(
     Rank 0 scans and brings the run's label index up to date; the other ranks then read the
     index instead of every label file (on a shared file system, once per job, not per rank)."""
     started = time.perf_counter()
-    ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
+    folds = (cfg.folds, cfg.fold) if cfg.folds is not None and cfg.fold is not None else None
+    ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override, folds)
     scan = None
     try:
         if ctx.is_main:

@@ -48,15 +48,17 @@ from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 log = logging.getLogger(__name__)
 
 
-def test(cfg: TestConfig) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes."""
+def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a DDF: the report `yogo test` prints and writes.
+    `folds` (K, I): the DDF's splits as `yogo train --folds K --fold I` made them."""
     speak_unless_configured()
     inputs = test_inputs(cfg)
-    checkpoint = load_checkpoint(Path(cfg.checkpoint))
+    checkpoint_path, ddf_path = map(Path, cfg.paths())
+    checkpoint = load_checkpoint(checkpoint_path)
     model_config = checkpoint.model_config
     names = model_config.class_names
     others = [load_checkpoint(Path(path)) for path in cfg.models or []]
-    model_paths = [Path(cfg.checkpoint), *map(Path, cfg.models or [])]
+    model_paths = [checkpoint_path, *map(Path, cfg.models or [])]
     flips = FLIPS if cfg.tta else FLIPS[:1]
     counting = count_model_of(checkpoint)
     if others or cfg.tta:
@@ -64,7 +66,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
         require_matching(model_paths, [(c.class_names, c.image_hw, c.channels) for c in configs])
         counting = ensemble_counting(counting, model_paths[0], len(model_paths) * len(flips))
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
-    ddf = DatasetDefinition.from_yaml(Path(cfg.ddf), cfg.dataset_split_override)
+    ddf = DatasetDefinition.from_yaml(ddf_path, cfg.dataset_split_override, folds)
     ddf.require_classes(
         names, "the checkpoint's", "test with a DDF that lists the model's class_names in order"
     )
@@ -124,7 +126,7 @@ def test(cfg: TestConfig) -> dict[str, Any]:
                 write_worst(metrics, dataset, plots, prefix, cfg.worst)
     report = {
         "split": split,
-        "checkpoint": cfg.checkpoint,
+        "checkpoint": str(checkpoint_path),
         **({"models": list(map(str, model_paths)), "tta": cfg.tta} if others or cfg.tta else {}),
         "ddf": str(ddf.path),
         "iou_thresh": cfg.iou_thresh,
@@ -256,13 +258,14 @@ def _specimens(
 def test_inputs(cfg: TestConfig) -> Inputs:
     """What `yogo test` reads (yogo.outputs): the checkpoint, the DDF and all it reads."""
     cfg.require_valid()
-    if is_torch_file(Path(cfg.ddf)) and not is_torch_file(Path(cfg.checkpoint)):
+    checkpoint, ddf = cfg.paths()
+    if is_torch_file(Path(ddf)) and not is_torch_file(Path(checkpoint)):
         raise UserError(
             "the checkpoint and the dataset definition are swapped",
-            path=cfg.ddf,
-            fix=f"yogo test {cfg.ddf} {cfg.checkpoint} (the checkpoint comes first)",
+            path=ddf,
+            fix=f"yogo test {ddf} {checkpoint} (the checkpoint comes first)",
         )
-    return Inputs.of(cfg.checkpoint, *(cfg.models or []), cfg.ddf) | ddf_inputs(cfg.ddf)
+    return Inputs.of(checkpoint, *(cfg.models or []), ddf) | ddf_inputs(ddf)
 
 
 def _plot_outputs(cfg: TestConfig, split: str, inputs: Inputs) -> OutputSet | None:
@@ -334,14 +337,15 @@ def _log_to_wandb(cfg: TestConfig, report: dict[str, Any]) -> None:
     from yogo.log import init_wandb
 
     split = report["split"]
+    checkpoint = report["checkpoint"]
     run = init_wandb(
-        Path(cfg.checkpoint).resolve().parent,
+        Path(checkpoint).resolve().parent,
         cfg.wandb_project,
         cfg.wandb_entity,
-        name=None if cfg.wandb_resume_id else f"test {Path(cfg.checkpoint).name}",
+        name=None if cfg.wandb_resume_id else f"test {Path(checkpoint).name}",
         notes=cfg.note,
         tags=cfg.tags,
-        config={"test": {"checkpoint": cfg.checkpoint, "ddf": cfg.ddf, "split": split}},
+        config={"test": {"checkpoint": checkpoint, "ddf": report["ddf"], "split": split}},
         run_id=cfg.wandb_resume_id,
         job_type="test",
     )

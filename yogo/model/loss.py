@@ -78,26 +78,27 @@ class YOGOLoss(torch.nn.Module):
             target = mask.clone()
             target[image, row, col] = paired_iou(boxes.detach(), truth[:, 1:5]).clamp(0, 1)
         if s.obj_loss == "mse":
-            objectness = (weight * (torch.sigmoid(pred[..., 4]) - target) ** 2).sum() / batch
+            per_cell = weight * (torch.sigmoid(pred[..., 4]) - target) ** 2
         else:
-            objectness = (
-                F.binary_cross_entropy_with_logits(
-                    pred[..., 4], target, weight=weight, reduction="sum"
-                )
-                / batch
+            per_cell = F.binary_cross_entropy_with_logits(
+                pred[..., 4], target, weight=weight, reduction="none"
             )
+        per_image = per_cell.detach().sum(dim=(1, 2))
+        objectness = per_cell.sum() / batch
         if len(cells):
             box_loss = complete_iou_loss(boxes, truth[:, 1:5]) * positive[image, row, col]
-            box = s.iou_weight * box_loss.sum() / batch
             weights = s.class_weights.to(raw.device) if s.class_weights is not None else None
-            class_term = F.cross_entropy(
+            class_loss = F.cross_entropy(
                 cells[:, 5:],
                 truth[:, 5].long(),
                 weight=weights,
                 label_smoothing=s.label_smoothing,
-                reduction="sum",
+                reduction="none",
             )
-            class_term = s.classify_weight * class_term / batch
+            box = s.iou_weight * box_loss.sum() / batch
+            class_term = s.classify_weight * class_loss.sum() / batch
+            terms = s.iou_weight * box_loss + s.classify_weight * class_loss
+            per_image = per_image.index_add(0, image, terms.detach())
         else:
             box = class_term = pred.sum() * 0.0  # keeps the graph (and DDP) whole
         return {
@@ -105,6 +106,7 @@ class YOGOLoss(torch.nn.Module):
             "objectness": objectness,
             "box": box,
             "class": class_term,
+            "per_image": per_image,  # (B,) each image's loss, detached (--hard-frames)
         }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from yogo.config import TrainConfig
-from yogo.data.loader import Loaders
+from yogo.data.loader import Batch, Loaders
 from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.errors import Interrupted, RunError, display_path
 from yogo.evaluation.counting import calibration_errors, fit_count_model
@@ -111,10 +112,15 @@ def start_state(run: Run, resume: Checkpoint | None) -> TrainState:
     """A new run's state, or the resumed one's (optimizer, schedule, RNG and all)."""
     if resume is None:
         state = TrainState(sums=torch.zeros(len(LOSS_PARTS), device=run.ctx.device))
+        if run.cfg.hard_frames:
+            frames = len(run.data.train_set)
+            state.frame_loss = torch.zeros(2, frames, device=run.ctx.device)
     else:
         state = restore_state(
             resume.payload["resume"], run.optimizer, run.schedule, run.scaler, run.model, run.ema
         )
+        if state.frame_loss is not None:  # summed over the ranks when saved: counted once
+            state.frame_loss = state.frame_loss.to(run.ctx.device) * float(run.ctx.is_main)
         # Rows of epochs that last.pth does not hold (a crash between the row and the save)
         # are trained again: the file keeps what last.pth holds, so no row appears twice.
         run.rows = run.csv.read()
@@ -145,7 +151,8 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
     cfg, ctx, device = run.cfg, run.ctx, run.ctx.device
     epoch, first = state.epoch, state.batch
     run.model.train()
-    run.data.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size)
+    run.data.train_sampler.set_epoch(epoch, skip=first * cfg.batch_size, hard=state.hard)
+    order = run.data.train_sampler.indices() if state.frame_loss is not None else []
     batches_per_epoch = len(run.data.train_loader) + first
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     data_wait, epoch_start = 0.0, time.perf_counter()
@@ -178,6 +185,9 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
             log.info(f"torch.compile: {compile_s:.1f} s (not counted in images/s)")
         stop_signal = optimizer_step(run, state, stop, nonfinite, i) if stepping else 0
         state.sums += torch.stack([parts[k].detach() for k in LOSS_PARTS]) * len(images)
+        if state.frame_loss is not None:
+            start = (i - first) * cfg.batch_size
+            record_frame_loss(run, state, order[start : start + cfg.batch_size], batch, parts)
         state.images_seen += len(images)
         if not batches.disable:  # the visible progress bar is the only per-step sync
             batches.set_postfix(
@@ -186,6 +196,8 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
             )
         if stop_signal and i + 1 < batches_per_epoch:
             state.batch = i + 1
+            if state.frame_loss is not None:  # every rank's, for last.pth
+                state.frame_loss = ctx.sum(state.frame_loss.clone())
             if ctx.is_main:
                 save_checkpoint(run.dir / "last.pth", payload(run, state, epoch, finished=False))
             interrupt(run, state, stop_signal, f"epoch {epoch}, batch {i + 1}")
@@ -193,6 +205,8 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
     if run.swa_due(epoch):
         assert run.ema is not None
         run.ema.update()  # this epoch's final weights join the SWA mean
+    if state.frame_loss is not None:
+        state.hard = hardest_frames(ctx.sum(state.frame_loss.clone()), cfg.hard_frames)
     elapsed = time.perf_counter() - epoch_start
     # One collective per epoch: every rank then reports the same means.
     images_seen = torch.tensor([float(state.images_seen)], device=device)
@@ -206,6 +220,30 @@ def train_one_epoch(run: Run, state: TrainState, stop: StopRequest) -> dict[str,
         "images_per_s": float(totals[-1]) / elapsed,
         "data_wait_fraction": data_wait / elapsed,
     }
+
+
+def record_frame_loss(
+    run: Run, state: TrainState, indices: list[int], batch: Batch, parts: dict[str, torch.Tensor]
+) -> None:
+    """Add each image's loss to its frame's sum and count (--hard-frames); `indices` are the
+    batch's frames in the sampler's order, undecodable ones among them left out."""
+    if batch.skipped:
+        samples = run.data.train_set.samples
+        skipped = set(batch.skipped)
+        indices = [i for i in indices if samples[i].image not in skipped]
+    assert state.frame_loss is not None and len(indices) == len(parts["per_image"])
+    where = torch.tensor(indices, device=state.frame_loss.device)
+    state.frame_loss[0].index_add_(0, where, parts["per_image"].float())
+    state.frame_loss[1].index_add_(0, where, torch.ones_like(where, dtype=torch.float32))
+
+
+def hardest_frames(frame_loss: torch.Tensor, share: float) -> list[int]:
+    """The ceil(share x frames) frames with the highest mean loss this epoch (of those seen):
+    the pool the next epoch draws its --hard-frames share from."""
+    sums, counts = frame_loss
+    mean = torch.where(counts > 0, sums / counts.clamp(min=1), -torch.inf)
+    k = min(math.ceil(share * len(mean)), int((counts > 0).sum()))
+    return mean.topk(k).indices.sort().values.tolist()
 
 
 def gradient_sync(net: torch.nn.Module, stepping: bool) -> contextlib.AbstractContextManager[Any]:

@@ -59,11 +59,19 @@ class TrainState:
     """The W&B run to continue."""
     elapsed_s: float = 0.0
     """Training time before this process started (earlier parts of a resumed run)."""
+    hard: list[int] = field(default_factory=list)
+    """--hard-frames: the frames this epoch's hard share is drawn from (the last epoch's
+    hardest), the same on every rank."""
+    frame_loss: torch.Tensor | None = None
+    """--hard-frames: (2, frames) this epoch's training loss and count per frame so far, this
+    rank's (in last.pth: summed over the ranks, and restored on the first rank only)."""
 
     def next_epoch(self) -> None:
         """Move to the first batch of the next epoch."""
         self.epoch, self.batch = self.epoch + 1, 0
         self.sums, self.images_seen = torch.zeros_like(self.sums), 0
+        if self.frame_loss is not None:
+            self.frame_loss = torch.zeros_like(self.frame_loss)
 
 
 def save_state(
@@ -80,6 +88,8 @@ def save_state(
         state.ema_updates = ema.updates
     saved = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     saved["sums"] = state.sums.detach().cpu()
+    if state.frame_loss is not None:
+        saved["frame_loss"] = state.frame_loss.detach().cpu()
     saved.update(
         optimizer=optimizer.state_dict(),
         scheduler=schedule.state_dict(),
