@@ -71,3 +71,20 @@ def test_balanced_sampler_draws_rare_frames_more_often_and_resumes_exactly() -> 
     sampler.set_epoch(3, skip=4)
     assert list(sampler) == whole[4:]
     assert torch.equal(frame_weights((), 2), torch.ones(0))
+
+
+def test_hard_frames_fill_their_share_of_every_batch_on_every_rank_and_resume() -> None:
+    hard = [3, 7, 11]
+    for world in (1, 2):
+        for rank in range(world):
+            sampler = EpochSampler(24, rank, world, seed=2, hard_share=0.5, batch_size=4)
+            sampler.set_epoch(5, hard=hard)
+            mine = sampler.indices()
+            assert len(mine) == 24 // world
+            for start in range(0, len(mine), 4):  # 2 of each batch of 4 from the pool
+                assert all(i in hard for i in mine[start : start + 2]), mine
+            sampler.set_epoch(5, skip=6, hard=hard)
+            assert sampler.indices() == mine[6:]
+    plain = EpochSampler(24, 0, 1, seed=2, hard_share=0.5, batch_size=4)
+    plain.set_epoch(5)  # no pool yet (the first epoch): a plain permutation
+    assert sorted(plain.indices()) == list(range(24))

@@ -143,3 +143,21 @@ def test_an_iou_objectness_target_is_the_boxes_fit() -> None:
     assert float(YOGOLoss(settings)(raw, targets, ANCHORS)["objectness"]) == pytest.approx(0.0)
     one = LossSettings(no_obj_weight=0.0)
     assert float(YOGOLoss(one)(raw, targets, ANCHORS)["objectness"]) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("obj_loss", ["mse", "bce"])
+def test_each_images_loss_adds_up_to_the_batch_loss(obj_loss: str) -> None:
+    """--hard-frames ranks frames by `per_image`: the frame with the wrong prediction is the
+    hard one, and the per-image losses sum to the batch's (x the batch size)."""
+    raw, targets = case()
+    wrong = raw.clone()
+    wrong[0, 5:, 0, 1] = torch.tensor([20.0, -20.0])  # the object called class 0
+    weights = torch.tensor([1.0, 3.0])
+    settings = LossSettings(class_weights=weights, obj_loss=obj_loss)
+    parts = YOGOLoss(settings)(
+        torch.cat([raw, wrong, torch.zeros_like(raw)]), targets.repeat(3, 1, 1, 1), ANCHORS
+    )
+    per_image = parts["per_image"]
+    assert per_image.shape == (3,) and not per_image.requires_grad
+    assert per_image.sum() / 3 == pytest.approx(float(parts["loss"]), rel=1e-5)
+    assert per_image[1] > per_image[0] and per_image[1] > 10 * per_image[0]

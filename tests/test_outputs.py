@@ -442,6 +442,7 @@ def test_every_file_a_command_writes_is_listed_here(
                 out / "infer.html",
                 "--heatmap-mask",
                 "auto",
+                *("--model", model, "--tta"),  # an ensemble's outputs are the same files
             ],
             {"OUT": "out/infer", "TASKS": "out/tasks.json", "HTML": "out/infer.html"},
         ),

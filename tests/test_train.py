@@ -576,3 +576,13 @@ def test_the_python_api_prints_what_the_cli_prints(smear: Path, tmp_path: Path) 
         assert process.returncode == 0, err[-2000:]
     assert "epoch 1: loss" in runs["plain"].stderr and "run folder:" in runs["plain"].stderr
     assert "run folder:" not in runs["configured"].stderr  # INFO: below the caller's level
+
+
+def test_the_hard_frame_pool_is_the_worst_share_of_the_frames_seen() -> None:
+    from yogo.training.loop import hardest_frames
+
+    sums = torch.tensor([1.0, 9.0, 5.0, 0.0, 30.0, 2.0])
+    counts = torch.tensor([1.0, 1.0, 2.0, 0.0, 3.0, 1.0])  # frame 3 unseen; means 1 9 2.5 - 10 2
+    assert hardest_frames(torch.stack([sums, counts]), 0.34) == [1, 2, 4]  # ceil(2.04) = 3
+    assert hardest_frames(torch.stack([sums, counts]), 0.2) == [1, 4]  # ceil(1.2) = 2
+    assert hardest_frames(torch.stack([sums, counts]), 0.9) == [0, 1, 2, 4, 5]  # seen only

@@ -69,8 +69,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
     [
         (TORCHRUN, ["--ema", "--wandb"]),  # the EMA and the W&B run continue too
         ([sys.executable], ["--no-wandb", "--swa-epochs", "4"]),  # stopped mid-average
+        (TORCHRUN, ["--no-wandb", "--hard-frames", "0.5"]),  # the hard frames and their losses
     ],
-    ids=["2-processes-ema-wandb", "1-process-swa"],
+    ids=["2-processes-ema-wandb", "1-process-swa", "2-processes-hard-frames"],
 )
 def test_sigterm_mid_epoch_then_resume_is_exact(
     data: Path, tmp_path: Path, request: pytest.FixtureRequest, launcher, extra
@@ -143,6 +144,9 @@ def test_sigterm_mid_epoch_then_resume_is_exact(
             position["ema_updates"] == 1
             and torch.load(run / "last.pth")["resume"]["ema_updates"] == 4
         )
+    if "--hard-frames" in extra:  # 12 of 24 frames; every frame of both ranks' batches counted
+        assert len(position["hard"]) == 12 and position["epoch"] >= 2
+        assert int(position["frame_loss"][1].sum()) == 2 * 2 * position["batch"]
     a, b = weights(tmp_path / "plain"), weights(run)
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
