@@ -11,12 +11,13 @@ The spread over the folds says (docs/training.md, "Folds by specimen").
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yogo.config import TestConfig, TrainConfig, load_config
+from yogo.config import TestConfig, load_config
 from yogo.ddf import ddf_inputs
 from yogo.errors import UserError
 from yogo.evaluation.testing import test
@@ -25,45 +26,54 @@ from yogo.outputs import Inputs
 SUMMED = ("AP50", "recall", "count_error")  # per class, over the folds
 
 
-def _runs(run_dirs: list[str]) -> list[tuple[Path, TrainConfig]]:
-    """Each run folder with its training settings; one DDF and one K for all, each fold once."""
+@dataclass(frozen=True)
+class FoldRun:
+    """A run of `yogo train DDF --folds K --fold I`."""
+
+    path: Path
+    ddf: str
+    folds: int
+    fold: int
+
+
+def _runs(run_dirs: list[str]) -> list[FoldRun]:
+    """The runs in fold order; one DDF and one K for all, each fold once."""
     runs = []
-    for run in map(Path, run_dirs):
-        config = load_config(run / "config.yaml")
+    for path in map(Path, run_dirs):
+        config = load_config(path / "config.yaml")
         if config.folds is None or config.fold is None:
             raise UserError(
                 "was not trained with --folds",
-                path=run,
+                path=path,
                 fix="give the run folders of `yogo train DDF --folds K --fold I` "
                 "(scripts/submit_folds.sh)",
             )
-        runs.append((run, config))
-    first_run, first = runs[0]
+        runs.append(FoldRun(path, config.ddf, config.folds, config.fold))
+    first = runs[0]
     held_out: dict[int, Path] = {}
-    for run, config in runs:
-        if (Path(config.ddf).resolve(), config.folds) != (Path(first.ddf).resolve(), first.folds):
+    for run in runs:
+        if (Path(run.ddf).resolve(), run.folds) != (Path(first.ddf).resolve(), first.folds):
             raise UserError(
-                f"was trained on {config.ddf} with --folds {config.folds}, and {first_run} on "
+                f"was trained on {run.ddf} with --folds {run.folds}, and {first.path} on "
                 f"{first.ddf} with --folds {first.folds}: folds of different cuts do not add up",
-                path=run,
+                path=run.path,
                 fix="give the runs of one `scripts/submit_folds.sh` job",
             )
-        assert config.fold is not None
-        if config.fold in held_out:
+        if run.fold in held_out:
             raise UserError(
-                f"holds out fold {config.fold}, as {held_out[config.fold]} does",
-                path=run,
+                f"holds out fold {run.fold}, as {held_out[run.fold]} does",
+                path=run.path,
                 fix="give each fold's run once",
             )
-        held_out[config.fold] = run
-    return runs
+        held_out[run.fold] = run.path
+    return sorted(runs, key=lambda run: run.fold)
 
 
 def fold_inputs(run_dirs: list[str]) -> Inputs:
     """What `yogo test --folds` reads: each run's best.pth and config.yaml, and the DDF."""
     runs = _runs(run_dirs)
-    files = [p for run, _ in runs for p in (run / "best.pth", run / "config.yaml")]
-    return Inputs.of(*files) | ddf_inputs(runs[0][1].ddf)
+    files = [run.path / name for run in runs for name in ("best.pth", "config.yaml")]
+    return Inputs.of(*files) | ddf_inputs(runs[0].ddf)
 
 
 def test_folds(cfg: TestConfig) -> dict[str, Any]:
@@ -71,24 +81,20 @@ def test_folds(cfg: TestConfig) -> dict[str, Any]:
     and standard deviation (n - 1) over the folds of AP@0.5, recall and count error."""
     runs = _runs(cfg.folds or [])
     reports = []
-    for run, config in sorted(runs, key=lambda pair: pair[1].fold or 0):
+    for run in runs:
         one = dataclasses.replace(
-            cfg, folds=None, checkpoint=str(run / "best.pth"), ddf=config.ddf, split="val"
+            cfg, folds=None, checkpoint=str(run.path / "best.pth"), ddf=run.ddf, split="val"
         )
-        assert config.folds is not None and config.fold is not None
-        reports.append(
-            {"fold": config.fold, "run": str(run), **test(one, (config.folds, config.fold))}
-        )
-    names = list(reports[0]["per_class"])
+        tested = test(one, (run.folds, run.fold))
+        reports.append({"fold": run.fold, "run": str(run.path), **tested})
     per_class = {
         name: {key: _spread([r["per_class"][name][key] for r in reports]) for key in SUMMED}
-        for name in names
+        for name in reports[0]["per_class"]
     }
-    folds = runs[0][1].folds
     return {
-        "ddf": runs[0][1].ddf,
-        "folds": folds,
-        "tested": [r["fold"] for r in reports],
+        "ddf": runs[0].ddf,
+        "folds": runs[0].folds,
+        "tested": [run.fold for run in runs],
         "mAP50": _spread([r["mAP50"] for r in reports]),
         "per_class": per_class,
         "fold_reports": reports,
