@@ -67,13 +67,18 @@ def test_each_fold_trains_on_the_others_and_test_sums_up_the_folds(
     assert result.code == 0, result.err
     report = json.loads(report_path.read_text())
     assert report["folds"] == 3 and report["tested"] == [0, 1, 2]
-    frames = [r["num_images"] for r in report["fold_reports"]]
+    folds = report["fold_reports"]
+    frames = [r["held_out"]["num_images"] for r in folds]
     assert sorted(frames) == sorted(SPECIMENS.values())  # each fold is one whole specimen
-    healthy = report["per_class"]["healthy"]["AP50"]
-    values = [v for v in healthy["values"] if v is not None]
-    assert healthy["mean"] == pytest.approx(sum(values) / len(values))
-    assert healthy["std"] is not None and healthy["std"] >= 0
-    assert "AP@0.5" in result.out and "± " in result.out and "healthy" in result.out
+    assert [r["test"]["num_images"] for r in folds] == [6, 6, 6] and report["test_frames"] == 6
+    healthy = report["per_class"]["healthy"]
+    values = [v for v in healthy["AP50"]["values"] if v is not None]
+    assert healthy["AP50"]["mean"] == pytest.approx(sum(values) / len(values))
+    assert healthy["AP50"]["std"] is not None and healthy["AP50"]["std"] >= 0
+    # Counts on the test split: each run's thresholds were fitted on its held-out fold.
+    errors = [r["test"]["per_class"]["healthy"]["count_error"] for r in folds]
+    assert healthy["count_error"]["values"] == errors
+    assert "on the test split (6 frames)" in result.out and "± " in result.out
 
     # Runs of different cuts, a fold twice, and a run not trained with folds are refused.
     for args, message in (

@@ -506,8 +506,8 @@ class TestConfig:
     """Dataset definition file; its class names must be the model's."""
     folds: list[str] | None = option(None, metavar="RUN_DIR...")
     """Instead of CHECKPOINT DDF: the runs of `yogo train --folds K --fold I`, each tested on
-    the fold it held out; each class's AP, recall and count error as mean +- std over the
-    folds (docs/training.md, "Folds by specimen")."""
+    the fold it held out (AP) and on the test split (recall, count error); per class the mean
+    +- std over the folds (docs/training.md, "Folds by specimen")."""
     models: list[str] | None = option(None, "--model", metavar="MODEL.pth")
     """Another checkpoint to test together with CHECKPOINT (repeatable): the ensemble's
     detections are fused by weighted box fusion (docs/export-and-infer.md "Ensembles")."""

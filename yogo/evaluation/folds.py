@@ -11,19 +11,18 @@ The spread over the folds says (docs/training.md, "Folds by specimen").
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yogo.config import TestConfig, load_config
-from yogo.ddf import ddf_inputs
+from yogo.config import Split, TestConfig, load_config
+from yogo.ddf import DatasetDefinition, ddf_inputs
 from yogo.errors import UserError
 from yogo.evaluation.testing import test
 from yogo.outputs import Inputs
-
-SUMMED = ("AP50", "recall", "count_error")  # per class, over the folds
 
 
 @dataclass(frozen=True)
@@ -77,28 +76,40 @@ def fold_inputs(run_dirs: list[str]) -> Inputs:
 
 
 def test_folds(cfg: TestConfig) -> dict[str, Any]:
-    """Each run's best.pth on the fold it held out (its val split), and per class the mean
-    and standard deviation (n - 1) over the folds of AP@0.5, recall and count error."""
+    """Each run's best.pth on the fold it held out (its val split) for AP@0.5, and on the
+    test split (test_paths), when the DDF has one, for recall and count error: a run's
+    thresholds were fitted on the fold it held out, so its counts there match by construction.
+    Per class, the mean and standard deviation (n - 1) over the folds."""
     runs = _runs(cfg.folds or [])
-    reports = []
-    for run in runs:
-        one = dataclasses.replace(
-            cfg, folds=None, checkpoint=str(run.path / "best.pth"), ddf=run.ddf, split="val"
-        )
-        tested = test(one, (run.folds, run.fold))
-        reports.append({"fold": run.fold, "run": str(run.path), **tested})
-    per_class = {
-        name: {key: _spread([r["per_class"][name][key] for r in reports]) for key in SUMMED}
-        for name in reports[0]["per_class"]
-    }
+    first = runs[0]
+    cut = DatasetDefinition.from_yaml(first.ddf, folds=(first.folds, first.fold))
+    test_frames = len(cut.splits["test"])
+    held_out = [_test_run(cfg, run, "val") for run in runs]
+    tested = [_test_run(cfg, run, "test") for run in runs] if test_frames else []
+    per_class = {}
+    for name in held_out[0]["per_class"]:
+        per_class[name] = {"AP50": _spread([r["per_class"][name]["AP50"] for r in held_out])}
+        for key in ("recall", "count_error") if tested else ():
+            per_class[name][key] = _spread([r["per_class"][name][key] for r in tested])
     return {
-        "ddf": runs[0].ddf,
-        "folds": runs[0].folds,
+        "ddf": first.ddf,
+        "folds": first.folds,
         "tested": [run.fold for run in runs],
-        "mAP50": _spread([r["mAP50"] for r in reports]),
+        "test_frames": test_frames,
+        "mAP50": _spread([r["mAP50"] for r in held_out]),
         "per_class": per_class,
-        "fold_reports": reports,
+        "fold_reports": [
+            {"fold": run.fold, "run": str(run.path), "held_out": held, "test": test_report}
+            for run, held, test_report in itertools.zip_longest(runs, held_out, tested)
+        ],
     }
+
+
+def _test_run(cfg: TestConfig, run: FoldRun, split: Split) -> dict[str, Any]:
+    """`yogo test RUN/best.pth DDF --split SPLIT` on the run's cut, with cfg's other flags."""
+    checkpoint = str(run.path / "best.pth")
+    one = dataclasses.replace(cfg, folds=None, checkpoint=checkpoint, ddf=run.ddf, split=split)
+    return test(one, (run.folds, run.fold))
 
 
 def _spread(values: list[float | None]) -> dict[str, Any]:
@@ -122,18 +133,27 @@ def format_fold_report(report: dict[str, Any]) -> str:
         return f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
 
     tested, folds = report["tested"], report["folds"]
+    none = {"mean": None, "std": None}
     lines = [
-        f"{len(tested)} of {folds} folds of {report['ddf']} (each run on the fold it held out: "
-        f"{', '.join(map(str, tested))})",
-        f"mAP@0.5 {cell(report['mAP50'])}",
+        f"{len(tested)} of {folds} folds of {report['ddf']} (folds {', '.join(map(str, tested))})",
+        f"mAP@0.5 on each run's held-out fold {cell(report['mAP50'])}",
+        "AP@0.5: on each run's held-out fold; "
+        + (
+            f"recall and count error: on the test split ({report['test_frames']} frames) at "
+            "each run's thresholds"
+            if report["test_frames"]
+            else "recall and count error need test_paths in the DDF (each run's thresholds "
+            "were fitted on the fold it held out, so its counts there say nothing)"
+        ),
         "",
         f"{'class':<16}{'AP@0.5':>18}{'recall':>18}{'count error':>20}   AP@0.5 per fold",
     ]
     for name, values in report["per_class"].items():
         per_fold = " ".join("-" if v is None else f"{v:.3f}" for v in values["AP50"]["values"])
+        recall, error = values.get("recall", none), values.get("count_error", none)
         lines.append(
-            f"{name:<16}{cell(values['AP50']):>18}{cell(values['recall']):>18}"
-            f"{cell(values['count_error'], percent=True):>20}   {per_fold}"
+            f"{name:<16}{cell(values['AP50']):>18}{cell(recall):>18}"
+            f"{cell(error, percent=True):>20}   {per_fold}"
         )
     if len(tested) < folds:
         missing = sorted(set(range(folds)) - set(tested))
