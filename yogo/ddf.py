@@ -298,14 +298,11 @@ class _Loader:
         listed_tests = self.list_samples(tests)
         if folds is not None:
             count, held_out = folds
-            assigned = specimen_folds(top.path, pool, [len(s) for s in per_pair], count)
-            train = _sorted(
-                [s for f, ss in zip(assigned, per_pair, strict=True) if f != held_out for s in ss]
-            )
-            val = _sorted(
-                [s for f, ss in zip(assigned, per_pair, strict=True) if f == held_out for s in ss]
-            )
-            test = _sorted(listed_tests)
+            chosen = specimen_folds(top.path, pool, [len(s) for s in per_pair], count)
+            sides: dict[bool, list[Sample]] = {True: [], False: []}
+            for fold, samples in zip(chosen, per_pair, strict=True):
+                sides[fold == held_out] += samples
+            train, val, test = _sorted(sides[False]), _sorted(sides[True]), _sorted(listed_tests)
         elif split_override is not None:
             fractions = parse_split_override(split_override)
             train, val, test = _split(listed_pool + listed_tests, fractions, top_folder)

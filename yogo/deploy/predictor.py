@@ -4,6 +4,9 @@ infer` runs and what `yogo export` verifies its file with.
     predictor = load_predictor(Path("best.onnx"))           # or best.pth; device optional
     decoded = predictor.run(frames)    # uint8 (B, C, H, W) at predictor.image_hw
                                        # -> (B, 5 + C, Sy, Sx) decoded (yogo.model.boxes.decode)
+    found = predictor.detect(frames, predictor.counting.thresholds)  # per frame (N, 7)
+
+`detect` is what the commands call: an ensemble (yogo.deploy.ensemble) fuses its views there.
 
 `Deployed` is the computation both kinds share: the ONNX graph is exported from it, and a .pth
 runs through it.
