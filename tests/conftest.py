@@ -20,7 +20,7 @@ import io
 import socket
 import subprocess
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +135,25 @@ def small_disk(tmp_path: Path):
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody can write in: mode 0555, or for root (which ignores modes) the
+    immutable attribute."""
+    folder = tmp_path / "read-only"
+    folder.mkdir(exist_ok=True)  # unfinished_run may have filled it first
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("root here, and chattr +i is not available: no read-only folder")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 @pytest.fixture(autouse=True)

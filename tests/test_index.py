@@ -1,10 +1,15 @@
 """The label index (data/index.py): a scan through it equals a fresh scan, only changed files
-are read again, and a damaged, foreign or malicious index is never trusted."""
+are read again, every run of the same data shares it (two racing processes parse each file
+once), a cache folder that cannot be used is refused before any work, and a damaged, foreign
+or malicious index is never trusted."""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,10 @@ from conftest import make_folder_pair, write_yaml
 
 import yogo.data.scan as scan_module
 from yogo import DatasetDefinition
+from yogo.data.index import CACHE_ENV, LabelCache, open_cache
 from yogo.data.scan import DatasetScan, scan_dataset
+from yogo.errors import UserError
+from yogo.outputs import Inputs
 
 PAIR = "{image_path: set/images, label_path: set/labels}"
 LABELS = {
@@ -45,6 +53,17 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
+def cache_in(folder: Path) -> LabelCache:
+    cache = open_cache(str(folder), Inputs(), None)
+    assert cache is not None
+    return cache
+
+
+def shard_file(cache: LabelCache) -> Path:
+    (path,) = cache.folder.glob("*.npz")
+    return path
+
+
 def same(a: DatasetScan, b: DatasetScan) -> bool:
     for name in a.splits:
         for x, y in zip(a.splits[name], b.splits[name], strict=True):
@@ -68,12 +87,11 @@ def test_a_scan_through_the_index_equals_a_fresh_scan_and_reads_no_label(
     ddf: DatasetDefinition, parsed: list[Path], tmp_path: Path, policy: str
 ) -> None:
     fresh = scan_dataset(ddf, policy)  # type: ignore[arg-type]
-    index = tmp_path / "run" / "label_index.npz"
-    index.parent.mkdir()
-    first = scan_dataset(ddf, policy, index=index)  # type: ignore[arg-type]
-    assert index.is_file() and same(first, fresh)
+    index = cache_in(tmp_path / "cache")
+    first = scan_dataset(ddf, policy, cache=index)  # type: ignore[arg-type]
+    assert shard_file(index).is_file() and same(first, fresh)
     parsed.clear()
-    again = scan_dataset(ddf, policy, index=index)  # type: ignore[arg-type]
+    again = scan_dataset(ddf, policy, cache=index)  # type: ignore[arg-type]
     assert parsed == [] and same(again, fresh)
     assert again.problems  # the unknown class and the box outside are remembered too
 
@@ -81,16 +99,16 @@ def test_a_scan_through_the_index_equals_a_fresh_scan_and_reads_no_label(
 def test_only_changed_files_are_read_again(
     ddf: DatasetDefinition, parsed: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    index = tmp_path / "label_index.npz"
-    scan_dataset(ddf, "drop", index=index)
+    index = cache_in(tmp_path / "cache")
+    scan_dataset(ddf, "drop", cache=index)
     label = tmp_path / "set" / "labels" / "b.txt"
     label.write_text("1 0.5 0.5 0.2 0.2\n")
     (tmp_path / "set" / "images" / "a.png").unlink()
     parsed.clear()
     with caplog.at_level(logging.INFO):
-        scan = scan_dataset(ddf, "drop", index=index)
+        scan = scan_dataset(ddf, "drop", cache=index)
     assert sorted(p.name for p in parsed) == ["a.txt", "b.txt"]
-    assert "2 of 4 sample(s) scanned again" in caplog.text
+    assert "2 of 4 sample(s) scanned" in caplog.text
     assert same(scan, scan_dataset(ddf, "drop"))
     (b,) = [s for s in scan.splits["train"] if s.label == label]
     np.testing.assert_allclose(b.boxes, [[1, 0.5, 0.5, 0.2, 0.2]])
@@ -101,15 +119,15 @@ def test_a_file_rewritten_with_the_same_size_and_time_is_read_again(
     ddf: DatasetDefinition, parsed: list[Path], tmp_path: Path
 ) -> None:
     """The change time (which no tool can set back) catches what size and mtime miss."""
-    index = tmp_path / "label_index.npz"
-    scan_dataset(ddf, index=index)
+    index = cache_in(tmp_path / "cache")
+    scan_dataset(ddf, cache=index)
     label = tmp_path / "set" / "labels" / "a.txt"
     before = label.stat()
     label.write_text(LABELS["a"].replace("0.25 0.25", "0.35 0.35"))
     os.utime(label, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert label.stat().st_size == before.st_size
     parsed.clear()
-    scan = scan_dataset(ddf, index=index)
+    scan = scan_dataset(ddf, cache=index)
     assert [p.name for p in parsed] == ["a.txt"]
     assert scan.splits["train"][0].boxes[0, 1] == pytest.approx(0.35)
 
@@ -117,16 +135,16 @@ def test_a_file_rewritten_with_the_same_size_and_time_is_read_again(
 def test_an_index_made_for_other_settings_is_not_used(
     ddf: DatasetDefinition, parsed: list[Path], tmp_path: Path
 ) -> None:
-    index = tmp_path / "label_index.npz"
-    scan_dataset(ddf, "drop", index=index)
+    index = cache_in(tmp_path / "cache")
+    scan_dataset(ddf, "drop", cache=index)
     parsed.clear()
-    scan_dataset(ddf, "clip", index=index)  # another policy
+    scan_dataset(ddf, "clip", cache=index)  # another policy
     assert len(parsed) == 4
     renamed = DatasetDefinition.from_yaml(
         write_yaml(tmp_path / "e.yml", f"class_names: [a, c]\ndataset_paths: {{x: {PAIR}}}\n")
     )
     parsed.clear()
-    scan_dataset(renamed, "clip", index=index)  # other class names
+    scan_dataset(renamed, "clip", cache=index)  # other class names
     assert len(parsed) == 4
 
 
@@ -134,32 +152,34 @@ def test_an_index_made_for_other_settings_is_not_used(
 def test_a_damaged_or_malicious_index_is_ignored_and_replaced(
     ddf: DatasetDefinition, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
-    index = tmp_path / "label_index.npz"
-    scan_dataset(ddf, index=index)
+    index = cache_in(tmp_path / "cache")
+    scan_dataset(ddf, cache=index)
+    shard = shard_file(index)
     if kind == "bytes":
-        index.write_bytes(os.urandom(300))
+        shard.write_bytes(os.urandom(300))
     else:
-        with np.load(index) as f:
+        with np.load(shard) as f:
             arrays = {name: f[name] for name in f.files}
         if kind == "arrays":
             arrays["offsets"] = arrays["offsets"][:-2]
         else:  # an object array needs pickle to load: it could run code
             arrays["problems"] = np.array([print], dtype=object)
-        with index.open("wb") as out:
+        with shard.open("wb") as out:
             np.savez(out, **arrays)
     with caplog.at_level(logging.INFO):
-        scan = scan_dataset(ddf, index=index)
-    assert "is damaged" in caplog.text and "scanning the labels again" in caplog.text
+        scan = scan_dataset(ddf, cache=index)
+    assert "is damaged" in caplog.text and "scanning its folders again" in caplog.text
     assert same(scan, scan_dataset(ddf))
-    with np.load(index, allow_pickle=False) as f:  # replaced by a good one
+    with np.load(shard, allow_pickle=False) as f:  # replaced by a good one
         assert len(f["usable"]) == 4
 
 
-def test_a_folder_that_cannot_hold_the_index_only_costs_a_warning(
-    ddf: DatasetDefinition, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_full_disk_only_costs_a_warning(
+    ddf: DatasetDefinition, small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    missing = tmp_path / "gone" / "label_index.npz"
-    scan = scan_dataset(ddf, index=missing)
+    stats = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - 1024))
+    scan = scan_dataset(ddf, cache=cache_in(small_disk / "cache"))
     assert "could not save the label index" in caplog.text
     assert same(scan, scan_dataset(ddf))
 
@@ -185,11 +205,123 @@ def test_label_studio_folders_are_indexed_and_a_changed_notes_file_is_noticed(
     notes.write_text('{"categories": [{"id": 0, "name": "b"}, {"id": 1, "name": "a"}]}')
     path = write_yaml(tmp_path / "d.yml", f"class_names: [a, b]\ndataset_paths: {{x: {PAIR}}}\n")
     ddf = DatasetDefinition.from_yaml(path)
-    index = tmp_path / "label_index.npz"
-    first = scan_dataset(ddf, index=index)
+    index = cache_in(tmp_path / "cache")
+    first = scan_dataset(ddf, cache=index)
     assert [s.boxes[0, 0] for s in first.splits["train"]] == [1, 0]  # ids mapped by name
     parsed.clear()
-    assert same(scan_dataset(ddf, index=index), first) and parsed == []
+    assert same(scan_dataset(ddf, cache=index), first) and parsed == []
     notes.write_text('{"categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]}')
-    again = scan_dataset(ddf, index=index)
+    again = scan_dataset(ddf, cache=index)
     assert len(parsed) == 2 and [s.boxes[0, 0] for s in again.splits["train"]] == [0, 1]
+
+
+def test_another_run_of_the_same_data_reads_no_label_and_new_folders_alone(
+    ddf: DatasetDefinition, parsed: list[Path], tmp_path: Path
+) -> None:
+    """The index is keyed by folder pair, not by DDF: a second DDF (a fold, a fine-tune, a
+    sweep member) over the same folders reads none of them, and one more folder pair is all
+    it scans."""
+    index = cache_in(tmp_path / "cache")
+    scan_dataset(ddf, "drop", cache=index)
+    make_folder_pair(tmp_path / "more", {"e": "0 0.5 0.5 0.1 0.1\n"})
+    more = "{image_path: more/images, label_path: more/labels}"
+    other = write_yaml(
+        tmp_path / "other.yml", f"class_names: [a, b]\ndataset_paths: {{x: {PAIR}, y: {more}}}\n"
+    )
+    parsed.clear()
+    scan = scan_dataset(DatasetDefinition.from_yaml(other), "drop", cache=index)
+    assert [p.name for p in parsed] == ["e.txt"]
+    assert same(scan, scan_dataset(DatasetDefinition.from_yaml(other), "drop"))
+    assert len(list(index.folder.glob("*.npz"))) == 2
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+import yogo.data.scan as scan_module
+from yogo import DatasetDefinition
+from yogo.data.index import open_cache
+from yogo.outputs import Inputs
+
+ddf_path, cache_dir, log_path, start_at = sys.argv[1:]
+real = scan_module.parse_label_file
+
+def slow(path, lookup):
+    with open(log_path, "a") as log:
+        log.write(path.name + "\\n")
+    time.sleep(0.02)
+    return real(path, lookup)
+
+scan_module.parse_label_file = slow
+ddf = DatasetDefinition.from_yaml(ddf_path)
+cache = open_cache(cache_dir, Inputs(), None)
+while time.time() < float(start_at):
+    time.sleep(0.001)
+scan = scan_module.scan_dataset(ddf, "drop", cache=cache)
+print(sum(len(s.boxes) for s in scan.splits["train"]))
+"""
+
+
+def test_two_runs_racing_on_new_data_parse_each_label_file_once(tmp_path: Path) -> None:
+    labels = {f"f{i:03d}": f"{i % 2} 0.5 0.5 0.1 0.1\n" for i in range(40)}
+    make_folder_pair(tmp_path / "set", labels, hw=(16, 16))
+    path = write_yaml(tmp_path / "d.yml", f"class_names: [a, b]\ndataset_paths: {{x: {PAIR}}}\n")
+    log = tmp_path / "parsed.txt"
+    start_at = str(time.time() + 3)  # both processes imported and waiting by then
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(path), str(tmp_path / "cache"), str(log), start_at],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [racer.communicate(timeout=120)[0].strip() for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0]
+    assert outputs[0] == outputs[1] != "0"  # both found every box
+    parsed = log.read_text().split()
+    assert sorted(parsed) == sorted(f"{name}.txt" for name in labels)  # each once, in all
+
+
+def test_stale_temporary_files_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
+    folder = cache_in(tmp_path / "cache").folder
+    folder.mkdir(parents=True)
+    old, young = folder / ".abc.123.partial.npz", folder / ".abc.456.partial.npz"
+    for file in (old, young):
+        file.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cache_in(tmp_path / "cache")
+    assert not old.exists() and young.exists()
+
+
+def test_the_cache_folder_comes_from_the_option_then_the_environment_then_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    given = open_cache(str(tmp_path / "given"), Inputs(), tmp_path / "default")
+    from_env = open_cache(None, Inputs(), tmp_path / "default")
+    monkeypatch.delenv(CACHE_ENV)
+    default = open_cache(None, Inputs(), tmp_path / "default")
+    assert open_cache(None, Inputs(), None) is None
+    folders = [c.folder.parent for c in (given, from_env, default) if c is not None]
+    assert folders == [tmp_path / "given", tmp_path / "env", tmp_path / "default"]
+    assert not any(f.exists() for f in folders)  # made when the first shard is written
+
+
+def test_a_cache_folder_that_cannot_be_used_is_refused_before_any_work(
+    ddf: DatasetDefinition, tmp_path: Path, read_only: Path
+) -> None:
+    inputs = ddf.inputs()
+    (tmp_path / "a-file").write_text("x")
+    cases = {
+        tmp_path / "set" / "images" / "cache": "a folder this command reads data from",
+        tmp_path / "a-file": "is a file, not a folder",
+        read_only / "cache": "cannot write here",
+    }
+    for folder, reason in cases.items():
+        with pytest.raises(UserError, match=reason) as refused:
+            open_cache(str(folder), inputs, None)
+        assert "--cache-dir" in str(refused.value)
+    assert sorted(p.name for p in (tmp_path / "set" / "images").iterdir()) == [
+        f"{stem}.png" for stem in sorted(LABELS)
+    ]

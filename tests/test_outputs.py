@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,25 +29,6 @@ def checkpoint(trained_run, tmp_path: Path) -> Path:
     target = tmp_path / "model.pth"
     shutil.copy(trained_run.run / "best.pth", target)
     return target
-
-
-@pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Path]:
-    """A folder nobody can write in: mode 0555, or for root (which ignores modes) the
-    immutable attribute."""
-    folder = tmp_path / "read-only"
-    folder.mkdir(exist_ok=True)  # unfinished_run may have filled it first
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("root here, and chattr +i is not available: no read-only folder")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def test_json_never_replaces_an_input_even_with_force(

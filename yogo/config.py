@@ -261,6 +261,9 @@ class TrainConfig:
     """What to do with bad label rows (docs/check.md)."""
     min_label_confidence: float = 0.0
     """Leave out label rows whose 6th column, a confidence (machine labels), is below this."""
+    cache_dir: str | None = None
+    """Folder of the label index shared by every run of the same data (default:
+    $YOGO_CACHE_DIR, else OUTPUT_DIR/.yogo-cache; docs/training.md)."""
     obj_thresh: float = 0.5
     """Objectness threshold of validation's precision, recall, F1 and counts."""
     iou_thresh: float = 0.5
@@ -399,7 +402,7 @@ class AugmentSettings:
 TRAIN_HELP_SECTIONS = {
     "Data": (
         "ddf", "dataset_split_override", "folds", "fold", "subsample", "bad_labels",
-        "min_label_confidence", "cache", "num_workers",
+        "min_label_confidence", "cache", "cache_dir", "num_workers",
     ),
     "Model": (
         "model", "from_pretrained", "image_hw", "rgb_images", "normalize_images", "anchor_w",
@@ -819,6 +822,9 @@ class CheckConfig:
     """Leave out label rows whose 6th column, a confidence (machine labels), is below this."""
     decode: bool = False
     """Also decode every image fully, on all cores (slow)."""
+    cache_dir: str | None = None
+    """Read and update the label index in this folder (default: $YOGO_CACHE_DIR, else
+    ./trained_models/.yogo-cache when it exists: the one `yogo train` makes by default)."""
     dataset_split_override: list[float] | None = option(None, metavar="TRAIN VAL TEST")
     """Re-split all the DDF's data (test_paths included) into these fractions."""
 

@@ -9,12 +9,14 @@ every problem of a dataset scan, as JSON-ready data and as the table the command
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yogo.config import CheckConfig
+from yogo.config import CheckConfig, TrainConfig
 from yogo.data.images import survey_thumbnails
+from yogo.data.index import DEFAULT_NAME, open_cache
 from yogo.data.labels import ERROR_KINDS, WARNING_KINDS, Problem
 from yogo.data.scan import (
     UNNAMED_CLASSES,
@@ -38,6 +40,7 @@ from yogo.model.grid import (
     grid_shape,
     require_usable_image_hw,
 )
+from yogo.outputs import Inputs
 
 NO_VAL = (
     "no val split: a run cannot pick its best epoch and writes no best.pth; add val to "
@@ -54,8 +57,17 @@ def check(cfg: CheckConfig) -> dict[str, Any]:
     speak_unless_configured()
     cfg.require_valid()
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override)
+    # Without --cache-dir or $YOGO_CACHE_DIR: the index `yogo train` keeps by default, when
+    # there is one here (check never makes that folder itself).
+    trained = Path(TrainConfig.output_dir) / DEFAULT_NAME
+    inputs = Inputs.of(cfg.ddf) | ddf.inputs()
+    cache = open_cache(cfg.cache_dir, inputs, trained if trained.is_dir() else None)
     scan = scan_dataset(
-        ddf, cfg.bad_labels, decode=cfg.decode, min_confidence=cfg.min_label_confidence
+        ddf,
+        cfg.bad_labels,
+        decode=cfg.decode,
+        cache=cache,
+        min_confidence=cfg.min_label_confidence,
     )
     image_hw = (cfg.image_hw[0], cfg.image_hw[1]) if cfg.image_hw else None
     return check_report(ddf, scan, image_hw)

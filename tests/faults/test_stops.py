@@ -268,16 +268,18 @@ KILLED_IN_INDEX_WRITE = textwrap.dedent(
 def test_kill_9_during_the_first_label_index_write_leaves_a_restartable_run(
     data: Path, tmp_path: Path, run_cli
 ) -> None:
-    """The label index is the first file a run writes (before config.yaml); a kill during
-    that write leaves its temporary file, which must not make the run folder look used."""
+    """The label index is the first file a run writes (in the cache folder, before the run
+    folder's config.yaml); a kill during that write leaves its temporary file, which must
+    neither make the run folder look used nor be taken for an index."""
     args = ["train", str(data), *TRAIN, "--output-dir", str(tmp_path), "--name", "r"]
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_IN_INDEX_WRITE, *args], capture_output=True, text=True
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    left = [p.name for p in (tmp_path / "r").iterdir()]
-    assert [name for name in left if name.startswith(".label_index.")], left
+    shards = tmp_path / ".yogo-cache" / "labels-v3"
+    assert [p for p in shards.iterdir() if ".partial" in p.name] and not list(shards.glob("*.npz"))
     again = run_cli(*args)
     assert again.code == 0, again.err
     assert not [p for p in (tmp_path / "r").iterdir() if ".partial" in p.name]
+    assert len(list(shards.glob("*.npz"))) == 1
     assert final_weights(tmp_path / "r")

@@ -24,7 +24,7 @@ import numpy as np
 
 from yogo.config import BadLabelsPolicy
 from yogo.data.images import ImageError, decode_image, read_header
-from yogo.data.index import LabelIndex, ScanResult, signatures
+from yogo.data.index import LabelCache, ScanResult, shard_meta, signatures
 from yogo.data.labels import (
     SAMPLE_KINDS,
     ClassLookup,
@@ -84,38 +84,23 @@ def scan_dataset(
     ddf: DatasetDefinition,
     policy: BadLabelsPolicy = "error",
     decode: bool = False,
-    index: Path | None = None,
+    cache: LabelCache | None = None,
     min_confidence: float = 0.0,
 ) -> DatasetScan:
     """Parse every label file and read every image header once (`decode`: every image fully,
     on all cores); apply `policy` to bad rows and samples; leave out rows whose confidence
     column is below `min_confidence` (rows without one are kept).
 
-    With `index` (yogo.data.index), samples whose files have not changed since the index was
-    written come from it, the rest are scanned, and the index is brought up to date."""
+    With a label `cache` (yogo.data.index), samples whose files have not changed since they
+    were indexed come from it, the rest are scanned, and the cache is brought up to date."""
     ordered = [sample for name in SPLITS for sample in ddf.splits[name]]
     lookups: dict[str, ClassLookup] = {}  # by label folder
     for folder in sorted({os.path.dirname(str(sample.label)) for sample in ordered}):
         lookups[folder] = ClassLookup(ddf.class_names, load_label_studio_ids(Path(folder)))
-    identity = {
-        "class_names": list(ddf.class_names),
-        "policy": policy,
-        "notes": {str(k): sorted((v.label_studio_ids or {}).items()) for k, v in lookups.items()},
-    }
-    known = LabelIndex.load(index, identity) if index is not None else None
-    current = signatures(ordered) if index is not None else np.zeros((0, 6), np.int64)
-    results: list[ScanResult | None] = [None] * len(ordered)
-    if known is not None:
-        results = known.results(ordered, current)
-    missing = [i for i, r in enumerate(results) if r is None]
-    scanned = _scan_samples([ordered[i] for i in missing], lookups, policy)
-    for i, result in zip(missing, scanned, strict=True):
-        results[i] = result
-    done = [r for r in results if r is not None]
-    if index is not None and (known is None or missing):
-        LabelIndex.save(index, identity, ordered, current, done)
-        if known is not None:
-            log.info(f"label index: {len(missing)} of {len(ordered)} sample(s) scanned again")
+    if cache is None:
+        done = _scan_samples(ordered, lookups, policy)
+    else:
+        done = _scan_through(cache, ordered, lookups, ddf.class_names, policy)
 
     problems: list[Problem] = []
     splits: dict[str, tuple[LabelledSample, ...]] = {}
@@ -146,6 +131,60 @@ def scan_dataset(
     problems += _unlabelled_and_ambiguous(ddf)
     scores = np.concatenate(confidence) if confidence else np.zeros(0, np.float32)
     return DatasetScan(policy, splits, tuple(problems), scores, min_confidence, below)
+
+
+def _scan_through(
+    cache: LabelCache,
+    ordered: Sequence[Sample],
+    lookups: dict[str, ClassLookup],
+    class_names: Sequence[str],
+    policy: BadLabelsPolicy,
+) -> list[ScanResult]:
+    """`_scan_samples` of `ordered`, taking each unchanged sample's result from the cache and
+    scanning the rest (all folder pairs at once, on all cores) under the locks of their
+    shards, then saving those shards."""
+    groups: dict[tuple[str, str], list[int]] = {}  # folder pair -> positions in `ordered`
+    for i, sample in enumerate(ordered):
+        pair = (os.path.dirname(str(sample.label)), str(sample.image_folder))
+        groups.setdefault(pair, []).append(i)
+    metas = {
+        pair: shard_meta(ordered[where[0]], class_names, policy, lookups[pair[0]].label_studio_ids)
+        for pair, where in groups.items()
+    }
+    current = signatures(ordered)
+    results: list[ScanResult | None] = [None] * len(ordered)
+
+    def fill(pairs: Iterable[tuple[str, str]]) -> None:
+        for pair in pairs:
+            shard = cache.read(metas[pair])
+            if shard is None:
+                continue
+            where = groups[pair]
+            found = shard.results([ordered[i] for i in where], current[where])
+            for i, result in zip(where, found, strict=True):
+                results[i] = result
+
+    fill(groups)
+    stale = [pair for pair, where in groups.items() if any(results[i] is None for i in where)]
+    if not stale:
+        return [r for r in results if r is not None]
+    with cache.locked([metas[pair] for pair in stale]):
+        fill(stale)  # another process may have indexed them while this one waited
+        missing = [i for pair in stale for i in groups[pair] if results[i] is None]
+        scanned = _scan_samples([ordered[i] for i in missing], lookups, policy)
+        for i, result in zip(missing, scanned, strict=True):
+            results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(ordered)
+        for pair in stale:
+            where = groups[pair]
+            samples = [ordered[i] for i in where]
+            cache.write(metas[pair], samples, current[where], [done[i] for i in where])
+    log.info(
+        f"label index: {len(missing):,} of {len(ordered):,} sample(s) scanned "
+        f"({len(stale)} of {len(groups)} folder pair(s) updated in {display_path(cache.folder)})"
+    )
+    return done
 
 
 def require_trainable(scan: DatasetScan) -> None:

@@ -1,7 +1,7 @@
 """What a training run reads: the splits of its DDF, scanned once per job, and the datasets,
 samplers, loaders and frame cache over them.
 
-    ddf, splits = load_splits(cfg, ctx, run_dir / INDEX_NAME)   # rank 0 scans, others read
+    ddf, splits = load_splits(cfg, ctx, run_dir.parent)   # rank 0 scans, others read
     data = make_data(cfg, ctx, run_dir, splits, model.config, loaders)
     for batch in data.train_loader: ...
 
@@ -25,6 +25,7 @@ import torch
 from yogo.config import ResolvedTrainConfig, TrainConfig, augment_settings
 from yogo.data.cache import FrameCache, plan_cache, size_text
 from yogo.data.dataset import DetectionDataset
+from yogo.data.index import DEFAULT_NAME, LabelCache, open_cache
 from yogo.data.loader import EpochSampler, Loaders, ShardSampler, default_num_workers, frame_weights
 from yogo.data.paste import PastePool
 from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
@@ -32,6 +33,7 @@ from yogo.ddf import DatasetDefinition
 from yogo.dist import DistContext
 from yogo.errors import UserError
 from yogo.model.network import ModelConfig
+from yogo.outputs import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -172,27 +174,36 @@ def attach_frame_cache(
         )
 
 
+def label_cache(cfg: TrainConfig, output_dir: Path, inputs: Inputs) -> LabelCache | None:
+    """The label index a run reads and updates (yogo.data.index): --cache-dir, else
+    $YOGO_CACHE_DIR, else OUTPUT_DIR/.yogo-cache; refused (UserError) before any work when it
+    cannot be used."""
+    return open_cache(cfg.cache_dir, inputs, output_dir / DEFAULT_NAME)
+
+
 def load_splits(
-    cfg: TrainConfig, ctx: DistContext, index: Path
+    cfg: TrainConfig, ctx: DistContext, output_dir: Path
 ) -> tuple[DatasetDefinition, dict[str, tuple[LabelledSample, ...]]]:
     """The DDF and the samples of each split, scanned under --bad-labels and subsampled.
 
-    Rank 0 scans and brings the run's label index up to date; the other ranks then read the
-    index instead of every label file (on a shared file system, once per job, not per rank)."""
+    Rank 0 scans and brings the label index (in the cache folder, beside the run folders of
+    `output_dir` by default) up to date; the other ranks then read the index instead of every
+    label file (on a shared file system, once per job, not per rank)."""
     started = time.perf_counter()
     folds = (cfg.folds, cfg.fold) if cfg.folds is not None and cfg.fold is not None else None
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override, folds)
+    cache = label_cache(cfg, output_dir, Inputs.of(cfg.ddf) | ddf.inputs())
     scan = None
     try:
         if ctx.is_main:
             scan = scan_dataset(
-                ddf, cfg.bad_labels, index=index, min_confidence=cfg.min_label_confidence
+                ddf, cfg.bad_labels, cache=cache, min_confidence=cfg.min_label_confidence
             )
     finally:
         ctx.broadcast(None)  # the index is written (or rank 0 failed; the others will too)
     if scan is None:
         scan = scan_dataset(
-            ddf, cfg.bad_labels, index=index, min_confidence=cfg.min_label_confidence
+            ddf, cfg.bad_labels, cache=cache, min_confidence=cfg.min_label_confidence
         )
     count = sum(map(len, ddf.splits.values()))
     log.info(f"{count:,} label files ready in {time.perf_counter() - started:.1f} s")

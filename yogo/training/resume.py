@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from yogo.config import TrainConfig, load_config
+from yogo.data.setup import label_cache
 from yogo.ddf import ddf_inputs
 from yogo.dist import slurm_restart
 from yogo.errors import UserError, display_path
@@ -226,7 +227,7 @@ def _runs_of(ddf: Path, output: Path) -> list[Path]:
 
 # Settings of the machine, not of the run: given with --resume, they are used (docs/training.md
 # and docs/outputs.md list them; a test checks both).
-RESUME_KEEPS_GIVEN = ("device", "num_workers", "cache", "dist_timeout")
+RESUME_KEEPS_GIVEN = ("device", "num_workers", "cache", "cache_dir", "dist_timeout")
 
 
 def resumed_config(cfg: TrainConfig, checkpoint: Checkpoint) -> TrainConfig:
@@ -301,12 +302,16 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
     resume = find_resume(cfg)
     if resume is not None:
         require_output_folder(resume.path.parent, option="--resume", create=False)
-        return resumed_config(cfg, resume), resume
+        resumed = resumed_config(cfg, resume)
+        inputs = Inputs.of(resumed.ddf) | ddf_inputs(resumed.ddf)
+        label_cache(resumed, resume.path.parent.parent, inputs)
+        return resumed, resume
     if not cfg.ddf:
         raise UserError("nothing to resume here; give a dataset definition file to start a run")
     require_output_folder(Path(cfg.output_dir), option="--output-dir")
     inputs = Inputs.of(cfg.ddf, cfg.from_pretrained) | ddf_inputs(cfg.ddf)
     inputs.refuse(Path(cfg.output_dir), "--output-dir")
+    label_cache(cfg, Path(cfg.output_dir), inputs)
     require_new_run_name(cfg)
     if cfg.from_pretrained:
         require_checkpoint_file(Path(cfg.from_pretrained))

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from yogo.config import TrainConfig
-from yogo.data.index import INDEX_NAME
 from yogo.data.scan import LabelledSample
 from yogo.dist import DistContext
 from yogo.errors import UserError, display_path
@@ -44,8 +43,9 @@ LOCK_NAME = ".yogo-run"  # the lock, and the mark of a folder yogo made (written
 # A restart rewrites config.yaml, removes the rows, the plots and the temporary files of
 # interrupted writes, and starts a new W&B run.
 STALE_FILES = ("metrics.csv", "training_curves.png", "train_batch.png")
-# The label index is kept: it checks itself against the files (yogo.data.index).
-EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, INDEX_NAME, *STALE_FILES)
+# label_index.npz: the per-run label index of yogo before the shared cache (yogo.data.index).
+OLD_INDEX_NAME = "label_index.npz"
+EARLY_FILES = ("config.yaml", "wandb", LOCK_NAME, OLD_INDEX_NAME, *STALE_FILES)
 
 
 def restartable(run_dir: Path) -> bool:
@@ -145,16 +145,7 @@ class RunFolder:
     def release(self, failed: bool = False) -> None:
         """Let the folder go; after a failure, a folder this job made and left empty goes
         too (a refused run leaves nothing behind)."""
-        if (
-            failed
-            and self.created
-            and {p.name for p in self.path.iterdir()}
-            <= {
-                LOCK_NAME,
-                INDEX_NAME,
-            }
-        ):
-            (self.path / INDEX_NAME).unlink(missing_ok=True)
+        if failed and self.created and {p.name for p in self.path.iterdir()} <= {LOCK_NAME}:
             (self.path / LOCK_NAME).unlink()
             self.path.rmdir()
         if self._fd is not None:

@@ -29,7 +29,6 @@ from yogo.config import (
     default_batch_size,
     default_learning_rate,
 )
-from yogo.data.index import INDEX_NAME
 from yogo.data.loader import Batch, Loaders
 from yogo.data.paste import PastePool
 from yogo.data.scan import LabelledSample, missing_classes
@@ -115,7 +114,7 @@ def setup(
 ) -> Run:
     """Data, model, run folder, loaders, loss, optimiser, schedule, precision, EMA, DDP, W&B."""
     seed_everything(cfg.seed)
-    ddf, splits = load_splits(cfg, ctx, run_dir / INDEX_NAME)
+    ddf, splits = load_splits(cfg, ctx, run_dir.parent)
     pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
     weights = class_weights(cfg.class_weights, splits["train"], len(ddf.class_names))
     if resume is not None:
