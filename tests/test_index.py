@@ -60,7 +60,7 @@ def cache_in(folder: Path) -> LabelCache:
 
 
 def shard_file(cache: LabelCache) -> Path:
-    (path,) = cache.folder.glob("*.npz")
+    (path,) = cache.folder.glob("[!.]*.npz")  # not the temporary files of killed writes
     return path
 
 
@@ -232,7 +232,7 @@ def test_another_run_of_the_same_data_reads_no_label_and_new_folders_alone(
     scan = scan_dataset(DatasetDefinition.from_yaml(other), "drop", cache=index)
     assert [p.name for p in parsed] == ["e.txt"]
     assert same(scan, scan_dataset(DatasetDefinition.from_yaml(other), "drop"))
-    assert len(list(index.folder.glob("*.npz"))) == 2
+    assert len(list(index.folder.glob("[!.]*.npz"))) == 2
 
 
 RACER = """
@@ -325,3 +325,20 @@ def test_a_cache_folder_that_cannot_be_used_is_refused_before_any_work(
     assert sorted(p.name for p in (tmp_path / "set" / "images").iterdir()) == [
         f"{stem}.png" for stem in sorted(LABELS)
     ]
+
+
+def test_yogo_check_reads_and_fills_the_index_a_run_uses(
+    ddf: DatasetDefinition, parsed: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`yogo check --cache-dir` (or the variable) warms the index; without either it uses the
+    default one of `yogo train` when there is one here, and makes none itself."""
+    from yogo.config import CheckConfig
+    from yogo.dataset_check import check
+
+    monkeypatch.chdir(tmp_path)
+    check(CheckConfig(ddf=str(ddf.path)))
+    assert not (tmp_path / "trained_models").exists()
+    check(CheckConfig(ddf=str(ddf.path), cache_dir=str(tmp_path / "trained_models/.yogo-cache")))
+    parsed.clear()
+    report = check(CheckConfig(ddf=str(ddf.path)))  # the default folder, now that it exists
+    assert parsed == [] and report["trainable"] is False  # the bad rows are remembered

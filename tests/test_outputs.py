@@ -446,7 +446,7 @@ def test_every_file_a_command_writes_is_listed_here(
                 "--name",
                 "r",
             ],
-            {"RUN": "out/runs/r"},
+            {"RUN": "out/runs/r", "CACHE": "out/runs/.yogo-cache"},
         ),
         "synth": (["synth", out / "synth", "--num-images", 2], {"OUT": "out/synth"}),
         "audit": (  # the audit, then --apply of it: both write through the rule
