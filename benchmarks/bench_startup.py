@@ -1,14 +1,17 @@
-"""Seconds from `yogo train` to its first optimizer step on many label files: a new run
-(cold: no label index yet) and the same run resumed after a stop (warm: as a requeued or
-preempted job starts again).
+"""Seconds from `yogo train` to its first optimizer step on many label files, in the three
+starts a cluster sees: a new run on new data (no label index yet), the same run requeued
+(resumed after a stop), and a new run on data seen before (a sweep member, a fold, a
+fine-tune: the label index shared between runs).
 
     python benchmarks/bench_startup.py --files 10000 100000 [--image-hw 192 256]
 
 For each size it writes a dataset (distinct label and image files, ~130 objects per frame; see
 check_speed.py), starts `yogo train` (batch 16), waits for its "first optimizer step" line,
-stops it with SIGTERM (it saves last.pth, as on preemption), then starts it again with
-`--resume auto` and waits for the line again. Prints `N files cold s: X` and `N files warm
-s: Y`, measured from the command's start (Python and torch imports included).
+stops it with SIGTERM (it saves last.pth, as on preemption), starts it again with `--resume
+auto`, then starts a second run (another --name) on the same DDF. Times are measured from the
+command's start (Python and torch imports included). Also prints the label index's size on
+disk and the memory one process holds for it (its resident set before and after a scan
+through the warm index).
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ def seconds_to_first_step(command: list[str]) -> float:
     raise RuntimeError("yogo train ended before its first step:\n" + "".join(lines[-20:]))
 
 
+MEMORY = """
+import sys
+from yogo import DatasetDefinition
+from yogo.data.index import open_cache
+from yogo.data.scan import scan_dataset
+from yogo.outputs import Inputs
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+ddf = DatasetDefinition.from_yaml(sys.argv[1])
+before = rss_mb()
+scan = scan_dataset(ddf, "error", cache=open_cache(sys.argv[2], Inputs(), None))
+print(f"{rss_mb() - before:.0f}")
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000])
@@ -55,11 +76,21 @@ def main() -> None:
             train = [sys.executable, "-m", "yogo", "train", str(ddf), "-bs", "16", "--epochs"]
             train += ["1", "--no-wandb", "--output-dir", f"{tmp}/out", "--name", "r"]
             cold = seconds_to_first_step(train)
-            print(f"{files} files cold s: {cold:.1f}")
-            warm = seconds_to_first_step([*train, "--resume", "auto"])
-            print(f"{files} files warm s: {warm:.1f}")
-            index = Path(tmp) / "out" / "r" / "label_index.npz"
-            print(f"{files} files index MB: {index.stat().st_size / 1e6:.1f}")
+            print(f"{files} files, new run on new data s: {cold:.1f}")
+            requeued = seconds_to_first_step([*train, "--resume", "auto"])
+            print(f"{files} files, requeued run s: {requeued:.1f}")
+            seen = seconds_to_first_step([*train[:-1], "s"])
+            print(f"{files} files, new run on data seen before s: {seen:.1f}")
+            shards = (Path(tmp) / "out" / ".yogo-cache").rglob("[!.]*.npz")
+            size = sum(p.stat().st_size for p in shards) / 1e6
+            print(f"{files} files, index on disk MB: {size:.0f}")
+            memory = subprocess.run(
+                [sys.executable, "-c", MEMORY, str(ddf), f"{tmp}/out/.yogo-cache"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            print(f"{files} files, index in memory per process MB: {memory}")
 
 
 if __name__ == "__main__":
