@@ -390,7 +390,9 @@ def missing_classes(
         samples = splits[split]
         if not samples:
             continue
-        present = {int(c) for s in samples for c in s.boxes[:, 0]}
+        present = set(
+            np.unique(np.concatenate([s.boxes[:, 0] for s in samples])).astype(int).tolist()
+        )
         for i, name in enumerate(class_names):
             if i in present:
                 continue

@@ -158,10 +158,8 @@ def grid_collisions(
     counts = [len(b) for b in boxes]
     if not sum(counts):
         return [], np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
-    every = np.concatenate(boxes)
-    owner = np.repeat(np.arange(len(boxes)), counts)
+    every, owner, cell, keep = _assigned(boxes, counts, cells)
     first = np.cumsum([0, *counts])  # index of each image's first box in `every`
-    cell, keep = assign_cells(owner, every[:, 1], every[:, 2], cells)
     order = np.argsort(cell, kind="stable")
     _, starts, multiplicity = np.unique(cell[order], return_index=True, return_counts=True)
     rows, cols = cells
@@ -173,6 +171,33 @@ def grid_collisions(
         row, col = divmod(int(cell[kept]) % (rows * cols), cols)
         objects = tuple(int(m - first[image]) for m in members)
         collisions.append(Collision(image, objects, int(kept - first[image]), (row, col)))
+    return collisions, *_losses(every, keep, num_classes)
+
+
+def grid_losses(
+    boxes: Sequence[np.ndarray], cells: tuple[int, int], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`grid_collisions`' per-class counts alone (objects lost, objects): what a run's start
+    warns about, without listing each shared cell (seconds saved on 100k frames)."""
+    counts = [len(b) for b in boxes]
+    if not sum(counts):
+        return np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+    every, _, _, keep = _assigned(boxes, counts, cells)
+    return _losses(every, keep, num_classes)
+
+
+def _assigned(
+    boxes: Sequence[np.ndarray], counts: list[int], cells: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every box, the image it belongs to, its cell and whether training keeps it."""
+    every = np.concatenate(boxes)
+    owner = np.repeat(np.arange(len(boxes)), counts)
+    cell, keep = assign_cells(owner, every[:, 1], every[:, 2], cells)
+    return every, owner, cell, keep
+
+
+def _losses(every: np.ndarray, keep: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     classes = every[:, 0].astype(np.int64)
-    lost = np.bincount(classes[~keep], minlength=num_classes)
-    return collisions, lost, np.bincount(classes, minlength=num_classes)
+    return np.bincount(classes[~keep], minlength=num_classes), np.bincount(
+        classes, minlength=num_classes
+    )

@@ -19,7 +19,7 @@ from yogo.config import TrainConfig
 from yogo.data.scan import LabelledSample
 from yogo.evaluation.plots import line_style, save_picture
 from yogo.log import init_wandb
-from yogo.model.grid import collision_losses, grid_collisions
+from yogo.model.grid import collision_losses, grid_losses
 from yogo.model.network import ModelConfig
 from yogo.training.resume import LOSS_PARTS
 
@@ -199,7 +199,7 @@ def metric_columns(class_names: Sequence[str]) -> list[str]:
 
 def warn_collision_losses(train: tuple[LabelledSample, ...], config: ModelConfig) -> None:
     """Say when the grid keeps too few objects of a class (one object per cell)."""
-    _, lost, total = grid_collisions([s.boxes for s in train], config.grid, config.num_classes)
+    lost, total = grid_losses([s.boxes for s in train], config.grid, config.num_classes)
     for message in collision_losses(lost, total, config.class_names, config.image_hw):
         log.warning(message)
 
