@@ -103,34 +103,42 @@ def scan_dataset(
         done = _scan_through(cache, ordered, lookups, ddf.class_names, policy)
 
     problems: list[Problem] = []
-    splits: dict[str, tuple[LabelledSample, ...]] = {}
-    confidence: list[np.ndarray] = []
-    below = 0
+    usable: dict[str, list[tuple[Sample, ScanResult]]] = {}
     position = 0
     for name in SPLITS:
-        kept: list[LabelledSample] = []
+        usable[name] = []
         for sample in ddf.splits[name]:
             result = done[position]
             position += 1
             problems += result.problems
             if result.usable:
-                assert sample.image is not None
-                h, w, c = result.hwc
-                boxes, lines = result.boxes, result.lines
-                scored = ~np.isnan(result.confidence)
-                if scored.any():
-                    confidence.append(result.confidence[scored])
-                    keep = ~(result.confidence < min_confidence)  # NaN (no column): kept
-                    below += int((~keep).sum())
-                    boxes, lines = boxes[keep], lines[keep]
-                kept.append(LabelledSample(sample.image, sample.label, boxes, lines, h, w, c))
-        splits[name] = tuple(kept)
+                usable[name].append((sample, result))
+    every = [r.confidence for name in SPLITS for _, r in usable[name]]
+    confidence = np.concatenate(every) if every else np.zeros(0, np.float32)
+    scores = confidence[~np.isnan(confidence)]
+    # Rows below min_confidence are rare; only then is each sample's column looked at.
+    unsure = min_confidence > 0 and bool((scores < min_confidence).any())
+    below = int((scores < min_confidence).sum()) if unsure else 0
+    splits = {
+        name: tuple(_labelled(s, r, min_confidence if unsure else None) for s, r in pairs)
+        for name, pairs in usable.items()
+    }
     if decode:
         splits, decode_problems = _decode_all(splits, policy)
         problems += decode_problems
     problems += _unlabelled_and_ambiguous(ddf)
-    scores = np.concatenate(confidence) if confidence else np.zeros(0, np.float32)
     return DatasetScan(policy, splits, tuple(problems), scores, min_confidence, below)
+
+
+def _labelled(sample: Sample, result: ScanResult, min_confidence: float | None) -> LabelledSample:
+    """A usable sample as a run uses it: with `min_confidence`, without its rows below it (a
+    row without a confidence column is kept)."""
+    assert sample.image is not None
+    boxes, lines = result.boxes, result.lines
+    if min_confidence is not None:
+        keep = ~(result.confidence < min_confidence)  # NaN (no column): kept
+        boxes, lines = boxes[keep], lines[keep]
+    return LabelledSample(sample.image, sample.label, boxes, lines, *result.hwc)
 
 
 def _scan_through(
