@@ -176,8 +176,9 @@ def test_an_exported_onnx_runs_on_the_cuda_provider_like_pytorch(
     torch_gpu = load_predictor(pth, "cuda")
     assert onnx.kind == "onnxruntime on CUDA" and torch_gpu.kind == "pytorch on cuda:0"
     frames = synthetic_frames(4, onnx.image_hw, onnx.channels, seed=9)
-    # Both may use TF32 in their convolutions: agreement to 1e-3, not to fp32's last bits.
-    np.testing.assert_allclose(onnx.run(frames), torch_gpu.run(frames), rtol=1e-3, atol=1e-3)
+    # Both may run their convolutions in TF32 (10 bits of mantissa, against fp32's 23), and
+    # w, h are exp() of the raw outputs: agreement to 1%, not to fp32's last bits.
+    np.testing.assert_allclose(onnx.run(frames), torch_gpu.run(frames), rtol=1e-2, atol=2e-3)
 
     val = tmp_path / "frames"
     val.mkdir()
