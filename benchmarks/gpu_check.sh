@@ -139,7 +139,6 @@ train() {  # BATCH CACHE COMPILE(on|off) MODEL_ONLY_SECONDS CAP
 }
 for batch in "${batches[@]}"; do train "$batch" none off "$alone" 75; done
 for batch in "${batches[@]}"; do train "$batch" ram off 0 60; done
-train "${batches[-1]}" ram on "$alone" 120
 
 # infer_speed.py: the .pth through PyTorch and the .onnx through onnxruntime, on the GPU; the
 # .onnx on the CPU when this onnxruntime has no CUDA provider (`yogo infer --device cuda`
@@ -157,6 +156,10 @@ else
     step "infer:$onnx_device:onnxruntime fp32" 70 "$PYTHON" benchmarks/infer_speed.py \
         --device "$onnx_device" --formats "onnxruntime fp32" "${infer[@]}"
 fi
+
+# Last, as the least predictable in time (compiling the training step, then the model-only
+# one): it gets what is left.
+train "${batches[-1]}" ram on "$alone" 200
 
 "$PYTHON" benchmarks/gpu_table.py "$work" >"$OUT/gpu_check.md"
 echo

@@ -98,7 +98,7 @@ def infer_rows(name: str, status: str, log: str) -> list[str]:
 def main() -> None:
     work = Path(sys.argv[1])
     lines = [(work / "machine.txt").read_text().strip(), ""]
-    rows = []
+    train, infer = [], []  # the compile step runs last but belongs with the training rows
     for entry in (work / "steps.tsv").read_text().splitlines():
         name, status, seconds, log_file = entry.split("\t")
         log = Path(log_file).read_text() if Path(log_file).is_file() else ""
@@ -108,14 +108,15 @@ def main() -> None:
             lines.append(f"Tests marked `cuda` (`pytest -m cuda`, {seconds} s): {outcome}")
             lines += [f"- {s}" for s in re.findall(r"^SKIPPED (.*)$", log, re.M)]
         elif name.startswith("train:"):
-            rows += train_rows(name, status, log)
+            train += train_rows(name, status, log)
         elif name.startswith("infer:"):
-            rows += infer_rows(name, status, log)
+            infer += infer_rows(name, status, log)
     lines += [
         "",
         "| measurement | batch | cache | compile | device | images/s | notes |",
         "|---|---:|---|---|---|---:|---|",
-        *rows,
+        *train,
+        *infer,
     ]
     print("\n".join(lines))
 
