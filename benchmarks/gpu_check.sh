@@ -88,7 +88,7 @@ print(f"Machine: {gpu}, {os.cpu_count()} CPU cores ({platform.machine()}), torch
       f"onnxruntime {onnxruntime.__version__} ({providers}).")
 ' >"$work/machine.txt"
 
-start=$SECONDS
+start=0      # bash counts SECONDS from the script's start: the install and checks count too
 reserve=15  # kept back for the table
 # step NAME CAP COMMAND...: run COMMAND for at most CAP seconds and at most what the budget
 # has left; its status in steps.tsv (gpu_table.py names the rows by NAME), its output logged.
