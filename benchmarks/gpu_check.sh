@@ -75,6 +75,11 @@ if [[ -n $missing ]]; then
         "carry .whl with the call (run(..., carry=['.whl']))" >&2
     exit 2
 fi
+if ! cli=$("$PYTHON" -m yogo --help 2>&1); then  # yogo's CLI on that machine's packages
+    echo "error: \`$PYTHON -m yogo --help\` fails with this environment's packages:" >&2
+    echo "$cli" | tail -5 >&2
+    exit 2
+fi
 if [[ $mode == gpu ]] && ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
     echo "error: torch sees no CUDA GPU here" >&2
     echo "  fix: run it on the GPU machine, or \`bash benchmarks/gpu_check.sh --dry-run\` on a CPU" >&2
