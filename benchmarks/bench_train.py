@@ -4,7 +4,10 @@ and optionally against another checkout of yogo (the figure before a change), in
 
     yogo synth /tmp/smear --num-images 240 --image-hw 192 256
     python benchmarks/bench_train.py /tmp/smear/ddf.yml [--batch-size 16] [--epochs 4]
-        [--model base_model] [--before OTHER_CHECKOUT] [other yogo train flags]
+        [--model base_model] [--seconds 20] [--before OTHER_CHECKOUT] [other yogo train flags]
+
+(`--device cuda --num-workers 8 --cache ram --compile`: `yogo train` flags, which the
+model-only steps follow too; `--seconds 0` leaves the model-only steps out.)
 
 Prints `name: value` lines: `epoch N train images/s` (from the run's metrics.csv, which
 times the training loop only), `train images/s` (epochs after the first: the frame cache is
@@ -52,6 +55,7 @@ def model_only(run: Path, seconds: float) -> float:
     from yogo.data.loader import collate
     from yogo.data.scan import scan_dataset
     from yogo.ddf import DatasetDefinition
+    from yogo.dist import resolve_device
     from yogo.model.boxes import build_targets
     from yogo.model.checkpoint import load_checkpoint
     from yogo.model.loss import LossSettings, YOGOLoss
@@ -59,7 +63,7 @@ def model_only(run: Path, seconds: float) -> float:
 
     cfg = load_config(run / "config.yaml")
     assert cfg.batch_size is not None
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)  # the run's
     model = load_checkpoint(run / "last.pth").build_model().to(device)
     config = model.config
     samples = scan_dataset(DatasetDefinition.from_yaml(cfg.ddf)).splits["train"]
@@ -101,7 +105,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--model", default="base_model")
-    parser.add_argument("--seconds", type=float, default=20.0, help="model-only timing")
+    parser.add_argument("--seconds", type=float, default=20.0, help="model-only timing (0: none)")
     parser.add_argument("--before", type=Path, help="another yogo checkout to compare with")
     args, more = parser.parse_known_args()  # the rest: yogo train flags
     flags = ["--epochs", str(args.epochs), "-bs", str(args.batch_size), "--model", args.model]
@@ -112,9 +116,10 @@ def main() -> None:
             print(f"epoch {epoch} train images/s: {rate:.1f}")
         fast = steady(rates)
         print(f"train images/s: {fast:.1f}")
-        alone = model_only(Path(tmp) / "now" / "bench", args.seconds)
-        print(f"model-only images/s: {alone:.1f}")
-        print(f"end-to-end / model-only: {fast / alone:.2f}")
+        if args.seconds > 0:
+            alone = model_only(Path(tmp) / "now" / "bench", args.seconds)
+            print(f"model-only images/s: {alone:.1f}")
+            print(f"end-to-end / model-only: {fast / alone:.2f}")
         if args.before:
             before = train_rates(args.before, args.ddf, Path(tmp) / "before", flags)
             for epoch, rate in enumerate(before, start=1):

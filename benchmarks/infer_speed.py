@@ -1,6 +1,7 @@
 """Inference speed of every model format on this CPU, side by side, in one run.
 
     python benchmarks/infer_speed.py --rounds 3 --frames 16 --batch-size 8
+        [--device cuda] [--formats "PyTorch fp32,onnxruntime fp32"]
 
 Uses the YOGO 1.0.1 base_model checkpoint in tests/fixtures (772x1032, 7 classes; random
 weights, so the int8 files are kept with --force-accuracy: this measures speed, the quality
@@ -45,13 +46,15 @@ END_TO_END = ("PyTorch fp32", "onnxruntime fp32", "OpenVINO int8")
 BAND = 0.25  # 193 of 772 rows
 
 
-def export_all(checkpoint: Path, ddf: Path, root: Path) -> dict[tuple[str, float | None], Path]:
+def export_all(
+    checkpoint: Path, ddf: Path, root: Path, formats: list[tuple[str, str | None, str | None]]
+) -> dict[tuple[str, float | None], Path]:
     from yogo.config import ExportConfig
     from yogo.deploy.export import export_onnx
 
     files: dict[tuple[str, float | None], Path] = {}
     for crop in (None, BAND):
-        for name, fmt, precision in FORMATS:
+        for name, fmt, precision in formats:
             if fmt is None:
                 files[(name, crop)] = checkpoint
                 continue
@@ -80,14 +83,14 @@ def rate(predictor: object, frames: np.ndarray, batch: int) -> float:
     return len(frames) / (time.perf_counter() - start)
 
 
-def end_to_end(model: Path, images: Path, out: Path, batch_size: int) -> float:
+def end_to_end(model: Path, images: Path, out: Path, batch_size: int, device: str) -> float:
     """Seconds `yogo infer --count` takes on `images`, its start-up included."""
     start = time.perf_counter()
     subprocess.run(
         [
             sys.executable, "-m", "yogo", "infer", str(model), "--path-to-images", str(images),
             "--output-dir", str(out), "--count", "--batch-size", str(batch_size),
-            "--device", "cpu",
+            "--device", device,
         ],
         check=True,
         capture_output=True,
@@ -100,7 +103,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (an .xml runs on the CPU)")
+    parser.add_argument(
+        "--formats", help="comma-separated names from the table (default: every format)"
+    )
     args = parser.parse_args()
+    chosen = args.formats.split(",") if args.formats else [name for name, _, _ in FORMATS]
+    formats = [f for f in FORMATS if f[0] in chosen]
+    if len(formats) < len(chosen):
+        parser.error(f"--formats: each of {', '.join(name for name, _, _ in FORMATS)}")
     from PIL import Image
 
     from yogo.data.synth import synthetic_frames, write_dataset
@@ -116,14 +127,14 @@ def main() -> None:
             root / "data", 40, (772, 1032), class_names=names, seed=1,
             split_fractions=(0.8, 0.1, 0.1),
         )  # fmt: skip
-        files = export_all(checkpoint, ddf, root)
+        files = export_all(checkpoint, ddf, root, formats)
         frames = synthetic_frames(args.frames, (772, 1032), 1, seed=0)
         images = root / "frames"
         images.mkdir()
         for i, frame in enumerate(frames):
             Image.fromarray(frame[0]).save(images / f"frame_{i:04d}.png")
         predictors = {
-            key: load_predictor(path, "cpu", key[1] if path.suffix == ".pth" else None)
+            key: load_predictor(path, args.device, key[1] if path.suffix == ".pth" else None)
             for key, path in files.items()
         }
         best: dict[tuple[str, float | None, int], float] = {}
@@ -133,29 +144,32 @@ def main() -> None:
                 for batch in (1, args.batch_size):
                     fps = rate(predictor, frames, batch)
                     best[(name, crop, batch)] = max(best.get((name, crop, batch), 0.0), fps)
-            for name in END_TO_END:
-                took = end_to_end(files[(name, None)], images, root / f"out-{r}-{name}", 8)
+            for name in (n for n in END_TO_END if n in chosen):
+                out = root / f"out-{r}-{name}"
+                took = end_to_end(files[(name, None)], images, out, 8, args.device)
                 seconds[name] = min(seconds.get(name, float("inf")), took)
     finally:
         shutil.rmtree(root)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}; best of "
-        f"{args.rounds} rounds, {args.frames} frames each\n"
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, --device {args.device}; "
+        f"best of {args.rounds} rounds, {args.frames} frames each\n"
     )
     b = args.batch_size
     print(f"| format | 772x1032 batch 1 (frames/s) | batch {b} | 193x1032 batch 1 | batch {b} |")
     print("|---|---:|---:|---:|---:|")
-    for name, _, _ in FORMATS:
+    for name, _, _ in formats:
         cells = [best[(name, crop, batch)] for crop in (None, BAND) for batch in (1, b)]
         print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     for crop, where in ((None, "772x1032"), (BAND, "193x1032 band")):
+        if not {"OpenVINO int8", "onnxruntime fp32"} <= set(chosen):
+            break
         ratio = best[("OpenVINO int8", crop, 1)] / best[("onnxruntime fp32", crop, 1)]
         print(f"\nOpenVINO int8 / onnxruntime fp32 at batch 1, {where}: {ratio:.2f}x")
     print(f"\n`yogo infer --count --batch-size 8` on {args.frames} PNG frames (with start-up):\n")
     print("| model | seconds | frames/s |")
     print("|---|---:|---:|")
-    for name in END_TO_END:
+    for name in (n for n in END_TO_END if n in chosen):
         print(f"| {name} | {seconds[name]:.1f} | {args.frames / seconds[name]:.2f} |")
 
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from conftest import pycocotools_ap
@@ -240,6 +241,27 @@ def test_bad_paths(run_cli, models, tmp_path) -> None:
     junk = infer(run_cli, tmp_path / "junk.onnx", tmp_path / "empty", tmp_path / "o3")
     assert junk.code == 2 and "is not an ONNX file" in junk.err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has a CUDA provider (tests/test_cuda.py runs it)",
+)
+def test_device_cuda_with_an_onnx_never_falls_back_to_the_cpu(
+    run_cli, models, test_split, tmp_path
+) -> None:
+    """The plain onnxruntime package has no CUDA provider: `--device cuda` used to run the
+    .onnx on the CPU without a word (many times slower than the GPU that was asked for)."""
+    images, _ = test_split
+    for device in ("cuda", "cuda:1"):
+        refused = infer(run_cli, models["onnx"], images, tmp_path / device, "--device", device)
+        assert refused.code == 2, refused.err
+        assert f"--device {device}: this onnxruntime has no CUDA provider (it has " in refused.err
+        assert "CPU" in refused.err and "pip install onnxruntime-gpu" in refused.err
+        assert "--device cpu" in refused.err and "Traceback" not in refused.err
+        assert not (tmp_path / device).exists()
+    on_cpu = infer(run_cli, models["onnx"], images, tmp_path / "cpu", "--device", "cpu")
+    assert on_cpu.code == 0, on_cpu.err
 
 
 def test_an_onnx_file_onnxruntime_cannot_run_is_reported_with_its_reason(run_cli, tmp_path) -> None:

@@ -237,11 +237,7 @@ def _onnx_predictor(
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-    available = ort.get_available_providers()
-    wants_gpu = device_name is None or device_name.startswith("cuda")
-    providers = ["CPUExecutionProvider"]
-    if wants_gpu and "CUDAExecutionProvider" in available:
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = _onnx_providers(path, device_name, ort.get_available_providers())
     try:
         session = ort.InferenceSession(str(path), providers=providers)
     except ort_errors.InvalidProtobuf as e:
@@ -258,6 +254,14 @@ def _onnx_predictor(
             path=path,
             fix="re-export it with `yogo export` (or another --opset)",
         ) from None
+    if _asks_for_cuda(device_name) and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise UserError(
+            f"--device {device_name}: onnxruntime could not start its CUDA provider (its "
+            "warnings above say why; usually a CUDA or cuDNN library it needs is missing)",
+            path=path,
+            fix="install the CUDA and cuDNN versions your onnxruntime-gpu names, or use "
+            "--device cpu",
+        )
     metadata = session.get_modelmeta().custom_metadata_map
     shape = session.get_inputs()[0].shape
     one_at_a_time = isinstance(shape[0], int)  # exported with --no-dynamic-batch
@@ -270,6 +274,35 @@ def _onnx_predictor(
 
     kind = f"onnxruntime on {session.get_providers()[0].replace('ExecutionProvider', '')}"
     return _exported(path, metadata, infer, kind, crop_height, half)
+
+
+def _asks_for_cuda(device_name: str | None) -> bool:
+    return device_name is not None and device_name.startswith("cuda")
+
+
+def _onnx_providers(
+    path: Path, device_name: str | None, available: Sequence[str]
+) -> list[str | tuple[str, dict[str, int]]]:
+    """onnxruntime's providers for `--device`: None takes its CUDA provider when it has one;
+    cuda (or cuda:N) must get it: a GPU asked for is never quietly swapped for the CPU, which
+    runs the same model many times slower (onnxruntime without -gpu has no CUDA provider)."""
+    has_cuda = "CUDAExecutionProvider" in available
+    if _asks_for_cuda(device_name) and not has_cuda:
+        raise UserError(
+            f"--device {device_name}: this onnxruntime has no CUDA provider (it has "
+            f"{', '.join(p.removesuffix('ExecutionProvider') for p in available)})",
+            path=path,
+            fix="pip install onnxruntime-gpu (in place of onnxruntime), or use --device cpu",
+        )
+    if not has_cuda or (device_name is not None and not _asks_for_cuda(device_name)):
+        return ["CPUExecutionProvider"]
+    try:
+        index = torch.device(device_name or "cuda").index or 0
+    except RuntimeError:
+        raise UserError(
+            f"--device '{device_name}' is not a device; use cpu, cuda or cuda:N"
+        ) from None
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
 def _openvino_predictor(path: Path, crop_height: float | None, half: bool) -> Predictor:
