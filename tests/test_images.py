@@ -9,7 +9,7 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from yogo.data.images import ImageError, decode_image, index_images, read_header
+from yogo.data.images import ImageError, child_paths, decode_image, index_images, read_header
 
 
 def test_lookup_by_stem_over_every_extension_any_case(tmp_path: Path) -> None:
@@ -130,3 +130,18 @@ def test_multi_page_tiff_uses_page_1_and_says_so_once(
     single = write_image(tmp_path / "one.tif", (8, 10))
     assert read_header(single).pages == 1 and decode_image(single, channels=1).shape == (1, 8, 10)
     assert not [r for r in caplog.records if "one.tif" in r.getMessage()]
+
+
+@pytest.mark.parametrize("folder", ["/data/set/images", "set/images", ".", "/"])
+def test_child_paths_are_the_paths_slash_gives(folder: str) -> None:
+    names = ["a.png", "B C.tif", "f000001.png", ".hidden.png"]
+    fast = child_paths(Path(folder), names)
+    for path, name in zip(fast, names, strict=True):
+        plain = Path(folder) / name
+        assert (path, str(path), hash(path), type(path)) == (
+            plain,
+            str(plain),
+            hash(plain),
+            type(plain),
+        )
+        assert path.parent == plain.parent and path.name == name

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from yogo.data.images import index_images
+from yogo.data.images import child_paths, index_images
 from yogo.errors import UserError, display_path, where
 from yogo.outputs import Inputs
 from yogo.yamlfile import Node, load_yaml
@@ -633,7 +633,7 @@ class _Loader:
                 named = [(e.name, e.is_file()) for e in entries if e.name.lower().endswith(".txt")]
             folder = pair.label_path
             names = sorted(name for name, is_file in named if is_file)
-            labels = [folder / name for name in names]
+            labels = child_paths(folder, names)
             for path in sorted(folder / name for name, is_file in named if not is_file):
                 # Say which entry and why, rather than only counting its image as unlabelled.
                 what = "a folder" if path.is_dir() else "not a regular file"
@@ -712,7 +712,8 @@ def _split(
 
     def rank(sample: Sample) -> tuple[bytes, str]:
         # The label path relative to top_folder, as posix: its folder's part computed once.
-        folder, name = os.path.split(str(sample.label))
+        folder, _, name = str(sample.label).rpartition(os.sep)  # a listing's path: no trailing /
+        folder = folder or os.sep
         if folder not in folders:
             relative = Path(os.path.relpath(folder, top_folder)).as_posix()
             folders[folder] = "" if relative == "." else relative + "/"
