@@ -342,3 +342,8 @@ def test_yogo_check_reads_and_fills_the_index_a_run_uses(
     parsed.clear()
     report = check(CheckConfig(ddf=str(ddf.path)))  # the default folder, now that it exists
     assert parsed == [] and report["trainable"] is False  # the bad rows are remembered
+
+
+@pytest.mark.parametrize("path", ["/a/b.txt", "b.txt", "/b.txt", "a/b/c.txt", "./x.txt"])
+def test_folder_of_is_dirname(path: str) -> None:
+    assert scan_module.folder_of(Path(path)) == os.path.dirname(str(Path(path)))

@@ -35,7 +35,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,9 +79,9 @@ def signatures(samples: Sequence[Sample]) -> np.ndarray:
     return np.array(values, dtype=np.int64).reshape(-1, 6)
 
 
-@dataclass(frozen=True)
-class ScanResult:
-    """What scanning one sample found: usable or not, its boxes and header, its problems."""
+class ScanResult(NamedTuple):
+    """What scanning one sample found: usable or not, its boxes and header, its problems. A
+    named tuple: a warm start makes one per label file, three times faster than a dataclass."""
 
     usable: bool
     boxes: np.ndarray  # (N, 5) float32 class, xc, yc, w, h
@@ -99,7 +99,7 @@ class Shard:
     arrays: dict[str, np.ndarray]
     labels: list[str]
     images: list[str]
-    problems: dict[int, list[Problem]]  # by position in the shard
+    problems: dict[int, tuple[Problem, ...]]  # by position in the shard
 
     def results(self, samples: Sequence[Sample], current: np.ndarray) -> list[ScanResult | None]:
         """Per sample, the cached result when its files' signature (`current`, from
@@ -115,23 +115,25 @@ class Shard:
             return [None] * len(samples)
         found = np.array(positions, dtype=np.int64).reshape(-1)
         same = (found >= 0) & (recorded[found.clip(min=0)] == current).all(axis=1)
-        usable, hwc, offsets = self.arrays["usable"], self.arrays["hwc"], self.arrays["offsets"]
+        # Python lists and tuples made in bulk: a warm start's per-sample cost is this loop.
+        usable = self.arrays["usable"].tolist()
+        hwc = list(zip(*self.arrays["hwc"].T.tolist(), strict=True))
+        offsets = self.arrays["offsets"].tolist()
         boxes, lines, confidence = (self.arrays[k] for k in ("boxes", "lines", "confidence"))
-        usable_list, hwc_list, offset_list = usable.tolist(), hwc.tolist(), offsets.tolist()
+        problems = self.problems
         out: list[ScanResult | None] = []
         for position, keep in zip(positions, same.tolist(), strict=True):
             if not keep:
                 out.append(None)
                 continue
-            start, end = offset_list[position], offset_list[position + 1]
-            h, w, c = hwc_list[position]
+            start, end = offsets[position], offsets[position + 1]
             out.append(
                 ScanResult(
-                    usable_list[position],
+                    usable[position],
                     boxes[start:end],
                     lines[start:end],
-                    (h, w, c),
-                    tuple(self.problems.get(position, ())),
+                    hwc[position],
+                    problems.get(position, ()),
                     confidence[start:end],
                 )
             )
@@ -327,8 +329,8 @@ def open_cache(given: str | None, inputs: Inputs, default: Path | None) -> Label
 
 def _names(samples: Sequence[Sample]) -> tuple[list[str], list[str]]:
     """The label and image file names of `samples` (a shard's folders are in its meta)."""
-    labels = [os.path.basename(str(s.label)) for s in samples]
-    images = [os.path.basename(str(s.image)) if s.image is not None else "" for s in samples]
+    labels = [s.label.name for s in samples]
+    images = [s.image.name if s.image is not None else "" for s in samples]
     return labels, images
 
 
@@ -343,7 +345,7 @@ def _text(text: str) -> np.ndarray:
 
 def _checked(
     arrays: dict[str, np.ndarray],
-) -> tuple[list[str], list[str], dict[int, list[Problem]]]:
+) -> tuple[list[str], list[str], dict[int, tuple[Problem, ...]]]:
     """The label and image paths and the problems by position of an index whose arrays agree
     with each other (ValueError otherwise)."""
     labels = arrays["labels"].tobytes().decode().split("\n")
@@ -368,4 +370,4 @@ def _checked(
         if not 0 <= i < n:
             raise ValueError("a problem of a sample that is not there")
         problems.setdefault(i, []).append(Problem(Path(path), line, kind, message, action))
-    return labels, images, problems
+    return labels, images, {i: tuple(found) for i, found in problems.items()}
