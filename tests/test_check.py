@@ -14,6 +14,7 @@ from yogo import DatasetDefinition
 from yogo.data.scan import require_trainable, scan_dataset
 from yogo.dataset_check import check_report, format_report
 from yogo.errors import UserError
+from yogo.model import grid
 from yogo.model.grid import grid_collisions, grid_losses, require_usable_image_hw
 
 PAIR = "{image_path: set/images, label_path: set/labels}"
@@ -421,12 +422,16 @@ def test_a_class_or_a_split_without_objects_is_named(tmp_path: Path, run_cli) ->
     assert "warning: no val split: a run cannot pick its best epoch" in result.out
 
 
-def test_the_start_up_warning_counts_what_the_collision_list_counts() -> None:
+@pytest.mark.parametrize("block_cells", [1 << 22, 100])  # one block; several, some empty
+def test_the_start_up_warning_counts_what_the_collision_list_counts(
+    monkeypatch: pytest.MonkeyPatch, block_cells: int
+) -> None:
     """`grid_losses` (a run's start-up warning) skips the list of shared cells, not a count."""
+    monkeypatch.setattr(grid, "LOSS_BLOCK_CELLS", block_cells)
     rng = np.random.default_rng(0)
     boxes = [
         np.column_stack([rng.integers(0, 3, n), rng.random((n, 4))]).astype(np.float32)
-        for n in rng.integers(0, 40, 50)
+        for n in rng.integers(0, 40, 50) * (rng.random(50) > 0.2)
     ]
     _, lost, total = grid_collisions(boxes, (6, 8), 3)
     assert lost.sum() > 0
