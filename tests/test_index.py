@@ -347,3 +347,16 @@ def test_yogo_check_reads_and_fills_the_index_a_run_uses(
 @pytest.mark.parametrize("path", ["/a/b.txt", "b.txt", "/b.txt", "a/b/c.txt", "./x.txt"])
 def test_folder_of_is_dirname(path: str) -> None:
     assert scan_module.folder_of(Path(path)) == os.path.dirname(str(Path(path)))
+
+
+@pytest.mark.slow
+def test_yogo_test_reads_the_index_named_by_the_variable(
+    trained_run, tmp_path: Path, parsed: list[Path], monkeypatch: pytest.MonkeyPatch, run_cli
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    model = trained_run.run / "best.pth"
+    assert run_cli("test", model, trained_run.ddf).code == 0
+    assert parsed  # the first reads every label file and fills the index
+    parsed.clear()
+    assert run_cli("test", model, trained_run.ddf).code == 0
+    assert parsed == []

@@ -38,6 +38,7 @@ import torch
 
 from yogo.config import AuditConfig
 from yogo.data.images import ImageError, decode_image
+from yogo.data.index import open_cache
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.scan import LabelledSample, require_trainable, scan_dataset
 from yogo.data.transforms import resize
@@ -358,11 +359,12 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     definition.require_classes(
         predictor.class_names, "the model's", "audit with a model trained on this DDF's classes"
     )
+    cache = open_cache(None, inputs, None)  # $YOGO_CACHE_DIR: the label index runs share
     with OutputSet(
         out, "audit", planned, force=cfg.force, inputs=inputs, option="--output-dir",
         subfolders=folders,
     ) as files:  # fmt: skip
-        scan = scan_dataset(definition, cfg.bad_labels)
+        scan = scan_dataset(definition, cfg.bad_labels, cache=cache)
         if scan.policy == "error" and scan.errors:
             require_trainable(scan)  # names every problem
         splits = ("train", "val", "test") if cfg.split == "all" else (cfg.split,)

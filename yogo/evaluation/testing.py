@@ -18,6 +18,7 @@ import torch
 
 from yogo.config import TestConfig
 from yogo.data.dataset import DetectionDataset
+from yogo.data.index import open_cache
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.scan import DatasetScan, LabelledSample, require_trainable, scan_dataset
 from yogo.ddf import DatasetDefinition, ddf_inputs
@@ -74,7 +75,7 @@ def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any
     _require_split(ddf, split)
     if cfg.fit_thresholds:
         _require_split(ddf, "val")
-    scan = scan_dataset(ddf, cfg.bad_labels)
+    scan = scan_dataset(ddf, cfg.bad_labels, cache=open_cache(None, inputs, None))
     _require_usable(scan, split)
     if cfg.fit_thresholds:
         _require_usable(scan, "val")
