@@ -82,7 +82,7 @@ def main() -> None:
     ctx = DistContext(0, 0, 1, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as run_dir:
         plan_folder(Path(run_dir), replace=True)  # the label index goes there, as in a run
-        ddf, splits = load_splits(cfg, ctx, Path(run_dir))
+        ddf, splits = load_splits(cfg, ctx, None)
         first = splits["train"][0]
         image_hw = tuple(args.image_hw) if args.image_hw else (first.height, first.width)
         model = ModelConfig(

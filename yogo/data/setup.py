@@ -1,7 +1,7 @@
 """What a training run reads: the splits of its DDF, scanned once per job, and the datasets,
 samplers, loaders and frame cache over them.
 
-    ddf, splits = load_splits(cfg, ctx, run_dir.parent)   # rank 0 scans, others read
+    ddf, splits = load_splits(cfg, ctx, run_dir.parent / DEFAULT_NAME)   # rank 0 scans
     data = make_data(cfg, ctx, run_dir, splits, model.config, loaders)
     for batch in data.train_loader: ...
 
@@ -182,17 +182,18 @@ def label_cache(cfg: TrainConfig, output_dir: Path, inputs: Inputs) -> LabelCach
 
 
 def load_splits(
-    cfg: TrainConfig, ctx: DistContext, output_dir: Path
+    cfg: TrainConfig, ctx: DistContext, default_cache: Path | None
 ) -> tuple[DatasetDefinition, dict[str, tuple[LabelledSample, ...]]]:
     """The DDF and the samples of each split, scanned under --bad-labels and subsampled.
 
-    Rank 0 scans and brings the label index (in the cache folder, beside the run folders of
-    `output_dir` by default) up to date; the other ranks then read the index instead of every
-    label file (on a shared file system, once per job, not per rank)."""
+    Rank 0 scans and brings the label index (--cache-dir, else $YOGO_CACHE_DIR, else
+    `default_cache`: OUTPUT_DIR/.yogo-cache for a run) up to date; the other ranks then read
+    the index instead of every label file (on a shared file system, once per job, not per
+    rank)."""
     started = time.perf_counter()
     folds = (cfg.folds, cfg.fold) if cfg.folds is not None and cfg.fold is not None else None
     ddf = DatasetDefinition.from_yaml(cfg.ddf, cfg.dataset_split_override, folds)
-    cache = label_cache(cfg, output_dir, Inputs.of(cfg.ddf) | ddf.inputs())
+    cache = open_cache(cfg.cache_dir, Inputs.of(cfg.ddf) | ddf.inputs(), default_cache)
     scan = None
     try:
         if ctx.is_main:

@@ -31,6 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from yogo.config import TrainConfig
+from yogo.data.index import DEFAULT_NAME
 from yogo.data.loader import Batch, Loaders
 from yogo.dist import DistContext, lost_contact, setup_process, teardown
 from yogo.errors import Interrupted, RunError, display_path
@@ -87,7 +88,7 @@ def run_training(
 ) -> Path:
     """Set up, train every epoch, finish. Its own function so that the model (DDP, holding
     the process group) lives only in frames that `teardown` can clear."""
-    run = setup(cfg, ctx, resume, loaders, run_dir)
+    run = setup(cfg, ctx, resume, loaders, run_dir, run_dir.parent / DEFAULT_NAME)
     run.launched = launched
     state = start_state(run, resume)
     no_loss = torch.zeros((), dtype=torch.bool, device=ctx.device)

@@ -78,7 +78,9 @@ def lr_find(
     try:
         with Loaders() as loaders, tempfile.TemporaryDirectory(prefix="yogo-lr-find-") as folder:
             log.info(f"lr-find: {steps} steps from {start_lr:g} to {end_lr:g} (a temporary run)")
-            run = setup(cfg, ctx, None, loaders, plan_folder(Path(folder), replace=True))
+            # Its run folder is temporary: the label index only where --cache-dir or
+            # $YOGO_CACHE_DIR puts it.
+            run = setup(cfg, ctx, None, loaders, plan_folder(Path(folder), replace=True), None)
             return _range_test(run, steps, start_lr, end_lr)
     finally:
         teardown(ctx)

@@ -1,6 +1,6 @@
 """Building a training run: what `train` has in hand before its first step.
 
-    run = setup(cfg, ctx, resume, loaders, run_dir)   # data, model, loss, optimiser, DDP, W&B
+    run = setup(cfg, ctx, resume, loaders, run_dir, run_dir.parent / DEFAULT_NAME)
     run.cfg                                           # ResolvedTrainConfig: nothing left None
 
 `setup` resolves every value the run decides (batch size, learning rate, precision, model
@@ -111,10 +111,12 @@ def setup(
     resume: Checkpoint | None,
     loaders: Loaders,
     run_dir: Path,
+    default_cache: Path | None,
 ) -> Run:
-    """Data, model, run folder, loaders, loss, optimiser, schedule, precision, EMA, DDP, W&B."""
+    """Data, model, run folder, loaders, loss, optimiser, schedule, precision, EMA, DDP, W&B;
+    the label index in `default_cache` unless --cache-dir or $YOGO_CACHE_DIR names one."""
     seed_everything(cfg.seed)
-    ddf, splits = load_splits(cfg, ctx, run_dir.parent)
+    ddf, splits = load_splits(cfg, ctx, default_cache)
     pretrained = load_checkpoint(Path(cfg.from_pretrained)) if cfg.from_pretrained else None
     weights = class_weights(cfg.class_weights, splits["train"], len(ddf.class_names))
     if resume is not None:
