@@ -101,7 +101,10 @@ def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any
     def evaluate(
         samples: tuple[LabelledSample, ...],
     ) -> tuple[DetectionDataset, DetectionMetrics]:
-        dataset = DetectionDataset(samples, model_config.image_hw, model_config.channels)
+        dataset = DetectionDataset(
+            samples, model_config.image_hw, model_config.channels,
+            bit_depth=model_config.bit_depth,
+        )  # fmt: skip
         with Loaders() as loaders:
             loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
             metrics = evaluate_detector(detect, loader, names)
