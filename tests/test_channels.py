@@ -263,3 +263,38 @@ def test_two_channel_16_bit_train_infer_test_export(run_cli, tmp_path) -> None:
     assert result.code == 2
     assert "g.png" in result.err and "the model takes 2" in result.err
     shutil.rmtree(out)
+
+
+def two_channel_checkpoint(path: Path) -> Path:
+    from yogo.model.checkpoint import checkpoint_payload, save_checkpoint
+
+    config = ModelConfig(
+        "quarter_filters", ("a", "b"), 2, True, (24, 32), 0.2, 0.2, bit_depth=16,
+        input_mean=(30000.0, 2000.0), input_std=(9000.0, 500.0),
+    )  # fmt: skip
+    save_checkpoint(path, checkpoint_payload(build_model(config)))
+    return path
+
+
+def test_a_zarr_of_two_channel_frames_runs_through_infer(run_cli, tmp_path) -> None:
+    """A (T, 2, H, W) uint16 store and a 2-channel 16-bit checkpoint (which loads with its
+    normalisation); zarr frames cannot go to PNG for --save-preds: refused before any work."""
+    zarr = pytest.importorskip("zarr")
+    from yogo.model.checkpoint import load_checkpoint
+
+    model = two_channel_checkpoint(tmp_path / "m.pth")
+    assert load_checkpoint(model).model_config.input_std == (9000.0, 500.0)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 65535, (3, 2, 24, 32), dtype=np.uint16)
+    array = zarr.create_array(
+        str(tmp_path / "s.zarr"), shape=frames.shape, chunks=(1, 2, 24, 32), dtype="uint16"
+    )
+    array[...] = frames
+    out = tmp_path / "out"
+    flags = ("--path-to-zarr", tmp_path / "s.zarr", "--output-dir", out)
+    result = run_cli("infer", model, *flags, "--save-npy", "--draw-boxes", "--obj-thresh", "0")
+    assert result.code == 0, result.err
+    assert "3 image(s)" in result.out and len(list((out / "boxes").rglob("*.png"))) == 3
+    result = run_cli("infer", model, *flags[:2], "--output-dir", tmp_path / "o2", "--save-preds")
+    assert result.code == 2 and "cannot hold this model's 2 channel(s)" in result.err
+    assert not (tmp_path / "o2").exists()

@@ -156,6 +156,7 @@ def infer(cfg: InferConfig) -> InferSummary:
     predictor = load_ensemble(model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta)
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
+    _require_channels(frames, predictor, plan.frame_images)
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
     # An OpenVINO IR's weights are an input too.
@@ -199,7 +200,6 @@ def infer(cfg: InferConfig) -> InferSummary:
     )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
-    _require_channels(frames, predictor)
     dataset = _Frames(frames, predictor, keep)
     start = time.perf_counter()
     with outputs:
@@ -227,10 +227,20 @@ def infer(cfg: InferConfig) -> InferSummary:
     return summary
 
 
-def _require_channels(frames: Frames, predictor: Predictor) -> None:
+def _require_channels(frames: Frames, predictor: Predictor, frame_images: bool) -> None:
     """Stop before any work when the first frame's channels are not the model's: every frame
     of a run comes from one instrument, so this is a mismatch of data and model, not one bad
-    frame to skip."""
+    frame to skip. Zarr frames written as images/<stem>.png must fit a PNG: gray (8 or 16
+    bits) or 8-bit RGB."""
+    png = predictor.channels == 1 or (predictor.channels == 3 and predictor.bit_depth == 8)
+    if frame_images and not png:
+        raise UserError(
+            f"--save-preds and --label-studio write zarr frames as PNG images, which cannot "
+            f"hold this model's {predictor.channels} channel(s) of {predictor.bit_depth} bits",
+            path=frames.inputs[0],
+            fix="leave out --save-preds and --label-studio (counts, --save-npy and --draw-boxes "
+            "work), or write the frames as TIFF stacks yourself",
+        )
     try:
         frames.read(0, predictor.channels, predictor.bit_depth)
     except ChannelMismatch as e:
