@@ -161,7 +161,10 @@ def _pages(path: Path, image: Image.Image, warn: bool = True) -> int:
         pages, count = 2, "more than one page (a later one is damaged)"
     if warn and pages > 1 and path not in _warned_multi_page:
         _warned_multi_page.add(path)
-        log.warning(f"{display_path(path)}: has {count}; only page 1 is used")
+        log.warning(
+            f"{display_path(path)}: has {count}; gray and RGB models use only page 1 "
+            "(--channels N reads N pages as N channels)"
+        )
     return pages
 
 
