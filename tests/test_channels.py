@@ -240,8 +240,10 @@ def test_two_channel_16_bit_train_infer_test_export(run_cli, tmp_path) -> None:
     picture = np.asarray(Image.open(drawn[0]).convert("RGB"))
     assert picture.std() > 10  # a visible composite, not a black frame
 
-    result = run_cli("test", model_path, ddf, "--split", "val")
+    report = tmp_path / "test.html"
+    result = run_cli("test", model_path, ddf, "--split", "val", "--report", report)
     assert result.code == 0, result.err
+    assert "data:image/png;base64" in report.read_text()
 
     result = run_cli("export", model_path)
     assert result.code == 0, result.err
