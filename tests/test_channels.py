@@ -300,3 +300,27 @@ def test_a_zarr_of_two_channel_frames_runs_through_infer(run_cli, tmp_path) -> N
     result = run_cli("infer", model, *flags[:2], "--output-dir", tmp_path / "o2", "--save-preds")
     assert result.code == 2 and "cannot hold this model's 2 channel(s)" in result.err
     assert not (tmp_path / "o2").exists()
+
+
+def test_the_frame_cache_keeps_uint16_frames(tmp_path: Path) -> None:
+    """A 16-bit dataset's frames are cached as uint16 (full values, also after a pickle, as
+    spawned loader workers get them) and read back as the decoder gave them."""
+    import pickle
+
+    from yogo.data.cache import FrameCache, plan_cache
+    from yogo.data.dataset import DetectionDataset
+    from yogo.data.scan import scan_dataset
+    from yogo.ddf import DatasetDefinition
+
+    ddf = two_channel_dataset(tmp_path / "data", 4)
+    samples = scan_dataset(DatasetDefinition.from_yaml(ddf), "error").splits["train"]
+    dataset = DetectionDataset(samples, (64, 80), 2, bit_depth=16)
+    cache = FrameCache.create(
+        plan_cache("ram", 1 << 20, tmp_path), len(dataset), (2, 64, 80), np.uint16
+    )
+    dataset.use_cache(cache, 0)
+    first = dataset.frame(0)
+    assert first.dtype == torch.uint16 and int(first.numpy().max()) > 255
+    again = pickle.loads(pickle.dumps(cache))
+    assert again.dtype == np.uint16
+    np.testing.assert_array_equal(again.get(0), decode_image(samples[0].image, 2, 16))
