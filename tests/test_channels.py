@@ -324,3 +324,19 @@ def test_the_frame_cache_keeps_uint16_frames(tmp_path: Path) -> None:
     again = pickle.loads(pickle.dumps(cache))
     assert again.dtype == np.uint16
     np.testing.assert_array_equal(again.get(0), decode_image(samples[0].image, 2, 16))
+
+
+def test_models_of_different_bit_depths_are_not_run_together(run_cli, tmp_path) -> None:
+    from yogo.model.checkpoint import checkpoint_payload, save_checkpoint
+
+    sixteen = two_channel_checkpoint(tmp_path / "m16.pth")
+    config = ModelConfig("quarter_filters", ("a", "b"), 2, True, (24, 32), 0.2, 0.2)
+    save_checkpoint(tmp_path / "m8.pth", checkpoint_payload(build_model(config)))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    stack16(folder / "f.tif", np.zeros((2, 24, 32), np.uint16))
+    result = run_cli(
+        "infer", sixteen, "--model", tmp_path / "m8.pth", "--path-to-images", folder,
+        "--output-dir", tmp_path / "out",
+    )  # fmt: skip
+    assert result.code == 2 and "must share their bit depth" in result.err

@@ -62,7 +62,7 @@ def load_ensemble(
     first = members[0]
     if len(members) == 1 and not tta:
         return first
-    require_matching(files, [(m.class_names, m.image_hw, m.channels) for m in members])
+    require_matching(files, [(m.class_names, m.image_hw, m.channels, m.bit_depth) for m in members])
     flips = FLIPS if tta else FLIPS[:1]
     views = len(members) * len(flips)
     return Ensemble(
