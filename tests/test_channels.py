@@ -4,6 +4,7 @@ the per-channel normalisation stored with the model, the refusals, and a brief 2
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -172,6 +173,12 @@ def test_display_planes_show_16_bit_and_two_channels() -> None:
     np.testing.assert_array_equal(display_planes(gray), np.repeat(gray, 3, axis=0))
 
 
+def expected_all(model_path: Path, frames: np.ndarray) -> np.ndarray:
+    from yogo.deploy.predictor import load_predictor
+
+    return load_predictor(model_path, "cpu").run(frames).numpy()
+
+
 def two_channel_dataset(root: Path, count: int = 24) -> Path:
     """Synthetic smears as 2-page 16-bit TIFFs: phase-like (the smear, x257 plus a low-byte
     ripple) and fluorescence-like (its inverse, dimmer)."""
@@ -256,6 +263,14 @@ def test_two_channel_16_bit_train_infer_test_export(run_cli, tmp_path) -> None:
     got = session.run(None, {"images": frames[:1]})[0]
     expected = load_predictor(model_path, "cpu").run(frames[:1]).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+    if importlib.util.find_spec("openvino") is not None:  # an optional extra
+        result = run_cli("export", model_path, "--format", "openvino", "--force")
+        assert result.code == 0, result.err
+        assert "input images uint16" in result.out
+        xml = load_predictor(model_path.with_suffix(".xml"))
+        np.testing.assert_allclose(
+            xml.run(frames).numpy(), expected_all(model_path, frames), atol=1e-3
+        )
 
     # A folder of 1-channel frames given to the 2-channel model: one error, exit 2.
     gray = tmp_path / "gray"
