@@ -126,7 +126,10 @@ def test_multi_page_tiff_uses_page_1_and_says_so_once(
     assert decode_image(path, channels=1)[0].max() == 10
     decode_image(path, channels=3)
     warnings = [r.getMessage() for r in caplog.records if "stack.tif" in r.getMessage()]
-    assert warnings == [f"{path}: has 3 pages; only page 1 is used"]
+    assert warnings == [
+        f"{path}: has 3 pages; gray and RGB models use only page 1 (--channels N reads N "
+        "pages as N channels)"
+    ]
     single = write_image(tmp_path / "one.tif", (8, 10))
     assert read_header(single).pages == 1 and decode_image(single, channels=1).shape == (1, 8, 10)
     assert not [r for r in caplog.records if "one.tif" in r.getMessage()]

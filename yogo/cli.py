@@ -447,14 +447,15 @@ def test_command(
 @app.command(cls=_Command)
 @with_settings(ExportConfig)
 def export(ctx: typer.Context, **settings: Any) -> None:
-    """Write an ONNX or OpenVINO model (uint8 frames in, decoded predictions out), fp32,
+    """Write an ONNX or OpenVINO model (uint8 or uint16 frames in, decoded predictions out), fp32,
     fp16 or int8, verified against PyTorch before it is kept."""
     from yogo.deploy.export import export_onnx
 
     cfg = ExportConfig(**_given(ctx, ExportConfig))
     result = export_onnx(cfg)
     typer.echo(
-        f"wrote {display_path(result.path)}: input images uint8 {list(result.input_shape)}, "
+        f"wrote {display_path(result.path)}: input images {result.input_type} "
+        f"{list(result.input_shape)}, "
         f"output predictions {list(result.output_shape)}"
     )
     if cfg.precision == "fp32" or result.accuracy is None:  # else judged by accuracy alone

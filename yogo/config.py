@@ -42,7 +42,7 @@ ObjTarget = Literal["one", "iou"]
 BadLabelsPolicy = Literal["error", "drop", "clip"]
 Split = Literal["test", "val", "train"]
 AuditSplit = Literal["all", "train", "val", "test"]
-ZarrLayout = Literal["auto", "hwn", "nhw", "nhwc"]
+ZarrLayout = Literal["auto", "hwn", "nhw", "nhwc", "nchw"]
 DrawingFileType = Literal["png", "tif", "tiff", ".png", ".tif", ".tiff"]  # YOGO wrote ".png"
 ImageFormat = Literal["png", "tif", "jpg", "bmp"]
 
@@ -154,7 +154,11 @@ class TrainConfig:
     image_hw: list[int] | None = option(None, metavar="H W")
     """Model input size; frames are resized to it (default: the first training image's)."""
     rgb_images: bool = False
-    """Three input channels instead of one."""
+    """Three input channels instead of one (the same as --channels 3)."""
+    channels: int | None = option(None, metavar="N")
+    """Input channels per frame (default 1, or 3 with --rgb-images): N other than 1 and 3
+    reads each frame's N pages (a TIFF stack) or N samples per pixel, and fits a per-channel
+    normalisation on the training frames (docs/training.md, "Channels and bit depth")."""
     normalize_images: bool = True
     """Divide pixels by 255 inside the model (YOGO 1.0.1's default was off)."""
     anchor_w: float | None = None
@@ -232,7 +236,8 @@ class TrainConfig:
     augment_blur: float = 0.0
     """Largest Gaussian blur sigma, in pixels of the model input (0: off)."""
     augment_noise: float = 0.0
-    """Largest Gaussian noise standard deviation, in grey levels 0-255 (0: off)."""
+    """Largest Gaussian noise standard deviation, in grey levels 0-255 (x257 on 16-bit frames;
+    0: off)."""
     device: str | None = None
     """cpu, cuda or cuda:N (default: cuda if available, else cpu; under torchrun or srun each
     process its own GPU)."""
@@ -322,6 +327,12 @@ class TrainConfig:
         _require_fractions(self, "obj_thresh", "iou_thresh", "min_label_confidence")
         if self.image_hw is not None and (len(self.image_hw) != 2 or min(self.image_hw) < 8):
             raise UserError(f"--image-hw must be two sizes >= 8, got {self.image_hw}")
+        _require_positive(self, "channels")
+        if self.rgb_images and self.channels not in (None, 3):
+            raise UserError(
+                f"--rgb-images means 3 channels, but --channels is {self.channels}",
+                fix="give one of them",
+            )
         for name in ("anchor_w", "anchor_h"):
             value = getattr(self, name)
             if value is not None:
@@ -405,8 +416,8 @@ TRAIN_HELP_SECTIONS = {
         "min_label_confidence", "cache", "cache_dir", "num_workers",
     ),
     "Model": (
-        "model", "from_pretrained", "image_hw", "rgb_images", "normalize_images", "anchor_w",
-        "anchor_h", "neighbour_cells",
+        "model", "from_pretrained", "image_hw", "rgb_images", "channels", "normalize_images",
+        "anchor_w", "anchor_h", "neighbour_cells",
     ),
     "Optimisation": (
         "epochs", "batch_size", "learning_rate", "lr_decay_factor", "warmup_epochs",
@@ -721,7 +732,8 @@ class InferConfig:
     path_to_zarr: str | None = None
     """A zarr store of frames, a folder or a .zip (instead of --path-to-images)."""
     zarr_layout: ZarrLayout = "auto"
-    """Axes of a zarr array: auto (from its chunks), hwn (YOGO 1.0.1's), nhw or nhwc."""
+    """Axes of a zarr array: auto (from its shape and chunks), hwn (YOGO 1.0.1's), nhw, nhwc,
+    or nchw (frames of several channels, e.g. phase and fluorescence)."""
     output_dir: str = "yogo-infer"
     """Results go here (a new folder, or one without the files this run writes)."""
     save_preds: bool = False

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from yogo.config import AuditConfig
+from yogo.data.channels import display_planes
 from yogo.data.images import ImageError, decode_image
 from yogo.data.index import open_cache
 from yogo.data.loader import Loaders, default_num_workers
@@ -172,13 +173,14 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
         self.samples = samples
         self.image_hw = predictor.image_hw
         self.channels = predictor.channels
+        self.bit_depth = predictor.bit_depth
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[int, Any]:
         try:
-            pixels = decode_image(self.samples[index].image, self.channels)
+            pixels = decode_image(self.samples[index].image, self.channels, self.bit_depth)
         except ImageError as e:
             return index, str(e)
         return index, resize(torch.from_numpy(pixels), self.image_hw).numpy()
@@ -389,7 +391,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         files.extend([out / name for name in thumbnails.values()])
         for folder in folders:
             folder.mkdir(exist_ok=True)
-        sheets = _write_thumbnails(rows, samples, thumbnails, names, predictor.channels, out)
+        sheets = _write_thumbnails(rows, samples, thumbnails, names, predictor, out)
         for name, tiles in sheets.items():
             title = f"{name}: the {len(tiles)} most suspect, in rank order (audit.csv)"
             save_picture(caption(mosaic(tiles, columns=min(8, len(tiles))), title),
@@ -421,7 +423,7 @@ def _write_thumbnails(
     samples: Sequence[LabelledSample],
     thumbnails: dict[int, str],
     names: Sequence[str],
-    channels: int,
+    predictor: Predictor,
     out: Path,
 ) -> dict[str, list[Any]]:
     """Each suspect's thumbnail, cut from its full-size frame (each frame decoded once); the
@@ -438,7 +440,10 @@ def _write_thumbnails(
     on_sheet = {row for first in firsts.values() for row in first}
     tiles: dict[int, Any] = {}
     for index in progress(sorted(by_sample), "thumbnails", total=len(by_sample), unit="frame"):
-        pixels = decode_image(samples[index].image, channels)
+        frame = decode_image(samples[index].image, predictor.channels, predictor.bit_depth)
+        pixels = (
+            frame if frame.dtype == np.uint8 and len(frame) in (1, 3) else display_planes(frame)
+        )
         for row in by_sample[index]:
             image = thumbnail(pixels, rows, row, names)
             save_picture(image, out / thumbnails[row])

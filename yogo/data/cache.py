@@ -1,6 +1,6 @@
-"""The frame cache: decoded, resized uint8 frames in one buffer shared by every loader worker
-of a node (and by the training processes of a node), so an epoch after the first decodes
-nothing.
+"""The frame cache: decoded, resized uint8 (or uint16) frames in one buffer shared by every
+loader worker of a node (and by the training processes of a node), so an epoch after the
+first decodes nothing.
 
     plan = plan_cache("auto", frames=1200, frame_shape=(1, 772, 1032), run_dir=run_dir)
     cache = FrameCache.create(plan, 1200, (1, 772, 1032))     # on one process per node
@@ -130,32 +130,38 @@ def plan_cache(requested: str, nbytes: int, run_dir: Path) -> CachePlan:
     )
 
 
-def _layout(count: int, shape: tuple[int, int, int]) -> tuple[int, int]:
+def _layout(count: int, shape: tuple[int, int, int], dtype: np.dtype[Any]) -> tuple[int, int]:
     """(offset of the frames, whole size): a page of flags first, one byte per frame."""
     start = -(-count // _PAGE) * _PAGE
-    return start, start + count * int(np.prod(shape))
+    return start, start + count * int(np.prod(shape)) * dtype.itemsize
 
 
 class FrameCache:
-    """`count` frames of `shape` (C, H, W) uint8 in a shared file mapping."""
+    """`count` frames of `shape` (C, H, W) and `dtype` (uint8, or uint16 for 16-bit models)
+    in a shared file mapping."""
 
-    def __init__(self, fd: int, count: int, shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, fd: int, count: int, shape: tuple[int, int, int], dtype: Any = np.uint8
+    ) -> None:
         """Map the buffer open as `fd` in this process (which then owns and closes `fd`)."""
         self.fd, self.count, self.shape, self.owner = fd, count, shape, os.getpid()
-        start, size = _layout(count, shape)
+        self.dtype = np.dtype(dtype)
+        start, size = _layout(count, shape, self.dtype)
         self._map = mmap.mmap(fd, size)
         weakref.finalize(self, os.close, fd)  # the mapping goes with the arrays that use it
         self.flags = np.frombuffer(self._map, np.uint8, count)
-        self.frames = np.frombuffer(self._map, np.uint8, count * int(np.prod(shape)), start)
+        self.frames = np.frombuffer(self._map, self.dtype, count * int(np.prod(shape)), start)
         self.frames = self.frames.reshape(count, *shape)
 
     @classmethod
-    def create(cls, plan: CachePlan, count: int, shape: tuple[int, int, int]) -> FrameCache:
-        _, size = _layout(count, shape)
+    def create(
+        cls, plan: CachePlan, count: int, shape: tuple[int, int, int], dtype: Any = np.uint8
+    ) -> FrameCache:
+        _, size = _layout(count, shape, np.dtype(dtype))
         if plan.mode == "ram":
             fd = os.memfd_create("yogo-frames")
             os.ftruncate(fd, size)  # memory is taken as frames arrive (the plan checked it)
-            return cls(fd, count, shape)
+            return cls(fd, count, shape, dtype)
         assert plan.folder is not None
         fd = _deleted_file(plan.folder)
         try:
@@ -167,16 +173,18 @@ class FrameCache:
                 f"{display_path(plan.folder)} ({e.strerror})",
                 fix="use --cache none, or set TMPDIR to a larger disk",
             ) from None
-        return cls(fd, count, shape)
+        return cls(fd, count, shape, dtype)
 
     def handle(self) -> tuple[int, int]:
         """What another process of this node needs to open the same buffer."""
         return (self.owner, self.fd)
 
     @classmethod
-    def open(cls, handle: tuple[int, int], count: int, shape: tuple[int, int, int]) -> FrameCache:
+    def open(
+        cls, handle: tuple[int, int], count: int, shape: tuple[int, int, int], dtype: Any = np.uint8
+    ) -> FrameCache:
         owner, fd = handle
-        return cls(os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR), count, shape)
+        return cls(os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR), count, shape, dtype)
 
     def get(self, i: int) -> np.ndarray | None:
         return self.frames[i] if self.flags[i] else None
@@ -191,12 +199,17 @@ class FrameCache:
 
     def __getstate__(self) -> dict[str, Any]:
         """Loader workers started by spawn/forkserver open the buffer again (fork shares it)."""
-        return {"handle": (self.owner, self.fd), "count": self.count, "shape": self.shape}
+        return {
+            "handle": (self.owner, self.fd),
+            "count": self.count,
+            "shape": self.shape,
+            "dtype": self.dtype.str,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         owner, fd = state["handle"]
         mine = os.open(f"/proc/{owner}/fd/{fd}", os.O_RDWR)
-        self.__init__(mine, state["count"], state["shape"])  # type: ignore[misc]
+        self.__init__(mine, state["count"], state["shape"], state["dtype"])  # type: ignore[misc]
 
 
 def _deleted_file(folder: Path) -> int:

@@ -1,8 +1,9 @@
-"""A split as a torch Dataset: decoded uint8 image and its boxes, per sample.
+"""A split as a torch Dataset: decoded uint8 (or uint16) image and its boxes, per sample.
 
     dataset = DetectionDataset(scan.splits["train"], image_hw=(192, 256), channels=1,
                                augment=True, settings=AugmentSettings(scale=0.1))
     image, boxes = dataset[0]      # (C, H, W) uint8, (N, 5) float32 class, xc, yc, w, h
+    # bit_depth=16: (C, H, W) uint16 frames (yogo.data.channels)
 
 Labels were parsed once by `scan_dataset`; only pixels are read here, and with a frame cache
 (yogo.data.cache) only once: the decoded, resized frame is kept before augmentation. An image
@@ -40,10 +41,12 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         seed: int = 0,
         settings: AugmentSettings | None = None,
         paste: tuple[PastePool, float] | None = None,
+        bit_depth: int = 8,
     ) -> None:
         self.samples = tuple(samples)
         self.image_hw = image_hw
         self.channels = channels
+        self.bit_depth = bit_depth  # frames are uint8 (8) or uint16 (16)
         self.augment = augment
         self.settings = settings or AugmentSettings()
         self.paste_pool, self.paste_prob = paste or (PastePool(np.zeros((0, 5))), 0.0)
@@ -63,7 +66,7 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         cached = self.cache.get(self.cache_start + index) if self.cache else None
         if cached is not None:
             return torch.from_numpy(cached)
-        pixels = decode_image(self.samples[index].image, self.channels)
+        pixels = decode_image(self.samples[index].image, self.channels, self.bit_depth)
         image = resize(torch.from_numpy(pixels), self.image_hw)
         if self.cache is not None:
             self.cache.put(self.cache_start + index, image.numpy())

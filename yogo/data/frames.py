@@ -3,11 +3,13 @@
     frames = open_frames(path_to_images="run1/", recursive=False)   # or path_to_zarr="run1.zarr"
     frames.names[i]                 # "sub/img_003.png" (relative to the folder), "run1.zarr/0017"
     frames.read(i, channels=1)      # uint8 (C, H, W); ImageError when it cannot be read
+    frames.read(i, channels=2, bit_depth=16)   # uint16 (2, H, W)
     frames.stems[i]                 # Path("run1.zarr/0017"): labels/<stem>.txt, boxes/<stem>.png
 
 A zarr store holds frames as the microscope writes them: one array of (H, W, N) as in YOGO
-1.0.1, or (N, H, W), or (N, H, W, C); or a group of 2-D (or (H, W, C)) arrays, one per frame.
-uint8 or uint16 (scaled to 0..255 exactly as 16-bit images are); zarr format 2 or 3; a
+1.0.1, or (N, H, W), or (N, H, W, C), or (N, C, H, W) for frames of several channels (e.g.
+phase and fluorescence); or a group of 2-D (or (H, W, C)) arrays, one per frame. uint8 or
+uint16, converted to the model's bit depth as image files are; zarr format 2 or 3; a
 directory store or a .zip. Frames are read one at a time, never the whole array, and each
 loader worker opens the store itself (a pickled source carries only its path).
 """
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from yogo.config import ZarrLayout, choices
-from yogo.data.images import IMAGE_EXTENSIONS, ImageError, array_to_uint8, decode_image
+from yogo.data.images import IMAGE_EXTENSIONS, ImageError, array_to_frame, decode_image
 from yogo.errors import UserError, display_path
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,8 @@ class ImageFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def read(self, i: int, channels: int) -> np.ndarray:
-        return decode_image(self.paths[i], channels)
+    def read(self, i: int, channels: int, bit_depth: int = 8) -> np.ndarray:
+        return decode_image(self.paths[i], channels, bit_depth)
 
 
 class ZarrFrames:
@@ -80,7 +82,8 @@ class ZarrFrames:
             _require_pixels(node, path)
             self.layout = _layout(node, path, layout)
             shape = tuple(node.shape)
-            _require_area(shape[:2] if self.layout == "hwn" else shape[1:3], path)
+            area = {"hwn": shape[:2], "nchw": shape[2:4]}.get(self.layout, shape[1:3])
+            _require_area(area, path)
             count = _frame_count(node, self.layout, path)
             width = len(str(count - 1))
             self._labels = [f"{i:0{width}d}" for i in range(count)]
@@ -110,7 +113,7 @@ class ZarrFrames:
         # handle, an event loop) is not safe to share across processes.
         return {**self.__dict__, "_node": None}
 
-    def read(self, i: int, channels: int) -> np.ndarray:
+    def read(self, i: int, channels: int, bit_depth: int = 8) -> np.ndarray:
         if self._node is None:
             self._node = _open_zarr(self.path)
         try:
@@ -125,7 +128,7 @@ class ZarrFrames:
         pixels = np.asarray(frame)
         if not pixels.dtype.isnative:  # a big-endian store: torch reads native order only
             pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-        return array_to_uint8(pixels, channels)
+        return array_to_frame(pixels, channels, bit_depth, 0 if self.layout == "nchw" else -1)
 
 
 def open_frames(
@@ -232,16 +235,16 @@ def _layout(array: Any, path: Path, layout: str) -> str:
     shape, chunks = tuple(array.shape), tuple(array.chunks)
     if layout not in LAYOUTS:
         raise UserError(f"--zarr-layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
-    if array.ndim == 4 and layout in ("auto", "nhwc"):
-        if shape[3] not in (1, 3, 4):
-            raise UserError(
-                f"a 4-D array must be (N, H, W, C) with C 1, 3 or 4; this one is {shape}",
-                path=path,
-            )
-        return "nhwc"
-    if array.ndim != 3 or layout == "nhwc":
+    if array.ndim == 4 and layout in ("auto", "nhwc", "nchw"):
+        if layout != "auto":
+            return layout
+        # The channel axis is the short one: (N, H, W, C) with C 1, 3 or 4 as cameras write
+        # colour, else (N, C, H, W) as multichannel microscopes write planes.
+        return "nhwc" if shape[3] in (1, 3, 4) and shape[1] > 4 else "nchw"
+    if array.ndim != 3 or layout in ("nhwc", "nchw"):
         raise UserError(
-            f"holds one array of shape {shape}; frames are (H, W, N), (N, H, W) or (N, H, W, C)",
+            f"holds one array of shape {shape}; frames are (H, W, N), (N, H, W), (N, H, W, C) "
+            "or (N, C, H, W)",
             path=path,
             fix="give a store of frames (or --zarr-layout for 3-D and 4-D arrays)",
         )

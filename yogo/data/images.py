@@ -1,8 +1,10 @@
-"""Finding and decoding one image: lookup by stem, header reads, 8/16-bit gray/RGB to uint8.
+"""Finding and decoding one image: lookup by stem, header reads, planes to the model's channels
+and bit depth (yogo.data.channels).
 
     index = index_images(Path("run1/images"))       # stem -> path, plus ambiguous stems
     header = read_header(index.by_stem["img_001"])   # ImageHeader(height=772, width=1032, ...)
     pixels = decode_image(index.by_stem["img_001"], channels=1)   # uint8 (1, H, W)
+    pixels = decode_image(path, channels=2, bit_depth=16)          # uint16 (2, H, W)
 
 Pillow is imported inside the functions that need it so `yogo --help` stays instant.
 """
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from yogo.data.channels import ChannelError, planes_of, to_channels, to_depth
 from yogo.errors import display_path
 
 if TYPE_CHECKING:
@@ -41,6 +44,11 @@ class ImageError(ValueError):
     """An image that cannot be used; the message says why in the user's words."""
 
 
+class ChannelMismatch(ImageError):
+    """A readable frame whose channels are not the model's (not a damaged file: the data and
+    the model disagree, so callers stop with the fix rather than skip the frame)."""
+
+
 @dataclass(frozen=True)
 class ImageIndex:
     """Images of one folder by file stem. `ambiguous` lists stems with several images."""
@@ -55,7 +63,13 @@ class ImageHeader:
     width: int
     channels: int  # 1 (gray) or 3 (colour) as stored in the file
     bit_depth: int  # 8 or 16
-    pages: int = 1  # pages (frames) in the file; only the first is used
+    pages: int = 1  # pages (frames) in the file; only the first is used by gray/RGB models
+    samples: int = 1  # samples per pixel: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
+
+    @property
+    def planes(self) -> int:
+        """The channels an N-channel model reads from it (yogo.data.channels)."""
+        return self.pages if self.pages > 1 else self.samples
 
 
 def child_paths(folder: Path, names: Sequence[str]) -> list[Path]:
@@ -107,42 +121,64 @@ def read_header(path: Path) -> ImageHeader:
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"image header cannot be read: {e}") from None
     depth = 16 if mode in _SIXTEEN_BIT_MODES else 8
-    return ImageHeader(height, width, _channels_of(mode), depth, pages)
+    samples = {"LA": 2, "PA": 2, "RGBA": 4}.get(mode, _channels_of(mode))
+    return ImageHeader(height, width, _channels_of(mode), depth, pages, samples)
 
 
-def decode_image(path: Path, channels: int) -> np.ndarray:
-    """The whole image as uint8 `(channels, H, W)`; 16-bit values are scaled to 0..255.
+def decode_image(path: Path, channels: int, bit_depth: int = 8) -> np.ndarray:
+    """The whole image as `(channels, H, W)`, uint8 for `bit_depth` 8 (16-bit values scaled
+    to 0..255), uint16 for 16 (8-bit values times 257); yogo.data.channels has the rules.
 
-    Gray to RGB repeats the plane; RGB to gray uses Pillow's ITU-R 601 luma (`convert("L")`).
-    Of a multi-page file (TIFF stack), the first page; a warning says so once per file.
-    Raises ImageError for unreadable, truncated or corrupt files.
+    Gray to RGB repeats the plane; RGB to gray uses ITU-R 601 luma (Pillow's `convert("L")`
+    at 8 bits). Of a multi-page file (TIFF stack), the first page for gray and RGB models (a
+    warning says so once per file), every page, one per channel, for other channel counts.
+    Raises ImageError for unreadable, truncated or corrupt files and for a frame whose
+    channels are not the model's.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
-            pixels = _to_uint8(image, channels)
-            _pages(path, image)  # after decoding: counting pages moves through the file
+            if channels in (1, 3) and bit_depth == 8:
+                pixels = _to_uint8(image, channels)
+            else:
+                pixels = _planes(image, path, channels, bit_depth)
+            _pages(path, image, warn=channels in (1, 3))  # after decoding: counting pages
     except UnidentifiedImageError:
         raise ImageError("not a readable image (PNG, JPEG, TIFF, BMP)") from None
+    except ChannelError as e:
+        raise ChannelMismatch(str(e)) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"image cannot be decoded: {e}") from None
     return pixels
 
 
-def _pages(path: Path, image: Image.Image) -> int:
-    """The number of pages (frames) of an open image; warns once per file when it is more
-    than one, since only the first is used."""
+def _planes(image: Image.Image, path: Path, channels: int, bit_depth: int) -> np.ndarray:
+    """The frame as `channels` planes at `bit_depth` (gray, RGB and 8 bits aside)."""
+    _channels_of(image.mode)  # refuses formats we cannot convert faithfully
+    stack = channels not in (1, 3)
+    planes = planes_of(image, path, stack, bit_depth)
+    pages = int(getattr(image, "n_frames", 1))
+    what = f"{pages} pages" if stack and pages > 1 else f"{len(planes)} sample(s) per pixel"
+    return to_depth(to_channels(planes, channels, what), bit_depth)
+
+
+def _pages(path: Path, image: Image.Image, warn: bool = True) -> int:
+    """The number of pages (frames) of an open image; with `warn`, warns once per file when
+    it is more than one, since only the first is used."""
     try:
         pages = int(getattr(image, "n_frames", 1))
         count = f"{pages} pages"
     except (EOFError, OSError, SyntaxError, TypeError, ValueError):
         # Pillow counts pages by reading the header of each; a damaged later page stops it.
         pages, count = 2, "more than one page (a later one is damaged)"
-    if pages > 1 and path not in _warned_multi_page:
+    if warn and pages > 1 and path not in _warned_multi_page:
         _warned_multi_page.add(path)
-        log.warning(f"{display_path(path)}: has {count}; only page 1 is used")
+        log.warning(
+            f"{display_path(path)}: has {count}; gray and RGB models use only page 1 "
+            "(--channels N reads N pages as N channels)"
+        )
     return pages
 
 
@@ -171,9 +207,7 @@ def array_to_uint8(pixels: np.ndarray, channels: int) -> np.ndarray:
     """A uint8 or uint16 frame, (H, W) or (H, W, C), as uint8 `(channels, H, W)`: the same
     values an image file of those pixels decodes to (16-bit scaled to 0..255, RGB to gray with
     Pillow's luma, gray repeated to RGB)."""
-    if pixels.dtype == np.uint16:
-        # Round to nearest: 0 -> 0 and 65535 -> 255 exactly.
-        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    pixels = to_depth(pixels, 8)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     if pixels.ndim == 2:
@@ -182,6 +216,23 @@ def array_to_uint8(pixels: np.ndarray, channels: int) -> np.ndarray:
 
     rgb = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]), "RGB")
     return _to_uint8(rgb, channels)
+
+
+def array_to_frame(
+    pixels: np.ndarray, channels: int, bit_depth: int, channel_axis: int = -1
+) -> np.ndarray:
+    """A uint8 or uint16 array, (H, W) or with a channel axis (last, or `channel_axis`), as
+    the model's `(channels, H, W)` at `bit_depth` (yogo.data.channels has the rules); gray
+    and RGB at 8 bits exactly as `array_to_uint8`. Raises ImageError when the channels do not
+    fit the model."""
+    planes = pixels[None] if pixels.ndim == 2 else np.moveaxis(pixels, channel_axis, 0)
+    if bit_depth == 8 and channels in (1, 3) and planes.shape[0] in (1, 3, 4):
+        return array_to_uint8(np.moveaxis(planes, 0, -1), channels)
+    try:
+        fitted = to_channels(planes, channels, f"{planes.shape[0]} channels in the array")
+    except ChannelError as e:
+        raise ChannelMismatch(str(e)) from None
+    return np.ascontiguousarray(to_depth(fitted, bit_depth))
 
 
 def survey_thumbnails(

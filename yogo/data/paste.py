@@ -96,7 +96,8 @@ def paste_objects(
     scale: tuple[float, float],
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paste 1 to MAX_PASTED objects drawn uniformly from `pool` into `image` (uint8 C x H x W,
+    """Paste 1 to MAX_PASTED objects drawn uniformly from `pool` into `image` (uint8 or
+    uint16 C x H x W,
     written in place: pass a copy), each where it covers no box of `boxes` nor another pasted
     one; returns the image and the boxes with the pasted objects appended. `load_frame(i)`
     gives training frame i at the model's input size; `scale` (y, x) resizes a thumbnail."""
@@ -105,7 +106,8 @@ def paste_objects(
     added = []
     count = int(torch.randint(1, MAX_PASTED + 1, (1,), generator=generator))
     for pick in torch.randint(len(pool), (count,), generator=generator).tolist():
-        crop = _crop(pool, pick, load_frame, scale, height, width)
+        depth = 16 if image.dtype == torch.uint16 else 8
+        crop = _crop(pool, pick, load_frame, depth, scale, height, width)
         if crop is None:
             continue
         h, w = crop.shape[1:]
@@ -138,6 +140,7 @@ def _crop(
     pool: PastePool,
     pick: int,
     load_frame: Callable[[int], torch.Tensor],
+    bit_depth: int,
     scale: tuple[float, float],
     height: int,
     width: int,
@@ -145,7 +148,7 @@ def _crop(
     """The pixels of pool object `pick` at the model's input scale; None if unreadable."""
     try:
         if pool.frame is None:  # a thumbnail file, cut at the frames' original resolution
-            pixels = torch.from_numpy(decode_image(pool.paths[pick], pool.channels))
+            pixels = torch.from_numpy(decode_image(pool.paths[pick], pool.channels, bit_depth))
             h = max(1, round(pixels.shape[1] * scale[0]))
             w = max(1, round(pixels.shape[2] * scale[1]))
             return resize(pixels, (h, w))

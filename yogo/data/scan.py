@@ -337,7 +337,10 @@ def _scan_sample(sample: Sample, lookup: ClassLookup, policy: BadLabelsPolicy) -
             unusable.insert(0, Problem(image, None, "unreadable-image", str(e)))
         else:
             if header.pages > 1:
-                message = "a multi-page file (a stack); only page 1 is used"
+                message = (
+                    "a multi-page file (a stack); only page 1 is used unless --channels "
+                    f"{header.pages} reads its pages as channels"
+                )
                 notes.append(Problem(image, None, "multi-page-image", message))
     if image is not None and not unusable:
         hwc = (header.height, header.width, header.channels)

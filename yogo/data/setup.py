@@ -96,6 +96,7 @@ def make_data(
         cfg.seed,
         augment_settings(cfg),
         paste,
+        model.bit_depth,
     )
     # One code path for every world size: each rank draws its share of a seeded permutation.
     weights = None
@@ -109,7 +110,9 @@ def make_data(
         len(train_set), ctx.rank, ctx.world_size, cfg.seed, weights, cfg.hard_frames,
         cfg.batch_size,
     )  # fmt: skip
-    val_set = DetectionDataset(splits["val"], model.image_hw, model.channels)
+    val_set = DetectionDataset(
+        splits["val"], model.image_hw, model.channels, bit_depth=model.bit_depth
+    )
     attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
     val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
     return Data(
@@ -130,11 +133,12 @@ def attach_frame_cache(
     node and opened by the others; rank 0 decides where it lives and says so in one line."""
     sizes = [len(d) for d in datasets]
     shape = (datasets[0].channels, *datasets[0].image_hw)
+    dtype = np.dtype(np.uint16 if datasets[0].bit_depth == 16 else np.uint8)
     count = sum(sizes)
     plan, refusal = None, None
     if ctx.is_main:
         try:
-            plan = plan_cache(mode, count * int(np.prod(shape)), run_dir)
+            plan = plan_cache(mode, count * int(np.prod(shape)) * dtype.itemsize, run_dir)
         except UserError as e:
             refusal = str(e)
     plan, refusal = ctx.broadcast((plan, refusal))
@@ -147,7 +151,7 @@ def attach_frame_cache(
     host, cache, failure = socket.gethostname(), None, None
     if ctx.local_rank == 0:
         try:
-            cache = FrameCache.create(plan, count, shape)
+            cache = FrameCache.create(plan, count, shape, dtype)
         except UserError as e:
             failure = str(e)
     shared = ctx.gather((host, cache.handle() if cache else None, failure))
@@ -157,10 +161,10 @@ def attach_frame_cache(
     if cache is None:
         handle = next(h for name, h, _ in shared if name == host and h is not None)
         try:
-            cache = FrameCache.open(handle, count, shape)
+            cache = FrameCache.open(handle, count, shape, dtype)
         except OSError as e:  # /proc of another process hidden (hardened kernels)
             log.warning(f"rank {ctx.rank}: cannot share the node's frame cache ({e}); own copy")
-            cache = FrameCache.create(plan, count, shape)
+            cache = FrameCache.create(plan, count, shape, dtype)
     start = 0
     for dataset, size in zip(datasets, sizes, strict=True):
         dataset.use_cache(cache, start)

@@ -1,4 +1,5 @@
-"""Augmentations and resizing. Per sample, uint8 in, uint8 out.
+"""Augmentations and resizing. Per sample, uint8 in, uint8 out (uint16 in, uint16 out for
+16-bit models: strengths are fractions of the full range, so they mean the same at 16 bits).
 
     image, boxes = random_flips(image, boxes)       # image (C, H, W) uint8, boxes (N, 5)
     image, boxes = augment(image, boxes, AugmentSettings(scale=0.1), generator)
@@ -44,26 +45,33 @@ def augment(
     if settings.blur > 0:
         pixels = _gaussian_blur(pixels, draws[6] * settings.blur)
     if settings.noise > 0:
-        std = draws[7] * settings.noise
+        std = draws[7] * settings.noise * top_value(image) / 255
         pixels += torch.randn(pixels.shape, generator=generator) * std
-    return pixels.round_().clamp_(0, 255).to(torch.uint8), boxes
+    return pixels.round_().clamp_(0, top_value(image)).to(image.dtype), boxes
+
+
+def top_value(image: torch.Tensor) -> int:
+    """The brightest value of a uint8 (255) or uint16 (65535) frame."""
+    return 65535 if image.dtype == torch.uint16 else 255
 
 
 def _intensity_map(
     image: torch.Tensor, settings: AugmentSettings, draws: list[float]
 ) -> torch.Tensor:
     """Brightness, contrast (around the frame's mean) and gamma as one table from each of the
-    256 grey levels to its new uint8 value: one lookup per pixel instead of three passes."""
-    levels = torch.arange(256, dtype=torch.float32)
-    shift = (2 * draws[0] - 1) * settings.brightness * 255
+    grey levels (256, or 65536 at 16 bits) to its new value: one lookup per pixel instead of
+    three passes."""
+    top = top_value(image)
+    levels = torch.arange(top + 1, dtype=torch.float32)
+    shift = (2 * draws[0] - 1) * settings.brightness * top
     levels += shift
     if settings.contrast > 0:  # around the mean after the shift (nothing is clipped before)
         mean = float(image.float().mean()) + shift
         levels = (levels - mean) * (1 + (2 * draws[1] - 1) * settings.contrast) + mean
     if settings.gamma > 0:
         gamma = math.exp((2 * draws[2] - 1) * settings.gamma)
-        levels = (levels.clamp(0, 255) / 255) ** gamma * 255
-    return levels.round_().clamp_(0, 255).to(torch.uint8)
+        levels = (levels.clamp(0, top) / top) ** gamma * top
+    return levels.round_().clamp_(0, top).to(image.dtype)
 
 
 def _zoom_and_shift(
@@ -132,13 +140,13 @@ def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def resize(image: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of a uint8 (C, H, W) image to `image_hw`."""
+    """Bilinear, antialiased resize of a uint8 or uint16 (C, H, W) image to `image_hw`."""
     if tuple(image.shape[1:]) == tuple(image_hw):
         return image
     scaled = F.interpolate(
         image[None].float(), size=image_hw, mode="bilinear", antialias=True, align_corners=False
     )
-    return scaled[0].round_().clamp_(0, 255).to(torch.uint8)
+    return scaled[0].round_().clamp_(0, top_value(image)).to(image.dtype)
 
 
 def random_flips(

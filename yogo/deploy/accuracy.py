@@ -40,11 +40,18 @@ def labelled_frames(
     if limit is not None and len(samples) > limit:
         picks = np.linspace(0, len(samples) - 1, limit).round().astype(int)
         samples = tuple(samples[i] for i in picks)
-    dataset = DetectionDataset(samples, config.image_hw, config.channels)
+    dataset = DetectionDataset(
+        samples, config.image_hw, config.channels, bit_depth=config.bit_depth
+    )
     frames = (
         np.stack([dataset.frame(i).numpy() for i in range(len(dataset))])
         if samples
-        else (np.zeros((0, config.channels, *config.image_hw), np.uint8))
+        else (
+            np.zeros(
+                (0, config.channels, *config.image_hw),
+                np.uint16 if config.bit_depth == 16 else np.uint8,
+            )
+        )
     )
     truths = []
     for sample in samples:

@@ -62,7 +62,7 @@ def load_ensemble(
     first = members[0]
     if len(members) == 1 and not tta:
         return first
-    require_matching(files, [(m.class_names, m.image_hw, m.channels) for m in members])
+    require_matching(files, [(m.class_names, m.image_hw, m.channels, m.bit_depth) for m in members])
     flips = FLIPS if tta else FLIPS[:1]
     views = len(members) * len(flips)
     return Ensemble(
@@ -72,6 +72,7 @@ def load_ensemble(
         first.channels,
         f"{len(members)} model(s) x {len(flips)} flip(s), {fusion}; {first.kind}",
         ensemble_counting(first.counting, files[0], views),
+        first.bit_depth,
         members=tuple(members),
         flips=flips,
         fusion=fusion,

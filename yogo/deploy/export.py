@@ -4,11 +4,12 @@ checked with onnxruntime against PyTorch before it is put in place.
     result = export_onnx(ExportConfig(checkpoint="run/best.pth"))   # writes run/best.onnx
     result.path, result.max_abs_error, result.images   # what was verified, on what
 
-The graph: uint8 (B, C, H, W) frames -> [centred band of round(F * H) rows with --crop-height]
--> float, /255 when the model normalises -> network -> decoded (B, 5 + C, Sy, Sx): xc, yc, w, h
-normalised to the full frame, objectness, class probabilities (yogo.model.boxes.decode): the
-computation of `yogo.deploy.predictor.Deployed`, which also checks the
-file, as `yogo infer` runs it.
+The graph: uint8 (B, C, H, W) frames (uint16 for 16-bit models) -> [centred band of
+round(F * H) rows with --crop-height] -> float, /255 when the model normalises (or minus its
+per-channel mean, over its std, for 16-bit and N-channel models) -> network -> decoded
+(B, 5 + C, Sy, Sx): xc, yc, w, h normalised to the full frame, objectness, class
+probabilities (yogo.model.boxes.decode): the computation of
+`yogo.deploy.predictor.Deployed`, which also checks the file, as `yogo infer` runs it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from yogo import __version__
 from yogo.config import ExportConfig
+from yogo.data.channels import to_depth
 from yogo.deploy.predictor import Deployed, load_predictor
 from yogo.errors import RunError, UserError, display_path
 from yogo.evaluation.counting import count_model_of
@@ -64,6 +66,7 @@ class ExportResult:
     nodes: tuple[int, int] | None = None  # graph nodes before and after --simplify
     runtime: str = "onnxruntime"  # what ran the exported file to verify it
     accuracy: Accuracy | None = None  # on --verify-split, beside PyTorch
+    input_type: str = "uint8"  # the frames the file takes: uint8, or uint16 (16-bit models)
 
 
 def export_onnx(cfg: ExportConfig) -> ExportResult:
@@ -160,6 +163,7 @@ def export_onnx(cfg: ExportConfig) -> ExportResult:
         nodes,
         runtime,
         accuracy,
+        str(images.dtype),
     )
 
 
@@ -362,7 +366,8 @@ def pytorch_reference(
 def verification_images(
     checkpoint: Checkpoint, ddf_path: str | None = None
 ) -> tuple[np.ndarray, str]:
-    """Up to 8 frames at the model size, uint8 (B, C, H, W): the validation images of
+    """Up to 8 frames at the model size, (B, C, H, W) at its bit depth (uint8 or uint16):
+    the validation images of
     `ddf_path` (else of the run's DDF) when it can be read, else synthetic smear frames (with
     a warning saying why)."""
     config = checkpoint.model_config
@@ -377,7 +382,10 @@ def verification_images(
             ddf = DatasetDefinition.from_yaml(Path(ddf_path))
             samples = (ddf.splits["val"] or ddf.splits["train"])[:VERIFY_IMAGES]
             frames = [
-                resize(torch.from_numpy(decode_image(s.image, config.channels)), config.image_hw)
+                resize(
+                    torch.from_numpy(decode_image(s.image, config.channels, config.bit_depth)),
+                    config.image_hw,
+                )
                 for s in samples
                 if s.image is not None
             ]
@@ -392,7 +400,7 @@ def verification_images(
 
     log.warning(f"verifying the exported file on synthetic frames: {why}")
     frames_array = synthetic_frames(4, config.image_hw, config.channels, seed=0)
-    return frames_array, f"4 synthetic frames ({why})"
+    return to_depth(frames_array, config.bit_depth), f"4 synthetic frames ({why})"
 
 
 def compare(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
@@ -464,6 +472,10 @@ def _metadata(cfg: ExportConfig, checkpoint: Checkpoint) -> dict[str, str]:
         "class_names": json.dumps(list(model_config.class_names)),
         "image_hw": json.dumps(list(model_config.image_hw)),
         "channels": str(model_config.channels),
+        "bit_depth": str(model_config.bit_depth),
+        # the normalisation is in the graph; these say what it is (pixel units, per channel)
+        "input_mean": json.dumps(model_config.input_mean),
+        "input_std": json.dumps(model_config.input_std),
         "normalize_images": json.dumps(model_config.normalize_images),
         "crop_height": json.dumps(cfg.crop_height),
         "anchors": json.dumps([model_config.anchor_w, model_config.anchor_h]),

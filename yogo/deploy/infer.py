@@ -37,7 +37,7 @@ import torch
 from yogo import __version__
 from yogo.config import InferConfig
 from yogo.data.frames import ImageFiles, ZarrFrames, open_frames
-from yogo.data.images import ImageError
+from yogo.data.images import ChannelMismatch, ImageError
 from yogo.data.loader import Loaders, default_num_workers
 from yogo.data.transforms import resize
 from yogo.ddf import SplitFractions, ddf_text, parse_split_override
@@ -74,17 +74,16 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
     """Frame i decoded and resized to the model size (with the decoded frame when `keep` asks
     for it), or the reason it cannot be read."""
 
-    def __init__(
-        self, frames: Frames, image_hw: tuple[int, int], channels: int, keep: bool
-    ) -> None:
-        self.frames, self.image_hw, self.channels, self.keep = frames, image_hw, channels, keep
+    def __init__(self, frames: Frames, predictor: Predictor, keep: bool) -> None:
+        self.frames, self.image_hw, self.keep = frames, predictor.image_hw, keep
+        self.channels, self.bit_depth = predictor.channels, predictor.bit_depth
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
         try:
-            pixels = self.frames.read(i, self.channels)
+            pixels = self.frames.read(i, self.channels, self.bit_depth)
         except ImageError as e:
             return i, str(e)
         resized = resize(torch.from_numpy(pixels), self.image_hw).numpy()
@@ -157,6 +156,7 @@ def infer(cfg: InferConfig) -> InferSummary:
     predictor = load_ensemble(model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta)
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
+    _require_channels(frames, predictor, plan.frame_images)
     if plan.labels or plan.boxes or plan.frame_images:
         _require_distinct_stems(frames)
     # An OpenVINO IR's weights are an input too.
@@ -200,7 +200,7 @@ def infer(cfg: InferConfig) -> InferSummary:
     )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
-    dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
+    dataset = _Frames(frames, predictor, keep)
     start = time.perf_counter()
     with outputs:
         with Loaders() as loaders:
@@ -227,9 +227,31 @@ def infer(cfg: InferConfig) -> InferSummary:
     return summary
 
 
+def _require_channels(frames: Frames, predictor: Predictor, frame_images: bool) -> None:
+    """Stop before any work when the first frame's channels are not the model's: every frame
+    of a run comes from one instrument, so this is a mismatch of data and model, not one bad
+    frame to skip. Zarr frames written as images/<stem>.png must fit a PNG: gray (8 or 16
+    bits) or 8-bit RGB."""
+    png = predictor.channels == 1 or (predictor.channels == 3 and predictor.bit_depth == 8)
+    if frame_images and not png:
+        raise UserError(
+            f"--save-preds and --label-studio write zarr frames as PNG images, which cannot "
+            f"hold this model's {predictor.channels} channel(s) of {predictor.bit_depth} bits",
+            path=frames.inputs[0],
+            fix="leave out --save-preds and --label-studio (counts, --save-npy and --draw-boxes "
+            "work), or write the frames as TIFF stacks yourself",
+        )
+    try:
+        frames.read(0, predictor.channels, predictor.bit_depth)
+    except ChannelMismatch as e:
+        raise UserError(str(e), path=frames.inputs[0]) from None
+    except ImageError:  # a damaged frame: reported with the others
+        pass
+
+
 def _grid(predictor: Predictor) -> tuple[int, int]:
     """The model's output grid (Sy, Sx): its output on one blank frame."""
-    blank = np.zeros((1, predictor.channels, *predictor.image_hw), np.uint8)
+    blank = np.zeros((1, predictor.channels, *predictor.image_hw), predictor.pixel_type)
     sy, sx = predictor.run(blank).shape[-2:]
     return int(sy), int(sx)
 

@@ -89,6 +89,12 @@ class Predictor:
     channels: int
     kind: str  # "pytorch" or "onnxruntime", and on what
     counting: CountModel  # thresholds, calibration, count correction (docs/counting.md)
+    bit_depth: int = 8  # frames in are uint8 (8) or uint16 (16)
+
+    @property
+    def pixel_type(self) -> type[np.unsignedinteger[Any]]:
+        """The numpy type of the frames `run` takes."""
+        return np.uint16 if self.bit_depth == 16 else np.uint8
 
     def detect(
         self,
@@ -117,11 +123,11 @@ class Predictor:
         per-class thresholds unless `obj_thresh` gives one for all, class-agnostic NMS, boxes
         clipped to the image). Each image is a path or an array:
         uint8 or uint16, (H, W) or (H, W, C); any size (resized to the model's, boxes in the
-        image's own pixels)."""
-        from yogo.data.images import array_to_uint8, decode_image
+        image's own pixels). Frames reach the model at its bit depth (yogo.data.channels)."""
+        from yogo.data.images import ImageError, array_to_frame, decode_image
         from yogo.data.transforms import resize
 
-        items = _require_images(images)
+        items = _require_images(images, self.channels)
         for name, value in (("obj_thresh", obj_thresh), ("iou_thresh", iou_thresh)):
             if value is not None and not 0 <= value <= 1:
                 raise UserError(f"{name} must be in [0, 1], got {value}")
@@ -131,12 +137,15 @@ class Predictor:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
         out: list[Detections] = []
         for start in range(0, len(items), batch_size):
-            frames = [
-                decode_image(Path(item), self.channels)
-                if isinstance(item, (str, Path))
-                else array_to_uint8(np.asarray(item), self.channels)
-                for item in items[start : start + batch_size]
-            ]
+            try:
+                frames = [
+                    decode_image(Path(item), self.channels, self.bit_depth)
+                    if isinstance(item, (str, Path))
+                    else array_to_frame(np.asarray(item), self.channels, self.bit_depth)
+                    for item in items[start : start + batch_size]
+                ]
+            except ImageError as e:
+                raise UserError(str(e)) from None
             batch = np.stack([resize(torch.from_numpy(f), self.image_hw).numpy() for f in frames])
             thresholds = self.counting.thresholds if obj_thresh is None else obj_thresh
             found = self.detect(batch, thresholds, iou_thresh, min_class_confidence)
@@ -159,10 +168,10 @@ class Predictor:
         return out
 
 
-def _require_images(images: Any) -> list[Any]:
+def _require_images(images: Any, channels: int) -> list[Any]:
     """The images `predict` takes, as `yogo infer` reads them: paths, or uint8/uint16 arrays
-    of (H, W) or (H, W, C) with C 1, 3 or 4. Anything else is a UserError that says what to
-    pass, never detections made from a misread array."""
+    of (H, W) or (H, W, C) with C 1, 3, 4 or the model's `channels`. Anything else is a
+    UserError that says what to pass, never detections made from a misread array."""
     if isinstance(images, np.ndarray | str | Path) or not isinstance(images, Sequence):
         raise UserError(
             f"predict takes a list of images, got {type(images).__name__}",
@@ -184,8 +193,9 @@ def _require_images(images: Any) -> list[Any]:
                 fix=f"convert it: image{scale}.astype(np.uint8) if its values fit 0..255",
             )
         shape = item.shape
-        if item.ndim not in (2, 3) or (item.ndim == 3 and shape[2] not in (1, 3, 4)):
-            first = item.ndim == 3 and shape[0] in (1, 3, 4)
+        fits = (1, 3, 4, channels)
+        if item.ndim not in (2, 3) or (item.ndim == 3 and shape[2] not in fits):
+            first = item.ndim == 3 and shape[0] in fits
             raise UserError(
                 f"image {i} has shape {shape}; predict reads (H, W) or (H, W, C) arrays",
                 fix="np.moveaxis(image, 0, -1) for a channel-first array"
@@ -228,7 +238,10 @@ def load_predictor(
 
     kind = f"pytorch on {device}" + (f", {str(reduced).removeprefix('torch.')}" if half else "")
     counting = count_model_of(checkpoint)
-    return Predictor(run, config.class_names, config.image_hw, config.channels, kind, counting)
+    return Predictor(
+        run, config.class_names, config.image_hw, config.channels, kind, counting,
+        config.bit_depth,
+    )  # fmt: skip
 
 
 def _onnx_predictor(
@@ -338,7 +351,8 @@ def _openvino_predictor(path: Path, crop_height: float | None, half: bool) -> Pr
 
 # What `yogo export` stores in a model file (ONNX metadata_props, OpenVINO rt_info "yogo").
 METADATA_KEYS = (
-    "class_names", "image_hw", "channels", "normalize_images", "crop_height", "anchors",
+    "class_names", "image_hw", "channels", "bit_depth", "input_mean", "input_std",
+    "normalize_images", "crop_height", "anchors",
     "centre_range", "model_name", "yogo_version", "source_checkpoint", "source_format",
     "output", "counting", "input_layout", "precision", "verification",
 )  # fmt: skip
@@ -383,5 +397,6 @@ def _exported(
     stored = json.loads(metadata["counting"]) if "counting" in metadata else None
     counting = read_count_model(stored, names, path, "export it again with `yogo export`")
     return Predictor(
-        run, names, (int(hw[0]), int(hw[1])), int(metadata["channels"]), kind, counting
-    )
+        run, names, (int(hw[0]), int(hw[1])), int(metadata["channels"]), kind, counting,
+        int(metadata.get("bit_depth", "8")),
+    )  # fmt: skip

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from yogo.data.channels import display_planes
+
 # One colour per class (Okabe-Ito, readable for colour-blind users), cycling.
 COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
 MIN_SIDE = 768  # px: the shorter side of the canvas a frame is drawn on
@@ -46,13 +48,14 @@ def draw_boxes(
     hide_conf: bool = False,
     min_side: int = MIN_SIDE,
 ) -> Any:
-    """`pixels` uint8 (C, H, W) with `boxes` (N, 4) x0, y0, x1, y1 normalised (0..1), their
+    """`pixels` (C, H, W) (uint8 or uint16, any channels: yogo.data.channels.display_planes)
+    with `boxes` (N, 4) x0, y0, x1, y1 normalised (0..1), their
     `classes` (N,) and, for predictions, `scores` (N,); a PIL RGB image of the upscaled canvas.
     `line_width` in canvas pixels (None: from the canvas size); `min_side` the canvas's
     shorter side at least (smaller for the tiles of a mosaic)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    planes = np.repeat(pixels, 3, axis=0) if len(pixels) == 1 else pixels[:3]
+    planes = display_planes(pixels)
     height, width = planes.shape[1:]
     scale = canvas_scale(height, width, min_side)
     image = Image.fromarray(np.ascontiguousarray(planes.transpose(1, 2, 0)))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from yogo.data.channels import display_planes
 from yogo.errors import display_path
 from yogo.evaluation.counting import CountModel
 from yogo.evaluation.metrics import DetectionMetrics
@@ -258,7 +259,9 @@ def _thumbnails(metrics: DetectionMetrics, counting: CountModel, dataset: Any) -
 
 def _crop(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The box (normalised xyxy) with half its size around it, from a (C, H, W) frame, as
-    (h, w) or (h, w, 3) uint8."""
+    (h, w) or (h, w, 3) uint8 (16-bit and N-channel frames as yogo.data.channels shows them)."""
+    if pixels.dtype != np.uint8 or len(pixels) not in (1, 3):
+        pixels = display_planes(pixels)
     channels, height, width = pixels.shape
     x0, y0, x1, y1 = box
     pad_x, pad_y = (x1 - x0) / 2, (y1 - y0) / 2

@@ -64,7 +64,9 @@ def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any
     counting = count_model_of(checkpoint)
     if others or cfg.tta:
         configs = [c.model_config for c in (checkpoint, *others)]
-        require_matching(model_paths, [(c.class_names, c.image_hw, c.channels) for c in configs])
+        require_matching(
+            model_paths, [(c.class_names, c.image_hw, c.channels, c.bit_depth) for c in configs]
+        )
         counting = ensemble_counting(counting, model_paths[0], len(model_paths) * len(flips))
     ratios = [Ratio.parse(text, names) for text in cfg.ratio or []]
     ddf = DatasetDefinition.from_yaml(ddf_path, cfg.dataset_split_override, folds)
@@ -102,7 +104,10 @@ def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any
     def evaluate(
         samples: tuple[LabelledSample, ...],
     ) -> tuple[DetectionDataset, DetectionMetrics]:
-        dataset = DetectionDataset(samples, model_config.image_hw, model_config.channels)
+        dataset = DetectionDataset(
+            samples, model_config.image_hw, model_config.channels,
+            bit_depth=model_config.bit_depth,
+        )  # fmt: skip
         with Loaders() as loaders:
             loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
             metrics = evaluate_detector(detect, loader, names)

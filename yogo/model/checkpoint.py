@@ -121,8 +121,15 @@ def _require_consistent(checkpoint: Checkpoint) -> None:
     config, path = checkpoint.model_config, checkpoint.path
     if min(config.image_hw) < MIN_IMAGE_SIDE:
         raise _inconsistent(path, f"image_hw {config.image_hw[0]} x {config.image_hw[1]}")
-    if config.channels not in (1, 3):
+    if config.channels < 1:
         raise _inconsistent(path, f"{config.channels} channels")
+    if config.bit_depth not in (8, 16):
+        raise _inconsistent(path, f"bit_depth {config.bit_depth}")
+    for stats in (config.input_mean, config.input_std):
+        if stats is not None and len(stats) != config.channels:
+            raise _inconsistent(path, f"{len(stats)} normalisation values for {config.channels}")
+    if config.input_std is not None and not all(s > 0 for s in config.input_std):
+        raise _inconsistent(path, f"input_std {list(config.input_std)}")
     if not config.class_names or len(set(config.class_names)) != len(config.class_names):
         raise _inconsistent(path, f"class names {list(config.class_names)}")
     anchors = (config.anchor_w, config.anchor_h)

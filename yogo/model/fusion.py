@@ -87,8 +87,8 @@ def _flip_back(rows: torch.Tensor, horizontal: bool, vertical: bool) -> torch.Te
 
 def require_matching(paths: Sequence[Path], described: Sequence[tuple[Any, ...]]) -> None:
     """Models run together (one `described` per path: class names, image size (H, W),
-    channels) must agree on each; a UserError names the first that does not."""
-    what = ("class names", "image size (H, W)", "channels")
+    channels, bit depth) must agree on each; a UserError names the first that does not."""
+    what = ("class names", "image size (H, W)", "channels", "bit depth")
     for path, theirs in zip(paths[1:], described[1:], strict=True):
         for name, first, their in zip(what, described[0], theirs, strict=True):
             if first != their:

@@ -34,9 +34,9 @@ class ModelConfig:
     """Network from the registry (MODELS)."""
     class_names: tuple[str, ...]
     channels: int
-    """1 (grayscale) or 3 (RGB) input channels."""
+    """Input channels: 1 (grayscale), 3 (RGB) or any N (e.g. phase + fluorescence)."""
     normalize_images: bool
-    """The network divides its uint8-range input by 255 itself."""
+    """The network divides its uint8-range input by 255 itself (when `input_mean` is None)."""
     image_hw: tuple[int, int]
     """Input height and width the model was trained at; frames are resized to it."""
     anchor_w: float
@@ -46,6 +46,13 @@ class ModelConfig:
     """Trained with --neighbour-cells: large objects' neighbour cells predict them too, so
     centres decode up to half a cell beyond their cell (yogo.model.boxes.decode); off: inside
     it, as YOGO 1.0.1. Files store it as `centre_range`, the reach in cells: 2 or 1."""
+    bit_depth: int = 8
+    """Bits per input pixel: 8 (uint8 frames in) or 16 (uint16 frames in)."""
+    input_mean: tuple[float, ...] | None = None
+    """Per channel, in pixel units, subtracted inside the network (fitted on training frames
+    for 16-bit or N-channel models); None: `normalize_images` as before."""
+    input_std: tuple[float, ...] | None = None
+    """Per channel, in pixel units, divided by after `input_mean`."""
 
     @property
     def num_classes(self) -> int:
@@ -71,6 +78,9 @@ class ModelConfig:
             "anchor_w": self.anchor_w,
             "anchor_h": self.anchor_h,
             "centre_range": self.centre_range,
+            "bit_depth": self.bit_depth,
+            "input_mean": None if self.input_mean is None else list(self.input_mean),
+            "input_std": None if self.input_std is None else list(self.input_std),
         }
 
     @classmethod
@@ -84,7 +94,14 @@ class ModelConfig:
             float(d["anchor_w"]),
             float(d["anchor_h"]),
             float(d.get("centre_range", 1.0)) > 1,  # absent before neighbour cells: 1
+            int(d.get("bit_depth", 8)),  # absent before 16-bit models: 8
+            _floats(d.get("input_mean")),
+            _floats(d.get("input_std")),
         )
+
+
+def _floats(values: Any) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,8 @@ class YOGO(nn.Module):
     travels with the state dict) and its input (channels, normalisation)."""
 
     anchors: torch.Tensor  # (2,) normalised anchor w, h (a buffer)
+    input_mean: torch.Tensor | None  # (1, C, 1, 1) pixel units (not saved: the config holds it)
+    input_std: torch.Tensor | None
 
     def __init__(self, architecture: Architecture, config: ModelConfig) -> None:
         super().__init__()
@@ -129,6 +148,10 @@ class YOGO(nn.Module):
         self.normalize_images = config.normalize_images
         anchors = torch.tensor([config.anchor_w, config.anchor_h], dtype=torch.float32)
         self.register_buffer("anchors", anchors)
+        for name in ("input_mean", "input_std"):
+            values = getattr(config, name)
+            stats = None if values is None else torch.tensor(values).float().view(1, -1, 1, 1)
+            self.register_buffer(name, stats, persistent=False)
         f16, f32, f64, f128 = (max(1, round(n * architecture.width)) for n in (16, 32, 64, 128))
         act = nn.LeakyReLU(0.01)
         blocks = [
@@ -165,9 +188,13 @@ class YOGO(nn.Module):
         return layer
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """`images` (B, C, H, W), uint8 or float in 0..255 -> raw output (B, 5 + C, Sy, Sx)."""
+        """`images` (B, C, H, W), uint8 or uint16 (`bit_depth`), or float in that range -> raw
+        output (B, 5 + C, Sy, Sx). The normalisation is part of the network, so exported
+        models take frames as cameras give them."""
         x = images.float()
-        if self.normalize_images:
+        if self.input_mean is not None and self.input_std is not None:
+            x = (x - self.input_mean) / self.input_std
+        elif self.normalize_images:
             x = x / 255.0
         out: torch.Tensor = self.model(x)
         return out

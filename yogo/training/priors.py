@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from yogo.config import TrainConfig
+from yogo.data.images import ImageError, ImageHeader, decode_image, read_header
 from yogo.data.loader import balanced_class_weights, class_counts
 from yogo.data.scan import LabelledSample
 from yogo.errors import UserError, display_path
@@ -21,6 +22,8 @@ from yogo.model.checkpoint import Checkpoint
 from yogo.model.network import YOGO, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
+
+STATS_FRAMES = 64  # training frames the input normalisation is fitted on
 
 
 def make_model(
@@ -43,19 +46,88 @@ def make_model(
         )
     first = train[0]
     image_hw = tuple(cfg.image_hw) if cfg.image_hw else (first.height, first.width)
+    channels = cfg.channels or (3 if cfg.rgb_images else 1)
+    bit_depth = survey_frames(train, channels)
+    mean, std = None, None
+    if bit_depth == 16 or channels not in (1, 3):
+        mean, std = input_statistics(train, channels, bit_depth)
+        log.info(
+            f"input: {channels} channel(s) of {bit_depth} bits, normalised inside the model "
+            f"by per-channel mean {_listed(mean)} and std {_listed(std)} (pixel units, fitted "
+            f"on {min(len(train), STATS_FRAMES)} training frames)"
+        )
     config = ModelConfig(
         model_name=cfg.model,
         class_names=class_names,
-        channels=3 if cfg.rgb_images else 1,
+        channels=channels,
         normalize_images=cfg.normalize_images,
         image_hw=(int(image_hw[0]), int(image_hw[1])),
         anchor_w=cfg.anchor_w if cfg.anchor_w is not None else float(boxes[:, 3].mean()),
         anchor_h=cfg.anchor_h if cfg.anchor_h is not None else float(boxes[:, 4].mean()),
         neighbour_cells=cfg.neighbour_cells,
+        bit_depth=bit_depth,
+        input_mean=mean,
+        input_std=std,
     )
     model = build_model(config)
     _init_priors(model, train, weights)
     return model
+
+
+def survey_frames(train: tuple[LabelledSample, ...], channels: int) -> int:
+    """The model's bit depth: 16 when any training frame is a 16-bit file, else 8 (so no
+    16-bit frame is squashed to 8 bits). For channel counts other than 1 and 3, every frame
+    must have that many planes; the first that does not stops the run (the headers only are
+    read, so this costs one file open per frame)."""
+    depth = 8
+    for sample in train:
+        try:
+            header = read_header(sample.image)
+        except ImageError:  # the scan reported it
+            continue
+        depth = max(depth, header.bit_depth)
+        if channels not in (1, 3) and header.planes != channels:
+            raise UserError(
+                f"has {header.planes} channel(s) ({_planes_text(header)}), but --channels is "
+                f"{channels}",
+                path=sample.image,
+                fix=f"give frames of {channels} pages (a TIFF stack) or {channels} samples per "
+                f"pixel, or train with --channels {header.planes}",
+            )
+    return depth
+
+
+def _planes_text(header: ImageHeader) -> str:
+    if header.pages > 1:
+        return f"{header.pages} pages"
+    return f"{header.samples} sample(s) per pixel"
+
+
+def input_statistics(
+    train: tuple[LabelledSample, ...], channels: int, bit_depth: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (pixel units) of up to STATS_FRAMES evenly spaced training
+    frames. A std below one grey level (a flat channel) is raised to one, so a constant
+    channel divides by 1 instead of blowing up."""
+    picks = np.linspace(0, len(train) - 1, min(len(train), STATS_FRAMES)).round().astype(int)
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    pixels = 0
+    for i in sorted(set(picks.tolist())):
+        try:
+            frame = decode_image(train[i].image, channels, bit_depth).astype(np.float64)
+        except ImageError as e:
+            raise UserError(str(e), path=train[i].image) from None
+        total += frame.sum(axis=(1, 2))
+        squares += (frame**2).sum(axis=(1, 2))
+        pixels += frame.shape[1] * frame.shape[2]
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean**2, 0.0))
+    return tuple(float(m) for m in mean), tuple(float(max(s, 1.0)) for s in std)
+
+
+def _listed(values: tuple[float, ...] | None) -> str:
+    return "[" + ", ".join(f"{v:.1f}" for v in values or ()) + "]"
 
 
 def _from_pretrained(
@@ -110,6 +182,7 @@ def _warn_ignored(cfg: TrainConfig, old: ModelConfig) -> None:
     kept = {
         "model": (cfg.model, old.model_name),
         "rgb_images": (cfg.rgb_images, old.channels == 3),
+        "channels": (cfg.channels, old.channels),
         "normalize_images": (cfg.normalize_images, old.normalize_images),
         "anchor_w": (cfg.anchor_w, old.anchor_w),
         "anchor_h": (cfg.anchor_h, old.anchor_h),

@@ -257,6 +257,7 @@ def resolved_config(
         "model": m.model_name,
         "image_hw": list(m.image_hw),
         "rgb_images": m.channels == 3,
+        "channels": m.channels,
         "normalize_images": m.normalize_images,
         "anchor_w": m.anchor_w,
         "anchor_h": m.anchor_h,
