@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import make_folder_pair, write_yaml
 
 import yogo.data.scan as scan_module
@@ -67,13 +68,8 @@ def shard_file(cache: LabelCache) -> Path:
 def same(a: DatasetScan, b: DatasetScan) -> bool:
     for name in a.splits:
         for x, y in zip(a.splits[name], b.splits[name], strict=True):
-            if (x.image, x.label, x.height, x.width, x.channels) != (
-                y.image,
-                y.label,
-                y.height,
-                y.width,
-                y.channels,
-            ):
+            header = ("image", "label", "height", "width", "channels", "bit_depth", "planes")
+            if [getattr(x, k) for k in header] != [getattr(y, k) for k in header]:
                 return False
             if not (np.array_equal(x.boxes, y.boxes) and np.array_equal(x.lines, y.lines)):
                 return False
@@ -360,3 +356,21 @@ def test_yogo_test_reads_the_index_named_by_the_variable(
     parsed.clear()
     assert run_cli("test", model, trained_run.ddf).code == 0
     assert parsed == []
+
+
+def test_the_bit_depth_and_planes_of_each_frame_are_indexed(
+    tmp_path: Path, parsed: list[Path]
+) -> None:
+    """A run's start checks them on every training frame (--channels, 16-bit models): from the
+    index, without opening a frame."""
+    make_folder_pair(tmp_path / "set", {"a": "0 0.5 0.5 0.1 0.1\n"}, images=[])
+    pages = [Image.fromarray(np.full((16, 20), v, np.uint16)) for v in (300, 40000)]
+    pages[0].save(tmp_path / "set" / "images" / "a.tif", save_all=True, append_images=pages[1:])
+    path = write_yaml(tmp_path / "d.yml", f"class_names: [a]\ndataset_paths: {{x: {PAIR}}}\n")
+    ddf = DatasetDefinition.from_yaml(path)
+    index = cache_in(tmp_path / "cache")
+    first = scan_dataset(ddf, cache=index)
+    parsed.clear()
+    again = scan_dataset(ddf, cache=index)
+    (sample,) = again.splits["train"]
+    assert parsed == [] and same(again, first) and (sample.bit_depth, sample.planes) == (16, 2)

@@ -502,7 +502,7 @@ def test_precision_auto_is_resolved_and_recorded(trained: Path) -> None:
     cfg = load_config(trained / "config.yaml")
     assert cfg.precision == resolve_precision("auto", torch.device("cpu"))
     assert cfg.precision in ("bf16", "32") and cfg.channels_last and cfg.cache == "auto"
-    assert list((trained.parent / ".yogo-cache" / "labels-v3").glob("[!.]*.npz"))
+    assert list((trained.parent / ".yogo-cache" / "labels-v4").glob("[!.]*.npz"))
 
 
 def test_compile_trains_and_reports_its_time(smear: Path, tmp_path: Path, run_cli) -> None:

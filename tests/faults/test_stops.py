@@ -276,7 +276,7 @@ def test_kill_9_during_the_first_label_index_write_leaves_a_restartable_run(
         [sys.executable, "-c", KILLED_IN_INDEX_WRITE, *args], capture_output=True, text=True
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    shards = tmp_path / ".yogo-cache" / "labels-v3"
+    shards = tmp_path / ".yogo-cache" / "labels-v4"
     partial = [p.name for p in shards.iterdir() if ".partial" in p.name]
     assert partial and not [p for p in shards.glob("*.npz") if p.name not in partial]
     again = run_cli(*args)

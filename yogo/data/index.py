@@ -7,7 +7,7 @@ index").
     scan = scan_dataset(ddf, policy, cache=cache)     # yogo.data.scan
 
 The cache folder is `--cache-dir`, else `$YOGO_CACHE_DIR`, else OUTPUT_DIR/.yogo-cache; it is
-never inside a folder a DDF reads data from. It holds `labels-v3/<key>.npz`, one shard per
+never inside a folder a DDF reads data from. It holds `labels-v4/<key>.npz`, one shard per
 folder pair (label folder, image folder) and the settings that change what a scan finds there
 (class names, `--bad-labels` policy, that folder's Label Studio notes.json mapping), and
 `<key>.lock` beside it: a process that must scan part of a folder pair holds that lock, so two
@@ -53,7 +53,7 @@ from yogo.outputs import (
 
 log = logging.getLogger(__name__)
 
-VERSION = 3  # 3: one shard per folder pair in a shared cache folder
+VERSION = 4  # 3: one shard per folder pair in a shared cache folder; 4: bit depth, planes
 FOLDER = f"labels-v{VERSION}"  # in the cache folder; another version's folder is left alone
 DEFAULT_NAME = ".yogo-cache"  # in the output folder
 CACHE_ENV = "YOGO_CACHE_DIR"
@@ -89,6 +89,7 @@ class ScanResult(NamedTuple):
     hwc: tuple[int, int, int]  # image height, width, channels (0s when unusable)
     problems: tuple[Problem, ...]
     confidence: np.ndarray  # (N,) float32 confidence column of each box (NaN: none)
+    depth_planes: tuple[int, int]  # image bit depth (8, 16) and planes (ImageHeader.planes)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Shard:
         # Python lists and tuples made in bulk: a warm start's per-sample cost is this loop.
         usable = self.arrays["usable"].tolist()
         hwc = list(zip(*self.arrays["hwc"].T.tolist(), strict=True))
+        depth_planes = list(zip(*self.arrays["depth_planes"].T.tolist(), strict=True))
         offsets = self.arrays["offsets"].tolist()
         boxes, lines, confidence = (self.arrays[k] for k in ("boxes", "lines", "confidence"))
         problems = self.problems
@@ -135,6 +137,7 @@ class Shard:
                     hwc[position],
                     problems.get(position, ()),
                     confidence[start:end],
+                    depth_planes[position],
                 )
             )
         return out
@@ -184,6 +187,7 @@ class Shard:
             "signatures": current,
             "usable": np.array([r.usable for r in results], dtype=bool),
             "hwc": np.array([r.hwc for r in results], dtype=np.int32).reshape(-1, 3),
+            "depth_planes": np.array([r.depth_planes for r in results], np.int32).reshape(-1, 2),
             "offsets": offsets,
             "boxes": np.concatenate(boxes) if boxes else np.zeros((0, 5), np.float32),
             "lines": np.concatenate([r.lines for r in results]).astype(np.int32)
@@ -220,7 +224,7 @@ def shard_key(meta: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class LabelCache:
-    """The shards in `folder` (CACHE/labels-v3, made when the first shard is written)."""
+    """The shards in `folder` (CACHE/labels-v4, made when the first shard is written)."""
 
     folder: Path
 
@@ -354,6 +358,8 @@ def _checked(
     boxes, offsets = arrays["boxes"], arrays["offsets"]
     if not (len(labels) == len(images) == n == len(offsets) - 1 == len(arrays["hwc"])):
         raise ValueError("arrays of different lengths")
+    if arrays["hwc"].shape != (n, 3) or arrays["depth_planes"].shape != (n, 2):
+        raise ValueError("image headers of the wrong shape")
     if arrays["signatures"].shape != (n, 6) or boxes.dtype != np.float32:
         raise ValueError("signatures or boxes of the wrong shape or type")
     if (

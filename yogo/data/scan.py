@@ -60,6 +60,8 @@ class LabelledSample:
     height: int
     width: int
     channels: int
+    bit_depth: int = 8  # of the image file: 8 or 16
+    planes: int = 1  # the channels an N-channel model reads from it (ImageHeader.planes)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,9 @@ def _labelled(sample: Sample, result: ScanResult, min_confidence: float | None) 
     if min_confidence is not None:
         keep = ~(result.confidence < min_confidence)  # NaN (no column): kept
         boxes, lines = boxes[keep], lines[keep]
-    return LabelledSample(sample.image, sample.label, boxes, lines, *result.hwc)
+    return LabelledSample(
+        sample.image, sample.label, boxes, lines, *result.hwc, *result.depth_planes
+    )
 
 
 def _scan_through(
@@ -345,15 +349,19 @@ def _scan_sample(sample: Sample, lookup: ClassLookup, policy: BadLabelsPolicy) -
     if image is not None and not unusable:
         hwc = (header.height, header.width, header.channels)
         found = (*result.problems, *notes)
-        return ScanResult(True, result.boxes, result.lines, hwc, found, result.confidence)
+        depth_planes = (header.bit_depth, header.planes)
+        return ScanResult(
+            True, result.boxes, result.lines, hwc, found, result.confidence, depth_planes
+        )
     # The whole sample goes; its row problems are still listed so one pass fixes everything.
     action = "dropped sample" if policy != "error" else None
     every = unusable + [p for p in parsed.problems if p.kind not in SAMPLE_KINDS]
     problems = tuple(Problem(p.path, p.line, p.kind, p.message, action) for p in every)
     none = np.zeros(0, np.float32)
     return ScanResult(
-        False, np.zeros((0, 5), np.float32), none.astype(np.int32), (0, 0, 0), problems, none
-    )
+        False, np.zeros((0, 5), np.float32), none.astype(np.int32), (0, 0, 0), problems, none,
+        (0, 0),
+    )  # fmt: skip
 
 
 def _decode_one(path: str) -> str | None:

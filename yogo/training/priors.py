@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from yogo.config import TrainConfig
-from yogo.data.images import ImageError, ImageHeader, decode_image, read_header
+from yogo.data.images import ImageError, decode_image
 from yogo.data.loader import balanced_class_weights, class_counts
 from yogo.data.scan import LabelledSample
 from yogo.errors import UserError, display_path
@@ -77,30 +77,19 @@ def make_model(
 def survey_frames(train: tuple[LabelledSample, ...], channels: int) -> int:
     """The model's bit depth: 16 when any training frame is a 16-bit file, else 8 (so no
     16-bit frame is squashed to 8 bits). For channel counts other than 1 and 3, every frame
-    must have that many planes; the first that does not stops the run (the headers only are
-    read, so this costs one file open per frame)."""
-    depth = 8
-    for sample in train:
-        try:
-            header = read_header(sample.image)
-        except ImageError:  # the scan reported it
-            continue
-        depth = max(depth, header.bit_depth)
-        if channels not in (1, 3) and header.planes != channels:
-            raise UserError(
-                f"has {header.planes} channel(s) ({_planes_text(header)}), but --channels is "
-                f"{channels}",
-                path=sample.image,
-                fix=f"give frames of {channels} pages (a TIFF stack) or {channels} samples per "
-                f"pixel, or train with --channels {header.planes}",
-            )
-    return depth
-
-
-def _planes_text(header: ImageHeader) -> str:
-    if header.pages > 1:
-        return f"{header.pages} pages"
-    return f"{header.samples} sample(s) per pixel"
+    must have that many planes; the first that does not stops the run. From the headers the
+    scan read (the label index keeps them): no file is opened here."""
+    if channels not in (1, 3):
+        for sample in train:
+            if sample.planes != channels:
+                raise UserError(
+                    f"has {sample.planes} channel(s) (pages of a TIFF stack, or samples per "
+                    f"pixel), but --channels is {channels}",
+                    path=sample.image,
+                    fix=f"give frames of {channels} pages (a TIFF stack) or {channels} samples "
+                    f"per pixel, or train with --channels {sample.planes}",
+                )
+    return max((sample.bit_depth for sample in train), default=8)
 
 
 def input_statistics(
