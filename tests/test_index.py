@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import make_folder_pair, write_yaml
+from PIL import Image
 
 import yogo.data.scan as scan_module
 from yogo import DatasetDefinition
