@@ -154,7 +154,9 @@ def infer(cfg: InferConfig) -> InferSummary:
     cfg.require_valid()
     split = parse_split_override(cfg.split_fractions, "--split-fractions")
     model_paths = [Path(cfg.model), *map(Path, cfg.models or [])]
-    predictor = load_ensemble(model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta)
+    predictor = load_ensemble(
+        model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta, precision=cfg.precision
+    )
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
     if plan.labels or plan.boxes or plan.frame_images:
