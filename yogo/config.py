@@ -773,7 +773,8 @@ class InferConfig:
     class_names: list[str] | None = option(None, metavar="NAME...")
     """Names to report instead of the model's (as many)."""
     num_workers: int | None = None
-    """Frame-reading processes (default: this process's share of the CPUs, at most 8)."""
+    """Frame-reading processes (default: this process's share of the CPUs, at most 8; a zarr
+    store is read in this process)."""
     use_tqdm: bool = True
     """A progress bar (on a terminal)."""
     heatmap_mask: Literal["auto"] | None = None

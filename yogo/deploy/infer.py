@@ -201,6 +201,11 @@ def infer(cfg: InferConfig) -> InferSummary:
         else None
     )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    if isinstance(frames, ZarrFrames):
+        # zarr 3 reads on an event-loop thread of this process; a loader worker forked while
+        # that thread holds a lock inherits the lock held and no thread to release it, and
+        # hangs for good. Zarr chunks decode quickly; image files are what workers are for.
+        workers = 0
     keep = bool(plan.boxes or plan.frame_images)
     dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
     start = time.perf_counter()
