@@ -14,6 +14,14 @@ the checkpoint's class names. Two measurements:
   - end to end: `yogo infer --count` on a folder of PNG frames (decoding, the model, NMS,
     the outputs, and the process's start-up), for the .pth, the .onnx and the OpenVINO int8.
 Prints Markdown tables for docs/benchmarks.md.
+
+    python benchmarks/infer_speed.py --yogo-v1 /tmp/yogo101-venv/bin/yogo --rounds 3
+
+With --yogo-v1 (YOGO 1.0.1's `yogo` console script; how to install it: docs/benchmarks.md
+"Counting speed"), only the counting comparison instead: its `yogo infer --count` and ours,
+taking turns on the same --frames PNG frames, whole process, each side's best; then ours in
+this process: the model-only rate (frames/s of `Predictor.run` on in-memory frames) beside
+infer's own rate over the same frames (its loop: decoding, model, NMS, outputs; no start-up).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +107,68 @@ def end_to_end(model: Path, images: Path, out: Path, batch_size: int, device: st
     return time.perf_counter() - start
 
 
+def counting_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Seconds a whole `yogo infer` process takes, and what it printed."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, done.stdout + done.stderr
+
+
+def against_yogo_v1(v1: Path, rounds: int, count: int, batch_size: int, device: str) -> None:
+    """YOGO 1.0.1's `yogo infer --count` and ours on the same frames, A/B/A/B."""
+    from PIL import Image
+
+    from yogo.data.synth import synthetic_frames
+    from yogo.deploy.predictor import load_predictor
+
+    root = Path(tempfile.mkdtemp(prefix="yogo-v1-speed-"))
+    try:
+        images = root / "frames"
+        images.mkdir()
+        frames = synthetic_frames(count, (772, 1032), 1, seed=0)
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame[0]).save(images / f"frame_{i:04d}.png")
+        theirs_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        theirs = [
+            str(v1), "infer", str(FIXTURE), "--path-to-images", str(images), "--count",
+            "--batch-size", str(batch_size), "--device", device, "--no-use-tqdm",
+        ]  # fmt: skip
+        best = {"YOGO 1.0.1": float("inf"), "yogo": float("inf")}
+        loop_seconds = float("inf")
+        for r in range(rounds):
+            took_v1, _ = counting_run(theirs, root, theirs_env)
+            best["YOGO 1.0.1"] = min(best["YOGO 1.0.1"], took_v1)
+            ours = [
+                sys.executable, "-m", "yogo", "infer", str(FIXTURE), "--path-to-images",
+                str(images), "--count", "--batch-size", str(batch_size), "--device", device,
+                "--output-dir", str(root / f"out-{r}"), "--no-use-tqdm",
+            ]  # fmt: skip
+            took, said = counting_run(ours, Path.cwd(), dict(os.environ))
+            best["yogo"] = min(best["yogo"], took)
+            found = re.search(r"detection\(s\) in ([0-9.]+) s \((.*?)\)", said)
+            assert found, said
+            loop_seconds, kind = min(loop_seconds, float(found[1])), found[2]
+            print(f"round {r + 1}: YOGO 1.0.1 {took_v1:.1f} s, yogo {took:.1f} s", flush=True)
+        predictor = load_predictor(FIXTURE, device)
+        model_only = max(rate(predictor, frames, batch_size) for _ in range(rounds))
+    finally:
+        shutil.rmtree(root)
+    print(
+        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}; {count} PNG frames of 772x1032, `yogo infer --count "
+        f"--batch-size {batch_size} --device {device}`, whole process, best of {rounds} "
+        f"turns each; ours ran as {kind}\n"
+    )
+    print("| | seconds | frames/s |\n|---|---:|---:|")
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds:.1f} | {count / seconds:.2f} |")
+    print(f"\nyogo / YOGO 1.0.1 speed: {best['YOGO 1.0.1'] / best['yogo']:.2f}x")
+    print(
+        f"model only: {model_only:.2f} frames/s; infer's loop (no start-up): "
+        f"{count / loop_seconds:.2f} frames/s = {count / loop_seconds / model_only:.2f}x of it"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -107,7 +178,11 @@ def main() -> None:
     parser.add_argument(
         "--formats", help="comma-separated names from the table (default: every format)"
     )
+    parser.add_argument("--yogo-v1", type=Path, metavar="BIN", help="YOGO 1.0.1's yogo script")
     args = parser.parse_args()
+    if args.yogo_v1 is not None:
+        against_yogo_v1(args.yogo_v1, args.rounds, args.frames, args.batch_size, args.device)
+        return
     chosen = args.formats.split(",") if args.formats else [name for name, _, _ in FORMATS]
     formats = [f for f in FORMATS if f[0] in chosen]
     if len(formats) < len(chosen):

@@ -143,3 +143,32 @@ def test_a_cell_two_objects_claim_goes_to_the_nearer_centre() -> None:
     t = build_targets(labels, 1, (8, 8), neighbour_cells=True)
     # Cell (4, 1)'s centre (1.5, 4.5): squared distances 1.06 and 0.61; the second wins.
     assert t[0, 4, 1, 0] == 1 and t[0, 4, 1, 5] == 1
+
+
+def test_postprocess_keeps_what_torchvision_batched_nms_keeps() -> None:
+    """Per-image NMS over torchvision's kernel, one split per batch: the same detections, in
+    the same order, as torchvision.ops.batched_nms over the whole batch (images with many
+    overlapping candidates, none, and per-class thresholds)."""
+    import torchvision
+
+    generator = torch.Generator().manual_seed(3)
+    decoded = torch.rand(4, 5 + 3, 12, 16, generator=generator)
+    decoded[:, 2:4] *= 0.3  # boxes of up to 30% of the frame: many overlap
+    decoded[2, 4] = 0.0  # an image with no candidate
+    for thresholds in (0.3, [0.3, 0.6, 0.9]):
+        got = postprocess(decoded, thresholds, iou_thresh=0.4)
+        floor = 0.3
+        flat = decoded.flatten(2).transpose(1, 2)
+        image, cell = (flat[..., 4] >= floor).nonzero(as_tuple=True)
+        boxes = cxcywh_to_xyxy(flat[image, cell, :4])
+        kept = torchvision.ops.batched_nms(boxes, flat[image, cell, 4], image, 0.4)
+        per_class = torch.as_tensor(thresholds).reshape(-1)
+        classes = flat[image[kept], cell[kept], 5:].argmax(-1)
+        if len(per_class) > 1:
+            kept = kept[flat[image[kept], cell[kept], 4] >= per_class[classes]]
+        for b in range(4):
+            mine = kept[image[kept] == b]
+            assert len(got[b]) == len(mine)
+            torch.testing.assert_close(got[b][:, :4], boxes[mine])
+            torch.testing.assert_close(got[b][:, 4], flat[image[mine], cell[mine], 4])
+        assert len(got[2]) == 0 and sum(map(len, got)) > 10

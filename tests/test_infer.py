@@ -316,12 +316,36 @@ def test_half_precision_finds_the_same_objects(run_cli, models, test_split, tmp_
     """--half (bf16 on a CPU, fp16 on a GPU) against fp32 on the same frames: the same
     detections up to a few borderline ones."""
     images, _ = test_split
-    full = infer(run_cli, models["pth"], images, tmp_path / "full")
+    full = infer(run_cli, models["pth"], images, tmp_path / "full", "--precision", "32")
     half = infer(run_cli, models["pth"], images, tmp_path / "half", "--half")
     assert full.code == 0 and half.code == 0, half.err
-    assert "bfloat16" in half.out
+    assert "(pytorch on cpu, bf16)" in half.out and "(pytorch on cpu)" in full.out
     counts = [sum(map(len, predictions(tmp_path / k).values())) for k in ("full", "half")]
     assert counts[0] > 0 and abs(counts[0] - counts[1]) <= max(2, counts[0] // 20)
+    both = infer(run_cli, models["pth"], images, tmp_path / "both", "--half", "--precision", "32")
+    assert both.code == 2 and "--half and --precision 32 both choose" in both.err
+
+
+def test_reduced_precision_counts_what_fp32_counts(run_cli, models, test_split, tmp_path) -> None:
+    """--precision auto picks bf16 where the hardware has it: per class, the counts under
+    bf16 stay within a few percent (or two objects) of fp32's. bf16 runs on any CPU torch
+    supports (slowly without native support), so this holds wherever auto would choose it."""
+    images, _ = test_split
+    runs = {p: infer(run_cli, models["pth"], images, tmp_path / p, "--count", "--precision", p)
+            for p in ("32", "bf16")}  # fmt: skip
+    assert all(r.code == 0 for r in runs.values()), runs["bf16"].err
+    counts = {p: _counts_per_class(tmp_path / p / "counts.csv") for p in runs}
+    assert counts["32"].keys() == counts["bf16"].keys() and sum(counts["32"].values()) > 0
+    for name, n in counts["32"].items():
+        assert n > 0, f"no {name} found: the test would not test that class"
+        assert abs(counts["bf16"][name] - n) <= max(2, round(0.05 * n)), (name, counts)
+
+
+def _counts_per_class(path: Path) -> dict[str, int]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [k for k in rows[0] if k not in ("image", "total")]
+    return {name: sum(int(r[name]) for r in rows) for name in names}
 
 
 def test_crop_height_runs_on_the_centred_band(

@@ -122,3 +122,40 @@ def test_public_api_is_lazy_and_complete() -> None:
     assert yogo.TrainConfig(ddf="x.yml").epochs == 64
     with pytest.raises(AttributeError):
         yogo.not_there  # noqa: B018
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("normalize_images", [True, False])
+def test_fused_inference_copy_computes_what_the_network_does(
+    name: str, normalize_images: bool
+) -> None:
+    """`yogo infer` runs a .pth as its fused copy (batch-norms folded into the convs, /255
+    into the first conv's weights, no dropout): the same outputs as the eval-mode network,
+    trained batch-norm statistics included, and the original left as it was."""
+    from yogo.model.network import fused_for_inference
+
+    torch.manual_seed(0)
+    model = make_model(name, 4, normalize_images=normalize_images)
+    for module in model.modules():  # statistics and affine parameters as training leaves them
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fused_for_inference(model)
+    kinds = {type(m) for m in fused.modules()}
+    assert torch.nn.BatchNorm2d not in kinds and torch.nn.Dropout2d not in kinds
+    images = torch.randint(0, 255, (2, model.channels, 64, 80), dtype=torch.uint8)
+    scale = 1.0 if normalize_images else 1 / 255  # keep raw outputs where exp() is tame
+    with torch.inference_mode():
+        expected = model(images.float() * scale)
+        got = fused(images.float() * scale)
+        channels_last = fused.to(memory_format=torch.channels_last)(
+            (images.float() * scale).contiguous(memory_format=torch.channels_last)
+        )
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(channels_last, expected, rtol=1e-4, atol=1e-4)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])

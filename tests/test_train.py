@@ -497,7 +497,7 @@ def test_precision_auto_is_resolved_and_recorded(trained: Path) -> None:
     """config.yaml records what `--precision auto` chose on this machine, so a resume on other
     hardware keeps it; channels-last and the label index are in place."""
     from yogo.config import load_config
-    from yogo.training.optim import resolve_precision
+    from yogo.dist import resolve_precision
 
     cfg = load_config(trained / "config.yaml")
     assert cfg.precision == resolve_precision("auto", torch.device("cpu"))

@@ -776,14 +776,20 @@ class InferConfig:
     """Images per batch."""
     device: str | None = None
     """cpu, cuda or cuda:N (default: cuda if available, else cpu)."""
+    precision: Precision = "auto"
+    """Arithmetic of a .pth model: auto (bf16 where the GPU or CPU computes it natively, else
+    32), 32, bf16 or fp16. Counts under bf16 match fp32's within a few percent
+    (docs/export-and-infer.md "Speed")."""
     half: bool = False
-    """Reduced precision: fp16 on a GPU, bf16 on a CPU (.pth models)."""
+    """Reduced precision whatever the device: fp16 on a GPU, bf16 on a CPU (.pth models; on a
+    CPU without native bf16 it is slower than 32)."""
     crop_height: float | None = option(None, metavar="F")
     """Run on the centred band of round(F * H) rows, F in (0, 1] (default: the whole frame)."""
     class_names: list[str] | None = option(None, metavar="NAME...")
     """Names to report instead of the model's (as many)."""
     num_workers: int | None = None
-    """Frame-reading processes (default: this process's share of the CPUs, at most 8)."""
+    """Frame-reading processes (default: this process's share of the CPUs, at most 8; a zarr
+    store is read in this process)."""
     use_tqdm: bool = True
     """A progress bar (on a terminal)."""
     heatmap_mask: Literal["auto"] | None = None
@@ -803,6 +809,11 @@ class InferConfig:
             self, "obj_thresh", "iou_thresh", "min_class_confidence_threshold",
             "heatmap_min_fraction",
         )  # fmt: skip
+        if self.half and self.precision != "auto":
+            raise UserError(
+                f"--half and --precision {self.precision} both choose the precision",
+                fix="give one of them",
+            )
         if self.heatmap_mask is not None and self.heatmap_mask_path is not None:
             raise UserError(
                 "--heatmap-mask auto and --heatmap-mask-path both choose the mask",

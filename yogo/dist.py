@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from yogo.config import Precision, ResolvedPrecision
 from yogo.errors import RunError, UserError
 
 
@@ -189,6 +190,30 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
     if name == "cuda":  # no index given: this rank's GPU
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (a CUDA GPU from Ampere on; a CPU with
+    AVX-512 BF16 or AMX), where bf16 autocast is much faster than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> ResolvedPrecision:
+    """`--precision auto` made concrete for `device`: bf16 where native, else 32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "32"
+    return precision
+
+
+def reduced_precision(device: torch.device) -> ResolvedPrecision:
+    """What `--half` means on `device`: fp16 on a GPU; bf16 on a CPU, which has no fast fp16
+    convolutions."""
+    return "fp16" if device.type == "cuda" else "bf16"
 
 
 def _first_slurm_host() -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yogo.config import Precision
 from yogo.deploy.predictor import Predictor, load_predictor
 from yogo.evaluation.counting import ensemble_counting
 from yogo.model.fusion import FLIPS, Fusion, detect_views, require_matching
@@ -53,12 +54,13 @@ def load_ensemble(
     half: bool = False,
     tta: bool = False,
     fusion: Fusion = "wbf",
+    precision: Precision = "auto",
 ) -> Predictor:
     """The predictor of one model file, or of several (and with `tta`, of each on the four
     flips of every frame) fused; see `yogo.evaluation.counting.ensemble_counting` for its
     thresholds and counts."""
     files = [Path(p) for p in paths]
-    members = [load_predictor(path, device_name, crop_height, half) for path in files]
+    members = [load_predictor(path, device_name, crop_height, half, precision) for path in files]
     first = members[0]
     if len(members) == 1 and not tta:
         return first

@@ -294,7 +294,8 @@ def _verify_accuracy(
     frames, truths = labelled_frames(ddf, cfg.verify_split, checkpoint.model_config)
     if not len(frames):
         return None
-    pytorch = load_predictor(checkpoint_path, "cpu", cfg.crop_height)
+    # The reference is fp32, whatever the CPU: an exported fp32 file must match it.
+    pytorch = load_predictor(checkpoint_path, "cpu", cfg.crop_height, precision="32")
     accuracy = compare_accuracy(pytorch, exported, frames, truths)
     log.info(
         f"accuracy on the {cfg.verify_split} split of {display_path(ddf)} ({len(frames)} "

@@ -153,7 +153,9 @@ def infer(cfg: InferConfig) -> InferSummary:
     cfg.require_valid()
     split = parse_split_override(cfg.split_fractions, "--split-fractions")
     model_paths = [Path(cfg.model), *map(Path, cfg.models or [])]
-    predictor = load_ensemble(model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta)
+    predictor = load_ensemble(
+        model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta, precision=cfg.precision
+    )
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
     _require_channels(frames, predictor, plan.frame_images)
@@ -199,6 +201,11 @@ def infer(cfg: InferConfig) -> InferSummary:
         else None
     )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    if isinstance(frames, ZarrFrames):
+        # zarr 3 reads on an event-loop thread of this process; a loader worker forked while
+        # that thread holds a lock inherits the lock held and no thread to release it, and
+        # hangs for good. Zarr chunks decode quickly; image files are what workers are for.
+        workers = 0
     keep = bool(plan.boxes or plan.frame_images)
     dataset = _Frames(frames, predictor, keep)
     start = time.perf_counter()

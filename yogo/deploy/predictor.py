@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from yogo.config import require_crop_height
-from yogo.dist import resolve_device
+from yogo.config import Precision, ResolvedPrecision, require_crop_height
+from yogo.dist import reduced_precision, resolve_device, resolve_precision
 from yogo.errors import UserError
 from yogo.evaluation.counting import CountModel, count_model_of, read_count_model
 from yogo.model.checkpoint import load_checkpoint
-from yogo.model.network import YOGO
+from yogo.model.network import YOGO, fused_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -212,36 +212,56 @@ def load_predictor(
     device_name: str | None = None,
     crop_height: float | None = None,
     half: bool = False,
+    precision: Precision = "auto",
 ) -> Predictor:
     """A .pth (yogo or YOGO 1.0.1), a yogo-exported .onnx or OpenVINO .xml (on the CPU), on
     `device_name` (None: the GPU when there is one); a .pth on the centred band of
     round(crop_height * H) rows (an exported file has its band built in by `yogo export
-    --crop-height`), in reduced precision with `half` (fp16 on a GPU, bf16 on a CPU)."""
+    --crop-height`). A .pth computes in `precision`: auto is bf16 where the device computes
+    it natively, else fp32 (yogo.dist.resolve_precision); `half` is reduced precision
+    whatever the device (fp16 on a GPU, bf16 on a CPU)."""
     path = Path(path)
     require_crop_height(crop_height)
     if not path.is_file():
         raise UserError("model file does not exist", path=path)
     if path.suffix == ".onnx":
-        return _onnx_predictor(path, device_name, crop_height, half)
+        return _onnx_predictor(path, device_name, crop_height, half or precision != "auto")
     if path.suffix == ".xml":
-        return _openvino_predictor(path, crop_height, half)
+        return _openvino_predictor(path, crop_height, half or precision != "auto")
     checkpoint = load_checkpoint(path)
     config = checkpoint.model_config
     device = resolve_device(device_name)
-    model = Deployed(checkpoint.build_model(), crop_height).to(device)
-    reduced = torch.float16 if device.type == "cuda" else torch.bfloat16
-
-    def run(images: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device.type, reduced, enabled=half):
-            decoded: torch.Tensor = model(torch.from_numpy(images).to(device))
-        return decoded.float().cpu()
-
-    kind = f"pytorch on {device}" + (f", {str(reduced).removeprefix('torch.')}" if half else "")
+    resolved = reduced_precision(device) if half else resolve_precision(precision, device)
+    run = _pytorch_run(checkpoint.build_model(), crop_height, device, resolved)
+    kind = f"pytorch on {device}" + ("" if resolved == "32" else f", {resolved}")
     counting = count_model_of(checkpoint)
     return Predictor(
         run, config.class_names, config.image_hw, config.channels, kind, counting,
         config.bit_depth,
     )  # fmt: skip
+
+
+def _pytorch_run(
+    model: YOGO, crop_height: float | None, device: torch.device, precision: ResolvedPrecision
+) -> Callable[[np.ndarray], torch.Tensor]:
+    """`Predictor.run` of a network: its fused inference copy (yogo.model.network
+    .fused_for_inference) in channels-last memory, which the CPU's and cuDNN's convolutions
+    run fastest, under autocast in bf16 or fp16 unless `precision` is 32."""
+    deployed = Deployed(fused_for_inference(model), crop_height)
+    deployed = deployed.to(device).to(memory_format=torch.channels_last)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+
+    def run(images: np.ndarray) -> torch.Tensor:
+        frames = torch.from_numpy(images).to(device, non_blocking=True)
+        frames = frames.contiguous(memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype, enabled=precision != "32"),
+        ):
+            decoded: torch.Tensor = deployed(frames)
+        return decoded.float().cpu()
+
+    return run
 
 
 def _onnx_predictor(
@@ -384,7 +404,7 @@ def _exported(
             "or run the .pth",
         )
     if half:
-        log.info(f"--half: a {path.suffix} file runs in the precision it was exported in")
+        log.info(f"--half, --precision: a {path.suffix} file runs in the precision it was made in")
     channels_last = metadata.get("input_layout", "nchw") == "nhwc"
 
     def run(images: np.ndarray) -> torch.Tensor:  # (B, C, H, W), as every predictor takes

@@ -1,6 +1,6 @@
 """Box arithmetic shared by train, test, export and infer: decoding, formats, grid targets,
-NMS. Pure tensor functions (torch; torchvision's NMS, imported when first used: importing
-torchvision costs ~1.7 s of start-up).
+NMS. Pure tensor functions (torch, and torchvision's compiled NMS kernel, loaded when first used
+without importing the torchvision package: `nms`).
 
     decoded = decode(raw, anchor_w, anchor_h)          # (B, 5 + C, Sy, Sx)
     targets = build_targets(labels, batch_size, (Sy, Sx))  # (B, Sy, Sx, 6)
@@ -12,8 +12,11 @@ Coordinates are normalised to the image (0..1). `cxcywh` is centre x, centre y, 
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -163,12 +166,24 @@ def postprocess(
     class_prob, class_index = flat[..., 5:].max(dim=-1)
     thresholds = torch.as_tensor(obj_thresh, dtype=flat.dtype, device=flat.device).reshape(-1)
     keep = (flat[..., 4] >= thresholds.min()) & (class_prob >= min_class_confidence)
-    image, cell = keep.nonzero(as_tuple=True)
+    image, cell = keep.nonzero(as_tuple=True)  # image-major: each image's candidates together
     boxes = cxcywh_to_xyxy(flat[image, cell, :4])
     objectness = flat[image, cell, 4]
-    from torchvision.ops import batched_nms
-
-    kept = batched_nms(boxes, objectness, image, iou_thresh)
+    # NMS per image (boxes of different images never suppress each other), each over its own
+    # candidates only: one call over all of them would compare every pair across images too.
+    per_image = torch.bincount(image, minlength=batch).tolist()
+    starts = [0, *itertools.accumulate(per_image)][:-1]
+    kept = torch.cat(
+        [
+            start + nms(b, o, iou_thresh)
+            for start, b, o in zip(
+                starts,
+                torch.split(boxes, per_image),
+                torch.split(objectness, per_image),
+                strict=True,
+            )
+        ]
+    )
     if len(thresholds) > 1:
         own = thresholds[class_index[image[kept], cell[kept]]]
         kept = kept[objectness[kept] >= own]
@@ -182,5 +197,29 @@ def postprocess(
         ],
         dim=1,
     )
-    kept_image = image[kept]
-    return [rows[kept_image == b] for b in range(batch)]
+    return list(torch.split(rows, torch.bincount(image[kept], minlength=batch).tolist()))
+
+
+def nms(boxes_xyxy: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """torchvision.ops.nms: indices of the boxes (N, 4) kept, highest score first. Its compiled
+    kernel is loaded alone the first time: importing the torchvision package (its models,
+    datasets and transforms) costs seconds of every `yogo infer` run's start-up, the kernel
+    milliseconds."""
+    if not hasattr(torch.ops.torchvision, "nms"):
+        _load_torchvision_ops()
+    kept: torch.Tensor = torch.ops.torchvision.nms(boxes_xyxy, scores, iou_thresh)
+    return kept
+
+
+def _load_torchvision_ops() -> None:
+    """Register torchvision's operators (torch.ops.torchvision.*) from its compiled library,
+    as `torchvision.extension` does on import."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("yogo needs torchvision for NMS: pip install torchvision")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    libraries = sorted(folder.glob("_C*.so")) + sorted(folder.glob("_C*.pyd"))
+    if libraries:
+        torch.ops.load_library(str(libraries[0]))  # type: ignore[no-untyped-call]
+    else:  # a build that names its library otherwise: torchvision finds it itself
+        import torchvision.extension  # noqa: F401

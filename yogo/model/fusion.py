@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from yogo.errors import UserError
-from yogo.model.boxes import postprocess
+from yogo.model.boxes import nms, postprocess
 
 Fusion = Literal["wbf", "nms"]
 Run = Callable[[np.ndarray], torch.Tensor]  # uint8 (B, C, H, W) -> decoded (B, 5 + C, Sy, Sx)
@@ -115,8 +115,6 @@ def fuse_detections(
     seeds alone (the most confident box wins, the other views' evidence is dropped)."""
     if not views:
         raise ValueError("fuse_detections needs at least one view")
-    from torchvision.ops import nms
-
     rows = torch.cat(list(views)).double()
     weights = rows[:, 4].clamp(min=1e-9)  # an objectness of 0 still has a box
     seeds = nms(rows[:, :4], weights, iou_thresh)

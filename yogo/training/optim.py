@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from yogo.config import Precision, ResolvedPrecision, ResolvedTrainConfig
+from yogo.config import ResolvedPrecision, ResolvedTrainConfig
 from yogo.model.network import YOGO
 
 
@@ -41,24 +41,6 @@ def lr_factor(step: int, total: int, warmup: int, decay_factor: float) -> float:
     progress = (step - warmup) / max(1, total - warmup)
     floor = 1 / decay_factor
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 in hardware (a CUDA GPU from Ampere on; a CPU with
-    AVX-512 BF16 or AMX), where bf16 autocast is much faster than fp32."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> ResolvedPrecision:
-    """`--precision auto` made concrete for `device`: bf16 where native, else 32."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "32"
-    return precision
 
 
 def precision_context(precision: ResolvedPrecision, device: torch.device) -> tuple[Any, Any]:

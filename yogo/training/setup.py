@@ -34,14 +34,14 @@ from yogo.data.paste import PastePool
 from yogo.data.scan import LabelledSample, missing_classes
 from yogo.data.setup import Data, load_splits, make_data, paste_pool
 from yogo.ddf import DatasetDefinition
-from yogo.dist import DistContext
+from yogo.dist import DistContext, resolve_precision
 from yogo.errors import display_path
 from yogo.model.checkpoint import Checkpoint, load_checkpoint
 from yogo.model.grid import require_usable_image_hw
 from yogo.model.loss import LossSettings, YOGOLoss
 from yogo.model.network import YOGO
 from yogo.training.ema import WeightAverage
-from yogo.training.optim import lr_factor, make_optimizer, precision_context, resolve_precision
+from yogo.training.optim import lr_factor, make_optimizer, precision_context
 from yogo.training.priors import class_weights, make_model
 from yogo.training.report import (
     MetricsCSV,
