@@ -94,6 +94,7 @@ def make_data(
         cfg.seed,
         augment_settings(cfg),
         paste,
+        tile=model.tile_overlap is not None,
     )
     # One code path for every world size: each rank draws its share of a seeded permutation.
     weights = None
@@ -107,8 +108,13 @@ def make_data(
         len(train_set), ctx.rank, ctx.world_size, cfg.seed, weights, cfg.hard_frames,
         cfg.batch_size,
     )  # fmt: skip
-    val_set = DetectionDataset(splits["val"], model.image_hw, model.channels)
-    attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
+    val_set = DetectionDataset(
+        splits["val"], model.image_hw, model.channels, tile=model.tile_overlap is not None
+    )
+    if model.tile_overlap is None:
+        attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
+    elif ctx.is_main:  # the cache holds frames at the model's size; tiles cut whole frames
+        log.info("frame cache: none (--tile reads whole frames); every epoch decodes every frame")
     val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
     return Data(
         loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler),

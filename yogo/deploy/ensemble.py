@@ -72,6 +72,7 @@ def load_ensemble(
         first.channels,
         f"{len(members)} model(s) x {len(flips)} flip(s), {fusion}; {first.kind}",
         ensemble_counting(first.counting, files[0], views),
+        first.tile_overlap,
         members=tuple(members),
         flips=flips,
         fusion=fusion,

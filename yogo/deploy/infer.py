@@ -50,6 +50,7 @@ from yogo.errors import UserError, display_path
 from yogo.evaluation.counting import Ratio, thresholds_for
 from yogo.evaluation.plots import save_picture
 from yogo.log import progress, speak_unless_configured
+from yogo.model.tiles import uses_tiles
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,16 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
     for it), or the reason it cannot be read."""
 
     def __init__(
-        self, frames: Frames, image_hw: tuple[int, int], channels: int, keep: bool
+        self,
+        frames: Frames,
+        image_hw: tuple[int, int],
+        channels: int,
+        keep: bool,
+        tiles: bool | None = None,
+        tiled_model: bool = False,
     ) -> None:
         self.frames, self.image_hw, self.channels, self.keep = frames, image_hw, channels, keep
+        self.tiles, self.tiled_model = tiles, tiled_model
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -87,6 +95,9 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
             pixels = self.frames.read(i, self.channels)
         except ImageError as e:
             return i, str(e)
+        if uses_tiles(pixels.shape[1:], self.image_hw, self.tiled_model, self.tiles):
+            # The whole frame goes to the model as tiles (`resized` is None).
+            return i, (None, pixels, pixels.shape[1:])
         resized = resize(torch.from_numpy(pixels), self.image_hw).numpy()
         return i, (resized, pixels if self.keep else None, pixels.shape[1:])
 
@@ -200,7 +211,8 @@ def infer(cfg: InferConfig) -> InferSummary:
     )
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     keep = bool(plan.boxes or plan.frame_images)
-    dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep)
+    tiled_model = predictor.tile_overlap is not None
+    dataset = _Frames(frames, predictor.image_hw, predictor.channels, keep, cfg.tiles, tiled_model)
     start = time.perf_counter()
     with outputs:
         with Loaders() as loaders:
@@ -341,13 +353,7 @@ def _predict_all(
         summary.unreadable += [(frame_names[i], item) for i, item in batch if isinstance(item, str)]
         if not good:
             continue
-        detections = predictor.detect(
-            np.stack([resized for _, (resized, _, _) in good]),
-            predictor.counting.thresholds,
-            cfg.iou_thresh,
-            cfg.min_class_confidence_threshold,
-            class_probs=True,
-        )
+        detections = _detect(predictor, [item for _, item in good], cfg)
         for (i, (_, pixels, original_hw)), rows in zip(good, detections, strict=True):
             rows_np = rows.numpy().astype(np.float64)
             # Boxes inside the frame: labels/ must train as they are, and Label Studio too.
@@ -368,6 +374,21 @@ def _predict_all(
             if plan.frame_images:
                 write_png(plan.out / "images" / f"{stem}.png", pixels)
     return summary, found
+
+
+def _detect(predictor: Predictor, items: list[Any], cfg: InferConfig) -> list[torch.Tensor]:
+    """Per frame of a batch its rows (N, 7 + C): the resized frames in one pass, each frame
+    to be tiled (`resized` None) through `Predictor.detect_tiled`."""
+    args = (predictor.counting.thresholds, cfg.iou_thresh, cfg.min_class_confidence_threshold)
+    resized = [r for r, _, _ in items if r is not None]
+    direct = iter(predictor.detect(np.stack(resized), *args, class_probs=True) if resized else [])
+    overlap = predictor.overlap(cfg.tile_overlap)
+    return [
+        next(direct)
+        if r is not None
+        else predictor.detect_tiled(pixels, overlap, *args, True, cfg.batch_size)
+        for r, pixels, _ in items
+    ]
 
 
 def _write_results(

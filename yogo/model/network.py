@@ -46,6 +46,10 @@ class ModelConfig:
     """Trained with --neighbour-cells: large objects' neighbour cells predict them too, so
     centres decode up to half a cell beyond their cell (yogo.model.boxes.decode); off: inside
     it, as YOGO 1.0.1. Files store it as `centre_range`, the reach in cells: 2 or 1."""
+    tile_overlap: int | None = None
+    """Trained with --tile: `image_hw` is the tile, and larger frames are read as tiles that
+    overlap by this many pixels (yogo.model.tiles); None: frames are resized to `image_hw`.
+    Absent from files of untiled models, so theirs stay as they were."""
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +75,7 @@ class ModelConfig:
             "anchor_w": self.anchor_w,
             "anchor_h": self.anchor_h,
             "centre_range": self.centre_range,
-        }
+        } | ({"tile_overlap": self.tile_overlap} if self.tile_overlap is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -84,6 +88,7 @@ class ModelConfig:
             float(d["anchor_w"]),
             float(d["anchor_h"]),
             float(d.get("centre_range", 1.0)) > 1,  # absent before neighbour cells: 1
+            int(d["tile_overlap"]) if d.get("tile_overlap") is not None else None,
         )
 
 
