@@ -153,5 +153,5 @@ def suppress_twins(rows: torch.Tensor, tiles: torch.Tensor, cores: torch.Tensor)
     for i in order.tolist():
         kept[i] = not bool((twins[i] & kept).any())
     keep = ~near
-    keep[candidates[~kept]] = False
+    keep[candidates[kept]] = True
     return keep.nonzero()[:, 0]
