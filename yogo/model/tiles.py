@@ -107,15 +107,15 @@ def merge_tiles(
         pixels = rows.clone()
         pixels[:, [0, 2]] = rows[:, [0, 2]] * tile_w + left
         pixels[:, [1, 3]] = rows[:, [1, 3]] * tile_h + top
-        xc, yc = (pixels[:, 0] + pixels[:, 2]) / 2, (pixels[:, 1] + pixels[:, 3]) / 2
         (y_begin, y_end), (x_begin, x_end) = row_cores[top], col_cores[left]
-        core = (yc >= y_begin) & (yc < y_end) & (xc >= x_begin) & (xc < x_end)
+        core = in_core(pixels, (x_begin, y_begin, x_end, y_end))
         count = int(core.sum())
         kept.append(pixels[core])
         tile_ids.append(torch.full((count,), index, dtype=torch.long))
         cores.append(torch.tensor([[x_begin, y_begin, x_end, y_end]]).expand(count, 4))
     merged = torch.cat(kept)
-    merged = merged[suppress_twins(merged, torch.cat(tile_ids), torch.cat(cores))]
+    twins = suppress_twins(merged, torch.cat(tile_ids), torch.cat(cores), windows, tile_hw)
+    merged = merged[twins]
     from torchvision.ops import nms
 
     merged = merged[nms(merged[:, :4], merged[:, 4], iou_thresh)]
@@ -124,34 +124,68 @@ def merge_tiles(
     return merged
 
 
-def suppress_twins(rows: torch.Tensor, tiles: torch.Tensor, cores: torch.Tensor) -> torch.Tensor:
+def in_core(pixels: torch.Tensor, core: tuple[float, float, float, float]) -> torch.Tensor:
+    """(N,) whether each row's box centre (rows (N, 4+) x0, y0, x1, y1 in frame pixels) lies
+    in `core` (x0, y0, x1, y1; half-open, so a centre on a seam belongs to one tile)."""
+    xc, yc = (pixels[:, 0] + pixels[:, 2]) / 2, (pixels[:, 1] + pixels[:, 3]) / 2
+    return (xc >= core[0]) & (xc < core[2]) & (yc >= core[1]) & (yc < core[3])
+
+
+def suppress_twins(
+    rows: torch.Tensor,
+    tiles: torch.Tensor,
+    cores: torch.Tensor,
+    windows: list[tuple[int, int]],
+    tile_hw: tuple[int, int],
+) -> torch.Tensor:
     """Indices of the rows to keep, in order (rows: (N, 5+) x0, y0, x1, y1 in frame pixels,
-    objectness; tiles: (N,) the tile of each; cores: (N, 4) x0, y0, x1, y1 of its tile's core).
-    Highest objectness first, a row is dropped when a kept row from another tile is its twin
-    (IoU >= TWIN_IOU, or centres closer than TWIN_CENTRE_SHARE of the smaller box's shorter
-    side). Only rows that reach within half their size of their core's edge can have a twin,
-    so only those are compared (a frame holds thousands of objects, a seam a few)."""
+    objectness; tiles: (N,) the window of each; cores: (N, 4) x0, y0, x1, y1 of its window's
+    core). Highest objectness first, a row is dropped when a kept row from another tile is its
+    twin (IoU >= TWIN_IOU, or centres closer than TWIN_CENTRE_SHARE of the smaller box's
+    shorter side). Only rows that reach within half their size of their core's edge can have
+    a twin, and only in a window overlapping theirs: those pairs alone are compared, so the
+    cost grows with the seams, not with the square of a frame's thousands of objects."""
     boxes = rows[:, :4]
     sides = boxes[:, 2:] - boxes[:, :2]
     reach = sides.max(dim=1).values[:, None] / 2
     near = ((boxes[:, :2] - reach < cores[:, :2]) | (boxes[:, 2:] + reach > cores[:, 2:])).any(1)
-    candidates = near.nonzero()[:, 0]
-    if len(candidates) < 2:
-        return torch.arange(len(rows))
+    by_tile = [((tiles == t) & near).nonzero()[:, 0] for t in range(len(windows))]
+    twins: dict[int, list[int]] = {}
+    for a, b in _overlapping_pairs(windows, tile_hw):
+        for i, j in _twin_pairs(boxes, sides, by_tile[a], by_tile[b]):
+            twins.setdefault(i, []).append(j)
+            twins.setdefault(j, []).append(i)
+    dropped = torch.zeros(len(rows), dtype=torch.bool)
+    for i in torch.argsort(rows[:, 4], descending=True, stable=True).tolist():
+        if not dropped[i]:
+            dropped[twins.get(i, [])] = True
+    return (~dropped).nonzero()[:, 0]
+
+
+def _overlapping_pairs(
+    windows: list[tuple[int, int]], tile_hw: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Index pairs (a < b) of windows that share pixels."""
+    return [
+        (a, b)
+        for a, (top_a, left_a) in enumerate(windows)
+        for b, (top_b, left_b) in enumerate(windows[a + 1 :], start=a + 1)
+        if abs(top_a - top_b) < tile_hw[0] and abs(left_a - left_b) < tile_hw[1]
+    ]
+
+
+def _twin_pairs(
+    boxes: torch.Tensor, sides: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+) -> list[tuple[int, int]]:
+    """Pairs (i, j), i from `first`, j from `second` (row indices), that are one object."""
+    if not len(first) or not len(second):
+        return []
     from torchvision.ops import box_iou
 
-    seam = boxes[candidates]
-    iou = box_iou(seam, seam)
-    centres = (seam[:, :2] + seam[:, 2:]) / 2
-    distance = torch.cdist(centres, centres)
-    side = sides[candidates].min(dim=1).values
-    smaller = torch.minimum(side[:, None], side[None, :])
-    twins = (iou >= TWIN_IOU) | (distance < TWIN_CENTRE_SHARE * smaller)
-    twins &= tiles[candidates][:, None] != tiles[candidates][None, :]
-    order = torch.argsort(rows[candidates, 4], descending=True, stable=True)
-    kept = torch.zeros(len(candidates), dtype=torch.bool)
-    for i in order.tolist():
-        kept[i] = not bool((twins[i] & kept).any())
-    keep = ~near
-    keep[candidates[kept]] = True
-    return keep.nonzero()[:, 0]
+    iou = box_iou(boxes[first], boxes[second])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    distance = (centres[first, None, :] - centres[None, second, :]).norm(dim=2)
+    short = sides.min(dim=1).values
+    smaller = torch.minimum(short[first, None], short[None, second])
+    i, j = ((iou >= TWIN_IOU) | (distance < TWIN_CENTRE_SHARE * smaller)).nonzero(as_tuple=True)
+    return list(zip(first[i].tolist(), second[j].tolist(), strict=True))
