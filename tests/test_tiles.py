@@ -4,6 +4,7 @@ random windows (--tile), and tiled infer on a 2048 x 2048 frame against direct p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -156,8 +157,9 @@ def tiled_run(tmp_path_factory: pytest.TempPathFactory):
         write_dataset(root / "big", 1, (2048, 2048), seed=4, **common)
         run = yogo.train(
             yogo.TrainConfig(
-                ddf=str(ddf), tile=[128, 128], epochs=EPOCHS, batch_size=8, num_workers=0,
-                wandb=False, output_dir=str(root / "runs"), name="tiled",
+                ddf=str(ddf), tile=[128, 128], epochs=EPOCHS, val_every=EPOCHS // 2,
+                batch_size=8, num_workers=0, wandb=False, output_dir=str(root / "runs"),
+                name="tiled",
             )
         )  # fmt: skip
         yield TiledRun(
@@ -171,7 +173,9 @@ def tiled_run(tmp_path_factory: pytest.TempPathFactory):
         torch.use_deterministic_algorithms(deterministic)
 
 
-N_FRAMES, EPOCHS = 24, 30
+# 60 epochs of 3 steps: recall ~0.99 on the big frame (30 leave it near 0.5, and a weak
+# model's borderline detections make any comparison noisy).
+N_FRAMES, EPOCHS = 24, 60
 
 
 @pytest.mark.slow
@@ -221,12 +225,28 @@ def test_tiled_infer_on_a_large_frame_finds_what_direct_passes_on_its_crops_find
     matched = (iou.max(dim=1).values >= 0.5).float().mean()
     assert matched >= 0.99, f"{float(matched):.4f} of {len(reference)} direct detections"
     assert int(((iou >= 0.5).sum(dim=1) > 1).sum()) == 0  # none found twice
-    # Against the frame's labels: every object is counted at most once, and found.
+    # Against the frame's labels: found, and none counted twice across a seam. A detection
+    # is kept only from the tile whose core holds its centre, so two detections of one object
+    # with centres in different cores came from two tiles (the model's own near-duplicates
+    # within one tile are what a direct pass gives too).
     labels = torch.from_numpy(np.loadtxt(tiled_run.big_labels, ndmin=2)[:, 1:]).float()
     truth = torch.cat([labels[:, :2] - labels[:, 2:] / 2, labels[:, :2] + labels[:, 2:] / 2], 1)
     truth_iou = box_iou(truth * torch.tensor([width, height, width, height]), found)
-    assert int(((truth_iou >= 0.5).sum(dim=1) > 1).sum()) == 0
-    assert (truth_iou.max(dim=1).values >= 0.5).float().mean() >= 0.95
+    hit = truth_iou >= 0.5
+    assert hit.any(dim=1).float().mean() >= 0.95
+    core = _core_ids(found, predictor.overlap(None))
+    across = [i for i, row in enumerate(hit) if len(set(core[row].tolist())) > 1]
+    assert not across, f"labelled objects counted in two tiles: {across}"
+
+
+def _core_ids(found: torch.Tensor, overlap: int) -> torch.Tensor:
+    """The core (tile) each detection's centre lies in, on the 2048 x 2048 frame."""
+    starts = plan_axis(2048, 128, overlap)
+    seams = torch.tensor([(a + b + 128) / 2 for a, b in itertools.pairwise(starts)])
+    centres = (found[:, :2] + found[:, 2:]) / 2
+    row = torch.searchsorted(seams, centres[:, 1].contiguous(), right=True)
+    col = torch.searchsorted(seams, centres[:, 0].contiguous(), right=True)
+    return row * len(starts) + col
 
 
 @pytest.mark.slow
@@ -266,3 +286,42 @@ def test_yogo_infer_tiles_large_frames_and_leaves_model_sized_ones_as_they_were(
     assert same[0] == same[1]
     auto = (tmp_path / "auto" / "labels" / "tile.txt").read_text()
     assert auto == (tmp_path / "plain" / "labels" / "tile.txt").read_text()
+
+
+def test_untiled_model_files_are_as_before_and_tiled_ones_round_trip() -> None:
+    from conftest import model_config
+
+    from yogo.model.network import ModelConfig
+
+    plain = model_config()
+    assert "tile_overlap" not in plain.to_dict()
+    assert ModelConfig.from_dict(plain.to_dict()) == plain
+    tiled = dataclasses.replace(plain, tile_overlap=40)
+    assert tiled.to_dict()["tile_overlap"] == 40
+    assert ModelConfig.from_dict(tiled.to_dict()) == tiled
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tile", "4", "4"], "--tile must be two sizes >= 8"),
+        (["--tile", "64", "64", "--tile-overlap", "32"], "--tile-overlap must be under half"),
+        (["--tile", "64", "64", "--tile-overlap", "-1"], "--tile-overlap must be >= 0"),
+        (["--tile", "64", "64", "--image-hw", "96", "96"], "--tile and --image-hw"),
+        (["--tile", "64", "64", "--copy-paste", "0.5"], "--copy-paste does not work with --tile"),
+    ],
+)
+def test_bad_tile_flags_are_refused_in_the_users_words(
+    run_cli, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    from yogo.data.synth import write_dataset
+
+    ddf = write_dataset(tmp_path / "data", 4, (96, 96))
+    result = run_cli("train", ddf, "--no-wandb", "--output-dir", tmp_path / "runs", *flags)
+    assert result.code == 2 and message in result.err
+
+
+def test_infer_refuses_tiles_with_crop_height(run_cli, tmp_path: Path) -> None:
+    result = run_cli("infer", tmp_path / "m.pth", "--path-to-images", tmp_path, "--tiles",
+                     "--crop-height", "0.5")  # fmt: skip
+    assert result.code == 2 and "--tiles and --crop-height" in result.err

@@ -101,7 +101,11 @@ def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any
     def evaluate(
         samples: tuple[LabelledSample, ...],
     ) -> tuple[DetectionDataset, DetectionMetrics]:
-        dataset = DetectionDataset(samples, model_config.image_hw, model_config.channels)
+        # A tiled model is scored as it was validated: on one fixed window per frame.
+        tiled = model_config.tile_overlap is not None
+        dataset = DetectionDataset(
+            samples, model_config.image_hw, model_config.channels, tile=tiled
+        )
         with Loaders() as loaders:
             loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")
             metrics = evaluate_detector(detect, loader, names)
