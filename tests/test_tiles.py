@@ -277,6 +277,9 @@ def test_yogo_infer_tiles_large_frames_and_leaves_model_sized_ones_as_they_were(
     tiled = count(big, "tiled")
     assert tiled == count(big, "forced", "--tiles", "--tile-overlap", overlap)
     assert count(big, "wider", "--tile-overlap", "60") > 250  # an overlap of one's own
+    refused = run_cli("infer", tiled_run.best, "--path-to-images", big, "--tile-overlap", "64",
+                      "--output-dir", tmp_path / "refused")  # fmt: skip
+    assert refused.code == 2 and "--tile-overlap must be under half" in refused.err
     resized = count(big, "resized", "--no-tiles")
     # The 600 x 700 frame holds ~350 cells: tiles find them at their own size; resized to the
     # 128 x 128 input they are 4 px and mostly lost.

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from yogo import __version__
-from yogo.config import InferConfig
+from yogo.config import InferConfig, require_tile
 from yogo.data.frames import ImageFiles, ZarrFrames, open_frames
 from yogo.data.images import ImageError
 from yogo.data.loader import Loaders, default_num_workers
@@ -166,6 +166,8 @@ def infer(cfg: InferConfig) -> InferSummary:
     split = parse_split_override(cfg.split_fractions, "--split-fractions")
     model_paths = [Path(cfg.model), *map(Path, cfg.models or [])]
     predictor = load_ensemble(model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta)
+    if cfg.tile_overlap is not None:
+        require_tile(list(predictor.image_hw), cfg.tile_overlap)  # the model's input is the tile
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
     if plan.labels or plan.boxes or plan.frame_images:
