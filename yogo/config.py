@@ -153,6 +153,13 @@ class TrainConfig:
     out); deep_model (two more 3x3 blocks)."""
     image_hw: list[int] | None = option(None, metavar="H W")
     """Model input size; frames are resized to it (default: the first training image's)."""
+    tile: list[int] | None = option(None, metavar="H W")
+    """Train on random H x W windows of the frames at their own resolution instead of resizing
+    them (the model's input becomes the tile); infer and test then read larger frames as
+    overlapping tiles (docs/training.md, "Frames larger than the model")."""
+    tile_overlap: int | None = None
+    """With --tile: pixels by which infer's tiles overlap, saved in the model (default: twice
+    the largest training box side, at least 16, at most half the tile)."""
     rgb_images: bool = False
     """Three input channels instead of one (the same as --channels 3)."""
     channels: int | None = option(None, metavar="N")
@@ -333,6 +340,15 @@ class TrainConfig:
                 f"--rgb-images means 3 channels, but --channels is {self.channels}",
                 fix="give one of them",
             )
+        require_tile(self.tile, self.tile_overlap)
+        if self.tile is not None and self.image_hw not in (None, self.tile):
+            raise UserError(
+                "--tile and --image-hw both set the model's input size", fix="give one of them"
+            )
+        if self.tile is not None and self.copy_paste > 0:
+            raise UserError(
+                "--copy-paste does not work with --tile yet", fix="leave --copy-paste out"
+            )
         for name in ("anchor_w", "anchor_h"):
             value = getattr(self, name)
             if value is not None:
@@ -416,8 +432,8 @@ TRAIN_HELP_SECTIONS = {
         "min_label_confidence", "cache", "cache_dir", "num_workers",
     ),
     "Model": (
-        "model", "from_pretrained", "image_hw", "rgb_images", "channels", "normalize_images",
-        "anchor_w", "anchor_h", "neighbour_cells",
+        "model", "from_pretrained", "image_hw", "tile", "tile_overlap", "rgb_images", "channels",
+        "normalize_images", "anchor_w", "anchor_h", "neighbour_cells",
     ),
     "Optimisation": (
         "epochs", "batch_size", "learning_rate", "lr_decay_factor", "warmup_epochs",
@@ -646,6 +662,21 @@ def require_folds(folds: int | None, fold: int | None, split_override: list[floa
         )
 
 
+def require_tile(tile: list[int] | None, tile_overlap: int | None) -> None:
+    """--tile is two sizes >= 8; --tile-overlap leaves each tile a core (under half of it)."""
+    if tile is not None and (len(tile) != 2 or min(tile) < 8):
+        raise UserError(f"--tile must be two sizes >= 8, got {tile}")
+    if tile_overlap is None:
+        return
+    if tile_overlap < 0:
+        raise UserError(f"--tile-overlap must be >= 0, got {tile_overlap}")
+    if tile is not None and 2 * tile_overlap >= min(tile):
+        raise UserError(
+            f"--tile-overlap must be under half the tile's shorter side ({min(tile)}), "
+            f"got {tile_overlap}"
+        )
+
+
 def require_crop_height(value: float | None) -> None:
     """--crop-height (or load_predictor's crop_height): None, or in (0, 1]."""
     if value is not None and not 0 < value <= 1:
@@ -785,6 +816,12 @@ class InferConfig:
     CPU without native bf16 it is slower than 32)."""
     crop_height: float | None = option(None, metavar="F")
     """Run on the centred band of round(F * H) rows, F in (0, 1] (default: the whole frame)."""
+    tiles: bool | None = None
+    """Read frames as overlapping tiles of the model's input size, at their own resolution,
+    merged into one frame's detections (default: frames larger than the input of a model
+    trained with --tile; --no-tiles resizes them). See docs/export-and-infer.md, "Large frames"."""
+    tile_overlap: int | None = None
+    """Pixels by which the tiles overlap (default: the model's, from --tile training)."""
     class_names: list[str] | None = option(None, metavar="NAME...")
     """Names to report instead of the model's (as many)."""
     num_workers: int | None = None
@@ -822,6 +859,9 @@ class InferConfig:
         _require_positive(self, "batch_size")
         _require_workers(self.num_workers)
         require_crop_height(self.crop_height)
+        require_tile(None, self.tile_overlap)
+        if self.tiles and self.crop_height is not None:
+            raise UserError("--tiles and --crop-height cannot be combined", fix="give one")
         if self.line_width is not None and self.line_width < 1:
             raise UserError(f"--line-width must be >= 1, got {self.line_width}")
         if self.label_studio_url_prefix is not None and self.label_studio is None:

@@ -6,7 +6,8 @@
     # bit_depth=16: (C, H, W) uint16 frames (yogo.data.channels)
 
 Labels were parsed once by `scan_dataset`; only pixels are read here, and with a frame cache
-(yogo.data.cache) only once: the decoded, resized frame is kept before augmentation. An image
+(yogo.data.cache) only once: the decoded, resized frame is kept before augmentation (a tiled
+dataset cuts a window of the frame at its own resolution instead, and is not cached). An image
 that turns out to be corrupt when fully decoded yields its path instead, so the loader can skip
 and report it.
 """
@@ -24,11 +25,12 @@ from yogo.data.cache import FrameCache
 from yogo.data.images import ImageError, decode_image
 from yogo.data.paste import PastePool, paste_objects
 from yogo.data.scan import LabelledSample
-from yogo.data.transforms import augment, random_flips, resize
+from yogo.data.transforms import augment, random_flips, random_window, resize
 
 Item = tuple[torch.Tensor, torch.Tensor] | Path
 # Offset of the paste generator's seed from the sample's (any constant apart from 0 will do).
 PASTE_SEED = 0x9E3779B9
+TILE_SEED = 0x7F4A7C15
 
 
 class DetectionDataset(torch.utils.data.Dataset[Item]):
@@ -42,6 +44,7 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         settings: AugmentSettings | None = None,
         paste: tuple[PastePool, float] | None = None,
         bit_depth: int = 8,
+        tile: bool = False,
     ) -> None:
         self.samples = tuple(samples)
         self.image_hw = image_hw
@@ -51,6 +54,9 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         self.settings = settings or AugmentSettings()
         self.paste_pool, self.paste_prob = paste or (PastePool(np.zeros((0, 5))), 0.0)
         self.seed = seed
+        # Tiled (--tile): frames keep their resolution and each item is an image_hw window
+        # (train: drawn per sample and epoch; val: one fixed per sample); never cached.
+        self.tile = tile
         self.cache: FrameCache | None = None
         self.cache_start = 0  # this split's first slot in the cache
 
@@ -67,6 +73,8 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         if cached is not None:
             return torch.from_numpy(cached)
         pixels = decode_image(self.samples[index].image, self.channels, self.bit_depth)
+        if self.tile:
+            return torch.from_numpy(pixels)
         image = resize(torch.from_numpy(pixels), self.image_hw)
         if self.cache is not None:
             self.cache.put(self.cache_start + index, image.numpy())
@@ -81,6 +89,11 @@ class DetectionDataset(torch.utils.data.Dataset[Item]):
         except ImageError:
             return sample.image
         boxes = torch.from_numpy(sample.boxes)
+        if self.tile:
+            # Its own generator, so the window is the same with augmentation on or off.
+            seed = (self.seed * 1_000_003 + (epoch if self.augment else 0)) * len(self) + index
+            window = torch.Generator().manual_seed(seed + TILE_SEED)
+            image, boxes = random_window(image, boxes, self.image_hw, window)
         if self.augment:
             # One generator per (seed, epoch, sample): independent of workers and of where a
             # resumed run restarts.

@@ -97,6 +97,7 @@ def make_data(
         augment_settings(cfg),
         paste,
         model.bit_depth,
+        tile=model.tile_overlap is not None,
     )
     # One code path for every world size: each rank draws its share of a seeded permutation.
     weights = None
@@ -111,9 +112,16 @@ def make_data(
         cfg.batch_size,
     )  # fmt: skip
     val_set = DetectionDataset(
-        splits["val"], model.image_hw, model.channels, bit_depth=model.bit_depth
+        splits["val"],
+        model.image_hw,
+        model.channels,
+        bit_depth=model.bit_depth,
+        tile=model.tile_overlap is not None,
     )
-    attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
+    if model.tile_overlap is None:
+        attach_frame_cache(cfg.cache, ctx, run_dir, train_set, val_set)
+    elif ctx.is_main:  # the cache holds frames at the model's size; tiles cut whole frames
+        log.info("frame cache: none (--tile reads whole frames); every epoch decodes every frame")
     val_shard = ShardSampler(len(val_set), ctx.rank, ctx.world_size)
     return Data(
         loaders.make(train_set, cfg.batch_size, workers, cfg.seed, pin, train_sampler),

@@ -97,12 +97,24 @@ def _zoom_and_shift(
         out[:, dst_top : dst_top + rows, dst_left : dst_left + cols] = scaled[
             :, src_top : src_top + rows, src_left : src_left + cols
         ]
+    return out, place_boxes(boxes, (new_h, new_w), (top, left), (height, width))
+
+
+def place_boxes(
+    boxes: torch.Tensor,
+    source_hw: tuple[int, int],
+    offset: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> torch.Tensor:
+    """Boxes (N, 5) normalised to a source of `source_hw` pixels whose top-left corner lands
+    at `offset` (top, left) in an output of `out_hw`: normalised to the output, clipped to it,
+    and dropped when less than MIN_VISIBLE of their area stays inside."""
     if not len(boxes):
-        return out, boxes
-    # Corners in output pixels, then clipped to the frame.
-    xc = boxes[:, 1] * new_w + left
-    yc = boxes[:, 2] * new_h + top
-    half_w, half_h = boxes[:, 3] * new_w / 2, boxes[:, 4] * new_h / 2
+        return boxes
+    (src_h, src_w), (top, left), (height, width) = source_hw, offset, out_hw
+    xc = boxes[:, 1] * src_w + left
+    yc = boxes[:, 2] * src_h + top
+    half_w, half_h = boxes[:, 3] * src_w / 2, boxes[:, 4] * src_h / 2
     x0, x1 = (xc - half_w).clamp(0, width), (xc + half_w).clamp(0, width)
     y0, y1 = (yc - half_h).clamp(0, height), (yc + half_h).clamp(0, height)
     visible = (x1 - x0) * (y1 - y0) >= MIN_VISIBLE * (4 * half_w * half_h)
@@ -116,7 +128,39 @@ def _zoom_and_shift(
         ],
         dim=1,
     )
-    return out, moved[visible & (x1 > x0) & (y1 > y0)]
+    return moved[visible & (x1 > x0) & (y1 > y0)]
+
+
+def crop_window(
+    image: torch.Tensor, boxes: torch.Tensor, top: int, left: int, tile_hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `tile_hw` window of a uint8 (C, H, W) frame at (top, left), at the frame's own
+    resolution, with its boxes (N, 5) moved to it under the edge rule of `augment`; a frame
+    smaller than the tile is padded with its mean grey."""
+    _, height, width = image.shape
+    tile_h, tile_w = tile_hw
+    window = image[:, top : top + tile_h, left : left + tile_w]
+    if window.shape[1:] != (tile_h, tile_w):
+        fill = int(image.float().mean().round())
+        padded = torch.full((image.shape[0], tile_h, tile_w), fill, dtype=image.dtype)
+        padded[:, : window.shape[1], : window.shape[2]] = window
+        window = padded
+    return window, place_boxes(boxes, (height, width), (-top, -left), tile_hw)
+
+
+def random_window(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    tile_hw: tuple[int, int],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A `crop_window` at a uniformly drawn position (every pixel of a larger frame can be
+    drawn; two draws whatever the frame's size)."""
+    _, height, width = image.shape
+    draws = torch.rand(2, generator=generator).tolist()
+    top = int(draws[0] * (max(0, height - tile_hw[0]) + 1))
+    left = int(draws[1] * (max(0, width - tile_hw[1]) + 1))
+    return crop_window(image, boxes, top, left, tile_hw)
 
 
 def _gaussian_blur(pixels: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from yogo import __version__
-from yogo.config import InferConfig
+from yogo.config import InferConfig, require_tile
 from yogo.data.frames import ImageFiles, ZarrFrames, open_frames
 from yogo.data.images import ChannelMismatch, ImageError
 from yogo.data.loader import Loaders, default_num_workers
@@ -50,6 +50,7 @@ from yogo.errors import UserError, display_path
 from yogo.evaluation.counting import Ratio, thresholds_for
 from yogo.evaluation.plots import save_picture
 from yogo.log import progress, speak_unless_configured
+from yogo.model.tiles import uses_tiles
 from yogo.outputs import Inputs, OutputSet, plan_file, write_atomic
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,12 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
     """Frame i decoded and resized to the model size (with the decoded frame when `keep` asks
     for it), or the reason it cannot be read."""
 
-    def __init__(self, frames: Frames, predictor: Predictor, keep: bool) -> None:
+    def __init__(
+        self, frames: Frames, predictor: Predictor, keep: bool, tiles: bool | None = None
+    ) -> None:
         self.frames, self.image_hw, self.keep = frames, predictor.image_hw, keep
         self.channels, self.bit_depth = predictor.channels, predictor.bit_depth
+        self.tiles, self.tiled_model = tiles, predictor.tile_overlap is not None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -86,6 +90,9 @@ class _Frames(torch.utils.data.Dataset[tuple[int, Any]]):
             pixels = self.frames.read(i, self.channels, self.bit_depth)
         except ImageError as e:
             return i, str(e)
+        if uses_tiles(pixels.shape[1:], self.image_hw, self.tiled_model, self.tiles):
+            # The whole frame goes to the model as tiles (`resized` is None).
+            return i, (None, pixels, pixels.shape[1:])
         resized = resize(torch.from_numpy(pixels), self.image_hw).numpy()
         return i, (resized, pixels if self.keep else None, pixels.shape[1:])
 
@@ -156,6 +163,8 @@ def infer(cfg: InferConfig) -> InferSummary:
     predictor = load_ensemble(
         model_paths, cfg.device, cfg.crop_height, cfg.half, cfg.tta, precision=cfg.precision
     )
+    if cfg.tile_overlap is not None:
+        require_tile(list(predictor.image_hw), cfg.tile_overlap)  # the model's input is the tile
     frames = open_frames(cfg.path_to_images, cfg.path_to_zarr, cfg.recursive, cfg.zarr_layout)
     plan = _Plan.of(cfg, frames)
     _require_channels(frames, predictor, plan.frame_images)
@@ -207,7 +216,7 @@ def infer(cfg: InferConfig) -> InferSummary:
         # hangs for good. Zarr chunks decode quickly; image files are what workers are for.
         workers = 0
     keep = bool(plan.boxes or plan.frame_images)
-    dataset = _Frames(frames, predictor, keep)
+    dataset = _Frames(frames, predictor, keep, cfg.tiles)
     start = time.perf_counter()
     with outputs:
         with Loaders() as loaders:
@@ -370,13 +379,7 @@ def _predict_all(
         summary.unreadable += [(frame_names[i], item) for i, item in batch if isinstance(item, str)]
         if not good:
             continue
-        detections = predictor.detect(
-            np.stack([resized for _, (resized, _, _) in good]),
-            predictor.counting.thresholds,
-            cfg.iou_thresh,
-            cfg.min_class_confidence_threshold,
-            class_probs=True,
-        )
+        detections = _detect(predictor, [item for _, item in good], cfg)
         for (i, (_, pixels, original_hw)), rows in zip(good, detections, strict=True):
             rows_np = rows.numpy().astype(np.float64)
             # Boxes inside the frame: labels/ must train as they are, and Label Studio too.
@@ -397,6 +400,21 @@ def _predict_all(
             if plan.frame_images:
                 write_png(plan.out / "images" / f"{stem}.png", pixels)
     return summary, found
+
+
+def _detect(predictor: Predictor, items: list[Any], cfg: InferConfig) -> list[torch.Tensor]:
+    """Per frame of a batch its rows (N, 7 + C): the resized frames in one pass, each frame
+    to be tiled (`resized` None) through `Predictor.detect_tiled`."""
+    args = (predictor.counting.thresholds, cfg.iou_thresh, cfg.min_class_confidence_threshold)
+    resized = [r for r, _, _ in items if r is not None]
+    direct = iter(predictor.detect(np.stack(resized), *args, class_probs=True) if resized else [])
+    overlap = predictor.overlap(cfg.tile_overlap)
+    return [
+        next(direct)
+        if r is not None
+        else predictor.detect_tiled(pixels, overlap, *args, True, cfg.batch_size)
+        for r, pixels, _ in items
+    ]
 
 
 def _write_results(

@@ -90,6 +90,7 @@ class Predictor:
     kind: str  # "pytorch" or "onnxruntime", and on what
     counting: CountModel  # thresholds, calibration, count correction (docs/counting.md)
     bit_depth: int = 8  # frames in are uint8 (8) or uint16 (16)
+    tile_overlap: int | None = None  # trained with --tile: larger frames are read as tiles
 
     @property
     def pixel_type(self) -> type[np.unsignedinteger[Any]]:
@@ -110,6 +111,42 @@ class Predictor:
 
         decoded = self.run(images)
         return postprocess(decoded, obj_thresh, iou_thresh, min_class_confidence, class_probs)
+
+    def detect_tiled(
+        self,
+        frame: np.ndarray,
+        overlap: int,
+        obj_thresh: float | Sequence[float],
+        iou_thresh: float = 0.5,
+        min_class_confidence: float = 0.0,
+        class_probs: bool = False,
+        batch_size: int = 16,
+    ) -> torch.Tensor:
+        """One uint8 (C, H, W) frame of any size, read as `image_hw` tiles overlapping by
+        `overlap` pixels, -> its (N, 7) detections normalised to the frame, each object once
+        (yogo.model.tiles)."""
+        from yogo.model.tiles import cut_tiles, merge_tiles, plan_windows
+
+        height, width = frame.shape[1:]
+        windows = plan_windows((height, width), self.image_hw, overlap)
+        tiles = cut_tiles(torch.from_numpy(frame), windows, self.image_hw).numpy()
+        found: list[torch.Tensor] = []
+        for start in range(0, len(tiles), batch_size):
+            found += self.detect(
+                tiles[start : start + batch_size],
+                obj_thresh,
+                iou_thresh,
+                min_class_confidence,
+                class_probs,
+            )
+        return merge_tiles(found, windows, self.image_hw, (height, width), iou_thresh)
+
+    def overlap(self, tile_overlap: int | None) -> int:
+        """The tiles' overlap: `tile_overlap` if given, else the model's, else an eighth of
+        the tile's shorter side (a model trained without --tile)."""
+        if tile_overlap is not None:
+            return tile_overlap
+        return self.tile_overlap if self.tile_overlap is not None else min(self.image_hw) // 8
 
     def predict(
         self,
@@ -237,7 +274,7 @@ def load_predictor(
     counting = count_model_of(checkpoint)
     return Predictor(
         run, config.class_names, config.image_hw, config.channels, kind, counting,
-        config.bit_depth,
+        bit_depth=config.bit_depth, tile_overlap=config.tile_overlap,
     )  # fmt: skip
 
 

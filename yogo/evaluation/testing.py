@@ -104,9 +104,11 @@ def test(cfg: TestConfig, folds: tuple[int, int] | None = None) -> dict[str, Any
     def evaluate(
         samples: tuple[LabelledSample, ...],
     ) -> tuple[DetectionDataset, DetectionMetrics]:
+        # A tiled model is scored as it was validated: on one fixed window per frame.
+        tiled = model_config.tile_overlap is not None
         dataset = DetectionDataset(
             samples, model_config.image_hw, model_config.channels,
-            bit_depth=model_config.bit_depth,
+            bit_depth=model_config.bit_depth, tile=tiled,
         )  # fmt: skip
         with Loaders() as loaders:
             loader = loaders.make(dataset, cfg.batch_size, workers, 0, device.type == "cuda")

@@ -54,6 +54,10 @@ class ModelConfig:
     for 16-bit or N-channel models); None: `normalize_images` as before."""
     input_std: tuple[float, ...] | None = None
     """Per channel, in pixel units, divided by after `input_mean`."""
+    tile_overlap: int | None = None
+    """Trained with --tile: `image_hw` is the tile, and larger frames are read as tiles that
+    overlap by this many pixels (yogo.model.tiles); None: frames are resized to `image_hw`.
+    Absent from files of untiled models, so theirs stay as they were."""
 
     @property
     def num_classes(self) -> int:
@@ -82,7 +86,7 @@ class ModelConfig:
             "bit_depth": self.bit_depth,
             "input_mean": None if self.input_mean is None else list(self.input_mean),
             "input_std": None if self.input_std is None else list(self.input_std),
-        }
+        } | ({"tile_overlap": self.tile_overlap} if self.tile_overlap is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -98,6 +102,7 @@ class ModelConfig:
             int(d.get("bit_depth", 8)),  # absent before 16-bit models: 8
             _floats(d.get("input_mean")),
             _floats(d.get("input_std")),
+            int(d["tile_overlap"]) if d.get("tile_overlap") is not None else None,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ def make_model(
             fix="label some objects, or give --anchor-w and --anchor-h",
         )
     first = train[0]
-    image_hw = tuple(cfg.image_hw) if cfg.image_hw else (first.height, first.width)
+    image_hw = tuple(cfg.tile or cfg.image_hw or (first.height, first.width))
     channels = cfg.channels or (3 if cfg.rgb_images else 1)
     bit_depth = survey_frames(train, channels)
     mean, std = None, None
@@ -68,6 +69,7 @@ def make_model(
         bit_depth=bit_depth,
         input_mean=mean,
         input_std=std,
+        tile_overlap=tile_overlap(cfg, train),
     )
     model = build_model(config)
     _init_priors(model, train, weights)
@@ -119,6 +121,22 @@ def _listed(values: tuple[float, ...] | None) -> str:
     return "[" + ", ".join(f"{v:.1f}" for v in values or ()) + "]"
 
 
+def tile_overlap(cfg: TrainConfig, train: tuple[LabelledSample, ...]) -> int | None:
+    """With --tile, how far infer's tiles overlap: --tile-overlap, else twice the largest
+    training box side in pixels (an object on a seam then lies whole in one tile), at least
+    16 and at most under half the tile. None without --tile."""
+    if cfg.tile is None:
+        return None
+    if cfg.tile_overlap is not None:
+        return cfg.tile_overlap
+    largest = max(
+        (float(max((s.boxes[:, 3] * s.width).max(), (s.boxes[:, 4] * s.height).max()))
+         for s in train if len(s.boxes)),
+        default=0.0,
+    )  # fmt: skip
+    return min(max(16, math.ceil(2 * largest)), (min(cfg.tile) - 1) // 2)
+
+
 def _from_pretrained(
     cfg: TrainConfig,
     class_names: tuple[str, ...],
@@ -127,7 +145,7 @@ def _from_pretrained(
     weights: torch.Tensor | None,
 ) -> YOGO:
     old = pretrained.model_config
-    image_hw = tuple(cfg.image_hw) if cfg.image_hw else old.image_hw
+    image_hw = tuple(cfg.tile or cfg.image_hw or old.image_hw)
     if tuple(image_hw) != old.image_hw:
         log.warning(
             f"--from-pretrained: --image-hw {image_hw[0]} {image_hw[1]} differs from the "
@@ -138,6 +156,8 @@ def _from_pretrained(
     config = dataclasses.replace(
         old, class_names=class_names, image_hw=(int(image_hw[0]), int(image_hw[1]))
     )
+    if cfg.tile is not None:
+        config = dataclasses.replace(config, tile_overlap=tile_overlap(cfg, train))
     model = build_model(config)
     state = dict(pretrained.state_dict)
     if old.num_classes != config.num_classes:

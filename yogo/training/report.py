@@ -8,6 +8,7 @@ training curves and the W&B run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -198,7 +199,10 @@ def metric_columns(class_names: Sequence[str]) -> list[str]:
 
 
 def warn_collision_losses(train: tuple[LabelledSample, ...], config: ModelConfig) -> None:
-    """Say when the grid keeps too few objects of a class (one object per cell)."""
+    """Say when the grid keeps too few objects of a class (one object per cell). A tiled
+    model's cells are 8 frame pixels: its grid over a frame is the frame's own size's."""
+    if config.tile_overlap is not None and train:
+        config = dataclasses.replace(config, image_hw=(train[0].height, train[0].width))
     lost, total = grid_losses([s.boxes for s in train], config.grid, config.num_classes)
     for message in collision_losses(lost, total, config.class_names, config.image_hw):
         log.warning(message)

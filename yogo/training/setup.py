@@ -256,6 +256,8 @@ def resolved_config(
         "from_pretrained": str(pretrained.path.resolve()) if pretrained else None,
         "model": m.model_name,
         "image_hw": list(m.image_hw),
+        "tile": list(m.image_hw) if m.tile_overlap is not None else None,
+        "tile_overlap": m.tile_overlap,
         "rgb_images": m.channels == 3,
         "channels": m.channels,
         "normalize_images": m.normalize_images,
