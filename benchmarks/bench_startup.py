@@ -8,7 +8,9 @@ fine-tune: the label index shared between runs).
 For each size it writes a dataset (distinct label and image files, ~130 objects per frame; see
 check_speed.py), starts `yogo train` (batch 16), waits for its "first optimizer step" line,
 stops it with SIGTERM (it saves last.pth, as on preemption), starts it again with `--resume
-auto`, then starts a second run (another --name) on the same DDF. Times are measured from the
+auto`, then starts a second run (another --name) on the same DDF. With `--before CHECKOUT` (an
+older yogo, e.g. `git worktree add /tmp/before cff5d51`) both take turns, twice each, and each
+keeps its best. Times are measured from the
 command's start (Python and torch imports included). Also prints the label index's size on
 disk and the memory one process holds for it (its resident set before and after a scan
 through the warm index).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -28,10 +31,10 @@ from pathlib import Path
 from check_speed import build
 
 
-def seconds_to_first_step(command: list[str]) -> float:
+def seconds_to_first_step(command: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1, env=env
     )
     assert process.stderr is not None
     lines = []
@@ -44,6 +47,20 @@ def seconds_to_first_step(command: list[str]) -> float:
             return elapsed
     process.wait()
     raise RuntimeError("yogo train ended before its first step:\n" + "".join(lines[-20:]))
+
+
+def three_starts(ddf: Path, out: Path, env: dict[str, str] | None) -> list[float]:
+    """New run on new data, the same run requeued, a new run on the same data (seconds)."""
+    train = [sys.executable, "-m", "yogo", "train", str(ddf), "-bs", "16", "--epochs", "1"]
+    train += ["--no-wandb", "--output-dir", str(out), "--name", "r"]
+    return [
+        seconds_to_first_step(train, env),
+        seconds_to_first_step([*train, "--resume", "auto"], env),
+        seconds_to_first_step([*train[:-1], "s"], env),
+    ]
+
+
+STARTS = ("new run on new data", "requeued run", "new run on data seen before")
 
 
 MEMORY = """
@@ -68,24 +85,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--image-hw", type=int, nargs=2, default=(192, 256))
+    parser.add_argument(
+        "--before", type=Path, help="another yogo checkout: both take turns (A, B, A, B)"
+    )
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores")
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
     for files in args.files:
         with tempfile.TemporaryDirectory() as tmp:
             ddf = build(Path(tmp), files, tuple(args.image_hw))
-            train = [sys.executable, "-m", "yogo", "train", str(ddf), "-bs", "16", "--epochs"]
-            train += ["1", "--no-wandb", "--output-dir", f"{tmp}/out", "--name", "r"]
-            cold = seconds_to_first_step(train)
-            print(f"{files} files, new run on new data s: {cold:.1f}")
-            requeued = seconds_to_first_step([*train, "--resume", "auto"])
-            print(f"{files} files, requeued run s: {requeued:.1f}")
-            seen = seconds_to_first_step([*train[:-1], "s"])
-            print(f"{files} files, new run on data seen before s: {seen:.1f}")
-            shards = (Path(tmp) / "out" / ".yogo-cache").rglob("[!.]*.npz")
-            size = sum(p.stat().st_size for p in shards) / 1e6
+            sides: dict[str, dict[str, str] | None] = {"this checkout": None}
+            if args.before is not None:
+                before = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+                sides = {"before": before, "this checkout": None}
+            best: dict[str, list[float]] = {}
+            for round_ in range(2 if args.before is not None else 1):
+                for side, env in sides.items():
+                    out = Path(tmp) / f"out-{side.replace(' ', '-')}-{round_}"
+                    times = three_starts(ddf, out, env)
+                    for start, seconds in zip(STARTS, times, strict=True):
+                        print(f"{files} files, {side}, {start} s: {seconds:.1f}", flush=True)
+                    best[side] = [
+                        min(a, b) for a, b in zip(best.get(side, times), times, strict=True)
+                    ]
+            if args.before is not None:
+                for start, old, new in zip(
+                    STARTS, best["before"], best["this checkout"], strict=True
+                ):
+                    print(f"{files} files, {start}: best {old:.1f} s before, {new:.1f} s now")
+            cache = Path(tmp) / "out-this-checkout-0" / ".yogo-cache"
+            size = sum(p.stat().st_size for p in cache.rglob("[!.]*.npz")) / 1e6
             print(f"{files} files, index on disk MB: {size:.0f}")
             memory = subprocess.run(
-                [sys.executable, "-c", MEMORY, str(ddf), f"{tmp}/out/.yogo-cache"],
+                [sys.executable, "-c", MEMORY, str(ddf), str(cache)],
                 capture_output=True,
                 text=True,
                 check=True,
