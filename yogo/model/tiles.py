@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from yogo.model.boxes import nms
+
 # Two detections from different tiles are one object when they overlap this much (IoU), or
 # when their centres are closer than this share of the smaller box's shorter side: relative
 # to the boxes' size, so it holds for small and large objects alike.
@@ -116,8 +118,6 @@ def merge_tiles(
     merged = torch.cat(kept)
     twins = suppress_twins(merged, torch.cat(tile_ids), torch.cat(cores), windows, tile_hw)
     merged = merged[twins]
-    from torchvision.ops import nms
-
     merged = merged[nms(merged[:, :4], merged[:, 4], iou_thresh)]
     merged[:, [0, 2]] /= width
     merged[:, [1, 3]] /= height
@@ -166,12 +166,10 @@ def _overlapping_pairs(
     windows: list[tuple[int, int]], tile_hw: tuple[int, int]
 ) -> list[tuple[int, int]]:
     """Index pairs (a < b) of windows that share pixels."""
-    return [
-        (a, b)
-        for a, (top_a, left_a) in enumerate(windows)
-        for b, (top_b, left_b) in enumerate(windows[a + 1 :], start=a + 1)
-        if abs(top_a - top_b) < tile_hw[0] and abs(left_a - left_b) < tile_hw[1]
-    ]
+    starts = torch.tensor(windows).reshape(-1, 2)
+    close = ((starts[:, None, :] - starts[None, :, :]).abs() < torch.tensor(tile_hw)).all(dim=2)
+    first, second = torch.triu(close, diagonal=1).nonzero(as_tuple=True)
+    return list(zip(first.tolist(), second.tolist(), strict=True))
 
 
 def _twin_pairs(
@@ -180,9 +178,14 @@ def _twin_pairs(
     """Pairs (i, j), i from `first`, j from `second` (row indices), that are one object."""
     if not len(first) or not len(second):
         return []
-    from torchvision.ops import box_iou
-
-    iou = box_iou(boxes[first], boxes[second])
+    a, b = boxes[first, None, :], boxes[None, second, :]
+    corner_min, corner_max = (
+        torch.maximum(a[..., :2], b[..., :2]),
+        torch.minimum(a[..., 2:], b[..., 2:]),
+    )
+    inter = (corner_max - corner_min).clamp(min=0).prod(dim=2)
+    areas = sides.prod(dim=1)
+    iou = inter / (areas[first, None] + areas[None, second] - inter).clamp(min=1e-12)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     distance = (centres[first, None, :] - centres[None, second, :]).norm(dim=2)
     short = sides.min(dim=1).values
