@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, model_config
 
 from yogo.model.checkpoint import load_checkpoint, load_model
 from yogo.model.network import MODELS, ModelConfig, grid_shape
@@ -125,17 +125,23 @@ def test_public_api_is_lazy_and_complete() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("normalize_images", [True, False])
+@pytest.mark.parametrize("normalize_images", [True, False, "16-bit mean and std"])
 def test_fused_inference_copy_computes_what_the_network_does(
-    name: str, normalize_images: bool
+    name: str, normalize_images: bool | str
 ) -> None:
     """`yogo infer` runs a .pth as its fused copy (batch-norms folded into the convs, /255
     into the first conv's weights, no dropout): the same outputs as the eval-mode network,
-    trained batch-norm statistics included, and the original left as it was."""
-    from yogo.model.network import fused_for_inference
+    trained batch-norm statistics included, and the original left as it was. A per-channel
+    mean and std (16-bit and N-channel models) stays outside the folded convs."""
+    from yogo.model.network import build_model, fused_for_inference
 
     torch.manual_seed(0)
-    model = make_model(name, 4, normalize_images=normalize_images)
+    config = model_config(name, 4, normalize_images=bool(normalize_images))
+    if normalize_images == "16-bit mean and std":
+        config = dataclasses.replace(
+            config, bit_depth=16, input_mean=(30000.0,), input_std=(9000.0,)
+        )
+    model = build_model(config)
     for module in model.modules():  # statistics and affine parameters as training leaves them
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -148,7 +154,9 @@ def test_fused_inference_copy_computes_what_the_network_does(
     kinds = {type(m) for m in fused.modules()}
     assert torch.nn.BatchNorm2d not in kinds and torch.nn.Dropout2d not in kinds
     images = torch.randint(0, 255, (2, model.channels, 64, 80), dtype=torch.uint8)
-    scale = 1.0 if normalize_images else 1 / 255  # keep raw outputs where exp() is tame
+    scale = 1.0 if normalize_images is True else 1 / 255  # raw outputs where exp() is tame
+    if normalize_images == "16-bit mean and std":
+        scale = 257.0  # the 16-bit range
     with torch.inference_mode():
         expected = model(images.float() * scale)
         got = fused(images.float() * scale)

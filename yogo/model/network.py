@@ -248,7 +248,9 @@ def fused_for_inference(model: YOGO) -> YOGO:
                 layers.append(layer)
         blocks.append(nn.Sequential(*layers) if isinstance(block, nn.Sequential) else layers[0])
     fused.model = nn.Sequential(*blocks)
-    if fused.normalize_images:  # conv(x / 255) == conv with weights / 255, bias unchanged
+    if fused.normalize_images and fused.input_mean is None:  # conv(x / 255) == conv(x) with
+        # weights / 255, bias unchanged. A per-channel mean is not folded: the first conv's
+        # zero padding would then stand for the mean, not for zero.
         first = blocks[0][0] if isinstance(blocks[0], nn.Sequential) else blocks[0]
         assert isinstance(first, nn.Conv2d)
         with torch.no_grad():
@@ -259,9 +261,12 @@ def fused_for_inference(model: YOGO) -> YOGO:
 
 def build_model(config: ModelConfig) -> YOGO:
     """A new network as `config` describes (weights initialised, not loaded)."""
-    if config.model_name not in MODELS:
-        raise UserError(
-            f"--model '{config.model_name}' is not a known model",
-            fix=f"choose one of: {', '.join(MODELS)}",
-        )
+    require_known_model(config.model_name)
     return YOGO(MODELS[config.model_name], config)
+
+
+def require_known_model(name: str) -> None:
+    if name not in MODELS:
+        raise UserError(
+            f"--model '{name}' is not a known model", fix=f"choose one of: {', '.join(MODELS)}"
+        )

@@ -27,7 +27,8 @@ from yogo.ddf import ddf_inputs
 from yogo.dist import slurm_restart
 from yogo.errors import UserError, display_path
 from yogo.model.checkpoint import Checkpoint, load_checkpoint, require_checkpoint_file
-from yogo.model.network import YOGO
+from yogo.model.grid import require_usable_image_hw
+from yogo.model.network import YOGO, require_known_model
 from yogo.outputs import Inputs, require_output_folder, same_file
 from yogo.training.ema import WeightAverage
 from yogo.training.run_folder import require_new_run_name
@@ -315,4 +316,8 @@ def start_or_resume(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
     require_new_run_name(cfg)
     if cfg.from_pretrained:
         require_checkpoint_file(Path(cfg.from_pretrained))
+    else:  # what needs no data is refused before the label index is read or written
+        require_known_model(cfg.model)
+        if cfg.image_hw is not None:
+            require_usable_image_hw((cfg.image_hw[0], cfg.image_hw[1]))
     return cfg, None
